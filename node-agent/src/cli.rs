@@ -1,0 +1,202 @@
+//! The `dcs-agent` command line: the contract other tools rely on.
+//!
+//! Output is JSON on stdout; an error is one sentence on stderr with a
+//! non-zero exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commit::{CommitRequest, commit};
+use crate::containerd::Containerd;
+use crate::image::changes::ConfigChange;
+use crate::layer::Compression;
+use crate::registry::RegistryOptions;
+
+#[derive(Debug, Parser)]
+#[command(name = "dcs-agent", version, about = "Desktop customisation service node agent")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Lists the containers of a containerd namespace.
+    Containers {
+        #[command(flatten)]
+        containerd: ContainerdArgs,
+        /// Print JSON (one array) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Commits a container to a new image and pushes it.
+    Commit(CommitArgs),
+}
+
+#[derive(Debug, Args)]
+struct ContainerdArgs {
+    /// containerd's gRPC socket.
+    #[arg(
+        long,
+        env = "DCS_CONTAINERD_SOCKET",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    containerd_socket: PathBuf,
+    /// containerd namespace (`k8s.io` is where kubelet's containers live).
+    #[arg(long, env = "DCS_CONTAINERD_NAMESPACE", default_value = "k8s.io")]
+    namespace: String,
+}
+
+#[derive(Debug, Args)]
+struct CommitArgs {
+    #[command(flatten)]
+    containerd: ContainerdArgs,
+    /// The container to commit.
+    #[arg(long)]
+    container: String,
+    /// The tag to push, e.g. `registry.example/team/desktop:v2`.
+    #[arg(long)]
+    target: String,
+    /// A `dockerconfigjson` file (Kubernetes Secret format) with credentials.
+    #[arg(long)]
+    registry_config: Option<PathBuf>,
+    /// A registry (`host:port`) reached over plain HTTP. Repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+    /// Layer compression.
+    #[arg(long, default_value = "gzip")]
+    compression: Compression,
+    /// Do not pause the container while its changes are read.
+    #[arg(long)]
+    no_pause: bool,
+    /// Leave out paths matching this glob. Repeatable.
+    #[arg(long = "exclude")]
+    excludes: Vec<String>,
+    /// Do not exclude the default runtime paths (/tmp/*, /run/*, X11 and VNC files).
+    #[arg(long)]
+    no_default_excludes: bool,
+    /// A config change, Dockerfile style: 'CMD ["app"]', 'ENV K=V', WORKDIR,
+    /// USER, LABEL, EXPOSE, ENTRYPOINT. Repeatable.
+    #[arg(long = "change")]
+    changes: Vec<ConfigChange>,
+    /// Recorded in the image history.
+    #[arg(long)]
+    message: Option<String>,
+    /// Recorded as the `io.dcs.snapshot.id` manifest annotation.
+    #[arg(long)]
+    snapshot_id: Option<String>,
+    /// Where per-container lock files are kept.
+    #[arg(long, env = "DCS_AGENT_STATE_DIR", default_value = "/run/dcs-agent")]
+    state_dir: PathBuf,
+}
+
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    install_crypto_provider();
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("dcs-agent: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Containers { containerd, json } => {
+            let client = connect(&containerd).await?;
+            let containers = client.list_containers().await.map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", to_json(&containers)?);
+            } else {
+                println!(
+                    "{:<24} {:<10} {:<12} {:<40} IMAGE",
+                    "CONTAINER", "STATE", "SNAPSHOTTER", "POD"
+                );
+                for c in containers {
+                    let pod = match (&c.pod_namespace, &c.pod_name, &c.container_name) {
+                        (Some(ns), Some(pod), Some(name)) => format!("{ns}/{pod}/{name}"),
+                        _ => "-".into(),
+                    };
+                    let state = serde_json::to_value(c.runtime_state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default();
+                    println!(
+                        "{:<24} {:<10} {:<12} {:<40} {}",
+                        c.id, state, c.snapshotter, pod, c.image
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Commit(args) => {
+            let client = connect(&args.containerd).await?;
+            let request = CommitRequest {
+                container_id: args.container,
+                target: args.target,
+                compression: args.compression,
+                pause: !args.no_pause,
+                excludes: args.excludes,
+                default_excludes: !args.no_default_excludes,
+                changes: args.changes,
+                message: args.message,
+                snapshot_id: args.snapshot_id,
+                registry: RegistryOptions {
+                    config_file: args.registry_config,
+                    insecure: args.insecure_registries,
+                },
+                state_dir: args.state_dir,
+            };
+            let result = commit(&client, &request, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{}", to_json(&result)?);
+            Ok(())
+        }
+    }
+}
+
+async fn connect(args: &ContainerdArgs) -> Result<Containerd, String> {
+    if args.namespace.is_empty()
+        || !args
+            .namespace
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    {
+        return Err(format!("invalid containerd namespace \"{}\"", args.namespace));
+    }
+    Containerd::connect(&args.containerd_socket, &args.namespace)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, String> {
+    serde_json::to_string_pretty(value).map_err(|e| format!("cannot print the result: {e}"))
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// ring is the one TLS crypto provider of this program (see FACTS.md);
+/// reqwest and oci-client use the process default.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,400 @@
+//! The commit engine: a container's changes become a new image in
+//! containerd and in a registry.
+//!
+//! Order matters for safety:
+//! 1. everything is checked that can be checked before touching anything
+//!    (reference, exclusions, credentials file, container, base image);
+//! 2. all new content is written under a lease, so containerd's garbage
+//!    collector cannot take it half-way and a crash leaves nothing pinned;
+//! 3. the task is paused (if asked) only while the change is read;
+//! 4. the image record is created once its content is complete;
+//! 5. the registry gets its blobs first and the manifest last.
+
+mod sink;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::containerd::{self, Containerd, Lease, TaskState};
+use crate::image::base::{BaseImage, BaseImageError};
+use crate::image::build::{BuiltImage, CommitOptions, NewLayer, build_image};
+use crate::image::changes::ConfigChange;
+use crate::image::{Descriptor, media_type};
+use crate::layer::exclude::ExcludeError;
+use crate::layer::{
+    Compression, Excludes, LayerError, LayerSource, LayerSummary, OverlayUpper, WalkStats,
+    write_layer,
+};
+use crate::lock::{LockError, lock_container};
+use crate::registry::{self, PushReport, Pusher, RegistryError, RegistryOptions};
+use sink::{ChannelReader, ContentSink};
+
+/// A lease outlives a crashed agent by this much at most.
+const LEASE_EXPIRY: Duration = Duration::from_secs(6 * 3600);
+
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    pub container_id: String,
+    /// The tag to create, e.g. `registry.example/workshops/k8s-intro:v2`.
+    pub target: String,
+    pub compression: Compression,
+    /// Pause the container's task while its changes are read, for a
+    /// consistent layer.
+    pub pause: bool,
+    /// Request globs, on top of the defaults unless those are turned off.
+    pub excludes: Vec<String>,
+    pub default_excludes: bool,
+    pub changes: Vec<ConfigChange>,
+    pub message: Option<String>,
+    /// Recorded as a manifest annotation, for lineage.
+    pub snapshot_id: Option<String>,
+    pub registry: RegistryOptions,
+    /// Where the per-container lock files live.
+    pub state_dir: PathBuf,
+}
+
+/// What a commit produced; printed as JSON by the CLI.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitResult {
+    pub image: String,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub layer: LayerReport,
+    pub paused_ms: u64,
+    pub duration_ms: u64,
+    pub diff_ms: u64,
+    pub push_ms: u64,
+    pub base_image: String,
+    pub base_digest: String,
+    /// `overlay` (upper directory read directly) or `diff-service`.
+    pub method: &'static str,
+    pub stats: WalkStats,
+    pub push: PushReport,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerReport {
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+    pub uncompressed_size: u64,
+    pub media_type: String,
+}
+
+/// Phases reported while a commit runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "phase", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CommitProgress {
+    Diffing,
+    Pushing { done: u64, total: u64 },
+}
+
+pub type ProgressSink = Arc<dyn Fn(CommitProgress) + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    Containerd(#[from] containerd::Error),
+    #[error(transparent)]
+    BaseImage(#[from] BaseImageError),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Exclude(#[from] ExcludeError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("container \"{id}\" uses snapshotter \"{snapshotter}\" and has no snapshot to read")]
+    NoSnapshot { id: String, snapshotter: String },
+    #[error("the commit was interrupted: {0}")]
+    Interrupted(String),
+}
+
+/// Commits a container and pushes the image.
+pub async fn commit(
+    client: &Containerd,
+    request: &CommitRequest,
+    progress: Option<ProgressSink>,
+) -> Result<CommitResult, CommitError> {
+    let started = Instant::now();
+    let target = registry::parse_target(&request.target)?;
+    let excludes = Excludes::new(&request.excludes, request.default_excludes)?;
+    let pusher = Pusher::new(target.clone(), &request.registry)?;
+    let _lock = lock_container(&request.state_dir, &request.container_id)?;
+
+    let container = client.container(&request.container_id).await?;
+    let base = BaseImage::resolve(client, &container.id, &container.image).await?;
+    if container.snapshot_key.is_empty() {
+        return Err(CommitError::NoSnapshot {
+            id: container.id.clone(),
+            snapshotter: container.snapshotter.clone(),
+        });
+    }
+
+    let lease = client
+        .create_lease(
+            &format!("dcs-commit-{}", uuid::Uuid::new_v4()),
+            LEASE_EXPIRY,
+        )
+        .await?;
+    let outcome = commit_under_lease(
+        client, request, &container, &base, &excludes, &lease, &pusher, progress,
+    )
+    .await;
+    // The image record now holds what must stay; the rest may go.
+    if let Err(e) = client.delete_lease(&lease).await {
+        tracing::warn!(lease = %lease.id, error = %e, "could not delete lease; it expires by itself");
+    }
+    let mut result = outcome?;
+    result.image = registry::image_name(&target);
+    result.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(result)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn commit_under_lease(
+    client: &Containerd,
+    request: &CommitRequest,
+    container: &containerd::ContainerInfo,
+    base: &BaseImage,
+    excludes: &Excludes,
+    lease: &Lease,
+    pusher: &Pusher,
+    progress: Option<ProgressSink>,
+) -> Result<CommitResult, CommitError> {
+    if let Some(progress) = &progress {
+        progress(CommitProgress::Diffing);
+    }
+    let diff_started = Instant::now();
+    let pause = request.pause && client.task_state(&container.id).await? == TaskState::Running;
+    let mut paused_at = None;
+    if pause {
+        client.pause_task(&container.id).await?;
+        paused_at = Some(Instant::now());
+    }
+    let layer = read_changes(client, container, excludes, request.compression, lease).await;
+    let mut paused_ms = 0;
+    if let Some(paused_at) = paused_at {
+        // Resume even when reading failed: a speaker's desktop must never
+        // stay frozen because of a failed snapshot.
+        let resumed = client.resume_task(&container.id).await;
+        paused_ms = paused_at.elapsed().as_millis() as u64;
+        resumed?;
+    }
+    let (summary, method) = layer?;
+    let diff_ms = diff_started.elapsed().as_millis() as u64;
+
+    let new_layer = NewLayer {
+        descriptor: Descriptor {
+            media_type: summary.media_type.clone(),
+            digest: summary.digest.clone(),
+            size: summary.size as i64,
+            annotations: Default::default(),
+            platform: None,
+        },
+        diff_id: summary.diff_id.clone(),
+    };
+    let options = CommitOptions {
+        changes: request.changes.clone(),
+        message: request.message.clone(),
+        snapshot_id: request.snapshot_id.clone(),
+    };
+    let built = build_image(base, &new_layer, &options, chrono::Utc::now());
+    store_image(client, lease, &built, &request.target).await?;
+
+    let push_started = Instant::now();
+    let push_progress = progress.clone().map(|p| {
+        Arc::new(move |done, total| p(CommitProgress::Pushing { done, total }))
+            as registry::ProgressFn
+    });
+    let push = pusher
+        .push(client, &built, &base.name, push_progress)
+        .await?;
+
+    Ok(CommitResult {
+        image: String::new(),
+        manifest_digest: built.manifest_descriptor.digest.clone(),
+        config_digest: built.config_descriptor.digest.clone(),
+        layer: LayerReport {
+            digest: summary.digest,
+            diff_id: summary.diff_id,
+            size: summary.size,
+            uncompressed_size: summary.uncompressed_size,
+            media_type: summary.media_type,
+        },
+        paused_ms,
+        duration_ms: 0,
+        diff_ms,
+        push_ms: push_started.elapsed().as_millis() as u64,
+        base_image: base.name.clone(),
+        base_digest: base.manifest_descriptor.digest.clone(),
+        method,
+        stats: summary.stats,
+        push,
+    })
+}
+
+/// Builds the layer into the content store: from the overlay upper
+/// directory when there is one, else through containerd's Diff service.
+async fn read_changes(
+    client: &Containerd,
+    container: &containerd::ContainerInfo,
+    excludes: &Excludes,
+    compression: Compression,
+    lease: &Lease,
+) -> Result<(LayerSummary, &'static str), CommitError> {
+    let mounts = client
+        .snapshot_mounts(&container.snapshotter, &container.snapshot_key)
+        .await?;
+    let upper = match mounts.as_slice() {
+        [mount] => OverlayUpper::from_mount(&mount.r#type, &mount.options),
+        _ => None,
+    };
+    if let Some(upper) = upper {
+        match build_layer(
+            client,
+            LayerSource::Overlay(upper),
+            excludes,
+            compression,
+            lease,
+        )
+        .await
+        {
+            Ok(summary) => return Ok((summary, "overlay")),
+            Err(CommitError::Layer(LayerError::OverlayFeature { path, feature })) => {
+                tracing::info!(path = %path.display(), feature, "overlay feature found; using the Diff service");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let summary = diff_service_layer(client, container, mounts, excludes, compression, lease).await?;
+    Ok((summary, "diff-service"))
+}
+
+/// The fallback: containerd computes an uncompressed diff between the
+/// image's top layer and the container; we filter and compress it.
+async fn diff_service_layer(
+    client: &Containerd,
+    container: &containerd::ContainerInfo,
+    upper: Vec<containerd_client::types::Mount>,
+    excludes: &Excludes,
+    compression: Compression,
+    lease: &Lease,
+) -> Result<LayerSummary, CommitError> {
+    let parent = client
+        .snapshot_parent(&container.snapshotter, &container.snapshot_key)
+        .await?;
+    let view_key = format!("dcs-view-{}", uuid::Uuid::new_v4());
+    let lower = client
+        .view_snapshot(&container.snapshotter, &view_key, &parent, lease)
+        .await?;
+    let diff = client.diff(lower, upper, media_type::OCI_LAYER, lease).await;
+    if let Err(e) = client.remove_snapshot(&container.snapshotter, &view_key).await {
+        tracing::warn!(key = %view_key, error = %e, "could not remove view snapshot; the lease will");
+    }
+    let diff = diff?;
+
+    let mut stream = client.read_stream("diff", &diff.digest).await?;
+    let (sender, receiver) = mpsc::channel(4);
+    let forward = tokio::spawn(async move {
+        use futures::StreamExt;
+        while let Some(chunk) = stream.next().await {
+            if sender.send(chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    let reader = ChannelReader::new(receiver);
+    let result = build_layer(
+        client,
+        LayerSource::Tar(Box::new(reader)),
+        excludes,
+        compression,
+        lease,
+    )
+    .await;
+    forward.abort();
+    result
+}
+
+/// Runs the layer pipeline on a blocking thread, streaming into a new blob.
+async fn build_layer(
+    client: &Containerd,
+    source: LayerSource,
+    excludes: &Excludes,
+    compression: Compression,
+    lease: &Lease,
+) -> Result<LayerSummary, CommitError> {
+    let mut sink = ContentSink::new(client.blob_writer(lease));
+    let excludes = excludes.clone();
+    let (result, sink) = tokio::task::spawn_blocking(move || {
+        let result = match write_layer(source, &excludes, compression, &mut sink) {
+            Ok((summary, _)) => sink
+                .flush_buffer()
+                .map(|()| summary)
+                .map_err(LayerError::Write),
+            Err(e) => Err(e),
+        };
+        (result, sink)
+    })
+    .await
+    .map_err(|e| CommitError::Interrupted(e.to_string()))?;
+    match result {
+        Ok(summary) => {
+            sink.into_writer()
+                .commit(&summary.digest, HashMap::new())
+                .await?;
+            Ok(summary)
+        }
+        // containerd failed first (disk full, say): its error is the cause.
+        Err(_) if sink.failed() => Err(sink.into_writer().into_error().await.into()),
+        Err(e) => {
+            sink.into_writer().abort().await;
+            Err(e.into())
+        }
+    }
+}
+
+/// Writes config and manifest with the labels that tie the image's content
+/// together for containerd's garbage collector, then the image record.
+async fn store_image(
+    client: &Containerd,
+    lease: &Lease,
+    image: &BuiltImage,
+    name: &str,
+) -> Result<(), CommitError> {
+    client
+        .write_blob(
+            lease,
+            &image.config,
+            &image.config_descriptor.digest,
+            HashMap::new(),
+        )
+        .await?;
+    let mut labels = HashMap::from([(
+        "containerd.io/gc.ref.content.config".to_string(),
+        image.config_descriptor.digest.clone(),
+    )]);
+    for (i, layer) in image.layers.iter().enumerate() {
+        labels.insert(
+            format!("containerd.io/gc.ref.content.l.{i}"),
+            layer.digest.clone(),
+        );
+    }
+    client
+        .write_blob(lease, &image.manifest, &image.manifest_descriptor.digest, labels)
+        .await?;
+    let name = registry::parse_target(name).map(|r| registry::image_name(&r))?;
+    client
+        .put_image(&name, &image.manifest_descriptor, HashMap::new())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Adapters between the blocking layer pipeline and async containerd I/O.
+
+use std::io::{self, Read, Write};
+
+use tokio::sync::mpsc;
+
+use crate::containerd::{BlobWriter, Error};
+
+/// Chunks sent to containerd at once: big enough that per-message overhead
+/// does not matter, small enough to bound memory.
+const CHUNK: usize = 1024 * 1024;
+
+/// A `Write` that streams into a containerd blob, for a blocking thread.
+pub struct ContentSink {
+    writer: BlobWriter,
+    buffer: Vec<u8>,
+    failed: bool,
+}
+
+impl ContentSink {
+    pub fn new(writer: BlobWriter) -> Self {
+        Self {
+            writer,
+            buffer: Vec::with_capacity(CHUNK),
+            failed: false,
+        }
+    }
+
+    /// Sends what is still buffered.
+    pub fn flush_buffer(&mut self) -> io::Result<()> {
+        self.send()
+    }
+
+    /// The writer: to commit after `flush_buffer`, or after a failure to
+    /// read its real error.
+    pub fn into_writer(self) -> BlobWriter {
+        self.writer
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
+        self.writer.blocking_write(chunk).map_err(|e| {
+            self.failed = true;
+            io::Error::other(e.to_string())
+        })
+    }
+}
+
+impl Write for ContentSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = CHUNK - self.buffer.len();
+        let n = room.min(buf.len());
+        self.buffer.extend_from_slice(&buf[..n]);
+        if self.buffer.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A blocking `Read` over chunks that an async task delivers.
+pub struct ChannelReader {
+    receiver: mpsc::Receiver<Result<Vec<u8>, Error>>,
+    current: Vec<u8>,
+    position: usize,
+}
+
+impl ChannelReader {
+    pub fn new(receiver: mpsc::Receiver<Result<Vec<u8>, Error>>) -> Self {
+        Self {
+            receiver,
+            current: Vec::new(),
+            position: 0,
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.position == self.current.len() {
+            match self.receiver.blocking_recv() {
+                Some(Ok(chunk)) => {
+                    self.current = chunk;
+                    self.position = 0;
+                }
+                Some(Err(e)) => return Err(io::Error::other(e.to_string())),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.position);
+        buf[..n].copy_from_slice(&self.current[self.position..self.position + n]);
+        self.position += n;
+        Ok(n)
+    }
+}

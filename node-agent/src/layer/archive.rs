@@ -1,0 +1,417 @@
+//! A small tar writer for layer entries: ustar headers, with PAX records
+//! for what ustar cannot hold (long names, big numbers, extended attributes).
+//!
+//! Our own writer rather than a general one because a layer needs exact
+//! control of names (raw bytes, trailing `/` on directories) and of the
+//! `SCHILY.xattr.*` records, and never anything a layer must not contain.
+
+use std::io::{self, Read, Write};
+
+const BLOCK: usize = 512;
+/// File data is copied through a buffer of this size.
+const COPY_BUFFER: usize = 256 * 1024;
+
+/// Maximum values of the ustar octal fields (with their NUL terminator).
+const MAX_OCTAL_7: u64 = 0o7_777_777;
+const MAX_OCTAL_11: u64 = 0o77_777_777_777;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    HardLink,
+    Symlink,
+    CharDevice,
+    BlockDevice,
+    Directory,
+    Fifo,
+}
+
+impl EntryKind {
+    fn type_flag(self) -> u8 {
+        match self {
+            Self::File => b'0',
+            Self::HardLink => b'1',
+            Self::Symlink => b'2',
+            Self::CharDevice => b'3',
+            Self::BlockDevice => b'4',
+            Self::Directory => b'5',
+            Self::Fifo => b'6',
+        }
+    }
+}
+
+/// One entry of a layer. `path` is relative to the root, without a leading
+/// or trailing `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub path: Vec<u8>,
+    pub kind: EntryKind,
+    /// Permission bits including setuid, setgid and sticky.
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    /// Data length; only regular files have data.
+    pub size: u64,
+    pub mtime: i64,
+    /// Target of a symlink, or the path of the first name of a hardlink.
+    pub link: Vec<u8>,
+    pub device_major: u32,
+    pub device_minor: u32,
+    /// Extended attributes, sorted by name.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+impl Entry {
+    /// An entry with everything but the path and kind zero: for whiteouts.
+    pub fn empty(path: Vec<u8>, kind: EntryKind) -> Self {
+        Self {
+            path,
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: 0,
+            link: Vec::new(),
+            device_major: 0,
+            device_minor: 0,
+            xattrs: Vec::new(),
+        }
+    }
+}
+
+/// Why an entry could not be appended: its data could not be read, or the
+/// output could not be written.
+#[derive(Debug)]
+pub enum AppendError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+impl From<io::Error> for AppendError {
+    fn from(e: io::Error) -> Self {
+        Self::Write(e)
+    }
+}
+
+/// Writes entries to `out` as a tar stream.
+pub struct TarWriter<W: Write> {
+    out: W,
+    buffer: Vec<u8>,
+    entries: u64,
+}
+
+impl<W: Write> TarWriter<W> {
+    pub fn new(out: W) -> Self {
+        Self {
+            out,
+            buffer: vec![0; COPY_BUFFER],
+            entries: 0,
+        }
+    }
+
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Appends one entry. For a regular file, exactly `entry.size` bytes are
+    /// written: a file that shrank while being read is padded with zeros and
+    /// one that grew is cut, so the archive stays well-formed.
+    pub fn append(
+        &mut self,
+        entry: &Entry,
+        data: Option<&mut dyn Read>,
+    ) -> Result<(), AppendError> {
+        let mut name = entry.path.clone();
+        if entry.kind == EntryKind::Directory {
+            name.push(b'/');
+        }
+        let size = if entry.kind == EntryKind::File {
+            entry.size
+        } else {
+            0
+        };
+
+        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+        let (ustar_name, ustar_prefix) = match split_ustar_path(&name) {
+            Some(split) => split,
+            None => {
+                pax.push(("path".into(), name.clone()));
+                (truncate(&name, 100), Vec::new())
+            }
+        };
+        if entry.link.len() > 100 {
+            pax.push(("linkpath".into(), entry.link.clone()));
+        }
+        if entry.uid > MAX_OCTAL_7 {
+            pax.push(("uid".into(), entry.uid.to_string().into_bytes()));
+        }
+        if entry.gid > MAX_OCTAL_7 {
+            pax.push(("gid".into(), entry.gid.to_string().into_bytes()));
+        }
+        if size > MAX_OCTAL_11 {
+            pax.push(("size".into(), size.to_string().into_bytes()));
+        }
+        if entry.mtime < 0 || entry.mtime as u64 > MAX_OCTAL_11 {
+            pax.push(("mtime".into(), entry.mtime.to_string().into_bytes()));
+        }
+        for (key, value) in &entry.xattrs {
+            pax.push((format!("SCHILY.xattr.{key}"), value.clone()));
+        }
+        if !pax.is_empty() {
+            self.write_pax(&name, &pax)?;
+        }
+
+        let mut header = [0u8; BLOCK];
+        put_bytes(&mut header[0..100], &ustar_name);
+        put_octal(&mut header[100..108], u64::from(entry.mode & 0o7777));
+        put_octal(&mut header[108..116], clamp(entry.uid, MAX_OCTAL_7));
+        put_octal(&mut header[116..124], clamp(entry.gid, MAX_OCTAL_7));
+        put_octal(&mut header[124..136], clamp(size, MAX_OCTAL_11));
+        let mtime = if entry.mtime < 0 { 0 } else { entry.mtime as u64 };
+        put_octal(&mut header[136..148], clamp(mtime, MAX_OCTAL_11));
+        header[156] = entry.kind.type_flag();
+        put_bytes(&mut header[157..257], &truncate(&entry.link, 100));
+        header[257..263].copy_from_slice(b"ustar\0");
+        header[263..265].copy_from_slice(b"00");
+        if matches!(entry.kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
+            put_octal(&mut header[329..337], u64::from(entry.device_major));
+            put_octal(&mut header[337..345], u64::from(entry.device_minor));
+        }
+        put_bytes(&mut header[345..500], &ustar_prefix);
+        set_checksum(&mut header);
+        self.out.write_all(&header)?;
+
+        if size > 0 {
+            self.copy_data(data, size)?;
+        }
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// Writes the two zero blocks that end an archive and returns the output.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.out.write_all(&[0u8; BLOCK * 2])?;
+        Ok(self.out)
+    }
+
+    fn copy_data(&mut self, data: Option<&mut dyn Read>, size: u64) -> Result<(), AppendError> {
+        let mut remaining = size;
+        if let Some(reader) = data {
+            while remaining > 0 {
+                let want = remaining.min(self.buffer.len() as u64) as usize;
+                let read = match reader.read(&mut self.buffer[..want]) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(AppendError::Read(e)),
+                };
+                self.out.write_all(&self.buffer[..read])?;
+                remaining -= read as u64;
+            }
+        }
+        // Pad a file that shrank, then pad to the block size.
+        self.buffer.fill(0);
+        while remaining > 0 {
+            let n = remaining.min(self.buffer.len() as u64) as usize;
+            self.out.write_all(&self.buffer[..n])?;
+            remaining -= n as u64;
+        }
+        let tail = (size % BLOCK as u64) as usize;
+        if tail != 0 {
+            self.out.write_all(&self.buffer[..BLOCK - tail])?;
+        }
+        Ok(())
+    }
+
+    fn write_pax(&mut self, name: &[u8], records: &[(String, Vec<u8>)]) -> io::Result<()> {
+        let mut body = Vec::new();
+        for (key, value) in records {
+            body.extend_from_slice(&pax_record(key, value));
+        }
+        let base = name
+            .rsplit(|&b| b == b'/')
+            .find(|part| !part.is_empty())
+            .unwrap_or(b"entry");
+        let mut pax_name = b"PaxHeaders/".to_vec();
+        pax_name.extend_from_slice(base);
+        let mut header = [0u8; BLOCK];
+        put_bytes(&mut header[0..100], &truncate(&pax_name, 100));
+        put_octal(&mut header[100..108], 0o644);
+        put_octal(&mut header[108..116], 0);
+        put_octal(&mut header[116..124], 0);
+        put_octal(&mut header[124..136], body.len() as u64);
+        put_octal(&mut header[136..148], 0);
+        header[156] = b'x';
+        header[257..263].copy_from_slice(b"ustar\0");
+        header[263..265].copy_from_slice(b"00");
+        set_checksum(&mut header);
+        self.out.write_all(&header)?;
+        self.out.write_all(&body)?;
+        let tail = body.len() % BLOCK;
+        if tail != 0 {
+            self.out.write_all(&vec![0u8; BLOCK - tail])?;
+        }
+        Ok(())
+    }
+}
+
+/// `"<length> <key>=<value>\n"`, where the length counts the whole record,
+/// its own digits included.
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let rest = key.len() + value.len() + 3; // space, '=', newline
+    let mut length = rest + 1;
+    while length != rest + length.to_string().len() {
+        length = rest + length.to_string().len();
+    }
+    let mut record = format!("{length} {key}=").into_bytes();
+    record.extend_from_slice(value);
+    record.push(b'\n');
+    record
+}
+
+/// Splits a name into ustar's `name` (100 bytes) and `prefix` (155 bytes)
+/// fields at a `/`, or `None` when it does not fit.
+fn split_ustar_path(path: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    if path.len() <= 100 {
+        return Some((path.to_vec(), Vec::new()));
+    }
+    if path.len() > 256 {
+        return None;
+    }
+    // The last usable '/': prefix at most 155 bytes, name at most 100.
+    let trimmed = path.strip_suffix(b"/").unwrap_or(path);
+    (0..trimmed.len())
+        .rev()
+        .filter(|&i| trimmed[i] == b'/')
+        .find(|&i| i <= 155 && path.len() - i - 1 <= 100 && i + 1 < trimmed.len())
+        .map(|i| (path[i + 1..].to_vec(), path[..i].to_vec()))
+}
+
+fn truncate(bytes: &[u8], max: usize) -> Vec<u8> {
+    bytes[..bytes.len().min(max)].to_vec()
+}
+
+fn clamp(value: u64, max: u64) -> u64 {
+    if value > max { 0 } else { value }
+}
+
+fn put_bytes(field: &mut [u8], value: &[u8]) {
+    let n = value.len().min(field.len());
+    field[..n].copy_from_slice(&value[..n]);
+}
+
+/// Zero-padded octal with a NUL terminator, as ustar readers expect.
+fn put_octal(field: &mut [u8], value: u64) {
+    let digits = field.len() - 1;
+    let text = format!("{value:0digits$o}");
+    field[..digits].copy_from_slice(&text.as_bytes()[text.len() - digits..]);
+    field[digits] = 0;
+}
+
+fn set_checksum(header: &mut [u8; BLOCK]) {
+    header[148..156].fill(b' ');
+    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    let text = format!("{sum:06o}\0 ");
+    header[148..156].copy_from_slice(text.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, data: &[u8]) -> Entry {
+        Entry {
+            size: data.len() as u64,
+            mode: 0o4755,
+            uid: 1000,
+            gid: 3_000_000,
+            mtime: 1_700_000_000,
+            ..Entry::empty(path.as_bytes().to_vec(), EntryKind::File)
+        }
+    }
+
+    #[test]
+    fn pax_record_length_counts_itself() {
+        assert_eq!(pax_record("path", b"abc"), b"12 path=abc\n");
+        let long = vec![b'x'; 95];
+        let record = pax_record("path", &long);
+        assert_eq!(record.len(), 105);
+        assert!(record.starts_with(b"105 path="));
+    }
+
+    #[test]
+    fn tar_crate_reads_what_we_write() {
+        let long_name = format!("{}/{}", "d".repeat(120), "f".repeat(150));
+        let mut writer = TarWriter::new(Vec::new());
+        let mut dir = Entry::empty(b"etc".to_vec(), EntryKind::Directory);
+        dir.mode = 0o1777;
+        dir.xattrs = vec![("user.note".into(), b"hello".to_vec())];
+        writer.append(&dir, None).unwrap();
+        let data = b"some data";
+        writer
+            .append(&file("etc/caf\u{e9} x", data), Some(&mut &data[..]))
+            .unwrap();
+        writer
+            .append(&file(&long_name, b"z"), Some(&mut &b"z"[..]))
+            .unwrap();
+        // A file that shrank: declared 10 bytes, only 3 available.
+        let mut short = file("short", b"0123456789");
+        short.size = 10;
+        writer.append(&short, Some(&mut &b"abc"[..])).unwrap();
+        let mut link = Entry::empty(b"link".to_vec(), EntryKind::Symlink);
+        link.link = format!("/{}", "t".repeat(200)).into_bytes();
+        writer.append(&link, None).unwrap();
+        let mut dev = Entry::empty(b"dev/null".to_vec(), EntryKind::CharDevice);
+        dev.device_major = 1;
+        dev.device_minor = 3;
+        writer.append(&dev, None).unwrap();
+        let bytes = writer.finish().unwrap();
+        assert_eq!(bytes.len() % 512, 0);
+
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let mut seen = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = String::from_utf8(entry.path_bytes().to_vec()).unwrap();
+            let kind = entry.header().entry_type();
+            let mut xattrs = Vec::new();
+            if let Some(ext) = entry.pax_extensions().unwrap() {
+                for e in ext {
+                    let e = e.unwrap();
+                    if let Ok(k) = e.key()
+                        && k.starts_with("SCHILY.xattr.")
+                    {
+                        xattrs.push((k.to_string(), e.value_bytes().to_vec()));
+                    }
+                }
+            }
+            let link = entry.link_name_bytes().map(|l| l.to_vec());
+            let mut content = Vec::new();
+            entry.read_to_end(&mut content).unwrap();
+            seen.push((path, kind, xattrs, link, content));
+        }
+        assert_eq!(seen.len(), 6);
+        assert_eq!(seen[0].0, "etc/");
+        assert!(seen[0].1.is_dir());
+        assert_eq!(
+            seen[0].2,
+            vec![("SCHILY.xattr.user.note".to_string(), b"hello".to_vec())]
+        );
+        assert_eq!(seen[1].0, "etc/caf\u{e9} x");
+        assert_eq!(seen[1].4, data);
+        assert_eq!(seen[2].0, long_name);
+        assert_eq!(seen[3].4, b"abc\0\0\0\0\0\0\0");
+        assert_eq!(seen[4].3.as_deref(), Some(link.link.as_slice()));
+        assert_eq!(seen[5].1, tar::EntryType::Char);
+    }
+
+    #[test]
+    fn ustar_split_keeps_names_within_fields() {
+        let path = format!("{}/{}", "a".repeat(150), "b".repeat(90));
+        let (name, prefix) = split_ustar_path(path.as_bytes()).unwrap();
+        assert_eq!(prefix.len(), 150);
+        assert_eq!(name.len(), 90);
+        assert!(split_ustar_path("c".repeat(101).as_bytes()).is_none());
+    }
+}

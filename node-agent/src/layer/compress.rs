@@ -1,0 +1,98 @@
+//! Layer compression: gzip (read by everything; in parallel, pigz-style) or
+//! zstd (several times faster at a similar ratio; multi-threaded).
+
+use std::io::{self, Write};
+use std::str::FromStr;
+
+use super::pgzip::{ParallelGzipWriter, available_threads};
+use crate::image::media_type;
+
+/// zstd level 3 is zstd's own default: about gzip -6's ratio at many times
+/// its speed.
+const ZSTD_LEVEL: i32 = 3;
+/// gzip level 1: level 6 costs three times the CPU for a few percent.
+const GZIP_LEVEL: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Self::Gzip => media_type::OCI_LAYER_GZIP,
+            Self::Zstd => media_type::OCI_LAYER_ZSTD,
+        }
+    }
+}
+
+impl FromStr for Compression {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "gzip" => Ok(Self::Gzip),
+            "zstd" => Ok(Self::Zstd),
+            other => Err(format!(
+                "unknown compression \"{other}\" (use gzip or zstd)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Gzip => "gzip",
+            Self::Zstd => "zstd",
+        })
+    }
+}
+
+/// A compressing writer over `W`.
+pub enum Compressor<W: Write> {
+    Gzip(ParallelGzipWriter<W>),
+    Zstd(zstd::Encoder<'static, W>),
+}
+
+impl<W: Write> Compressor<W> {
+    pub fn new(compression: Compression, out: W) -> io::Result<Self> {
+        let threads = available_threads();
+        Ok(match compression {
+            Compression::Gzip => Self::Gzip(ParallelGzipWriter::new(out, GZIP_LEVEL, threads)),
+            Compression::Zstd => {
+                let mut encoder = zstd::Encoder::new(out, ZSTD_LEVEL)?;
+                // zstd's worker threads compress while this thread reads files.
+                encoder.multithread(threads as u32)?;
+                Self::Zstd(encoder)
+            }
+        })
+    }
+
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            Self::Gzip(w) => w.finish(),
+            Self::Zstd(w) => w.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Gzip(w) => w.write(buf),
+            Self::Zstd(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Gzip(w) => w.flush(),
+            Self::Zstd(w) => w.flush(),
+        }
+    }
+}

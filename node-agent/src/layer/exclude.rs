@@ -1,0 +1,157 @@
+//! Paths left out of a layer: a default list of places that hold only
+//! runtime state (temporary files, sockets, X11 and VNC session files), plus
+//! globs from the request.
+//!
+//! Patterns are absolute paths inside the container (`/home/*/.cache`); a
+//! pattern without a leading `/` matches at any depth. `*` does not cross
+//! `/`, `**` does. A pattern that matches a directory excludes everything
+//! below it.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+/// Excluded unless the request turns the defaults off. Contents only: the
+/// directories themselves stay, so the image keeps `/tmp` with its mode.
+pub const DEFAULT_EXCLUDES: &[&str] = &[
+    "/tmp/*",
+    "/var/tmp/*",
+    "/run/*",
+    "/var/run/*",
+    "**/.X11-unix",
+    "**/.ICE-unix",
+    "**/.Xauthority",
+    "**/.ICEauthority",
+    "**/.xsession-errors*",
+    "**/.vnc/*.pid",
+    "**/.vnc/*.log",
+];
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid exclude pattern \"{pattern}\": {reason}")]
+pub struct ExcludeError {
+    pub pattern: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Excludes {
+    set: GlobSet,
+    patterns: Vec<String>,
+}
+
+impl Excludes {
+    pub fn new(extra: &[String], with_defaults: bool) -> Result<Self, ExcludeError> {
+        let mut patterns: Vec<String> = Vec::new();
+        if with_defaults {
+            patterns.extend(DEFAULT_EXCLUDES.iter().map(|p| p.to_string()));
+        }
+        patterns.extend(extra.iter().cloned());
+        let mut builder = GlobSetBuilder::new();
+        for pattern in &patterns {
+            let error = |reason: String| ExcludeError {
+                pattern: pattern.clone(),
+                reason,
+            };
+            let trimmed = pattern.trim();
+            if trimmed.is_empty() || trimmed == "/" {
+                return Err(error("it would exclude everything or nothing".into()));
+            }
+            let trimmed = trimmed.trim_end_matches('/');
+            let anchored = if trimmed.starts_with('/') {
+                trimmed.to_string()
+            } else {
+                format!("**/{trimmed}")
+            };
+            let glob = GlobBuilder::new(&anchored)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| error(e.kind().to_string()))?;
+            builder.add(glob);
+        }
+        let set = builder.build().map_err(|e| ExcludeError {
+            pattern: patterns.join(", "),
+            reason: e.to_string(),
+        })?;
+        Ok(Self { set, patterns })
+    }
+
+    /// No exclusions at all.
+    pub fn none() -> Self {
+        Self {
+            set: GlobSet::empty(),
+            patterns: Vec::new(),
+        }
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    /// Whether this path (relative to the root, no leading `/`) matches.
+    pub fn is_excluded(&self, relative: &[u8]) -> bool {
+        if self.set.is_empty() {
+            return false;
+        }
+        let mut absolute = Vec::with_capacity(relative.len() + 1);
+        absolute.push(b'/');
+        absolute.extend_from_slice(relative);
+        self.set.is_match(Path::new(OsStr::from_bytes(&absolute)))
+    }
+
+    /// Whether this path or one of its parent directories matches: for
+    /// streams of entries, where no walk skips excluded directories.
+    pub fn is_excluded_or_below(&self, relative: &[u8]) -> bool {
+        let relative = relative.strip_suffix(b"/").unwrap_or(relative);
+        let mut end = 0;
+        while end < relative.len() {
+            end = relative[end..]
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(relative.len(), |p| end + p);
+            if self.is_excluded(&relative[..end]) {
+                return true;
+            }
+            end += 1;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_keep_the_directories_but_not_their_contents() {
+        let e = Excludes::new(&[], true).unwrap();
+        assert!(!e.is_excluded(b"tmp"));
+        assert!(e.is_excluded(b"tmp/x"));
+        assert!(e.is_excluded(b"tmp/.X11-unix"));
+        assert!(e.is_excluded(b"root/.vnc/host:1.pid"));
+        assert!(e.is_excluded(b"home/speaker/.Xauthority"));
+        assert!(!e.is_excluded(b"home/speaker/.vnc/xstartup"));
+        assert!(!e.is_excluded(b"etc/tmp/x"));
+        assert!(e.is_excluded_or_below(b"tmp/a/b/c"));
+        assert!(!e.is_excluded_or_below(b"usr/bin/tool"));
+    }
+
+    #[test]
+    fn request_patterns_are_anchored_or_match_anywhere() {
+        let e = Excludes::new(&["/data/".into(), "*.pyc".into()], false).unwrap();
+        assert!(e.is_excluded(b"data"));
+        assert!(e.is_excluded_or_below(b"data/x/y"));
+        assert!(!e.is_excluded(b"srv/data"));
+        assert!(e.is_excluded(b"usr/lib/a.pyc"));
+        assert!(!e.is_excluded(b"tmp/x"));
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        assert!(Excludes::new(&["/a/[".into()], false).is_err());
+        assert!(Excludes::new(&["/".into()], false).is_err());
+    }
+}

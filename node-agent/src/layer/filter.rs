@@ -1,0 +1,117 @@
+//! Re-writing a layer tar produced elsewhere (containerd's Diff service)
+//! without the excluded paths, so both paths honour the same exclusions.
+
+use std::io::{self, Read, Write};
+
+use super::LayerError;
+use super::archive::{AppendError, Entry, EntryKind, TarWriter};
+use super::exclude::Excludes;
+use super::overlay::WalkStats;
+
+pub fn copy_filtered<W: Write>(
+    reader: Box<dyn Read + Send>,
+    excludes: &Excludes,
+    tar: &mut TarWriter<W>,
+) -> Result<WalkStats, LayerError> {
+    let mut archive = tar::Archive::new(reader);
+    let mut stats = WalkStats::default();
+    let entries = archive.entries().map_err(LayerError::DiffStream)?;
+    for item in entries {
+        let mut item = item.map_err(LayerError::DiffStream)?;
+        let entry = convert(&mut item).map_err(LayerError::DiffStream)?;
+        let Some(entry) = entry else {
+            continue;
+        };
+        let name = entry.path.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        // A whiteout is excluded when the path it deletes is.
+        let subject = match name.strip_prefix(b".wh.") {
+            Some(deleted) if name != b".wh..wh..opq" => {
+                let mut p = entry.path[..entry.path.len() - name.len()].to_vec();
+                p.extend_from_slice(deleted);
+                p
+            }
+            _ => entry.path.clone(),
+        };
+        if excludes.is_excluded_or_below(&subject) {
+            stats.excluded += 1;
+            continue;
+        }
+        if name.starts_with(b".wh.") {
+            if name == b".wh..wh..opq" {
+                stats.opaque_directories += 1;
+            } else {
+                stats.whiteouts += 1;
+            }
+        } else if entry.kind == EntryKind::File {
+            stats.files += 1;
+            stats.file_bytes += entry.size;
+        } else if entry.kind == EntryKind::HardLink {
+            stats.hardlinks += 1;
+        }
+        let data: Option<&mut dyn Read> = if entry.kind == EntryKind::File {
+            Some(&mut item)
+        } else {
+            None
+        };
+        tar.append(&entry, data).map_err(|e| match e {
+            AppendError::Read(e) => LayerError::DiffStream(e),
+            AppendError::Write(e) => LayerError::Write(e),
+        })?;
+        stats.entries += 1;
+    }
+    Ok(stats)
+}
+
+/// Our form of a tar entry; `None` for entries a layer does not carry.
+fn convert<R: Read>(item: &mut tar::Entry<'_, R>) -> io::Result<Option<Entry>> {
+    let header = item.header();
+    let kind = match header.entry_type() {
+        tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
+        tar::EntryType::Link => EntryKind::HardLink,
+        tar::EntryType::Symlink => EntryKind::Symlink,
+        tar::EntryType::Char => EntryKind::CharDevice,
+        tar::EntryType::Block => EntryKind::BlockDevice,
+        tar::EntryType::Directory => EntryKind::Directory,
+        tar::EntryType::Fifo => EntryKind::Fifo,
+        _ => return Ok(None),
+    };
+    let mut path = item.path_bytes().to_vec();
+    while path.ends_with(b"/") {
+        path.pop();
+    }
+    while path.starts_with(b"./") {
+        path.drain(..2);
+    }
+    if path.is_empty() || path == b"." {
+        return Ok(None);
+    }
+    let mut xattrs = Vec::new();
+    if let Some(extensions) = item.pax_extensions()? {
+        for extension in extensions {
+            let extension = extension?;
+            if let Ok(key) = extension.key()
+                && let Some(name) = key.strip_prefix("SCHILY.xattr.")
+            {
+                xattrs.push((name.to_string(), extension.value_bytes().to_vec()));
+            }
+        }
+    }
+    xattrs.sort();
+    let header = item.header();
+    Ok(Some(Entry {
+        path,
+        kind,
+        mode: header.mode()? & 0o7777,
+        uid: header.uid()?,
+        gid: header.gid()?,
+        size: if kind == EntryKind::File { item.size() } else { 0 },
+        mtime: header.mtime()? as i64,
+        link: item
+            .link_name_bytes()
+            .map(|l| l.into_owned())
+            .unwrap_or_default(),
+        device_major: header.device_major()?.unwrap_or(0),
+        device_minor: header.device_minor()?.unwrap_or(0),
+        xattrs,
+    }))
+}

@@ -1,0 +1,117 @@
+//! Building a layer: tar the container's changes, compress, and hash both
+//! forms, as one stream. Nothing holds a whole layer: memory use is a few
+//! buffers, whatever the size of the change.
+
+pub mod archive;
+pub mod compress;
+pub mod digest;
+pub mod exclude;
+pub mod filter;
+pub mod overlay;
+pub mod pgzip;
+pub mod xattr;
+
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use archive::{AppendError, TarWriter};
+pub use compress::Compression;
+use compress::Compressor;
+use digest::DigestWriter;
+pub use exclude::Excludes;
+pub use overlay::{OverlayUpper, WalkStats};
+
+/// Buffer between the tar writer and the hashing/compressing stages, so
+/// 512-byte headers do not each go through them.
+const TAR_BUFFER: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+
+    #[error("cannot write the layer: {0}")]
+    Write(io::Error),
+
+    #[error("cannot read containerd's diff of the container: {0}")]
+    DiffStream(io::Error),
+
+    /// The upper directory uses an overlay feature whose files are not all
+    /// in the upper directory; the caller falls back to the Diff service.
+    #[error("the overlay upper directory uses {feature} (at {})", path.display())]
+    OverlayFeature { path: PathBuf, feature: &'static str },
+}
+
+impl LayerError {
+    fn from_append(error: AppendError, path: &Path) -> Self {
+        match error {
+            AppendError::Read(source) => Self::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+            AppendError::Write(e) => Self::Write(e),
+        }
+    }
+}
+
+/// Where the layer's entries come from.
+pub enum LayerSource {
+    /// An overlay upper directory: the fast path.
+    Overlay(OverlayUpper),
+    /// An uncompressed layer tar (from containerd's Diff service), to be
+    /// filtered and recompressed.
+    Tar(Box<dyn Read + Send>),
+}
+
+/// The layer that was written.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerSummary {
+    /// Digest of the compressed blob.
+    pub digest: String,
+    /// Digest of the uncompressed tar.
+    pub diff_id: String,
+    /// Size of the compressed blob.
+    pub size: u64,
+    pub uncompressed_size: u64,
+    pub media_type: String,
+    pub stats: WalkStats,
+}
+
+/// Writes the layer from `source` to `out`, compressed; returns what was
+/// written and `out`.
+pub fn write_layer<W: Write>(
+    source: LayerSource,
+    excludes: &Excludes,
+    compression: Compression,
+    out: W,
+) -> Result<(LayerSummary, W), LayerError> {
+    let compressed = DigestWriter::new(out);
+    let compressor = Compressor::new(compression, compressed).map_err(LayerError::Write)?;
+    let uncompressed = DigestWriter::new(compressor);
+    let mut tar = TarWriter::new(BufWriter::with_capacity(TAR_BUFFER, uncompressed));
+
+    let stats = match source {
+        LayerSource::Overlay(upper) => overlay::write_changes(&upper, excludes, &mut tar)?,
+        LayerSource::Tar(reader) => filter::copy_filtered(reader, excludes, &mut tar)?,
+    };
+
+    let buffered = tar.finish().map_err(LayerError::Write)?;
+    let uncompressed = buffered
+        .into_inner()
+        .map_err(|e| LayerError::Write(e.into_error()))?;
+    let (compressor, diff_id, uncompressed_size) = uncompressed.finish();
+    let compressed = compressor.finish().map_err(LayerError::Write)?;
+    let (out, digest, size) = compressed.finish();
+    Ok((
+        LayerSummary {
+            digest,
+            diff_id,
+            size,
+            uncompressed_size,
+            media_type: compression.media_type().to_string(),
+            stats,
+        },
+        out,
+    ))
+}

@@ -1,0 +1,346 @@
+//! Pushing a committed image to a registry with `oci-client`.
+//!
+//! Only blobs the registry lacks are sent (HEAD first, then a
+//! cross-repository mount when the base image lives in the same registry),
+//! blobs stream out of containerd's content store, and the manifest goes
+//! last: a push that fails half-way leaves no tag pointing at a partial image.
+
+pub mod auth;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::StreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+
+use crate::containerd::{self, Containerd};
+use crate::image::Descriptor;
+use crate::image::build::BuiltImage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("invalid image reference \"{reference}\": {reason}")]
+    BadReference { reference: String, reason: String },
+
+    #[error("cannot read registry credentials from {path}: {reason}")]
+    Credentials { path: String, reason: String },
+
+    #[error("registry {registry} is unreachable: {reason}")]
+    Unreachable { registry: String, reason: String },
+
+    #[error("registry {registry} refused the credentials (401 Unauthorized){hint}")]
+    Unauthorized { registry: String, hint: &'static str },
+
+    #[error("registry {registry} denied pushing to {repository} (403 Forbidden)")]
+    Forbidden {
+        registry: String,
+        repository: String,
+    },
+
+    #[error(
+        "layer {digest} of the base image is neither in registry {registry} nor in containerd's content store, so it cannot be pushed"
+    )]
+    MissingBlob { registry: String, digest: String },
+
+    #[error("registry {registry} rejected the push: {reason}")]
+    Rejected { registry: String, reason: String },
+
+    #[error(transparent)]
+    Containerd(#[from] containerd::Error),
+}
+
+/// Where and how to push.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// A `dockerconfigjson` file with credentials.
+    pub config_file: Option<PathBuf>,
+    /// `host:port` of registries reached over plain HTTP.
+    pub insecure: Vec<String>,
+}
+
+/// Bytes sent so far and bytes to send in all, for progress reports.
+pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// What a push did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushReport {
+    /// Blobs uploaded, and their bytes.
+    pub blobs_uploaded: u32,
+    pub bytes_uploaded: u64,
+    /// Blobs the registry already had.
+    pub blobs_present: u32,
+    /// Blobs mounted from the base image's repository.
+    pub blobs_mounted: u32,
+}
+
+/// Parses a target reference; a tag is required (digests name content, they
+/// cannot be pushed to).
+pub fn parse_target(reference: &str) -> Result<Reference, RegistryError> {
+    let bad = |reason: String| RegistryError::BadReference {
+        reference: reference.to_string(),
+        reason,
+    };
+    let parsed: Reference = reference.parse().map_err(|e| bad(format!("{e}")))?;
+    if parsed.digest().is_some() {
+        return Err(bad("push to a tag, not to a digest".into()));
+    }
+    Ok(parsed)
+}
+
+/// The full name of a reference as containerd names images.
+pub fn image_name(reference: &Reference) -> String {
+    format!(
+        "{}/{}:{}",
+        reference.registry(),
+        reference.repository(),
+        reference.tag().unwrap_or("latest")
+    )
+}
+
+pub struct Pusher {
+    client: Client,
+    auth: RegistryAuth,
+    target: Reference,
+    registry: String,
+}
+
+impl Pusher {
+    pub fn new(target: Reference, options: &RegistryOptions) -> Result<Self, RegistryError> {
+        let registry = target.resolve_registry().to_string();
+        let auth = match &options.config_file {
+            Some(file) => match auth::load_credentials(file, target.registry())? {
+                Some(c) => RegistryAuth::Basic(c.username.clone(), c.password().to_string()),
+                None => RegistryAuth::Anonymous,
+            },
+            None => RegistryAuth::Anonymous,
+        };
+        let config = ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(options.insecure.clone()),
+            // One PUT per blob, streamed: no chunk round trips.
+            use_monolithic_push: true,
+            connect_timeout: Some(std::time::Duration::from_secs(10)),
+            read_timeout: Some(std::time::Duration::from_secs(300)),
+            ..Default::default()
+        };
+        Ok(Self {
+            client: Client::new(config),
+            auth,
+            target,
+            registry,
+        })
+    }
+
+    /// Pushes the blobs of `image` that the registry lacks, then its manifest.
+    pub async fn push(
+        &self,
+        containerd: &Containerd,
+        image: &BuiltImage,
+        base_name: &str,
+        progress: Option<ProgressFn>,
+    ) -> Result<PushReport, RegistryError> {
+        self.client
+            .auth(&self.target, &self.auth, RegistryOperation::Push)
+            .await
+            .map_err(|e| self.classify(e))?;
+
+        let base = base_name.parse::<Reference>().ok().filter(|b| {
+            b.resolve_registry() == self.target.resolve_registry()
+                && b.repository() != self.target.repository()
+        });
+
+        let mut report = PushReport::default();
+        let mut missing: Vec<&Descriptor> = Vec::new();
+        for layer in &image.layers {
+            if self.exists(&layer.digest).await? {
+                report.blobs_present += 1;
+            } else if let Some(base) = &base
+                && self.mount(base, &layer.digest).await
+            {
+                report.blobs_mounted += 1;
+            } else {
+                missing.push(layer);
+            }
+        }
+        let config_missing = !self.exists(&image.config_descriptor.digest).await?;
+
+        let total: u64 = missing.iter().map(|d| d.size as u64).sum::<u64>()
+            + if config_missing {
+                image.config.len() as u64
+            } else {
+                0
+            };
+        let sent = Arc::new(AtomicU64::new(0));
+        for layer in missing {
+            self.upload_from_containerd(containerd, layer, total, &sent, progress.clone())
+                .await?;
+            report.blobs_uploaded += 1;
+        }
+        if config_missing {
+            self.client
+                .push_blob(
+                    &self.target,
+                    image.config.clone(),
+                    &image.config_descriptor.digest,
+                )
+                .await
+                .map_err(|e| self.classify(e))?;
+            let done = sent.fetch_add(image.config.len() as u64, Ordering::Relaxed)
+                + image.config.len() as u64;
+            if let Some(progress) = &progress {
+                progress(done, total);
+            }
+            report.blobs_uploaded += 1;
+        } else {
+            report.blobs_present += 1;
+        }
+        report.bytes_uploaded = sent.load(Ordering::Relaxed);
+
+        // The manifest last, with the exact bytes whose digest we computed.
+        let content_type = image
+            .manifest_descriptor
+            .media_type
+            .parse()
+            .map_err(|_| RegistryError::Rejected {
+                registry: self.registry.clone(),
+                reason: "invalid manifest media type".into(),
+            })?;
+        self.client
+            .push_manifest_raw(&self.target, image.manifest.clone(), content_type)
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(report)
+    }
+
+    async fn exists(&self, digest: &str) -> Result<bool, RegistryError> {
+        self.client
+            .blob_exists(&self.target, digest)
+            .await
+            .map_err(|e| self.classify(e))
+    }
+
+    /// Asks the registry to link a blob from the base image's repository;
+    /// `false` when it cannot (then the blob is uploaded).
+    async fn mount(&self, base: &Reference, digest: &str) -> bool {
+        match self.client.mount_blob(&self.target, base, digest).await {
+            Ok(()) => self.exists(digest).await.unwrap_or(false),
+            Err(e) => {
+                tracing::debug!(digest, error = %e, "cross-repository mount refused");
+                false
+            }
+        }
+    }
+
+    async fn upload_from_containerd(
+        &self,
+        containerd: &Containerd,
+        layer: &Descriptor,
+        total: u64,
+        sent: &Arc<AtomicU64>,
+        progress: Option<ProgressFn>,
+    ) -> Result<(), RegistryError> {
+        if containerd.content_size(&layer.digest).await?.is_none() {
+            return Err(RegistryError::MissingBlob {
+                registry: self.registry.clone(),
+                digest: layer.digest.clone(),
+            });
+        }
+        let stream = containerd.read_stream("layer", &layer.digest).await?;
+        let sent = sent.clone();
+        let body = stream.map(move |chunk| match chunk {
+            Ok(data) => {
+                let done = sent.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+                if let Some(progress) = &progress {
+                    progress(done, total);
+                }
+                Ok(bytes::Bytes::from(data))
+            }
+            Err(e) => Err(OciDistributionError::GenericError(Some(e.to_string()))),
+        });
+        self.client
+            .push_blob_stream(&self.target, body, &layer.digest, Some(layer.size as u64))
+            .await
+            .map_err(|e| self.classify(e))?;
+        Ok(())
+    }
+
+    /// Turns a client error into one sentence a user can act on.
+    fn classify(&self, error: OciDistributionError) -> RegistryError {
+        let registry = self.registry.clone();
+        let unauthorized = || RegistryError::Unauthorized {
+            registry: registry.clone(),
+            hint: if matches!(self.auth, RegistryAuth::Anonymous) {
+                ": no credentials for it were given (--registry-config)"
+            } else {
+                ""
+            },
+        };
+        let forbidden = || RegistryError::Forbidden {
+            registry: registry.clone(),
+            repository: self.target.repository().to_string(),
+        };
+        match error {
+            OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
+                RegistryError::Unreachable {
+                    registry: registry.clone(),
+                    reason: connection_reason(&e),
+                }
+            }
+            OciDistributionError::RequestError(e) => RegistryError::Rejected {
+                registry: registry.clone(),
+                reason: connection_reason(&e),
+            },
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => unauthorized(),
+            OciDistributionError::ServerError { code: 401, .. } => unauthorized(),
+            OciDistributionError::ServerError { code: 403, .. } => forbidden(),
+            OciDistributionError::ServerError { code, message, .. } => RegistryError::Rejected {
+                registry: registry.clone(),
+                reason: format!("HTTP {code}: {}", message.trim()),
+            },
+            OciDistributionError::RegistryError { envelope, .. } => {
+                let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
+                if codes.iter().any(|c| matches!(c, OciErrorCode::Unauthorized)) {
+                    unauthorized()
+                } else if codes.iter().any(|c| matches!(c, OciErrorCode::Denied)) {
+                    forbidden()
+                } else {
+                    let reason = envelope
+                        .errors
+                        .iter()
+                        .map(|e| e.message.clone())
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    RegistryError::Rejected {
+                        registry: registry.clone(),
+                        reason,
+                    }
+                }
+            }
+            other => RegistryError::Rejected {
+                registry: registry.clone(),
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// The innermost useful words of a transport error ("Connection refused"),
+/// without the URL, which adds nothing the registry name does not say.
+fn connection_reason(error: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
+    let mut reason = if error.is_timeout() {
+        "timed out".to_string()
+    } else {
+        "connection failed".to_string()
+    };
+    while let Some(s) = source {
+        reason = s.to_string();
+        source = s.source();
+    }
+    reason
+}

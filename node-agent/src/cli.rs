@@ -15,7 +15,11 @@ use crate::layer::Compression;
 use crate::registry::RegistryOptions;
 
 #[derive(Debug, Parser)]
-#[command(name = "dcs-agent", version, about = "Desktop customisation service node agent")]
+#[command(
+    name = "dcs-agent",
+    version,
+    about = "Desktop customisation service node agent"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -171,7 +175,10 @@ async fn connect(args: &ContainerdArgs) -> Result<Containerd, String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
     {
-        return Err(format!("invalid containerd namespace \"{}\"", args.namespace));
+        return Err(format!(
+            "invalid containerd namespace \"{}\"",
+            args.namespace
+        ));
     }
     Containerd::connect(&args.containerd_socket, &args.namespace)
         .await

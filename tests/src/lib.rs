@@ -1,0 +1,169 @@
+//! Harness for the end-to-end tests: the real containerd, runc and
+//! registries started by `scripts/dev-env.sh`, and the real `dcs-agent`.
+//!
+//! Nothing here skips: a missing daemon fails the test with a message that
+//! says how to start it.
+
+pub mod ctr;
+pub mod layer;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub use ctr::Ctr;
+
+/// The environment `scripts/dev-env.sh start` exports.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    pub containerd_socket: PathBuf,
+    pub small_containerd_socket: PathBuf,
+    pub registry: String,
+    pub auth_registry: String,
+    pub auth_config: PathBuf,
+    pub bad_auth_config: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+fn required(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: the end-to-end tests need the real test environment; \
+             run `scripts/dev-env.sh start && source .dcs-env/env.sh` first"
+        )
+    })
+}
+
+impl TestEnv {
+    pub fn get() -> Self {
+        let env = Self {
+            containerd_socket: required("DCS_CONTAINERD_SOCKET").into(),
+            small_containerd_socket: required("DCS_SMALL_CONTAINERD_SOCKET").into(),
+            registry: required("DCS_REGISTRY"),
+            auth_registry: required("DCS_AUTH_REGISTRY"),
+            auth_config: required("DCS_AUTH_REGISTRY_CONFIG").into(),
+            bad_auth_config: required("DCS_AUTH_REGISTRY_BAD_CONFIG").into(),
+            state_dir: PathBuf::from(required("DCS_ENV_DIR")).join("agent-state"),
+        };
+        for socket in [&env.containerd_socket, &env.small_containerd_socket] {
+            assert!(
+                socket.exists(),
+                "containerd socket {} is missing: run `scripts/dev-env.sh start`",
+                socket.display()
+            );
+        }
+        env
+    }
+}
+
+/// A name unique to this test run, usable as namespace, container id or
+/// repository component.
+pub fn unique(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}", &id[..12])
+}
+
+/// The `dcs-agent` binary of this workspace's build.
+pub fn agent_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/dcs-agent
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let binary = profile_dir.join("dcs-agent");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it first with `cargo build --bins`",
+        binary.display()
+    );
+    binary
+}
+
+/// Runs `dcs-agent` with these arguments.
+pub fn agent(args: &[&str]) -> Output {
+    Command::new(agent_binary())
+        .args(args)
+        .env_remove("DCS_CONTAINERD_SOCKET")
+        .output()
+        .expect("run dcs-agent")
+}
+
+/// Runs `dcs-agent commit` and returns its JSON, failing the test with the
+/// agent's stderr when it fails.
+pub fn commit(
+    env: &TestEnv,
+    socket: &Path,
+    namespace: &str,
+    container: &str,
+    target: &str,
+    extra: &[&str],
+) -> serde_json::Value {
+    let output = commit_output(env, socket, namespace, container, target, extra);
+    assert!(
+        output.status.success(),
+        "dcs-agent commit failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("commit prints JSON")
+}
+
+/// Runs `dcs-agent commit` and returns its raw output.
+pub fn commit_output(
+    env: &TestEnv,
+    socket: &Path,
+    namespace: &str,
+    container: &str,
+    target: &str,
+    extra: &[&str],
+) -> Output {
+    let socket = socket.to_string_lossy().to_string();
+    let state = env.state_dir.to_string_lossy().to_string();
+    let mut args = vec![
+        "commit",
+        "--containerd-socket",
+        &socket,
+        "--namespace",
+        namespace,
+        "--container",
+        container,
+        "--target",
+        target,
+        "--insecure-registry",
+        &env.registry,
+        "--insecure-registry",
+        &env.auth_registry,
+        "--state-dir",
+        &state,
+    ];
+    args.extend_from_slice(extra);
+    agent(&args)
+}
+
+/// The test image: static busybox, built by `scripts/make-test-image.sh`
+/// once per test process.
+pub fn busybox_archive() -> PathBuf {
+    static ARCHIVE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ARCHIVE
+        .get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("dcs-e2e-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let archive = dir.join("busybox.tar");
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-test-image.sh");
+            let output = Command::new("bash")
+                .arg(script)
+                .arg(&archive)
+                .arg(BUSYBOX_IMAGE)
+                .output()
+                .expect("run make-test-image.sh");
+            assert!(
+                output.status.success(),
+                "make-test-image.sh failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            archive
+        })
+        .clone()
+}
+
+pub const BUSYBOX_IMAGE: &str = "localhost/dcs-test/busybox:1";

@@ -275,7 +275,8 @@ async fn read_changes(
             Err(e) => return Err(e),
         }
     }
-    let summary = diff_service_layer(client, container, mounts, excludes, compression, lease).await?;
+    let summary =
+        diff_service_layer(client, container, mounts, excludes, compression, lease).await?;
     Ok((summary, "diff-service"))
 }
 
@@ -296,8 +297,13 @@ async fn diff_service_layer(
     let lower = client
         .view_snapshot(&container.snapshotter, &view_key, &parent, lease)
         .await?;
-    let diff = client.diff(lower, upper, media_type::OCI_LAYER, lease).await;
-    if let Err(e) = client.remove_snapshot(&container.snapshotter, &view_key).await {
+    let diff = client
+        .diff(lower, upper, media_type::OCI_LAYER, lease)
+        .await;
+    if let Err(e) = client
+        .remove_snapshot(&container.snapshotter, &view_key)
+        .await
+    {
         tracing::warn!(key = %view_key, error = %e, "could not remove view snapshot; the lease will");
     }
     let diff = diff?;
@@ -390,7 +396,12 @@ async fn store_image(
         );
     }
     client
-        .write_blob(lease, &image.manifest, &image.manifest_descriptor.digest, labels)
+        .write_blob(
+            lease,
+            &image.manifest,
+            &image.manifest_descriptor.digest,
+            labels,
+        )
         .await?;
     let name = registry::parse_target(name).map(|r| registry::image_name(&r))?;
     client

@@ -123,7 +123,10 @@ impl Containerd {
             namespace: namespace.to_string(),
             socket: socket.to_path_buf(),
         };
-        client.version().await.map_err(|e| connect_error(e.to_string()))?;
+        client
+            .version()
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
         Ok(client)
     }
 
@@ -186,7 +189,16 @@ impl Containerd {
             .tasks;
         let states: HashMap<String, TaskState> = tasks
             .into_iter()
-            .map(|t| (t.container_id, TaskState::from_status(t.status)))
+            // containerd 1.6 names the container in `id` and leaves
+            // `container_id` empty for a task's init process.
+            .map(|t| {
+                let id = if t.container_id.is_empty() {
+                    t.id
+                } else {
+                    t.container_id
+                };
+                (id, TaskState::from_status(t.status))
+            })
             .collect();
         let mut list: Vec<ContainerInfo> = containers
             .into_iter()
@@ -211,13 +223,14 @@ impl Containerd {
                 },
                 _ => Error::rpc("get container", s),
             })?;
-        let container = response
-            .into_inner()
-            .container
-            .ok_or_else(|| Error::ContainerNotFound {
-                id: id.to_string(),
-                namespace: self.namespace.clone(),
-            })?;
+        let container =
+            response
+                .into_inner()
+                .container
+                .ok_or_else(|| Error::ContainerNotFound {
+                    id: id.to_string(),
+                    namespace: self.namespace.clone(),
+                })?;
         let state = self.task_state(id).await?;
         Ok(container_info(container, state))
     }

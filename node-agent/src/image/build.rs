@@ -103,12 +103,7 @@ pub fn build_image(
 /// The base config plus the new layer's diff_id, a history entry and the
 /// requested changes. The history names what changed but never values or
 /// command arguments: those can hold secrets, and history is public.
-fn derive_config(
-    base: &Value,
-    layer: &NewLayer,
-    options: &CommitOptions,
-    created: &str,
-) -> Value {
+fn derive_config(base: &Value, layer: &NewLayer, options: &CommitOptions, created: &str) -> Value {
     let mut config = base.clone();
     let Some(root) = config.as_object_mut() else {
         return config;
@@ -227,7 +222,10 @@ mod tests {
         let history = config["history"].as_array().unwrap();
         assert_eq!(history.len(), 2);
         let text = serde_json::to_string(&history[1]).unwrap();
-        assert!(!text.contains("hunter2") && !text.contains("password"), "{text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("password"),
+            "{text}"
+        );
         assert_eq!(history[1]["comment"], json!("tools for the workshop"));
         assert_eq!(config["config"]["Cmd"], json!(["/app", "--password=x"]));
         assert!(

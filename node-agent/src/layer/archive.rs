@@ -168,7 +168,11 @@ impl<W: Write> TarWriter<W> {
         put_octal(&mut header[108..116], clamp(entry.uid, MAX_OCTAL_7));
         put_octal(&mut header[116..124], clamp(entry.gid, MAX_OCTAL_7));
         put_octal(&mut header[124..136], clamp(size, MAX_OCTAL_11));
-        let mtime = if entry.mtime < 0 { 0 } else { entry.mtime as u64 };
+        let mtime = if entry.mtime < 0 {
+            0
+        } else {
+            entry.mtime as u64
+        };
         put_octal(&mut header[136..148], clamp(mtime, MAX_OCTAL_11));
         header[156] = entry.kind.type_flag();
         put_bytes(&mut header[157..257], &truncate(&entry.link, 100));

@@ -104,7 +104,11 @@ fn convert<R: Read>(item: &mut tar::Entry<'_, R>) -> io::Result<Option<Entry>> {
         mode: header.mode()? & 0o7777,
         uid: header.uid()?,
         gid: header.gid()?,
-        size: if kind == EntryKind::File { item.size() } else { 0 },
+        size: if kind == EntryKind::File {
+            item.size()
+        } else {
+            0
+        },
         mtime: header.mtime()? as i64,
         link: item
             .link_name_bytes()

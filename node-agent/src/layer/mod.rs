@@ -39,7 +39,10 @@ pub enum LayerError {
     /// The upper directory uses an overlay feature whose files are not all
     /// in the upper directory; the caller falls back to the Diff service.
     #[error("the overlay upper directory uses {feature} (at {})", path.display())]
-    OverlayFeature { path: PathBuf, feature: &'static str },
+    OverlayFeature {
+        path: PathBuf,
+        feature: &'static str,
+    },
 }
 
 impl LayerError {

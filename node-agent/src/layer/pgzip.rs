@@ -3,7 +3,10 @@ use std::io::{self, Write};
 pub struct ParallelGzipWriter<W: Write>(flate2::write::GzEncoder<W>);
 impl<W: Write> ParallelGzipWriter<W> {
     pub fn new(inner: W, level: u32, _threads: usize) -> Self {
-        Self(flate2::write::GzEncoder::new(inner, flate2::Compression::new(level)))
+        Self(flate2::write::GzEncoder::new(
+            inner,
+            flate2::Compression::new(level),
+        ))
     }
     pub fn finish(self) -> io::Result<W> {
         self.0.finish()

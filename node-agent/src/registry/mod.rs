@@ -33,7 +33,10 @@ pub enum RegistryError {
     Unreachable { registry: String, reason: String },
 
     #[error("registry {registry} refused the credentials (401 Unauthorized){hint}")]
-    Unauthorized { registry: String, hint: &'static str },
+    Unauthorized {
+        registry: String,
+        hint: &'static str,
+    },
 
     #[error("registry {registry} denied pushing to {repository} (403 Forbidden)")]
     Forbidden {
@@ -201,14 +204,15 @@ impl Pusher {
         report.bytes_uploaded = sent.load(Ordering::Relaxed);
 
         // The manifest last, with the exact bytes whose digest we computed.
-        let content_type = image
-            .manifest_descriptor
-            .media_type
-            .parse()
-            .map_err(|_| RegistryError::Rejected {
-                registry: self.registry.clone(),
-                reason: "invalid manifest media type".into(),
-            })?;
+        let content_type =
+            image
+                .manifest_descriptor
+                .media_type
+                .parse()
+                .map_err(|_| RegistryError::Rejected {
+                    registry: self.registry.clone(),
+                    reason: "invalid manifest media type".into(),
+                })?;
         self.client
             .push_manifest_raw(&self.target, image.manifest.clone(), content_type)
             .await
@@ -304,7 +308,10 @@ impl Pusher {
             },
             OciDistributionError::RegistryError { envelope, .. } => {
                 let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
-                if codes.iter().any(|c| matches!(c, OciErrorCode::Unauthorized)) {
+                if codes
+                    .iter()
+                    .any(|c| matches!(c, OciErrorCode::Unauthorized))
+                {
                     unauthorized()
                 } else if codes.iter().any(|c| matches!(c, OciErrorCode::Denied)) {
                     forbidden()

@@ -39,7 +39,7 @@ enum Command {
         json: bool,
     },
     /// Commits a container to a new image and pushes it.
-    Commit(CommitArgs),
+    Commit(Box<CommitArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +143,7 @@ async fn run(command: Command) -> Result<(), String> {
         }
         Command::Commit(args) => {
             let client = connect(&args.containerd).await?;
+            let args = *args;
             let request = CommitRequest {
                 container_id: args.container,
                 target: args.target,

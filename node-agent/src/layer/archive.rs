@@ -40,6 +40,9 @@ impl EntryKind {
     }
 }
 
+/// Extended attributes: (name, value), sorted by name.
+pub type Xattrs = Vec<(String, Vec<u8>)>;
+
 /// One entry of a layer. `path` is relative to the root, without a leading
 /// or trailing `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +61,7 @@ pub struct Entry {
     pub device_major: u32,
     pub device_minor: u32,
     /// Extended attributes, sorted by name.
-    pub xattrs: Vec<(String, Vec<u8>)>,
+    pub xattrs: Xattrs,
 }
 
 impl Entry {

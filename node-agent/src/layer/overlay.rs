@@ -16,7 +16,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::LayerError;
-use super::archive::{Entry, EntryKind, TarWriter};
+use super::archive::{Entry, EntryKind, TarWriter, Xattrs};
 use super::exclude::Excludes;
 use super::xattr::read_xattrs;
 
@@ -248,7 +248,7 @@ impl<W: Write> Walker<'_, W> {
     }
 
     /// The entry's own extended attributes, and overlay's markers taken out.
-    fn xattrs(&self, path: &Path) -> Result<(Vec<(String, Vec<u8>)>, OverlayMarkers), LayerError> {
+    fn xattrs(&self, path: &Path) -> Result<(Xattrs, OverlayMarkers), LayerError> {
         let all = read_xattrs(path).map_err(|e| LayerError::Read {
             path: path.to_path_buf(),
             source: e,
@@ -276,7 +276,7 @@ struct OverlayMarkers {
     metacopy: bool,
 }
 
-fn entry_from_metadata(path: Vec<u8>, m: &Metadata, xattrs: Vec<(String, Vec<u8>)>) -> Entry {
+fn entry_from_metadata(path: Vec<u8>, m: &Metadata, xattrs: Xattrs) -> Entry {
     Entry {
         path,
         kind: EntryKind::File,

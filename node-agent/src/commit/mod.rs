@@ -127,11 +127,23 @@ pub async fn commit(
     let started = Instant::now();
     let target = registry::parse_target(&request.target)?;
     let excludes = Excludes::new(&request.excludes, request.default_excludes)?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "request checked"
+    );
     let pusher = Pusher::new(target.clone(), &request.registry)?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "registry client ready"
+    );
     let _lock = lock_container(&request.state_dir, &request.container_id)?;
 
     let container = client.container(&request.container_id).await?;
     let base = BaseImage::resolve(client, &container.id, &container.image).await?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "base image resolved"
+    );
     if container.snapshot_key.is_empty() {
         return Err(CommitError::NoSnapshot {
             id: container.id.clone(),
@@ -149,6 +161,10 @@ pub async fn commit(
         client, request, &container, &base, &excludes, &lease, &pusher, progress,
     )
     .await;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "commit done under lease"
+    );
     // The image record now holds what must stay; the rest may go.
     if let Err(e) = client.delete_lease(&lease).await {
         tracing::warn!(lease = %lease.id, error = %e, "could not delete lease; it expires by itself");
@@ -175,6 +191,7 @@ async fn commit_under_lease(
     }
     let diff_started = Instant::now();
     let pause = request.pause && client.task_state(&container.id).await? == TaskState::Running;
+    tracing::debug!(pause, "task state read");
     let mut paused_at = None;
     if pause {
         client.pause_task(&container.id).await?;
@@ -208,7 +225,12 @@ async fn commit_under_lease(
         snapshot_id: request.snapshot_id.clone(),
     };
     let built = build_image(base, &new_layer, &options, chrono::Utc::now());
+    let stored = Instant::now();
     store_image(client, lease, &built, &request.target).await?;
+    tracing::debug!(
+        store_ms = stored.elapsed().as_millis() as u64,
+        "image stored in containerd"
+    );
 
     let push_started = Instant::now();
     let push_progress = progress.clone().map(|p| {

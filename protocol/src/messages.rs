@@ -1,0 +1,206 @@
+//! Message bodies. Field names are camelCase on the wire.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// An agent introduces itself; sent at start-up and again whenever the API
+/// does not know it (after an API restart, say).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Registration {
+    pub node: String,
+    /// New at every agent start: lets the API tell a restarted agent from
+    /// one that only missed heartbeats.
+    pub instance_id: Uuid,
+    /// Where the API reaches this agent, e.g. `http://10.0.3.7:9443`.
+    pub url: String,
+    pub version: String,
+    pub containerd_version: String,
+    pub max_concurrent_jobs: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    pub node: String,
+    pub instance_id: Uuid,
+    /// Snapshots this agent is working on or still reporting.
+    pub running_jobs: Vec<Uuid>,
+}
+
+/// The answer to a heartbeat or an inventory: `known: false` asks the agent
+/// to register again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ack {
+    pub known: bool,
+}
+
+/// The node's whole container list, sent when containerd reports a change
+/// and periodically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inventory {
+    pub node: String,
+    pub instance_id: Uuid,
+    pub containers: Vec<ContainerSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSummary {
+    pub id: String,
+    /// The image reference the container was created from.
+    pub image: String,
+    /// The digest the image record points at (manifest or index): how the
+    /// API recognises a container running a snapshot's image.
+    pub image_digest: Option<String>,
+    /// `running`, `paused`, `stopped`, `created`, `none`, ...
+    pub state: String,
+    pub snapshotter: String,
+    pub pod_name: Option<String>,
+    pub pod_namespace: Option<String>,
+    pub container_name: Option<String>,
+}
+
+/// A commit job, sent by the API to the agent of the container's node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRequest {
+    pub snapshot_id: Uuid,
+    pub container_id: String,
+    pub target: String,
+    /// `gzip` or `zstd`.
+    pub compression: String,
+    pub pause: bool,
+    pub excludes: Vec<String>,
+    /// Dockerfile-style instructions (`CMD ["x"]`).
+    pub changes: Vec<String>,
+    pub message: Option<String>,
+}
+
+/// The agent's answer to a job request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobAccepted {
+    pub snapshot_id: Uuid,
+    /// `true` when it waits for a free slot.
+    pub queued: bool,
+}
+
+/// One step of a job, reported by the agent. `seq` starts at 1 and grows by
+/// one per event of the same snapshot, so the API applies each once and in
+/// order, whatever the retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobEvent {
+    pub snapshot_id: Uuid,
+    pub node: String,
+    pub instance_id: Uuid,
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub kind: JobEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobEventKind {
+    /// The agent started reading the container's changes.
+    Diffing,
+    /// Bytes sent to the registry so far, of the bytes to send.
+    #[serde(rename_all = "camelCase")]
+    Pushing {
+        bytes_done: u64,
+        bytes_total: u64,
+    },
+    Pushed(JobResult),
+    Failed {
+        code: FailureCode,
+        reason: String,
+    },
+    Cancelled {
+        reason: String,
+    },
+    /// The agent is shutting down before it started the job; the API
+    /// queues it again.
+    HandedBack {
+        reason: String,
+    },
+}
+
+impl JobEventKind {
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Self::Pushed(_)
+                | Self::Failed { .. }
+                | Self::Cancelled { .. }
+                | Self::HandedBack { .. }
+        )
+    }
+}
+
+/// Why a job failed, for clients that act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailureCode {
+    ContainerNotFound,
+    BadRequest,
+    Registry,
+    RegistryAuth,
+    DiskFull,
+    Containerd,
+    Busy,
+    AgentLost,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobResult {
+    pub image: String,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub layer_digest: String,
+    pub layer_diff_id: String,
+    pub layer_size: u64,
+    pub layer_media_type: String,
+    pub uncompressed_size: u64,
+    pub base_image: String,
+    pub base_digest: String,
+    pub paused_ms: u64,
+    pub duration_ms: u64,
+    pub method: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_have_a_stable_wire_form() {
+        let event = JobEvent {
+            snapshot_id: Uuid::nil(),
+            node: "n1".into(),
+            instance_id: Uuid::nil(),
+            seq: 2,
+            at: DateTime::from_timestamp(0, 0).unwrap(),
+            kind: JobEventKind::Pushing {
+                bytes_done: 1,
+                bytes_total: 2,
+            },
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["kind"]["type"], "PUSHING");
+        assert_eq!(json["kind"]["bytesDone"], 1);
+        assert_eq!(json["seq"], 2);
+        let back: JobEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+        let failed = JobEventKind::Failed {
+            code: FailureCode::DiskFull,
+            reason: "x".into(),
+        };
+        assert_eq!(serde_json::to_value(&failed).unwrap()["code"], "DISK_FULL");
+    }
+}

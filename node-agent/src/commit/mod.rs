@@ -151,24 +151,30 @@ pub async fn commit(
         });
     }
 
-    let lease = client
-        .create_lease(
-            &format!("dcs-commit-{}", uuid::Uuid::new_v4()),
-            LEASE_EXPIRY,
-        )
-        .await?;
+    let lease = LeaseGuard {
+        client: client.clone(),
+        lease: client
+            .create_lease(
+                &format!("dcs-commit-{}", uuid::Uuid::new_v4()),
+                LEASE_EXPIRY,
+            )
+            .await?,
+        released: false,
+    };
     let outcome = commit_under_lease(
-        client, request, &container, &base, &excludes, &lease, &pusher, progress,
+        client,
+        request,
+        &container,
+        &base,
+        &excludes,
+        &lease.lease,
+        &pusher,
+        progress,
     )
     .await;
-    tracing::debug!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "commit done under lease"
-    );
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "commit done under lease");
     // The image record now holds what must stay; the rest may go.
-    if let Err(e) = client.delete_lease(&lease).await {
-        tracing::warn!(lease = %lease.id, error = %e, "could not delete lease; it expires by itself");
-    }
+    lease.release().await;
     let mut result = outcome?;
     result.image = registry::image_name(&target);
     result.duration_ms = started.elapsed().as_millis() as u64;
@@ -192,18 +198,18 @@ async fn commit_under_lease(
     let diff_started = Instant::now();
     let pause = request.pause && client.task_state(&container.id).await? == TaskState::Running;
     tracing::debug!(pause, "task state read");
-    let mut paused_at = None;
-    if pause {
-        client.pause_task(&container.id).await?;
-        paused_at = Some(Instant::now());
-    }
+    let mut paused = if pause {
+        Some(PausedTask::pause(client, &container.id).await?)
+    } else {
+        None
+    };
     let layer = read_changes(client, container, excludes, request.compression, lease).await;
     let mut paused_ms = 0;
-    if let Some(paused_at) = paused_at {
+    if let Some(task) = paused.take() {
         // Resume even when reading failed: a speaker's desktop must never
         // stay frozen because of a failed snapshot.
-        let resumed = client.resume_task(&container.id).await;
-        paused_ms = paused_at.elapsed().as_millis() as u64;
+        let (resumed, held) = task.resume().await;
+        paused_ms = held.as_millis() as u64;
         resumed?;
     }
     let (summary, method) = layer?;
@@ -262,6 +268,85 @@ async fn commit_under_lease(
         stats: summary.stats,
         push,
     })
+}
+
+/// Deletes the commit's lease when the commit ends, however it ends (also
+/// when it is cancelled): the image record holds what must stay.
+struct LeaseGuard {
+    client: Containerd,
+    lease: Lease,
+    released: bool,
+}
+
+impl LeaseGuard {
+    async fn release(mut self) {
+        self.released = true;
+        if let Err(e) = self.client.delete_lease(&self.lease).await {
+            tracing::warn!(lease = %self.lease.id, error = %e, "could not delete lease; it expires by itself");
+        }
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let client = self.client.clone();
+        let lease = self.lease.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = client.delete_lease(&lease).await {
+                    tracing::warn!(lease = %lease.id, error = %e, "could not delete lease; it expires by itself");
+                }
+            });
+        }
+    }
+}
+
+/// A paused task. If the commit is dropped half-way (cancelled), the task
+/// is resumed from `Drop`, so no path leaves a desktop frozen.
+struct PausedTask {
+    client: Containerd,
+    container_id: String,
+    since: Instant,
+    resumed: bool,
+}
+
+impl PausedTask {
+    async fn pause(client: &Containerd, container_id: &str) -> Result<Self, CommitError> {
+        client.pause_task(container_id).await?;
+        Ok(Self {
+            client: client.clone(),
+            container_id: container_id.to_string(),
+            since: Instant::now(),
+            resumed: false,
+        })
+    }
+
+    /// Resumes; returns the outcome and how long the task was paused.
+    async fn resume(mut self) -> (Result<(), containerd::Error>, Duration) {
+        self.resumed = true;
+        let result = self.client.resume_task(&self.container_id).await;
+        (result, self.since.elapsed())
+    }
+}
+
+impl Drop for PausedTask {
+    fn drop(&mut self) {
+        if self.resumed {
+            return;
+        }
+        let client = self.client.clone();
+        let id = self.container_id.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = client.resume_task(&id).await {
+                    tracing::error!(container = %id, error = %e, "could not resume a paused task");
+                }
+            });
+        }
+    }
 }
 
 /// Builds the layer into the content store: from the overlay upper

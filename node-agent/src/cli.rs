@@ -40,6 +40,48 @@ enum Command {
     },
     /// Commits a container to a new image and pushes it.
     Commit(Box<CommitArgs>),
+    /// Runs the agent as a service for the API.
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    containerd: ContainerdArgs,
+    /// This node's name, as Kubernetes knows it.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// Address to listen on.
+    #[arg(long, env = "DCS_AGENT_LISTEN", default_value = "0.0.0.0:9443")]
+    listen: std::net::SocketAddr,
+    /// URL the API uses to reach this agent [default: http://$POD_IP:port,
+    /// or the listen address].
+    #[arg(long, env = "DCS_AGENT_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// Base URL of the API server.
+    #[arg(long, env = "DCS_API_URL")]
+    api_url: String,
+    /// File holding the secret shared with the API (at least 32 bytes).
+    #[arg(long, env = "DCS_AGENT_SECRET_FILE")]
+    shared_secret_file: PathBuf,
+    /// A `dockerconfigjson` file (Kubernetes Secret format) with credentials.
+    #[arg(long, env = "DCS_REGISTRY_CONFIG")]
+    registry_config: Option<PathBuf>,
+    /// A registry (`host:port`) reached over plain HTTP. Repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+    /// Commits run at once; more wait for a slot.
+    #[arg(long, env = "DCS_AGENT_MAX_JOBS", default_value_t = 2)]
+    max_concurrent_jobs: usize,
+    /// Where per-container lock files are kept.
+    #[arg(long, env = "DCS_AGENT_STATE_DIR", default_value = "/run/dcs-agent")]
+    state_dir: PathBuf,
+    /// Seconds between heartbeats.
+    #[arg(long, default_value_t = 5)]
+    heartbeat_seconds: u64,
+    /// Seconds running commits get to finish on SIGTERM.
+    #[arg(long, default_value_t = 60)]
+    shutdown_grace_seconds: u64,
 }
 
 #[derive(Debug, Args)]
@@ -166,7 +208,59 @@ async fn run(command: Command) -> Result<(), String> {
             println!("{}", to_json(&result)?);
             Ok(())
         }
+        Command::Serve(args) => serve(*args).await,
     }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    validate_namespace(&args.containerd.namespace)?;
+    let secret = std::fs::read(&args.shared_secret_file).map_err(|e| {
+        format!(
+            "cannot read the shared secret {}: {e}",
+            args.shared_secret_file.display()
+        )
+    })?;
+    let shared_secret =
+        dcs_protocol::token::SharedSecret::new(secret).map_err(|e| e.to_string())?;
+    let advertise_url = args.advertise_url.unwrap_or_else(|| {
+        let port = args.listen.port();
+        match std::env::var("POD_IP") {
+            Ok(ip) if !ip.is_empty() => format!("http://{ip}:{port}"),
+            _ if args.listen.ip().is_unspecified() => format!("http://127.0.0.1:{port}"),
+            _ => format!("http://{}", args.listen),
+        }
+    });
+    let config = crate::serve::ServeConfig {
+        containerd_socket: args.containerd.containerd_socket,
+        namespace: args.containerd.namespace,
+        node_name: args.node_name,
+        listen: args.listen,
+        advertise_url,
+        api_url: args.api_url,
+        shared_secret,
+        registry: RegistryOptions {
+            config_file: args.registry_config,
+            insecure: args.insecure_registries,
+        },
+        max_concurrent_jobs: args.max_concurrent_jobs,
+        state_dir: args.state_dir,
+        heartbeat_interval: std::time::Duration::from_secs(args.heartbeat_seconds.max(1)),
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
+    };
+    crate::serve::run(config)
+        .await
+        .map_err(|e| format!("{e:#}"))
+}
+
+fn validate_namespace(namespace: &str) -> Result<(), String> {
+    if namespace.is_empty()
+        || !namespace
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    {
+        return Err(format!("invalid containerd namespace \"{namespace}\""));
+    }
+    Ok(())
 }
 
 async fn connect(args: &ContainerdArgs) -> Result<Containerd, String> {

@@ -172,7 +172,10 @@ pub async fn commit(
         progress,
     )
     .await;
-    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "commit done under lease");
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "commit done under lease"
+    );
     // The image record now holds what must stay; the rest may go.
     lease.release().await;
     let mut result = outcome?;

@@ -53,19 +53,3 @@ impl Error {
         )
     }
 }
-
-/// The messages of an error and its sources, joined: transport errors keep
-/// the useful part ("connection refused") in their sources.
-pub(crate) fn source_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = s.source();
-    }
-    message
-}

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::diff_client::DiffClient;
+use containerd_client::services::v1::events_client::EventsClient;
 use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
@@ -24,13 +25,14 @@ use containerd_client::services::v1::{
     CreateImageRequest, CreateRequest as CreateLeaseRequest, DeleteRequest as DeleteLeaseRequest,
     DiffRequest, GetContainerRequest, GetImageRequest, GetRequest as GetTaskRequest, Image,
     ListContainersRequest, ListRequest as ListLeasesRequest, ListTasksRequest, PauseTaskRequest,
-    ResumeTaskRequest, UpdateImageRequest,
+    ResumeTaskRequest, SubscribeRequest, UpdateImageRequest,
 };
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Code, Request};
 use containerd_client::types::Mount;
 use serde::Serialize;
 
+pub use crate::describe_error;
 pub use content::BlobWriter;
 pub use error::Error;
 
@@ -117,7 +119,7 @@ impl Containerd {
         }
         let channel = containerd_client::connect(socket)
             .await
-            .map_err(|e| connect_error(error::source_chain(&e)))?;
+            .map_err(|e| connect_error(crate::describe_error(&e)))?;
         let client = Self {
             channel,
             namespace: namespace.to_string(),
@@ -451,6 +453,27 @@ impl Containerd {
             Err(s) if s.code() == Code::NotFound => Ok(()),
             Err(s) => Err(Error::rpc("remove snapshot", s)),
         }
+    }
+
+    /// A stream that yields whenever a container or task of this namespace
+    /// changes (created, started, exited, deleted, ...).
+    pub async fn subscribe_changes(
+        &self,
+    ) -> Result<impl futures::Stream<Item = ()> + Send + 'static, Error> {
+        let namespace = &self.namespace;
+        let filters = vec![
+            format!("namespace=={namespace},topic~=\"^/containers/\""),
+            format!("namespace=={namespace},topic~=\"^/tasks/\""),
+        ];
+        let stream = EventsClient::new(self.channel.clone())
+            .subscribe(SubscribeRequest { filters })
+            .await
+            .map_err(|s| Error::rpc("subscribe to events", s))?
+            .into_inner();
+        use futures::StreamExt;
+        Ok(stream
+            .take_while(|item| futures::future::ready(item.is_ok()))
+            .map(|_| ()))
     }
 
     /// Asks containerd's Diff service for the changes between two sets of

@@ -1,0 +1,182 @@
+//! Calls from the agent to the API, each with a fresh signed token.
+
+use std::time::Duration;
+
+use dcs_protocol::token::{API_AUDIENCE, SharedSecret};
+use dcs_protocol::{
+    Ack, ContainerSummary, Heartbeat, Inventory, JobEvent, Registration, api_paths,
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::inventory;
+use super::jobs::Jobs;
+
+/// Issuer name in the tokens agents sign.
+pub const AGENT_ISSUER: &str = "dcs-agent";
+
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    secret: SharedSecret,
+    node: String,
+    instance_id: Uuid,
+}
+
+/// How the API answered a report.
+#[derive(Debug)]
+pub enum Delivery {
+    Delivered,
+    /// The API refused it for good (4xx): retrying would not help.
+    Refused(String),
+    /// Not delivered now (network, 5xx): try again.
+    Retry(String),
+}
+
+impl ApiClient {
+    pub fn new(
+        base: &str,
+        secret: SharedSecret,
+        node: &str,
+        instance_id: Uuid,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            secret,
+            node: node.to_string(),
+            instance_id,
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn instance_id(&self) -> Uuid {
+        self.instance_id
+    }
+
+    async fn post<T: serde::Serialize>(&self, path: &str, body: &T) -> Delivery {
+        let token = self.secret.sign(AGENT_ISSUER, API_AUDIENCE, &self.node);
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status().is_success() => Delivery::Delivered,
+            Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                Delivery::Refused(format!("{status}: {}", truncate(&text)))
+            }
+            Ok(r) => Delivery::Retry(format!("HTTP {}", r.status())),
+            Err(e) => Delivery::Retry(crate::containerd::describe_error(&e)),
+        }
+    }
+
+    async fn post_for_ack<T: serde::Serialize>(&self, path: &str, body: &T) -> Result<Ack, String> {
+        let token = self.secret.sign(AGENT_ISSUER, API_AUDIENCE, &self.node);
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| crate::containerd::describe_error(&e))?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
+        response
+            .json::<Ack>()
+            .await
+            .map_err(|e| format!("bad answer: {e}"))
+    }
+
+    pub async fn register(&self, registration: &Registration) -> Result<(), String> {
+        match self.post(api_paths::REGISTER, registration).await {
+            Delivery::Delivered => Ok(()),
+            Delivery::Refused(e) | Delivery::Retry(e) => Err(e),
+        }
+    }
+
+    pub async fn heartbeat(&self, running_jobs: Vec<Uuid>) -> Result<Ack, String> {
+        let body = Heartbeat {
+            node: self.node.clone(),
+            instance_id: self.instance_id,
+            running_jobs,
+        };
+        self.post_for_ack(api_paths::HEARTBEAT, &body).await
+    }
+
+    pub async fn inventory(&self, containers: Vec<ContainerSummary>) -> Result<Ack, String> {
+        let body = Inventory {
+            node: self.node.clone(),
+            instance_id: self.instance_id,
+            containers,
+        };
+        self.post_for_ack(api_paths::INVENTORY, &body).await
+    }
+
+    pub async fn send_event(&self, event: &JobEvent) -> Delivery {
+        self.post(api_paths::EVENTS, event).await
+    }
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(300).collect()
+}
+
+/// Registers, then heartbeats; registers again whenever the API has
+/// forgotten this agent (a restarted API, or one that declared it lost).
+pub async fn keep_registered(
+    api: ApiClient,
+    registration: Registration,
+    inventory: inventory::Inventory,
+    jobs: Jobs,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut registered = false;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if !registered {
+            match api.register(&registration).await {
+                Ok(()) => {
+                    tracing::info!("registered with the API");
+                    registered = true;
+                    backoff = Duration::from_millis(200);
+                    inventory.push_now().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot register with the API; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.cancelled() => {}
+        }
+        match api.heartbeat(jobs.ids()).await {
+            Ok(ack) if !ack.known => registered = false,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}

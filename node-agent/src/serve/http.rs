@@ -1,0 +1,125 @@
+//! The agent's HTTP endpoints. Every endpoint, health checks included,
+//! answers an unauthenticated request with 401 and nothing else: only the
+//! API (a token signed with the shared secret, for this node) gets through.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use dcs_protocol::token::{AGENT_AUDIENCE, SharedSecret};
+use dcs_protocol::{JobRequest, agent_paths};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::jobs::{Jobs, SubmitError};
+use super::metrics::Metrics;
+use crate::containerd::Containerd;
+
+/// Issuer the agent expects in the API's tokens.
+pub const API_ISSUER: &str = "dcs-api";
+
+#[derive(Clone)]
+pub struct AppState {
+    pub jobs: Jobs,
+    pub secret: SharedSecret,
+    pub node: String,
+    pub containerd: Containerd,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the agent stops taking jobs.
+    pub accepting: CancellationToken,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(agent_paths::JOBS, post(submit_job))
+        .route(&format!("{}/{{id}}", agent_paths::JOBS), delete(cancel_job))
+        .route(agent_paths::HEALTHZ, get(|| async { "ok" }))
+        .route(agent_paths::READYZ, get(ready))
+        .route(agent_paths::METRICS, get(metrics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint") })
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"code": code, "message": message}))).into_response()
+}
+
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let allowed = token
+        .and_then(|t| state.secret.verify(t, AGENT_AUDIENCE).ok())
+        .is_some_and(|claims| claims.iss == API_ISSUER && claims.sub == state.node);
+    if !allowed {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "a valid API token for this node is required",
+        );
+    }
+    next.run(request).await
+}
+
+async fn submit_job(State(state): State<AppState>, Json(request): Json<JobRequest>) -> Response {
+    match state.jobs.submit(request) {
+        Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+        Err(SubmitError::ShuttingDown) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "the agent is shutting down",
+        ),
+        Err(SubmitError::BadRequest(message)) => {
+            error(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &message)
+        }
+    }
+}
+
+async fn cancel_job(State(state): State<AppState>, Path(id): Path<Uuid>) -> Response {
+    if state.jobs.cancel(id) {
+        StatusCode::ACCEPTED.into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "no such job on this agent",
+        )
+    }
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.accepting.is_cancelled() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "shutting down",
+        );
+    }
+    match state.containerd.version().await {
+        Ok(_) => "ready".into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            &e.to_string(),
+        ),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}

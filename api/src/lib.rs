@@ -1,1 +1,21 @@
+//! The API server of the desktop customisation service: GraphQL for
+//! speakers and tools, authenticated callbacks for node agents, and the
+//! dispatcher that hands snapshot jobs to agents.
+//!
+//! Error policy: services return [`errors::ApiError`], whose `code` is stable
+//! and whose message a user can act on; internal details are logged, never
+//! sent. `anyhow` appears only in `cli` and background tasks.
 
+pub mod agent_api;
+pub mod auth;
+pub mod bus;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod dispatch;
+pub mod errors;
+pub mod graphql;
+pub mod http;
+pub mod metrics;
+pub mod service;
+pub mod state;

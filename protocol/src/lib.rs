@@ -3,6 +3,7 @@
 //! Both directions are authenticated with short-lived tokens signed with a
 //! shared secret (`token`); the bodies are the JSON types below (`messages`).
 
+pub mod changes;
 pub mod messages;
 pub mod token;
 

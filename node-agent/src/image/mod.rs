@@ -3,7 +3,8 @@
 
 pub mod base;
 pub mod build;
-pub mod changes;
+/// Config changes (`CMD [...]`), parsed the same way by the API and the agent.
+pub use dcs_protocol::changes;
 
 use std::collections::BTreeMap;
 

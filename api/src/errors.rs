@@ -1,5 +1,7 @@
 //! Errors as clients see them: a stable code and a sentence.
 
+use async_graphql::ErrorExtensions as _;
+
 /// Codes clients can rely on (`extensions.code` in GraphQL errors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {

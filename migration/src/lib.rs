@@ -1,1 +1,53 @@
+//! The schema, as SeaORM migrations that run on PostgreSQL and SQLite alike.
+//!
+//! Each `mYYYYMMDD_NNNNNN_<what>` module is one step with a real `down`.
+//! Written with the schema builder so types map on both backends; raw SQL
+//! only where the builder cannot say it (the partial unique index), and then
+//! in a form both backends accept.
 
+pub use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::{DatabaseConnection, DbBackend, TransactionTrait};
+
+mod m20261129_000001_create_nodes;
+mod m20261129_000002_create_containers;
+mod m20261129_000003_create_snapshots;
+mod m20261129_000004_create_snapshot_events;
+mod m20261129_000005_create_audit_log;
+
+/// The name of the partial unique index on `snapshots (node, container_id)`
+/// over the in-flight statuses.
+pub const SNAPSHOTS_ONE_IN_FLIGHT_INDEX: &str = "idx_snapshots_one_in_flight";
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261129_000001_create_nodes::Migration),
+            Box::new(m20261129_000002_create_containers::Migration),
+            Box::new(m20261129_000003_create_snapshots::Migration),
+            Box::new(m20261129_000004_create_snapshot_events::Migration),
+            Box::new(m20261129_000005_create_audit_log::Migration),
+        ]
+    }
+}
+
+/// The PostgreSQL advisory lock held while migrating (`"dcs_migr"`).
+const MIGRATION_LOCK: i64 = 0x6463_735f_6d69_6772;
+
+/// Applies every pending migration; the API calls it at start-up.
+///
+/// On PostgreSQL, API replicas that start together take turns: all pending
+/// migrations run in one transaction holding an advisory lock, so the
+/// second replica finds nothing left to do instead of failing half-way.
+pub async fn run_migrations(db: &DatabaseConnection) -> Result<(), DbErr> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Migrator::up(db, None).await;
+    }
+    let txn = db.begin().await?;
+    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+        .await?;
+    Migrator::up(&txn, None).await?;
+    txn.commit().await
+}

@@ -1,0 +1,96 @@
+//! The endpoints agents call: registration, heartbeats, inventory and job
+//! events. Each request carries a token signed with the shared secret whose
+//! subject is the agent's node; a body about another node is refused.
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::routing::post;
+use axum::{Json, Router};
+use dcs_protocol::token::API_AUDIENCE;
+use dcs_protocol::{Ack, Heartbeat, Inventory, JobEvent, Registration, api_paths};
+
+use crate::errors::{ApiError, ApiResult};
+use crate::service::{agent_events, containers, nodes};
+use crate::state::AppState;
+
+/// Issuer of agents' tokens.
+pub const AGENT_ISSUER: &str = "dcs-agent";
+
+/// An authenticated agent: the node its token names.
+pub struct AgentNode(pub String);
+
+impl FromRequestParts<AppState> for AgentNode {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::auth::bearer)
+            .ok_or_else(|| ApiError::unauthenticated("an agent token is required"))?;
+        let claims = state
+            .agent_secret
+            .verify(token, API_AUDIENCE)
+            .map_err(|_| ApiError::unauthenticated("invalid agent token"))?;
+        if claims.iss != AGENT_ISSUER {
+            return Err(ApiError::unauthenticated("invalid agent token"));
+        }
+        Ok(Self(claims.sub))
+    }
+}
+
+fn same_node(agent: &AgentNode, node: &str) -> ApiResult<()> {
+    if agent.0 == node {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("the token is for another node"))
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(api_paths::REGISTER, post(register))
+        .route(api_paths::HEARTBEAT, post(heartbeat))
+        .route(api_paths::INVENTORY, post(inventory))
+        .route(api_paths::EVENTS, post(event))
+}
+
+async fn register(
+    State(state): State<AppState>,
+    agent: AgentNode,
+    Json(body): Json<Registration>,
+) -> ApiResult<Json<Ack>> {
+    same_node(&agent, &body.node)?;
+    nodes::register(&state, body).await?;
+    Ok(Json(Ack { known: true }))
+}
+
+async fn heartbeat(
+    State(state): State<AppState>,
+    agent: AgentNode,
+    Json(body): Json<Heartbeat>,
+) -> ApiResult<Json<Ack>> {
+    same_node(&agent, &body.node)?;
+    Ok(Json(nodes::heartbeat(&state, body).await?))
+}
+
+async fn inventory(
+    State(state): State<AppState>,
+    agent: AgentNode,
+    Json(body): Json<Inventory>,
+) -> ApiResult<Json<Ack>> {
+    same_node(&agent, &body.node)?;
+    Ok(Json(containers::replace_inventory(&state, body).await?))
+}
+
+async fn event(
+    State(state): State<AppState>,
+    agent: AgentNode,
+    Json(body): Json<JobEvent>,
+) -> ApiResult<Json<Ack>> {
+    same_node(&agent, &body.node)?;
+    agent_events::apply(&state, &agent.0, body).await?;
+    Ok(Json(Ack { known: true }))
+}

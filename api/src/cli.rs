@@ -1,0 +1,203 @@
+//! `dcs-api`: serve (the default), migrate, mint a token, print the schema.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use dcs_protocol::token::SharedSecret;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::policy::Policy;
+use crate::auth::{JwtSigner, JwtVerifier, Role, parse_algorithm};
+use crate::config::{AuthArgs, ServeArgs};
+use crate::graphql::{SchemaLimits, build_schema, sdl};
+use crate::state::{AppState, Shared};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dcs-api",
+    version,
+    about = "Desktop customisation service API server"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the API server (the default).
+    Serve,
+    /// Applies the database migrations and exits.
+    Migrate,
+    /// Mints a user token with the configured key, for local use.
+    Token {
+        #[arg(long)]
+        sub: String,
+        #[arg(long, value_enum, default_value = "speaker")]
+        role: RoleArg,
+        /// Pod namespaces the speaker may work in (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        namespaces: Vec<String>,
+        #[arg(long, default_value_t = 12 * 3600)]
+        ttl_seconds: u64,
+    },
+    /// Prints the GraphQL schema (SDL).
+    Schema,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Speaker,
+    Admin,
+}
+
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.serve.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dcs-api: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.serve).await,
+        Command::Migrate => {
+            crate::db::connect(cli.serve.database_url.as_deref(), &cli.serve.data_dir).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Token {
+            sub,
+            role,
+            namespaces,
+            ttl_seconds,
+        } => {
+            let signer = signer(&cli.serve.auth, &cli.serve.data_dir)?;
+            let role = match role {
+                RoleArg::Speaker => Role::Speaker,
+                RoleArg::Admin => Role::Admin,
+            };
+            println!(
+                "{}",
+                signer.mint(&sub, role, &namespaces, Duration::from_secs(ttl_seconds))
+            );
+            Ok(())
+        }
+        Command::Schema => {
+            print!("{}", sdl());
+            Ok(())
+        }
+    }
+}
+
+fn signer(auth: &AuthArgs, data_dir: &std::path::Path) -> anyhow::Result<JwtSigner> {
+    let algorithm = parse_algorithm(&auth.jwt_algorithm)?;
+    let secret = auth.secret_file(data_dir)?;
+    Ok(JwtSigner::new(
+        algorithm,
+        secret.as_deref(),
+        auth.jwt_private_key_file.as_deref(),
+        &auth.jwt_issuer,
+        &auth.jwt_audience,
+    )?)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let algorithm = parse_algorithm(&args.auth.jwt_algorithm)?;
+    let secret_file = args.auth.secret_file(&args.data_dir)?;
+    let verifier = JwtVerifier::new(
+        algorithm,
+        secret_file.as_deref(),
+        args.auth.jwt_public_key_file.as_deref(),
+        &args.auth.jwt_issuer,
+        &args.auth.jwt_audience,
+    )?;
+    let agent_secret_file = args.agent_secret_file(&args.data_dir)?;
+    let agent_secret = SharedSecret::new(
+        std::fs::read(&agent_secret_file)
+            .with_context(|| format!("reading {}", agent_secret_file.display()))?,
+    )?;
+    tracing::info!(database = %crate::db::describe(args.database_url.as_deref()), "connecting");
+    let db = crate::db::connect(args.database_url.as_deref(), &args.data_dir).await?;
+
+    let state = AppState::new(Shared {
+        db,
+        verifier,
+        policy: Policy {
+            speaker_prefixes: args.speaker_repository_prefixes.clone(),
+        },
+        agent_secret,
+        bus: crate::bus::Bus::new(),
+        metrics: crate::metrics::Metrics::new(),
+        dispatch_wakeup: tokio::sync::Notify::new(),
+        agent_timeout: Duration::from_secs(args.agent_timeout_seconds),
+        agents: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?,
+    });
+    let schema = build_schema(
+        Some(state.clone()),
+        SchemaLimits {
+            max_depth: args.max_query_depth,
+            max_complexity: args.max_query_complexity,
+            introspection: !args.no_introspection,
+        },
+    );
+
+    let stop = CancellationToken::new();
+    let dispatcher = tokio::spawn(crate::dispatch::run(state.clone(), stop.clone()));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(listen = %args.listen, "API serving");
+    let shutdown = stop.clone();
+    axum::serve(listener, crate::http::router(state, schema))
+        .with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        })
+        .await?;
+    let _ = dispatcher.await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

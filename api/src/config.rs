@@ -1,0 +1,148 @@
+//! Settings, read once from flags and environment.
+//!
+//! With nothing set, the server starts locally: a SQLite file and random
+//! secrets (created once, mode 0600) in the data directory.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    /// HS256 (with a secret), RS256 or ES256 (with a public key).
+    #[arg(
+        long,
+        env = "DCS_JWT_ALGORITHM",
+        default_value = "HS256",
+        global = true
+    )]
+    pub jwt_algorithm: String,
+    /// HS256 secret [default: <data-dir>/jwt-secret, created if missing].
+    #[arg(long, env = "DCS_JWT_SECRET_FILE", global = true)]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// PEM public key for RS256/ES256.
+    #[arg(long, env = "DCS_JWT_PUBLIC_KEY_FILE", global = true)]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// PEM private key for RS256/ES256, used only by `dcs-api token`.
+    #[arg(long, env = "DCS_JWT_PRIVATE_KEY_FILE", global = true)]
+    pub jwt_private_key_file: Option<PathBuf>,
+    /// Required `iss` of user tokens.
+    #[arg(long, env = "DCS_JWT_ISSUER", default_value = "dcs", global = true)]
+    pub jwt_issuer: String,
+    /// Required `aud` of user tokens.
+    #[arg(
+        long,
+        env = "DCS_JWT_AUDIENCE",
+        default_value = "dcs-api",
+        global = true
+    )]
+    pub jwt_audience: String,
+}
+
+impl AuthArgs {
+    /// The HS256 secret file; a local default is created when none is set.
+    pub fn secret_file(&self, data_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+        if !self.jwt_algorithm.eq_ignore_ascii_case("HS256") {
+            return Ok(self.jwt_secret_file.clone());
+        }
+        match &self.jwt_secret_file {
+            Some(path) => Ok(Some(path.clone())),
+            None => Ok(Some(ensure_secret(&data_dir.join("jwt-secret"))?)),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[arg(
+        long,
+        env = "DCS_API_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen: SocketAddr,
+    /// Postgres URL; unset means a SQLite file in the data directory.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Local state: the SQLite default and generated secrets.
+    #[arg(
+        long,
+        env = "DCS_API_DATA_DIR",
+        default_value = ".dcs-api",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// Secret shared with agents [default: <data-dir>/agent-secret, created if missing].
+    #[arg(long, env = "DCS_AGENT_SECRET_FILE", global = true)]
+    pub agent_secret_file: Option<PathBuf>,
+    /// Where speakers may push, e.g. `registry.example/workshops/{sub}`.
+    /// Repeatable; `{sub}` is the token's subject.
+    #[arg(
+        long = "speaker-repository-prefix",
+        env = "DCS_SPEAKER_REPOSITORY_PREFIXES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub speaker_repository_prefixes: Vec<String>,
+    /// An agent silent this long is lost, and its running snapshots fail.
+    #[arg(
+        long,
+        env = "DCS_AGENT_TIMEOUT_SECONDS",
+        default_value_t = 20,
+        global = true
+    )]
+    pub agent_timeout_seconds: u64,
+    #[arg(long, default_value_t = 12, global = true)]
+    pub max_query_depth: usize,
+    #[arg(long, default_value_t = 2_000, global = true)]
+    pub max_query_complexity: usize,
+    /// Turn off schema introspection.
+    #[arg(long, env = "DCS_NO_INTROSPECTION", global = true)]
+    pub no_introspection: bool,
+    #[arg(long, default_value = "text", value_parser = ["text", "json"], global = true)]
+    pub log_format: String,
+}
+
+impl ServeArgs {
+    pub fn agent_secret_file(&self, data_dir: &Path) -> anyhow::Result<PathBuf> {
+        match &self.agent_secret_file {
+            Some(path) => Ok(path.clone()),
+            None => ensure_secret(&data_dir.join("agent-secret")),
+        }
+    }
+}
+
+/// Creates a random secret file (0600) if it does not exist yet.
+fn ensure_secret(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.exists() {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut bytes = [0u8; 48];
+    getrandom(&mut bytes)?;
+    let text = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    tracing::info!(path = %path.display(), "created a local secret");
+    Ok(path.to_path_buf())
+}
+
+fn getrandom(buffer: &mut [u8]) -> anyhow::Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buffer))
+        .context("reading /dev/urandom")
+}

@@ -1,0 +1,254 @@
+//! Handing queued snapshots to agents, and noticing agents that went away.
+//!
+//! A queued snapshot is claimed (`FOR UPDATE SKIP LOCKED` on Postgres, so
+//! several API replicas never send one job twice) by pushing its
+//! `next_dispatch_at` forward, then sent to its node's agent outside the
+//! transaction. An unreachable agent is retried with backoff; an agent
+//! that stops heartbeating is declared lost and its running jobs fail.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use dcs_protocol::token::AGENT_AUDIENCE;
+use dcs_protocol::{FailureCode, JobRequest, agent_paths};
+use entity::prelude::*;
+use entity::{NodeState, SnapshotStatus, snapshot};
+use sea_orm::sea_query::LockBehavior;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Set, TransactionTrait,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::service::agent_events::{fail_snapshots, record_event};
+use crate::service::nodes;
+use crate::service::snapshots::JobOptions;
+use crate::state::AppState;
+
+/// Issuer of the tokens the API gives agents.
+pub const API_ISSUER: &str = "dcs-api";
+/// How long a claim on a job lasts before another replica may retry it.
+const CLAIM: Duration = Duration::from_secs(30);
+const BATCH: u64 = 16;
+const TICK: Duration = Duration::from_millis(500);
+
+/// Runs until `stop`: dispatches queued jobs and checks agents' heartbeats.
+pub async fn run(state: AppState, stop: CancellationToken) {
+    loop {
+        if let Err(e) = nodes::mark_lost_agents(&state).await {
+            tracing::warn!(error = ?e, "checking agents failed");
+        }
+        match dispatch_due(&state).await {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "dispatching failed"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = state.dispatch_wakeup.notified() => {}
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+/// Claims and sends the jobs that are due; returns how many were sent.
+pub async fn dispatch_due(state: &AppState) -> Result<usize, sea_orm::DbErr> {
+    let claimed = claim(state).await?;
+    let mut sent = 0;
+    for job in claimed {
+        if send(state, job).await {
+            sent += 1;
+        }
+    }
+    Ok(sent)
+}
+
+async fn claim(state: &AppState) -> Result<Vec<snapshot::Model>, sea_orm::DbErr> {
+    let now = Utc::now();
+    let txn = state.db.begin().await?;
+    let mut query = Snapshot::find()
+        .filter(snapshot::Column::Status.eq(SnapshotStatus::Queued))
+        .filter(snapshot::Column::DispatchedAt.is_null())
+        .filter(snapshot::Column::NextDispatchAt.lte(now))
+        .order_by_asc(snapshot::Column::CreatedAt)
+        .limit(BATCH);
+    if state.db.get_database_backend() == DbBackend::Postgres {
+        query = query.lock_with_behavior(
+            sea_orm::sea_query::LockType::Update,
+            LockBehavior::SkipLocked,
+        );
+    }
+    let due = query.all(&txn).await?;
+    let until = now + chrono::Duration::from_std(CLAIM).unwrap_or(chrono::Duration::seconds(30));
+    for job in &due {
+        let mut row: snapshot::ActiveModel = job.clone().into();
+        row.next_dispatch_at = Set(Some(until));
+        row.update(&txn).await?;
+    }
+    txn.commit().await?;
+    Ok(due)
+}
+
+/// Sends one claimed job to its agent and records the outcome.
+async fn send(state: &AppState, job: snapshot::Model) -> bool {
+    state.metrics.dispatch_attempts.inc();
+    let node = match Node::find_by_id(job.node.clone()).one(&state.db).await {
+        Ok(node) => node,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the node failed");
+            return false;
+        }
+    };
+    let Some(node) = node.filter(|n| n.state == NodeState::Ready) else {
+        fail(state, job, "the container's node has no connected agent").await;
+        return false;
+    };
+    let options: JobOptions = match serde_json::from_value(job.options.clone()) {
+        Ok(o) => o,
+        Err(e) => {
+            fail(state, job, &format!("stored options are unreadable: {e}")).await;
+            return false;
+        }
+    };
+    let request = JobRequest {
+        snapshot_id: job.id,
+        container_id: job.container_id.clone(),
+        target: job.target.clone(),
+        compression: options.compression,
+        pause: options.pause,
+        excludes: options.excludes,
+        changes: options.changes,
+        message: job.message.clone(),
+    };
+    let token = state
+        .agent_secret
+        .sign(API_ISSUER, AGENT_AUDIENCE, &node.name);
+    let response = state
+        .agents
+        .post(format!(
+            "{}{}",
+            node.url.trim_end_matches('/'),
+            agent_paths::JOBS
+        ))
+        .bearer_auth(token)
+        .json(&request)
+        .send()
+        .await;
+    let attempts = job.dispatch_attempts + 1;
+    let mut row: snapshot::ActiveModel = job.clone().into();
+    row.dispatch_attempts = Set(attempts);
+    row.updated_at = Set(Utc::now());
+    match response {
+        Ok(r) if r.status().is_success() => {
+            row.dispatched_at = Set(Some(Utc::now()));
+            row.agent_instance_id = Set(Some(node.instance_id));
+            // Only while still queued and undispatched: a cancel may have won.
+            let updated = Snapshot::update_many()
+                .set(row)
+                .filter(snapshot::Column::Id.eq(job.id))
+                .filter(snapshot::Column::Status.eq(SnapshotStatus::Queued))
+                .exec(&state.db)
+                .await;
+            if let Err(e) = updated {
+                tracing::warn!(error = %e, snapshot = %job.id, "recording the dispatch failed");
+            }
+            tracing::info!(snapshot = %job.id, node = %node.name, "job dispatched");
+            true
+        }
+        Ok(r) if r.status() == reqwest::StatusCode::BAD_REQUEST => {
+            let text = r.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(String::from))
+                .unwrap_or(text);
+            fail_with(state, job, FailureCode::BadRequest, &message).await;
+            false
+        }
+        other => {
+            let reason = match other {
+                Ok(r) => format!("HTTP {}", r.status()),
+                Err(e) => node_agent_free_describe(&e),
+            };
+            let backoff = backoff(attempts);
+            row.next_dispatch_at = Set(Some(
+                Utc::now() + chrono::Duration::from_std(backoff).unwrap_or_default(),
+            ));
+            if let Err(e) = row.update(&state.db).await {
+                tracing::warn!(error = %e, "recording the retry failed");
+            }
+            tracing::warn!(snapshot = %job.id, node = %node.name, %reason, attempts, "agent unreachable; will retry");
+            false
+        }
+    }
+}
+
+/// 0.5 s, 1 s, 2 s, ... at most 10 s between attempts.
+fn backoff(attempts: i32) -> Duration {
+    let exponent = attempts.clamp(1, 6) as u32 - 1;
+    Duration::from_millis(500 * 2u64.pow(exponent)).min(Duration::from_secs(10))
+}
+
+fn node_agent_free_describe(error: &reqwest::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        message = format!("{message}: {s}");
+        source = s.source();
+    }
+    message
+}
+
+async fn fail(state: &AppState, job: snapshot::Model, reason: &str) {
+    fail_with(state, job, FailureCode::AgentLost, reason).await;
+}
+
+async fn fail_with(state: &AppState, job: snapshot::Model, code: FailureCode, reason: &str) {
+    let result = async {
+        let txn = state.db.begin().await?;
+        let changes = fail_snapshots(&txn, vec![job], code, reason).await?;
+        txn.commit().await?;
+        Ok::<_, crate::errors::ApiError>(changes)
+    }
+    .await;
+    match result {
+        Ok(changes) => {
+            for change in changes {
+                state.metrics.count_status(change.status);
+                state.bus.publish(change);
+            }
+        }
+        Err(e) => tracing::warn!(error = ?e, "recording a failure failed"),
+    }
+}
+
+/// Asks the agent running a snapshot to cancel it; the result comes back
+/// as the agent's event. Best effort: an unreachable agent is logged.
+pub async fn cancel_on_agent(state: &AppState, job: &snapshot::Model) {
+    let Ok(Some(node)) = Node::find_by_id(job.node.clone()).one(&state.db).await else {
+        return;
+    };
+    let token = state
+        .agent_secret
+        .sign(API_ISSUER, AGENT_AUDIENCE, &node.name);
+    let url = format!(
+        "{}{}/{}",
+        node.url.trim_end_matches('/'),
+        agent_paths::JOBS,
+        job.id
+    );
+    match state.agents.delete(url).bearer_auth(token).send().await {
+        Ok(r) if r.status().is_success() => {
+            let _ = record_event(
+                &state.db,
+                job,
+                None,
+                "CANCEL_REQUESTED",
+                &serde_json::json!({}),
+            )
+            .await;
+        }
+        Ok(r) => {
+            tracing::warn!(snapshot = %job.id, status = %r.status(), "agent refused the cancel")
+        }
+        Err(e) => tracing::warn!(snapshot = %job.id, error = %e, "agent unreachable for cancel"),
+    }
+}

@@ -1,0 +1,12 @@
+//! The GraphQL API: queries, mutations and subscriptions over the
+//! services, merged per domain, with the schema built once in `schema`.
+
+pub mod context;
+pub mod loaders;
+pub mod mutation;
+pub mod query;
+pub mod schema;
+pub mod subscription;
+pub mod types;
+
+pub use schema::{ApiSchema, SchemaLimits, build_schema, sdl};

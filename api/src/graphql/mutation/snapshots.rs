@@ -1,0 +1,84 @@
+use async_graphql::{Context, ID, InputObject, Object, Result};
+
+use crate::graphql::context::{principal, state};
+use crate::graphql::query::parse_snapshot_id;
+use crate::graphql::types::Snapshot;
+use crate::service::snapshots::{self, ContainerSelector, NewSnapshot};
+
+#[derive(Default)]
+pub struct SnapshotMutation;
+
+/// Layer compression.
+#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Read by every runtime.
+    Gzip,
+    /// Several times faster to write.
+    Zstd,
+}
+
+/// What to snapshot and where to push it. Name the container by
+/// `containerId`, or by `podNamespace` + `podName` (+ `containerName`).
+#[derive(InputObject)]
+pub struct CreateSnapshotInput {
+    pub container_id: Option<String>,
+    pub pod_namespace: Option<String>,
+    pub pod_name: Option<String>,
+    pub container_name: Option<String>,
+    /// Needed only when a container id exists on several nodes.
+    pub node: Option<String>,
+    /// The tag to push, e.g. `registry.example/workshops/alice/k8s-101:v1`.
+    pub target: String,
+    /// Kept in the image history.
+    pub message: Option<String>,
+    /// Dockerfile-style config changes: `CMD ["app"]`, `ENV K=V`, `WORKDIR /w`,
+    /// `USER u`, `LABEL k=v`, `EXPOSE 8080`, `ENTRYPOINT ["x"]`.
+    #[graphql(default)]
+    pub changes: Vec<String>,
+    /// Paths to leave out, as globs (on top of /tmp, /run and session files).
+    #[graphql(default)]
+    pub excludes: Vec<String>,
+    pub compression: Option<Compression>,
+    /// Pause the container while its changes are read (default true).
+    pub pause: Option<bool>,
+}
+
+#[Object]
+impl SnapshotMutation {
+    /// Queues a snapshot of a container; follow it with `snapshotEvents`.
+    async fn create_snapshot(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateSnapshotInput,
+    ) -> Result<Snapshot> {
+        let who = principal(ctx)?;
+        let request = NewSnapshot {
+            container: ContainerSelector {
+                node: input.node,
+                container_id: input.container_id,
+                pod_namespace: input.pod_namespace,
+                pod_name: input.pod_name,
+                container_name: input.container_name,
+            },
+            target: input.target,
+            message: input.message,
+            changes: input.changes,
+            excludes: input.excludes,
+            compression: input.compression.map(|c| match c {
+                Compression::Gzip => "gzip".to_string(),
+                Compression::Zstd => "zstd".to_string(),
+            }),
+            pause: input.pause,
+        };
+        Ok(Snapshot(
+            snapshots::create(state(ctx)?, who, request).await?,
+        ))
+    }
+
+    /// Cancels a snapshot that has not finished.
+    async fn cancel_snapshot(&self, ctx: &Context<'_>, id: ID) -> Result<Snapshot> {
+        let who = principal(ctx)?;
+        let id = parse_snapshot_id(&id)?;
+        Ok(Snapshot(snapshots::cancel(state(ctx)?, who, id).await?))
+    }
+}

@@ -1,0 +1,18 @@
+//! Queries, one object per domain, merged.
+
+mod containers;
+mod me;
+mod nodes;
+mod snapshots;
+
+pub use snapshots::parse_id as parse_snapshot_id;
+
+use async_graphql::MergedObject;
+
+#[derive(MergedObject, Default)]
+pub struct Query(
+    me::MeQuery,
+    nodes::NodesQuery,
+    containers::ContainersQuery,
+    snapshots::SnapshotsQuery,
+);

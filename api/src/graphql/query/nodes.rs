@@ -1,0 +1,21 @@
+use async_graphql::{Context, Object, Result};
+
+use crate::graphql::context::{principal, state};
+use crate::graphql::types::Node;
+use crate::service::nodes;
+
+#[derive(Default)]
+pub struct NodesQuery;
+
+#[Object]
+impl NodesQuery {
+    /// Nodes with an agent, their versions and when they were last heard of.
+    async fn nodes(&self, ctx: &Context<'_>) -> Result<Vec<Node>> {
+        principal(ctx)?;
+        Ok(nodes::list(state(ctx)?)
+            .await?
+            .into_iter()
+            .map(Node)
+            .collect())
+    }
+}

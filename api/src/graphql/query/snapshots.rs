@@ -1,0 +1,75 @@
+use async_graphql::{Context, ID, InputObject, Object, Result};
+
+use crate::errors::ApiError;
+use crate::graphql::context::{principal, state};
+use crate::graphql::types::{PageInfo, Snapshot, SnapshotConnection, SnapshotEdge, SnapshotStatus};
+use crate::service::snapshots::{self, Cursor, SnapshotFilter};
+
+#[derive(Default)]
+pub struct SnapshotsQuery;
+
+/// Filters of `snapshots`; all optional, combined with AND.
+#[derive(InputObject, Default)]
+pub struct SnapshotsFilter {
+    /// The `sub` of who requested them.
+    pub owner: Option<String>,
+    pub status: Option<SnapshotStatus>,
+    /// `registry/path`, without tag.
+    pub repository: Option<String>,
+    pub node: Option<String>,
+}
+
+pub fn parse_id(id: &ID) -> Result<uuid::Uuid, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::bad_input(format!("\"{}\" is not a snapshot id", id.as_str())))
+}
+
+#[Object]
+impl SnapshotsQuery {
+    async fn snapshot(&self, ctx: &Context<'_>, id: ID) -> Result<Snapshot> {
+        let who = principal(ctx)?;
+        let id = parse_id(&id)?;
+        Ok(Snapshot(snapshots::get(state(ctx)?, who, id).await?))
+    }
+
+    /// Snapshots the caller may see, newest first.
+    async fn snapshots(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20, validator(minimum = 1, maximum = 100))] first: i32,
+        after: Option<String>,
+        filter: Option<SnapshotsFilter>,
+    ) -> Result<SnapshotConnection> {
+        let who = principal(ctx)?;
+        let filter = filter.unwrap_or_default();
+        let after = after.as_deref().map(Cursor::decode).transpose()?;
+        let (rows, more) = snapshots::list(
+            state(ctx)?,
+            who,
+            SnapshotFilter {
+                requested_by: filter.owner,
+                status: filter.status.map(Into::into),
+                repository: filter.repository,
+                node: filter.node,
+            },
+            first as usize,
+            after,
+        )
+        .await?;
+        let edges: Vec<SnapshotEdge> = rows
+            .into_iter()
+            .map(|row| SnapshotEdge {
+                cursor: Cursor::of(&row).encode(),
+                node: Snapshot(row),
+            })
+            .collect();
+        let end_cursor = edges.last().map(|e| e.cursor.clone());
+        Ok(SnapshotConnection {
+            edges,
+            page_info: PageInfo {
+                has_next_page: more,
+                end_cursor,
+            },
+        })
+    }
+}

@@ -1,0 +1,8 @@
+//! Subscriptions, one object per domain, merged.
+
+mod snapshots;
+
+use async_graphql::MergedSubscription;
+
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(snapshots::SnapshotSubscription);

@@ -1,0 +1,69 @@
+//! Prometheus metrics of the API.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Snapshots reaching each status.
+    pub snapshots: Family<StatusLabel, Counter>,
+    pub dispatch_attempts: Counter,
+    pub agent_events: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("dcs_api");
+        let snapshots = Family::<StatusLabel, Counter>::default();
+        let dispatch_attempts = Counter::default();
+        let agent_events = Counter::default();
+        registry.register(
+            "snapshots",
+            "Snapshots by status reached",
+            snapshots.clone(),
+        );
+        registry.register(
+            "dispatch_attempts",
+            "Attempts to hand a job to an agent",
+            dispatch_attempts.clone(),
+        );
+        registry.register(
+            "agent_events",
+            "Job events received from agents",
+            agent_events.clone(),
+        );
+        Self {
+            registry,
+            snapshots,
+            dispatch_attempts,
+            agent_events,
+        }
+    }
+
+    pub fn count_status(&self, status: entity::SnapshotStatus) {
+        self.snapshots
+            .get_or_create(&StatusLabel {
+                status: format!("{status:?}").to_uppercase(),
+            })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

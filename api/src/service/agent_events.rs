@@ -1,0 +1,164 @@
+//! Job events from agents: each applied once, in order, in one transaction
+//! with the snapshot's new status, then published to subscribers.
+
+use chrono::Utc;
+use dcs_protocol::{FailureCode, JobEvent, JobEventKind};
+use entity::prelude::*;
+use entity::{SnapshotStatus, snapshot, snapshot_event};
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QuerySelect, Set,
+    TransactionTrait,
+};
+
+use crate::bus::SnapshotChange;
+use crate::errors::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Applies one event from the agent of `node`. Duplicates and events for
+/// finished snapshots are acknowledged without effect, so the agent's
+/// retries are harmless.
+pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<()> {
+    state.metrics.agent_events.inc();
+    let txn = state.db.begin().await?;
+    let Some(current) = Snapshot::find_by_id(event.snapshot_id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+    else {
+        return Err(ApiError::not_found("no such snapshot"));
+    };
+    if current.node != node {
+        return Err(ApiError::forbidden("this snapshot belongs to another node"));
+    }
+    if (event.seq as i64) <= current.last_event_seq || current.status.is_terminal() {
+        return Ok(());
+    }
+    let now = Utc::now();
+    let mut row: snapshot::ActiveModel = current.clone().into();
+    row.last_event_seq = Set(event.seq as i64);
+    row.updated_at = Set(now);
+    let kind_name = match &event.kind {
+        JobEventKind::Diffing => {
+            row.status = Set(SnapshotStatus::Diffing);
+            row.started_at = Set(Some(current.started_at.unwrap_or(now)));
+            "DIFFING"
+        }
+        JobEventKind::Pushing {
+            bytes_done,
+            bytes_total,
+        } => {
+            row.status = Set(SnapshotStatus::Pushing);
+            row.phase_bytes_done = Set(*bytes_done as i64);
+            row.phase_bytes_total = Set(*bytes_total as i64);
+            "PUSHING"
+        }
+        JobEventKind::Pushed(result) => {
+            row.status = Set(SnapshotStatus::Pushed);
+            row.manifest_digest = Set(Some(result.manifest_digest.clone()));
+            row.config_digest = Set(Some(result.config_digest.clone()));
+            row.layer_digest = Set(Some(result.layer_digest.clone()));
+            row.layer_size = Set(Some(result.layer_size as i64));
+            row.uncompressed_size = Set(Some(result.uncompressed_size as i64));
+            row.paused_ms = Set(Some(result.paused_ms as i64));
+            row.duration_ms = Set(Some(result.duration_ms as i64));
+            row.base_image = Set(Some(result.base_image.clone()));
+            row.base_digest = Set(Some(result.base_digest.clone()));
+            row.phase_bytes_done = Set(current.phase_bytes_total);
+            row.finished_at = Set(Some(now));
+            "PUSHED"
+        }
+        JobEventKind::Failed { code, reason } => {
+            row.status = Set(SnapshotStatus::Failed);
+            row.failure_code = Set(Some(code_name(*code)));
+            row.failure_reason = Set(Some(reason.clone()));
+            row.finished_at = Set(Some(now));
+            "FAILED"
+        }
+        JobEventKind::Cancelled { reason } => {
+            row.status = Set(SnapshotStatus::Cancelled);
+            row.failure_reason = Set(Some(reason.clone()));
+            row.finished_at = Set(Some(now));
+            "CANCELLED"
+        }
+        JobEventKind::HandedBack { reason } => {
+            // Back in the queue: dispatched again when an agent is there.
+            row.status = Set(SnapshotStatus::Queued);
+            row.dispatched_at = Set(None);
+            row.agent_instance_id = Set(None);
+            row.next_dispatch_at = Set(Some(now));
+            tracing::info!(snapshot = %event.snapshot_id, %reason, "job handed back");
+            "HANDED_BACK"
+        }
+    };
+    let updated = row.update(&txn).await?;
+    record_event(
+        &txn,
+        &updated,
+        Some(event.seq as i64),
+        kind_name,
+        &event.kind,
+    )
+    .await?;
+    txn.commit().await?;
+
+    if updated.status != current.status {
+        state.metrics.count_status(updated.status);
+    }
+    state.bus.publish(SnapshotChange::of(&updated));
+    if updated.status == SnapshotStatus::Queued {
+        state.dispatch_wakeup.notify_one();
+    }
+    Ok(())
+}
+
+pub(crate) async fn record_event<C: ConnectionTrait>(
+    db: &C,
+    snapshot: &snapshot::Model,
+    seq: Option<i64>,
+    kind: &str,
+    payload: &impl serde::Serialize,
+) -> ApiResult<()> {
+    snapshot_event::ActiveModel {
+        snapshot_id: Set(snapshot.id),
+        seq: Set(seq),
+        kind: Set(kind.to_string()),
+        payload: Set(serde_json::to_value(payload).unwrap_or_default()),
+        created_at: Set(Utc::now()),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}
+
+/// Fails in-flight snapshots for a reason of the API's own (agent lost);
+/// returns the changes to publish once the transaction commits.
+pub(crate) async fn fail_snapshots(
+    txn: &DatabaseTransaction,
+    snapshots: Vec<snapshot::Model>,
+    code: FailureCode,
+    reason: &str,
+) -> ApiResult<Vec<SnapshotChange>> {
+    let mut changes = Vec::new();
+    let now = Utc::now();
+    for current in snapshots {
+        let mut row: snapshot::ActiveModel = current.into();
+        row.status = Set(SnapshotStatus::Failed);
+        row.failure_code = Set(Some(code_name(code)));
+        row.failure_reason = Set(Some(reason.to_string()));
+        row.finished_at = Set(Some(now));
+        row.updated_at = Set(now);
+        let updated = row.update(txn).await?;
+        let payload = serde_json::json!({"code": code_name(code), "reason": reason});
+        record_event(txn, &updated, None, "FAILED", &payload).await?;
+        changes.push(SnapshotChange::of(&updated));
+    }
+    Ok(changes)
+}
+
+pub fn code_name(code: FailureCode) -> String {
+    serde_json::to_value(code)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_else(|| "INTERNAL".to_string())
+}

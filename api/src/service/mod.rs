@@ -1,0 +1,8 @@
+//! The operations behind the GraphQL resolvers and the agent callbacks.
+//! Each takes the shared state and returns domain errors with stable codes.
+
+pub mod agent_events;
+pub mod audit;
+pub mod containers;
+pub mod nodes;
+pub mod snapshots;

@@ -1,0 +1,141 @@
+//! Agents: registration, heartbeats, and what happens when one goes away.
+
+use chrono::Utc;
+use dcs_protocol::{Ack, FailureCode, Heartbeat, Registration};
+use entity::prelude::*;
+use entity::{NodeState, SnapshotStatus, node, snapshot};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
+};
+
+use super::agent_events::fail_snapshots;
+use crate::errors::ApiResult;
+use crate::state::AppState;
+
+/// Records (or refreshes) an agent. A new instance id means the agent
+/// restarted: the jobs the old instance had cannot finish, so they fail.
+pub async fn register(state: &AppState, registration: Registration) -> ApiResult<()> {
+    let now = Utc::now();
+    let txn = state.db.begin().await?;
+    let previous = Node::find_by_id(registration.node.clone())
+        .one(&txn)
+        .await?;
+    let row = node::ActiveModel {
+        name: Set(registration.node.clone()),
+        instance_id: Set(registration.instance_id),
+        url: Set(registration.url.clone()),
+        version: Set(registration.version.clone()),
+        containerd_version: Set(registration.containerd_version.clone()),
+        max_concurrent_jobs: Set(registration.max_concurrent_jobs as i32),
+        registered_at: Set(now),
+        last_seen_at: Set(now),
+        state: Set(NodeState::Ready),
+    };
+    Node::insert(row)
+        .on_conflict(
+            OnConflict::column(node::Column::Name)
+                .update_columns([
+                    node::Column::InstanceId,
+                    node::Column::Url,
+                    node::Column::Version,
+                    node::Column::ContainerdVersion,
+                    node::Column::MaxConcurrentJobs,
+                    node::Column::RegisteredAt,
+                    node::Column::LastSeenAt,
+                    node::Column::State,
+                ])
+                .to_owned(),
+        )
+        .exec(&txn)
+        .await?;
+    let mut failed = Vec::new();
+    if let Some(previous) = previous
+        && previous.instance_id != registration.instance_id
+    {
+        let orphans = Snapshot::find()
+            .filter(snapshot::Column::Node.eq(registration.node.clone()))
+            .filter(snapshot::Column::Status.is_in(SnapshotStatus::IN_FLIGHT))
+            .filter(snapshot::Column::DispatchedAt.is_not_null())
+            .filter(snapshot::Column::AgentInstanceId.ne(registration.instance_id))
+            .all(&txn)
+            .await?;
+        failed = fail_snapshots(
+            &txn,
+            orphans,
+            FailureCode::AgentLost,
+            &format!(
+                "the agent on node {} restarted during the commit",
+                registration.node
+            ),
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    for change in failed {
+        state.metrics.count_status(change.status);
+        state.bus.publish(change);
+    }
+    tracing::info!(node = %registration.node, url = %registration.url, "agent registered");
+    state.dispatch_wakeup.notify_one();
+    Ok(())
+}
+
+/// Marks the agent alive; `known: false` asks it to register again.
+pub async fn heartbeat(state: &AppState, beat: Heartbeat) -> ApiResult<Ack> {
+    let Some(node) = Node::find_by_id(beat.node.clone()).one(&state.db).await? else {
+        return Ok(Ack { known: false });
+    };
+    if node.instance_id != beat.instance_id || node.state != NodeState::Ready {
+        return Ok(Ack { known: false });
+    }
+    let mut row: node::ActiveModel = node.into();
+    row.last_seen_at = Set(Utc::now());
+    row.update(&state.db).await?;
+    Ok(Ack { known: true })
+}
+
+/// Agents silent longer than the timeout are lost; their running jobs fail.
+pub async fn mark_lost_agents(state: &AppState) -> ApiResult<()> {
+    let deadline = Utc::now()
+        - chrono::Duration::from_std(state.agent_timeout).unwrap_or(chrono::Duration::seconds(30));
+    let lost = Node::find()
+        .filter(node::Column::State.eq(NodeState::Ready))
+        .filter(node::Column::LastSeenAt.lt(deadline))
+        .all(&state.db)
+        .await?;
+    for node in lost {
+        let txn = state.db.begin().await?;
+        let name = node.name.clone();
+        let mut row: node::ActiveModel = node.into();
+        row.state = Set(NodeState::Lost);
+        row.update(&txn).await?;
+        let running = Snapshot::find()
+            .filter(snapshot::Column::Node.eq(name.clone()))
+            .filter(snapshot::Column::Status.is_in(SnapshotStatus::IN_FLIGHT))
+            .filter(snapshot::Column::DispatchedAt.is_not_null())
+            .all(&txn)
+            .await?;
+        let failed = fail_snapshots(
+            &txn,
+            running,
+            FailureCode::AgentLost,
+            &format!("the agent on node {name} stopped responding during the commit"),
+        )
+        .await?;
+        txn.commit().await?;
+        tracing::warn!(node = %name, failed = failed.len(), "agent lost");
+        for change in failed {
+            state.metrics.count_status(change.status);
+            state.bus.publish(change);
+        }
+    }
+    Ok(())
+}
+
+pub async fn list(state: &AppState) -> ApiResult<Vec<node::Model>> {
+    Ok(Node::find()
+        .order_by_asc(node::Column::Name)
+        .all(&state.db)
+        .await?)
+}

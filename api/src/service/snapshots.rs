@@ -1,0 +1,539 @@
+//! Snapshots: created by speakers, run by agents, linked into lineages.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use dcs_protocol::changes::ConfigChange;
+use entity::prelude::*;
+use entity::{NodeState, SnapshotStatus, container, snapshot};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Set,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::agent_events::record_event;
+use super::audit;
+use crate::auth::Principal;
+use crate::bus::SnapshotChange;
+use crate::errors::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Which container to snapshot: by id, or by pod and container name.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSelector {
+    pub node: Option<String>,
+    pub container_id: Option<String>,
+    pub pod_namespace: Option<String>,
+    pub pod_name: Option<String>,
+    pub container_name: Option<String>,
+}
+
+/// What `createSnapshot` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NewSnapshot {
+    pub container: ContainerSelector,
+    pub target: String,
+    pub message: Option<String>,
+    pub changes: Vec<String>,
+    pub excludes: Vec<String>,
+    pub compression: Option<String>,
+    pub pause: Option<bool>,
+}
+
+/// Stored in `snapshots.options` and sent to the agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct JobOptions {
+    pub changes: Vec<String>,
+    pub excludes: Vec<String>,
+    pub compression: String,
+    pub pause: bool,
+}
+
+const MAX_MESSAGE: usize = 2_000;
+const MAX_LIST: usize = 100;
+
+/// Validates, authorises, records the snapshot as `QUEUED` and wakes the
+/// dispatcher. The row is written before anything is sent to an agent.
+pub async fn create(
+    state: &AppState,
+    who: &Principal,
+    request: NewSnapshot,
+) -> ApiResult<snapshot::Model> {
+    let result = create_inner(state, who, &request).await;
+    let (outcome, id) = match &result {
+        Ok(s) => ("ok".to_string(), Some(s.id.to_string())),
+        Err(e) => (e.code.as_str().to_lowercase(), None),
+    };
+    audit::record(
+        &state.db,
+        who,
+        "createSnapshot",
+        "snapshot",
+        id,
+        &outcome,
+        serde_json::json!({"target": request.target}),
+    )
+    .await;
+    result
+}
+
+async fn create_inner(
+    state: &AppState,
+    who: &Principal,
+    request: &NewSnapshot,
+) -> ApiResult<snapshot::Model> {
+    let (target, repository) = parse_target(&request.target)?;
+    let options = validate_options(request)?;
+    let container = find_container(state, who, &request.container).await?;
+    state.policy.check_push(who, &repository)?;
+
+    let node = Node::find_by_id(container.node.clone())
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::unavailable("the container's node has no agent"))?;
+    if node.state != NodeState::Ready {
+        return Err(ApiError::unavailable(format!(
+            "the agent of node {} is not connected",
+            node.name
+        )));
+    }
+
+    let parent = match &container.image_digest {
+        Some(digest) => Snapshot::find()
+            .filter(snapshot::Column::ManifestDigest.eq(digest.clone()))
+            .filter(snapshot::Column::Status.eq(SnapshotStatus::Pushed))
+            .order_by_desc(snapshot::Column::CreatedAt)
+            .one(&state.db)
+            .await?
+            .map(|p| p.id),
+        None => None,
+    };
+
+    let now = Utc::now();
+    let row = snapshot::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        requested_by: Set(who.sub.clone()),
+        node: Set(container.node.clone()),
+        container_id: Set(container.id.clone()),
+        pod_namespace: Set(container.pod_namespace.clone()),
+        pod_name: Set(container.pod_name.clone()),
+        container_name: Set(container.container_name.clone()),
+        base_image: Set(Some(container.image.clone())),
+        base_digest: Set(container.image_digest.clone()),
+        parent_id: Set(parent),
+        target: Set(target),
+        repository: Set(repository),
+        message: Set(request.message.clone()),
+        options: Set(serde_json::to_value(&options).unwrap_or_default()),
+        status: Set(SnapshotStatus::Queued),
+        phase_bytes_done: Set(0),
+        phase_bytes_total: Set(0),
+        last_event_seq: Set(0),
+        dispatch_attempts: Set(0),
+        next_dispatch_at: Set(Some(now)),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    };
+    let inserted = match row.insert(&state.db).await {
+        Ok(s) => s,
+        Err(e) if entity::is_unique_violation(&e) => {
+            return Err(ApiError::conflict(format!(
+                "a snapshot of container {} is already in progress",
+                container.id
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    record_event(&state.db, &inserted, None, "QUEUED", &serde_json::json!({})).await?;
+    state.metrics.count_status(SnapshotStatus::Queued);
+    state.bus.publish(SnapshotChange::of(&inserted));
+    state.dispatch_wakeup.notify_one();
+    Ok(inserted)
+}
+
+/// The target with its tag, and its repository (`registry/path`).
+pub fn parse_target(target: &str) -> ApiResult<(String, String)> {
+    let reference: oci_client::Reference = target
+        .trim()
+        .parse()
+        .map_err(|e| ApiError::bad_input(format!("invalid target reference \"{target}\": {e}")))?;
+    if reference.digest().is_some() {
+        return Err(ApiError::bad_input(
+            "the target must be a tag, not a digest",
+        ));
+    }
+    let repository = format!("{}/{}", reference.registry(), reference.repository());
+    let tag = reference.tag().unwrap_or("latest");
+    Ok((format!("{repository}:{tag}"), repository))
+}
+
+fn validate_options(request: &NewSnapshot) -> ApiResult<JobOptions> {
+    for change in &request.changes {
+        change
+            .parse::<ConfigChange>()
+            .map_err(|e| ApiError::bad_input(e.to_string()))?;
+    }
+    for exclude in &request.excludes {
+        let trimmed = exclude.trim();
+        if trimmed.is_empty() || trimmed == "/" || trimmed.contains('\0') {
+            return Err(ApiError::bad_input(format!(
+                "invalid exclude pattern \"{exclude}\""
+            )));
+        }
+    }
+    if request
+        .message
+        .as_ref()
+        .is_some_and(|m| m.len() > MAX_MESSAGE)
+    {
+        return Err(ApiError::bad_input(format!(
+            "the message is longer than {MAX_MESSAGE} bytes"
+        )));
+    }
+    let compression = request
+        .compression
+        .clone()
+        .unwrap_or_else(|| "gzip".to_string())
+        .to_ascii_lowercase();
+    if compression != "gzip" && compression != "zstd" {
+        return Err(ApiError::bad_input(format!(
+            "unknown compression \"{compression}\" (use gzip or zstd)"
+        )));
+    }
+    Ok(JobOptions {
+        changes: request.changes.clone(),
+        excludes: request.excludes.clone(),
+        compression,
+        pause: request.pause.unwrap_or(true),
+    })
+}
+
+/// Finds the container the request names and checks the caller may see it.
+async fn find_container(
+    state: &AppState,
+    who: &Principal,
+    selector: &ContainerSelector,
+) -> ApiResult<container::Model> {
+    let mut query = Container::find();
+    if let Some(node) = &selector.node {
+        query = query.filter(container::Column::Node.eq(node.clone()));
+    }
+    match (
+        &selector.container_id,
+        &selector.pod_namespace,
+        &selector.pod_name,
+    ) {
+        (Some(id), None, None) => {
+            query = query.filter(container::Column::Id.eq(id.clone()));
+        }
+        (None, Some(ns), Some(pod)) => {
+            query = query
+                .filter(container::Column::PodNamespace.eq(ns.clone()))
+                .filter(container::Column::PodName.eq(pod.clone()));
+            if let Some(name) = &selector.container_name {
+                query = query.filter(container::Column::ContainerName.eq(name.clone()));
+            }
+        }
+        _ => {
+            return Err(ApiError::bad_input(
+                "name the container by containerId, or by podNamespace and podName (and containerName)",
+            ));
+        }
+    }
+    let found = query.limit(3).all(&state.db).await?;
+    let visible: Vec<container::Model> = found
+        .iter()
+        .filter(|c| {
+            state
+                .policy
+                .may_see_namespace(who, c.pod_namespace.as_deref())
+        })
+        .cloned()
+        .collect();
+    match (found.len(), visible.len()) {
+        (0, _) => Err(ApiError::not_found("no such container")),
+        (_, 0) => Err(ApiError::forbidden(
+            "the container's pod namespace is not among the namespaces of your token",
+        )),
+        (_, 1) => Ok(visible
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| found[0].clone())),
+        _ => Err(ApiError::bad_input(
+            "several containers match; name the node or the container name",
+        )),
+    }
+}
+
+/// A snapshot the caller may see.
+pub async fn get(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<snapshot::Model> {
+    let found = Snapshot::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such snapshot"))?;
+    if !may_see(state, who, &found) {
+        return Err(ApiError::not_found("no such snapshot"));
+    }
+    Ok(found)
+}
+
+/// Speakers see their own snapshots and those of their namespaces.
+pub fn may_see(state: &AppState, who: &Principal, snapshot: &snapshot::Model) -> bool {
+    who.is_admin()
+        || snapshot.requested_by == who.sub
+        || state
+            .policy
+            .may_see_namespace(who, snapshot.pod_namespace.as_deref())
+}
+
+fn visibility(who: &Principal) -> Condition {
+    if who.is_admin() {
+        return Condition::all();
+    }
+    Condition::any()
+        .add(snapshot::Column::RequestedBy.eq(who.sub.clone()))
+        .add(snapshot::Column::PodNamespace.is_in(who.namespaces.clone()))
+}
+
+/// Cancels a snapshot: at once when no agent has it yet, else by asking the
+/// agent (the final status arrives with its event).
+pub async fn cancel(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<snapshot::Model> {
+    let current = get(state, who, id).await?;
+    if !who.is_admin() && current.requested_by != who.sub {
+        return Err(ApiError::forbidden(
+            "only its requester or an admin may cancel a snapshot",
+        ));
+    }
+    if current.status.is_terminal() {
+        return Err(ApiError::conflict(format!(
+            "the snapshot has already finished ({:?})",
+            current.status
+        )));
+    }
+    let outcome = if current.dispatched_at.is_none() {
+        let now = Utc::now();
+        let mut row: snapshot::ActiveModel = current.clone().into();
+        row.status = Set(SnapshotStatus::Cancelled);
+        row.failure_reason = Set(Some(format!("cancelled by {}", who.sub)));
+        row.finished_at = Set(Some(now));
+        row.updated_at = Set(now);
+        // Only if still undispatched: the dispatcher may have just claimed it.
+        let updated = Snapshot::update_many()
+            .set(row.clone())
+            .filter(snapshot::Column::Id.eq(id))
+            .filter(snapshot::Column::DispatchedAt.is_null())
+            .filter(snapshot::Column::Status.eq(SnapshotStatus::Queued))
+            .exec(&state.db)
+            .await?;
+        if updated.rows_affected == 1 {
+            let cancelled = get(state, who, id).await?;
+            record_event(
+                &state.db,
+                &cancelled,
+                None,
+                "CANCELLED",
+                &serde_json::json!({"by": who.sub}),
+            )
+            .await?;
+            state.metrics.count_status(SnapshotStatus::Cancelled);
+            state.bus.publish(SnapshotChange::of(&cancelled));
+            "cancelled"
+        } else {
+            crate::dispatch::cancel_on_agent(state, &get(state, who, id).await?).await;
+            "requested"
+        }
+    } else {
+        crate::dispatch::cancel_on_agent(state, &current).await;
+        "requested"
+    };
+    audit::record(
+        &state.db,
+        who,
+        "cancelSnapshot",
+        "snapshot",
+        Some(id.to_string()),
+        outcome,
+        serde_json::json!({}),
+    )
+    .await;
+    get(state, who, id).await
+}
+
+/// Filters of the `snapshots` query.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotFilter {
+    pub requested_by: Option<String>,
+    pub status: Option<SnapshotStatus>,
+    pub repository: Option<String>,
+    pub node: Option<String>,
+}
+
+/// A page position: newest first, by (created_at, id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+            "{}|{}",
+            self.created_at.timestamp_micros(),
+            self.id
+        ))
+    }
+
+    pub fn decode(text: &str) -> ApiResult<Self> {
+        use base64::Engine;
+        let bad = || ApiError::bad_input("invalid cursor");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| bad())?;
+        let text = String::from_utf8(bytes).map_err(|_| bad())?;
+        let (micros, id) = text.split_once('|').ok_or_else(bad)?;
+        Ok(Self {
+            created_at: DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?)
+                .ok_or_else(bad)?,
+            id: id.parse().map_err(|_| bad())?,
+        })
+    }
+
+    pub fn of(snapshot: &snapshot::Model) -> Self {
+        Self {
+            created_at: snapshot.created_at,
+            id: snapshot.id,
+        }
+    }
+}
+
+/// One page of snapshots after `after`, newest first, and whether more
+/// follow.
+pub async fn list(
+    state: &AppState,
+    who: &Principal,
+    filter: SnapshotFilter,
+    first: usize,
+    after: Option<Cursor>,
+) -> ApiResult<(Vec<snapshot::Model>, bool)> {
+    let first = first.clamp(1, MAX_LIST);
+    let mut query = Snapshot::find().filter(visibility(who));
+    if let Some(owner) = filter.requested_by {
+        query = query.filter(snapshot::Column::RequestedBy.eq(owner));
+    }
+    if let Some(status) = filter.status {
+        query = query.filter(snapshot::Column::Status.eq(status));
+    }
+    if let Some(repository) = filter.repository {
+        query = query.filter(snapshot::Column::Repository.eq(repository));
+    }
+    if let Some(node) = filter.node {
+        query = query.filter(snapshot::Column::Node.eq(node));
+    }
+    if let Some(cursor) = after {
+        query = query.filter(
+            Condition::any()
+                .add(snapshot::Column::CreatedAt.lt(cursor.created_at))
+                .add(
+                    Condition::all()
+                        .add(snapshot::Column::CreatedAt.eq(cursor.created_at))
+                        .add(snapshot::Column::Id.lt(cursor.id)),
+                ),
+        );
+    }
+    let mut rows = query
+        .order_by_desc(snapshot::Column::CreatedAt)
+        .order_by_desc(snapshot::Column::Id)
+        .limit((first + 1) as u64)
+        .all(&state.db)
+        .await?;
+    let more = rows.len() > first;
+    rows.truncate(first);
+    Ok((rows, more))
+}
+
+/// Snapshots by id, for DataLoaders: one query for any number of ids.
+pub async fn by_ids(state: &AppState, ids: &[Uuid]) -> ApiResult<HashMap<Uuid, snapshot::Model>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(Snapshot::find()
+        .filter(snapshot::Column::Id.is_in(ids.to_vec()))
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|s| (s.id, s))
+        .collect())
+}
+
+/// Children of each parent id, for DataLoaders.
+pub async fn children_of(
+    state: &AppState,
+    parents: &[Uuid],
+) -> ApiResult<HashMap<Uuid, Vec<snapshot::Model>>> {
+    let mut map: HashMap<Uuid, Vec<snapshot::Model>> = HashMap::new();
+    if parents.is_empty() {
+        return Ok(map);
+    }
+    let rows = Snapshot::find()
+        .filter(snapshot::Column::ParentId.is_in(parents.to_vec()))
+        .order_by_asc(snapshot::Column::CreatedAt)
+        .all(&state.db)
+        .await?;
+    for row in rows {
+        if let Some(parent) = row.parent_id {
+            map.entry(parent).or_default().push(row);
+        }
+    }
+    Ok(map)
+}
+
+/// Ancestors, nearest first: one query per generation (lineages are short),
+/// stopping at a cycle should the data ever hold one.
+pub async fn ancestors(
+    state: &AppState,
+    start: &snapshot::Model,
+) -> ApiResult<Vec<snapshot::Model>> {
+    let mut chain = Vec::new();
+    let mut seen = HashSet::from([start.id]);
+    let mut next = start.parent_id;
+    while let Some(id) = next {
+        if !seen.insert(id) {
+            break;
+        }
+        let Some(parent) = Snapshot::find_by_id(id).one(&state.db).await? else {
+            break;
+        };
+        next = parent.parent_id;
+        chain.push(parent);
+    }
+    Ok(chain)
+}
+
+/// Descendants, breadth first: one query per generation.
+pub async fn descendants(
+    state: &AppState,
+    start: &snapshot::Model,
+) -> ApiResult<Vec<snapshot::Model>> {
+    let mut all = Vec::new();
+    let mut seen = HashSet::from([start.id]);
+    let mut frontier = vec![start.id];
+    while !frontier.is_empty() {
+        let children = children_of(state, &frontier).await?;
+        frontier = Vec::new();
+        let mut generation: Vec<snapshot::Model> = children.into_values().flatten().collect();
+        generation.sort_by_key(|s| (s.created_at, s.id));
+        for child in generation {
+            if seen.insert(child.id) {
+                frontier.push(child.id);
+                all.push(child);
+            }
+        }
+    }
+    Ok(all)
+}

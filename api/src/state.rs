@@ -1,0 +1,46 @@
+//! What every request handler and background task shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dcs_protocol::token::SharedSecret;
+use sea_orm::DatabaseConnection;
+use tokio::sync::Notify;
+
+use crate::auth::JwtVerifier;
+use crate::auth::policy::Policy;
+use crate::bus::Bus;
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub db: DatabaseConnection,
+    pub verifier: JwtVerifier,
+    pub policy: Policy,
+    /// Signs tokens to agents and checks theirs.
+    pub agent_secret: SharedSecret,
+    pub bus: Bus,
+    pub metrics: Metrics,
+    /// Wakes the dispatcher when a job is queued.
+    pub dispatch_wakeup: Notify,
+    /// An agent silent for this long is lost; its running jobs fail.
+    pub agent_timeout: Duration,
+    /// Client for calls to agents.
+    pub agents: reqwest::Client,
+}
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}

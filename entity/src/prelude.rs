@@ -1,0 +1,7 @@
+//! The entities under their usual names: `use entity::prelude::*;`.
+
+pub use crate::audit_log::Entity as AuditLog;
+pub use crate::container::Entity as Container;
+pub use crate::node::{Entity as Node, NodeState};
+pub use crate::snapshot::{Entity as Snapshot, SnapshotStatus};
+pub use crate::snapshot_event::Entity as SnapshotEvent;

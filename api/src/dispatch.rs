@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use dcs_protocol::token::AGENT_AUDIENCE;
 use dcs_protocol::{FailureCode, JobRequest, agent_paths};
 use entity::prelude::*;
@@ -63,7 +62,7 @@ pub async fn dispatch_due(state: &AppState) -> Result<usize, sea_orm::DbErr> {
 }
 
 async fn claim(state: &AppState) -> Result<Vec<snapshot::Model>, sea_orm::DbErr> {
-    let now = Utc::now();
+    let now = crate::clock::now();
     let txn = state.db.begin().await?;
     let mut query = Snapshot::find()
         .filter(snapshot::Column::Status.eq(SnapshotStatus::Queued))
@@ -136,10 +135,10 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
     let attempts = job.dispatch_attempts + 1;
     let mut row: snapshot::ActiveModel = job.clone().into();
     row.dispatch_attempts = Set(attempts);
-    row.updated_at = Set(Utc::now());
+    row.updated_at = Set(crate::clock::now());
     match response {
         Ok(r) if r.status().is_success() => {
-            row.dispatched_at = Set(Some(Utc::now()));
+            row.dispatched_at = Set(Some(crate::clock::now()));
             row.agent_instance_id = Set(Some(node.instance_id));
             // Only while still queued and undispatched: a cancel may have won.
             let updated = Snapshot::update_many()
@@ -170,7 +169,7 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
             };
             let backoff = backoff(attempts);
             row.next_dispatch_at = Set(Some(
-                Utc::now() + chrono::Duration::from_std(backoff).unwrap_or_default(),
+                crate::clock::now() + chrono::Duration::from_std(backoff).unwrap_or_default(),
             ));
             if let Err(e) = row.update(&state.db).await {
                 tracing::warn!(error = %e, "recording the retry failed");

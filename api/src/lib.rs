@@ -10,6 +10,7 @@ pub mod agent_api;
 pub mod auth;
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod dispatch;

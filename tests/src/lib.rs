@@ -6,6 +6,7 @@
 
 pub mod ctr;
 pub mod layer;
+pub mod stack;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

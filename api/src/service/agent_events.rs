@@ -1,7 +1,6 @@
 //! Job events from agents: each applied once, in order, in one transaction
 //! with the snapshot's new status, then published to subscribers.
 
-use chrono::Utc;
 use dcs_protocol::{FailureCode, JobEvent, JobEventKind};
 use entity::prelude::*;
 use entity::{SnapshotStatus, snapshot, snapshot_event};
@@ -33,7 +32,7 @@ pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<(
     if (event.seq as i64) <= current.last_event_seq || current.status.is_terminal() {
         return Ok(());
     }
-    let now = Utc::now();
+    let now = crate::clock::now();
     let mut row: snapshot::ActiveModel = current.clone().into();
     row.last_event_seq = Set(event.seq as i64);
     row.updated_at = Set(now);
@@ -123,7 +122,7 @@ pub(crate) async fn record_event<C: ConnectionTrait>(
         seq: Set(seq),
         kind: Set(kind.to_string()),
         payload: Set(serde_json::to_value(payload).unwrap_or_default()),
-        created_at: Set(Utc::now()),
+        created_at: Set(crate::clock::now()),
         ..Default::default()
     }
     .insert(db)
@@ -140,7 +139,7 @@ pub(crate) async fn fail_snapshots(
     reason: &str,
 ) -> ApiResult<Vec<SnapshotChange>> {
     let mut changes = Vec::new();
-    let now = Utc::now();
+    let now = crate::clock::now();
     for current in snapshots {
         let mut row: snapshot::ActiveModel = current.into();
         row.status = Set(SnapshotStatus::Failed);

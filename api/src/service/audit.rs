@@ -1,6 +1,5 @@
 //! The audit log: who did what, with what outcome.
 
-use chrono::Utc;
 use entity::audit_log;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, Set};
 
@@ -18,7 +17,7 @@ pub async fn record<C: ConnectionTrait>(
     detail: serde_json::Value,
 ) {
     let row = audit_log::ActiveModel {
-        at: Set(Utc::now()),
+        at: Set(crate::clock::now()),
         actor: Set(who.sub.clone()),
         role: Set(format!("{:?}", who.role).to_lowercase()),
         action: Set(action.to_string()),

@@ -1,6 +1,5 @@
 //! The container inventory, as agents report it.
 
-use chrono::Utc;
 use dcs_protocol::{Ack, Inventory};
 use entity::prelude::*;
 use entity::{NodeState, container};
@@ -21,7 +20,7 @@ pub async fn replace_inventory(state: &AppState, inventory: Inventory) -> ApiRes
     if node.instance_id != inventory.instance_id || node.state != NodeState::Ready {
         return Ok(Ack { known: false });
     }
-    let now = Utc::now();
+    let now = crate::clock::now();
     let txn = state.db.begin().await?;
     Container::delete_many()
         .filter(container::Column::Node.eq(inventory.node.clone()))

@@ -1,6 +1,5 @@
 //! Agents: registration, heartbeats, and what happens when one goes away.
 
-use chrono::Utc;
 use dcs_protocol::{Ack, FailureCode, Heartbeat, Registration};
 use entity::prelude::*;
 use entity::{NodeState, SnapshotStatus, node, snapshot};
@@ -16,7 +15,7 @@ use crate::state::AppState;
 /// Records (or refreshes) an agent. A new instance id means the agent
 /// restarted: the jobs the old instance had cannot finish, so they fail.
 pub async fn register(state: &AppState, registration: Registration) -> ApiResult<()> {
-    let now = Utc::now();
+    let now = crate::clock::now();
     let txn = state.db.begin().await?;
     let previous = Node::find_by_id(registration.node.clone())
         .one(&txn)
@@ -90,14 +89,14 @@ pub async fn heartbeat(state: &AppState, beat: Heartbeat) -> ApiResult<Ack> {
         return Ok(Ack { known: false });
     }
     let mut row: node::ActiveModel = node.into();
-    row.last_seen_at = Set(Utc::now());
+    row.last_seen_at = Set(crate::clock::now());
     row.update(&state.db).await?;
     Ok(Ack { known: true })
 }
 
 /// Agents silent longer than the timeout are lost; their running jobs fail.
 pub async fn mark_lost_agents(state: &AppState) -> ApiResult<()> {
-    let deadline = Utc::now()
+    let deadline = crate::clock::now()
         - chrono::Duration::from_std(state.agent_timeout).unwrap_or(chrono::Duration::seconds(30));
     let lost = Node::find()
         .filter(node::Column::State.eq(NodeState::Ready))

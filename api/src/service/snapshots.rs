@@ -112,7 +112,7 @@ async fn create_inner(
         None => None,
     };
 
-    let now = Utc::now();
+    let now = crate::clock::now();
     let row = snapshot::ActiveModel {
         id: Set(Uuid::new_v4()),
         requested_by: Set(who.sub.clone()),
@@ -315,7 +315,7 @@ pub async fn cancel(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<sn
         )));
     }
     let outcome = if current.dispatched_at.is_none() {
-        let now = Utc::now();
+        let now = crate::clock::now();
         let mut row: snapshot::ActiveModel = current.clone().into();
         row.status = Set(SnapshotStatus::Cancelled);
         row.failure_reason = Set(Some(format!("cancelled by {}", who.sub)));

@@ -142,7 +142,17 @@ struct CommitArgs {
 }
 
 pub async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // One sentence, like every other error of this program.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            eprintln!("dcs-agent: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
     init_logging(&cli.log_format);
     install_crypto_provider();
     match run(cli.command).await {

@@ -114,7 +114,7 @@ pub enum JobEventKind {
         bytes_done: u64,
         bytes_total: u64,
     },
-    Pushed(JobResult),
+    Pushed(Box<JobResult>),
     Failed {
         code: FailureCode,
         reason: String,

@@ -140,9 +140,12 @@ pub async fn commit(
 
     let container = client.container(&request.container_id).await?;
     let base = BaseImage::resolve(client, &container.id, &container.image).await?;
+    // Credentials and reachability first: a refusal must not cost a pause
+    // and a layer build.
+    pusher.check_access(&base.manifest.config.digest).await?;
     tracing::debug!(
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "base image resolved"
+        "base image resolved, registry reachable"
     );
     if container.snapshot_key.is_empty() {
         return Err(CommitError::NoSnapshot {
@@ -234,12 +237,7 @@ async fn commit_under_lease(
         snapshot_id: request.snapshot_id.clone(),
     };
     let built = build_image(base, &new_layer, &options, chrono::Utc::now());
-    let stored = Instant::now();
-    store_image(client, lease, &built, &request.target).await?;
-    tracing::debug!(
-        store_ms = stored.elapsed().as_millis() as u64,
-        "image stored in containerd"
-    );
+    write_documents(client, lease, &built).await?;
 
     let push_started = Instant::now();
     let push_progress = progress.clone().map(|p| {
@@ -248,6 +246,12 @@ async fn commit_under_lease(
     });
     let push = pusher
         .push(client, &built, &base.name, push_progress)
+        .await?;
+    // Named only once the registry has it: a failed push leaves no local
+    // tag either, and the lease lets the unreferenced content go.
+    let name = registry::parse_target(&request.target).map(|r| registry::image_name(&r))?;
+    client
+        .put_image(&name, &built.manifest_descriptor, HashMap::new())
         .await?;
 
     Ok(CommitResult {
@@ -418,9 +422,32 @@ async fn diff_service_layer(
     }
     let diff = diff?;
 
-    let mut stream = client.read_stream("diff", &diff.digest).await?;
+    // Pass one: which hardlinks need an excluded file's data.
+    let excludes_for_plan = excludes.clone();
+    let reader = stream_reader(client, &diff.digest).await?;
+    let promotions = tokio::task::spawn_blocking(move || {
+        crate::layer::filter::plan_hardlinks(Box::new(reader), &excludes_for_plan)
+    })
+    .await
+    .map_err(|e| CommitError::Interrupted(e.to_string()))??;
+    // Pass two: filter and compress into the new blob.
+    let reader = stream_reader(client, &diff.digest).await?;
+    build_layer(
+        client,
+        LayerSource::Tar(Box::new(reader), promotions),
+        excludes,
+        compression,
+        lease,
+    )
+    .await
+}
+
+/// A blocking reader over a blob of the content store.
+async fn stream_reader(client: &Containerd, digest: &str) -> Result<ChannelReader, CommitError> {
+    let mut stream = client.read_stream("diff", digest).await?;
     let (sender, receiver) = mpsc::channel(4);
-    let forward = tokio::spawn(async move {
+    // Ends by itself when the reader is dropped (the send fails).
+    tokio::spawn(async move {
         use futures::StreamExt;
         while let Some(chunk) = stream.next().await {
             if sender.send(chunk).await.is_err() {
@@ -428,17 +455,7 @@ async fn diff_service_layer(
             }
         }
     });
-    let reader = ChannelReader::new(receiver);
-    let result = build_layer(
-        client,
-        LayerSource::Tar(Box::new(reader)),
-        excludes,
-        compression,
-        lease,
-    )
-    .await;
-    forward.abort();
-    result
+    Ok(ChannelReader::new(receiver))
 }
 
 /// Runs the layer pipeline on a blocking thread, streaming into a new blob.
@@ -480,12 +497,11 @@ async fn build_layer(
 }
 
 /// Writes config and manifest with the labels that tie the image's content
-/// together for containerd's garbage collector, then the image record.
-async fn store_image(
+/// together for containerd's garbage collector.
+async fn write_documents(
     client: &Containerd,
     lease: &Lease,
     image: &BuiltImage,
-    name: &str,
 ) -> Result<(), CommitError> {
     client
         .write_blob(
@@ -512,10 +528,6 @@ async fn store_image(
             &image.manifest_descriptor.digest,
             labels,
         )
-        .await?;
-    let name = registry::parse_target(name).map(|r| registry::image_name(&r))?;
-    client
-        .put_image(&name, &image.manifest_descriptor, HashMap::new())
         .await?;
     Ok(())
 }

@@ -48,6 +48,9 @@ pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
 pub const LEASE_OWNER_LABEL: &str = "dcs.io/owner";
 pub const LEASE_OWNER: &str = "dcs-agent";
 
+/// How long connecting to containerd may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A client of one containerd daemon, bound to one namespace.
 #[derive(Clone)]
 pub struct Containerd {
@@ -117,17 +120,20 @@ impl Containerd {
         if !socket.exists() {
             return Err(connect_error("no such socket".into()));
         }
-        let channel = containerd_client::connect(socket)
+        // A hung daemon accepts connections and never answers: bound the wait.
+        let timeout = || connect_error(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()));
+        let channel = tokio::time::timeout(CONNECT_TIMEOUT, containerd_client::connect(socket))
             .await
+            .map_err(|_| timeout())?
             .map_err(|e| connect_error(crate::describe_error(&e)))?;
         let client = Self {
             channel,
             namespace: namespace.to_string(),
             socket: socket.to_path_buf(),
         };
-        client
-            .version()
+        tokio::time::timeout(CONNECT_TIMEOUT, client.version())
             .await
+            .map_err(|_| timeout())?
             .map_err(|e| connect_error(e.to_string()))?;
         Ok(client)
     }

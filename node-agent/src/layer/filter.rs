@@ -1,6 +1,13 @@
 //! Re-writing a layer tar produced elsewhere (containerd's Diff service)
 //! without the excluded paths, so both paths honour the same exclusions.
+//!
+//! One subtlety: a kept hardlink may point at an excluded file. The layer
+//! would then hold a link to nothing and fail to unpack. A first pass
+//! (`plan_hardlinks`) finds such links; the second writes the excluded
+//! file's data under the first kept name instead, and points the other
+//! kept links at that name.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 
 use super::LayerError;
@@ -8,9 +15,41 @@ use super::archive::{AppendError, Entry, EntryKind, TarWriter};
 use super::exclude::Excludes;
 use super::overlay::WalkStats;
 
+/// Excluded files that kept hardlinks point at, each with the first kept
+/// name that takes its place.
+pub type Promotions = HashMap<Vec<u8>, Vec<u8>>;
+
+/// First pass: which excluded files must be kept under another name.
+pub fn plan_hardlinks(
+    reader: Box<dyn Read + Send>,
+    excludes: &Excludes,
+) -> Result<Promotions, LayerError> {
+    let mut archive = tar::Archive::new(reader);
+    let mut excluded_files: HashSet<Vec<u8>> = HashSet::new();
+    let mut promotions = Promotions::new();
+    for item in archive.entries().map_err(LayerError::DiffStream)? {
+        let mut item = item.map_err(LayerError::DiffStream)?;
+        let Some(entry) = convert(&mut item).map_err(LayerError::DiffStream)? else {
+            continue;
+        };
+        let excluded = excludes.is_excluded_or_below(&entry.path);
+        match entry.kind {
+            EntryKind::File if excluded => {
+                excluded_files.insert(entry.path);
+            }
+            EntryKind::HardLink if !excluded && excluded_files.contains(&entry.link) => {
+                promotions.entry(entry.link).or_insert(entry.path);
+            }
+            _ => {}
+        }
+    }
+    Ok(promotions)
+}
+
 pub fn copy_filtered<W: Write>(
     reader: Box<dyn Read + Send>,
     excludes: &Excludes,
+    promotions: &Promotions,
     tar: &mut TarWriter<W>,
 ) -> Result<WalkStats, LayerError> {
     let mut archive = tar::Archive::new(reader);
@@ -19,9 +58,32 @@ pub fn copy_filtered<W: Write>(
     for item in entries {
         let mut item = item.map_err(LayerError::DiffStream)?;
         let entry = convert(&mut item).map_err(LayerError::DiffStream)?;
-        let Some(entry) = entry else {
+        let Some(mut entry) = entry else {
             continue;
         };
+        if entry.kind == EntryKind::HardLink
+            && let Some(promoted) = promotions.get(&entry.link)
+        {
+            if *promoted == entry.path {
+                // Already written, as the file itself.
+                continue;
+            }
+            entry.link = promoted.clone();
+        }
+        if entry.kind == EntryKind::File
+            && let Some(promoted) = promotions.get(&entry.path)
+        {
+            stats.excluded += 1;
+            entry.path = promoted.clone();
+            stats.files += 1;
+            stats.file_bytes += entry.size;
+            tar.append(&entry, Some(&mut item)).map_err(|e| match e {
+                AppendError::Read(e) => LayerError::DiffStream(e),
+                AppendError::Write(e) => LayerError::Write(e),
+            })?;
+            stats.entries += 1;
+            continue;
+        }
         let name = entry.path.rsplit(|&b| b == b'/').next().unwrap_or_default();
         // A whiteout is excluded when the path it deletes is.
         let subject = match name.strip_prefix(b".wh.") {

@@ -62,8 +62,8 @@ pub enum LayerSource {
     /// An overlay upper directory: the fast path.
     Overlay(OverlayUpper),
     /// An uncompressed layer tar (from containerd's Diff service), to be
-    /// filtered and recompressed.
-    Tar(Box<dyn Read + Send>),
+    /// filtered and recompressed, with the hardlink plan of a first pass.
+    Tar(Box<dyn Read + Send>, filter::Promotions),
 }
 
 /// The layer that was written.
@@ -96,7 +96,9 @@ pub fn write_layer<W: Write>(
 
     let stats = match source {
         LayerSource::Overlay(upper) => overlay::write_changes(&upper, excludes, &mut tar)?,
-        LayerSource::Tar(reader) => filter::copy_filtered(reader, excludes, &mut tar)?,
+        LayerSource::Tar(reader, promotions) => {
+            filter::copy_filtered(reader, excludes, &promotions, &mut tar)?
+        }
     };
 
     let buffered = tar.finish().map_err(LayerError::Write)?;

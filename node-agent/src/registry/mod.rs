@@ -138,6 +138,16 @@ impl Pusher {
         })
     }
 
+    /// Checks that the registry answers and accepts the credentials for a
+    /// push, with the cheapest requests (a token, one HEAD).
+    pub async fn check_access(&self, some_digest: &str) -> Result<(), RegistryError> {
+        self.client
+            .auth(&self.target, &self.auth, RegistryOperation::Push)
+            .await
+            .map_err(|e| self.classify(e))?;
+        self.exists(some_digest).await.map(|_| ())
+    }
+
     /// Pushes the blobs of `image` that the registry lacks, then its manifest.
     pub async fn push(
         &self,
@@ -288,15 +298,23 @@ impl Pusher {
             repository: self.target.repository().to_string(),
         };
         match error {
-            OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
-                RegistryError::Unreachable {
+            // oci-client reports some refusals (a HEAD answered 401/403)
+            // as transport errors carrying the status.
+            OciDistributionError::RequestError(e) => match e.status().map(|s| s.as_u16()) {
+                Some(401) => unauthorized(),
+                Some(403) => forbidden(),
+                Some(code) => RegistryError::Rejected {
+                    registry: registry.clone(),
+                    reason: format!("HTTP {code}"),
+                },
+                None if e.is_connect() || e.is_timeout() => RegistryError::Unreachable {
                     registry: registry.clone(),
                     reason: connection_reason(&e),
-                }
-            }
-            OciDistributionError::RequestError(e) => RegistryError::Rejected {
-                registry: registry.clone(),
-                reason: connection_reason(&e),
+                },
+                None => RegistryError::Rejected {
+                    registry: registry.clone(),
+                    reason: connection_reason(&e),
+                },
             },
             OciDistributionError::UnauthorizedError { .. }
             | OciDistributionError::AuthenticationFailure(_) => unauthorized(),
@@ -343,7 +361,7 @@ fn connection_reason(error: &reqwest::Error) -> String {
     let mut reason = if error.is_timeout() {
         "timed out".to_string()
     } else {
-        "connection failed".to_string()
+        error.to_string()
     };
     while let Some(s) = source {
         reason = s.to_string();

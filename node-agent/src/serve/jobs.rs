@@ -244,7 +244,7 @@ impl Jobs {
                     .metrics
                     .paused_seconds
                     .observe(result.paused_ms as f64 / 1000.0);
-                (JobEventKind::Pushed(job_result(result)), "pushed")
+                (JobEventKind::Pushed(Box::new(job_result(result))), "pushed")
             }
             Some(Err(error)) => (
                 JobEventKind::Failed {

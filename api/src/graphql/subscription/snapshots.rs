@@ -46,10 +46,10 @@ impl SnapshotSubscription {
         };
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
-            if let Some(current) = &current {
-                if sender.send(event(current)).await.is_err() || current.status.is_terminal() {
-                    return;
-                }
+            if let Some(current) = &current
+                && (sender.send(event(current)).await.is_err() || current.status.is_terminal())
+            {
+                return;
             }
             loop {
                 let change = tokio::select! {

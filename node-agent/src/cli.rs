@@ -141,7 +141,7 @@ struct CommitArgs {
     state_dir: PathBuf,
 }
 
-pub async fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(),
@@ -155,7 +155,25 @@ pub async fn main() -> ExitCode {
     };
     init_logging(&cli.log_format);
     install_crypto_provider();
-    match run(cli.command).await {
+    // One-shot commands run on one thread: the layer pipeline has its own
+    // threads, and fewer threads mean fewer allocator arenas (a smaller
+    // peak RSS). The service takes every core.
+    let runtime = match cli.command {
+        Command::Serve(_) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dcs-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("dcs-agent: {message}");

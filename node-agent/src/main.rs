@@ -1,6 +1,5 @@
 use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    node_agent::cli::main().await
+fn main() -> ExitCode {
+    node_agent::cli::main()
 }

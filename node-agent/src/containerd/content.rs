@@ -17,7 +17,7 @@ use super::{Containerd, Error, Lease};
 
 /// How many write messages may wait in the channel: bounds memory while the
 /// producer (the layer pipeline) runs ahead of containerd.
-const WRITE_QUEUE: usize = 8;
+const WRITE_QUEUE: usize = 4;
 
 /// A blob being streamed into the content store. Data goes in order; the
 /// digest is given at the end, when the producer knows it.

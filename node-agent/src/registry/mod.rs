@@ -6,6 +6,7 @@
 //! last: a push that fails half-way leaves no tag pointing at a partial image.
 
 pub mod auth;
+pub mod reference;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -88,11 +89,11 @@ pub fn parse_target(reference: &str) -> Result<Reference, RegistryError> {
         reference: reference.to_string(),
         reason,
     };
-    let parsed: Reference = reference.parse().map_err(|e| bad(format!("{e}")))?;
-    if parsed.digest().is_some() {
+    let parsed = reference::parse(reference).map_err(bad)?;
+    if parsed.digest.is_some() {
         return Err(bad("push to a tag, not to a digest".into()));
     }
-    Ok(parsed)
+    Ok(parsed.to_reference())
 }
 
 /// The full name of a reference as containerd names images.
@@ -161,10 +162,13 @@ impl Pusher {
             .await
             .map_err(|e| self.classify(e))?;
 
-        let base = base_name.parse::<Reference>().ok().filter(|b| {
-            b.resolve_registry() == self.target.resolve_registry()
-                && b.repository() != self.target.repository()
-        });
+        let base = reference::parse(base_name)
+            .ok()
+            .map(|p| p.to_reference())
+            .filter(|b| {
+                b.resolve_registry() == self.target.resolve_registry()
+                    && b.repository() != self.target.repository()
+            });
 
         let mut report = PushReport::default();
         let mut missing: Vec<&Descriptor> = Vec::new();

@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/dev-env.sh start
+# kubectl renders deploy/ for the manifest policy test (Debian: kubernetes-client).
+command -v kubectl >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q kubernetes-client
 # shellcheck disable=SC1091
 source .dcs-env/env.sh
 

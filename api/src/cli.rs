@@ -72,7 +72,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.serve).await,
         Command::Migrate => {
-            crate::db::connect(cli.serve.database_url.as_deref(), &cli.serve.data_dir).await?;
+            let url = cli.serve.database_url()?;
+            crate::db::connect(url.as_deref(), &cli.serve.data_dir).await?;
             println!("migrations applied");
             Ok(())
         }
@@ -127,8 +128,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::fs::read(&agent_secret_file)
             .with_context(|| format!("reading {}", agent_secret_file.display()))?,
     )?;
-    tracing::info!(database = %crate::db::describe(args.database_url.as_deref()), "connecting");
-    let db = crate::db::connect(args.database_url.as_deref(), &args.data_dir).await?;
+    let database_url = args.database_url()?;
+    tracing::info!(database = %crate::db::describe(database_url.as_deref()), "connecting");
+    let db = crate::db::connect(database_url.as_deref(), &args.data_dir).await?;
 
     let state = AppState::new(Shared {
         db,
@@ -146,6 +148,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .build()?,
+        webhooks: webhook_settings(&args)?,
+        webhook_wakeup: tokio::sync::Notify::new(),
     });
     let schema = build_schema(
         Some(state.clone()),
@@ -158,6 +162,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let stop = CancellationToken::new();
     let dispatcher = tokio::spawn(crate::dispatch::run(state.clone(), stop.clone()));
+    let webhook_worker = tokio::spawn(crate::webhooks::worker::run(state.clone(), stop.clone()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -171,7 +176,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })
         .await?;
     let _ = dispatcher.await;
+    let _ = webhook_worker.await;
     Ok(())
+}
+
+fn webhook_settings(args: &ServeArgs) -> anyhow::Result<crate::webhooks::worker::WebhookSettings> {
+    use crate::webhooks::ssrf::{EgressPolicy, client};
+    let policy = std::sync::Arc::new(
+        EgressPolicy::new(args.webhook_allow_http, args.webhook_allow.iter())
+            .context("--webhook-allow")?,
+    );
+    let timeout = Duration::from_secs(args.webhook_timeout_seconds.max(1));
+    Ok(crate::webhooks::worker::WebhookSettings {
+        client: client(policy.clone(), timeout)?,
+        policy,
+        claim: Duration::from_secs(
+            args.webhook_claim_seconds
+                .max(args.webhook_timeout_seconds + 1),
+        ),
+        schedule_scale: args.webhook_schedule_scale.clamp(0.0, 1.0),
+    })
 }
 
 async fn wait_for_signal() {

@@ -70,6 +70,15 @@ pub struct ServeArgs {
     /// Postgres URL; unset means a SQLite file in the data directory.
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
+    /// A file holding the Postgres URL (a mounted Secret), instead of
+    /// `DATABASE_URL`.
+    #[arg(
+        long,
+        env = "DCS_DATABASE_URL_FILE",
+        global = true,
+        conflicts_with = "database_url"
+    )]
+    pub database_url_file: Option<PathBuf>,
     /// Local state: the SQLite default and generated secrets.
     #[arg(
         long,
@@ -107,9 +116,61 @@ pub struct ServeArgs {
     pub no_introspection: bool,
     #[arg(long, default_value = "text", value_parser = ["text", "json"], global = true)]
     pub log_format: String,
+    /// Let webhooks use plain HTTP (else HTTPS only).
+    #[arg(long, env = "DCS_WEBHOOK_ALLOW_HTTP", global = true)]
+    pub webhook_allow_http: bool,
+    /// Hosts or networks (CIDR) webhooks may reach although the egress
+    /// policy blocks them (loopback, private, link-local, ...). Repeatable.
+    #[arg(
+        long = "webhook-allow",
+        env = "DCS_WEBHOOK_ALLOW",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub webhook_allow: Vec<String>,
+    /// Seconds an attempt may take.
+    #[arg(
+        long,
+        env = "DCS_WEBHOOK_TIMEOUT_SECONDS",
+        default_value_t = 15,
+        global = true
+    )]
+    pub webhook_timeout_seconds: u64,
+    /// Seconds a claimed delivery stays reserved for the replica sending it.
+    #[arg(
+        long,
+        env = "DCS_WEBHOOK_CLAIM_SECONDS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub webhook_claim_seconds: u64,
+    /// Scales the retry schedule (tests run it faster); 1 in production.
+    #[arg(
+        long,
+        env = "DCS_WEBHOOK_SCHEDULE_SCALE",
+        default_value_t = 1.0,
+        global = true,
+        hide = true
+    )]
+    pub webhook_schedule_scale: f64,
 }
 
 impl ServeArgs {
+    /// The database URL from the flag, the environment or the file.
+    pub fn database_url(&self) -> anyhow::Result<Option<String>> {
+        let Some(path) = &self.database_url_file else {
+            return Ok(self.database_url.clone());
+        };
+        // Never echo the content: it holds a password.
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the database URL file {}", path.display()))?;
+        let url = text.trim().to_string();
+        if url.is_empty() {
+            anyhow::bail!("the database URL file {} is empty", path.display());
+        }
+        Ok(Some(url))
+    }
+
     pub fn agent_secret_file(&self, data_dir: &Path) -> anyhow::Result<PathBuf> {
         match &self.agent_secret_file {
             Some(path) => Ok(path.clone()),
@@ -127,7 +188,7 @@ fn ensure_secret(path: &Path) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let mut bytes = [0u8; 48];
-    getrandom(&mut bytes)?;
+    crate::random::fill(&mut bytes);
     let text = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -138,11 +199,4 @@ fn ensure_secret(path: &Path) -> anyhow::Result<PathBuf> {
     file.write_all(text.as_bytes())?;
     tracing::info!(path = %path.display(), "created a local secret");
     Ok(path.to_path_buf())
-}
-
-fn getrandom(buffer: &mut [u8]) -> anyhow::Result<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buffer))
-        .context("reading /dev/urandom")
 }

@@ -211,8 +211,7 @@ async fn fail_with(state: &AppState, job: snapshot::Model, code: FailureCode, re
     match result {
         Ok(changes) => {
             for change in changes {
-                state.metrics.count_status(change.status);
-                state.bus.publish(change);
+                state.announce(change, true);
             }
         }
         Err(e) => tracing::warn!(error = ?e, "recording a failure failed"),

@@ -18,5 +18,7 @@ pub mod errors;
 pub mod graphql;
 pub mod http;
 pub mod metrics;
+pub mod random;
 pub mod service;
 pub mod state;
+pub mod webhooks;

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub snapshots: Family<StatusLabel, Counter>,
     pub dispatch_attempts: Counter,
     pub agent_events: Counter,
+    /// Webhook delivery attempts by outcome.
+    pub webhook_attempts: Family<StatusLabel, Counter>,
 }
 
 impl Metrics {
@@ -24,6 +26,12 @@ impl Metrics {
         let snapshots = Family::<StatusLabel, Counter>::default();
         let dispatch_attempts = Counter::default();
         let agent_events = Counter::default();
+        let webhook_attempts = Family::<StatusLabel, Counter>::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts by outcome",
+            webhook_attempts.clone(),
+        );
         registry.register(
             "snapshots",
             "Snapshots by status reached",
@@ -44,6 +52,7 @@ impl Metrics {
             snapshots,
             dispatch_attempts,
             agent_events,
+            webhook_attempts,
         }
     }
 
@@ -51,6 +60,14 @@ impl Metrics {
         self.snapshots
             .get_or_create(&StatusLabel {
                 status: format!("{status:?}").to_uppercase(),
+            })
+            .inc();
+    }
+
+    pub fn count_webhook(&self, outcome: &str) {
+        self.webhook_attempts
+            .get_or_create(&StatusLabel {
+                status: outcome.to_string(),
             })
             .inc();
     }

@@ -29,11 +29,29 @@ pub struct Shared {
     pub agent_timeout: Duration,
     /// Client for calls to agents.
     pub agents: reqwest::Client,
+    pub webhooks: crate::webhooks::worker::WebhookSettings,
+    /// Wakes the webhook worker when a delivery is queued.
+    pub webhook_wakeup: Notify,
 }
 
 impl AppState {
     pub fn new(shared: Shared) -> Self {
         Self(Arc::new(shared))
+    }
+}
+
+impl AppState {
+    /// Tells everyone who follows snapshots about a committed change:
+    /// subscribers, metrics, and the webhook worker (the change may have
+    /// queued deliveries).
+    pub fn announce(&self, change: crate::bus::SnapshotChange, status_changed: bool) {
+        if status_changed {
+            self.metrics.count_status(change.status);
+        }
+        if change.status.is_terminal() {
+            self.webhook_wakeup.notify_one();
+        }
+        self.bus.publish(change);
     }
 }
 

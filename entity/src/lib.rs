@@ -18,7 +18,11 @@ pub mod node;
 pub mod prelude;
 pub mod snapshot;
 pub mod snapshot_event;
+pub mod webhook_attempt;
+pub mod webhook_delivery;
+pub mod webhook_endpoint;
 
 pub use db_error::{is_foreign_key_violation, is_unique_violation};
 pub use node::NodeState;
 pub use snapshot::SnapshotStatus;
+pub use webhook_delivery::DeliveryStatus;

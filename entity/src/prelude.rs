@@ -5,3 +5,6 @@ pub use crate::container::Entity as Container;
 pub use crate::node::{Entity as Node, NodeState};
 pub use crate::snapshot::{Entity as Snapshot, SnapshotStatus};
 pub use crate::snapshot_event::Entity as SnapshotEvent;
+pub use crate::webhook_attempt::Entity as WebhookAttempt;
+pub use crate::webhook_delivery::{DeliveryStatus, Entity as WebhookDelivery};
+pub use crate::webhook_endpoint::Entity as WebhookEndpoint;

@@ -13,6 +13,7 @@ mod m20261129_000002_create_containers;
 mod m20261129_000003_create_snapshots;
 mod m20261129_000004_create_snapshot_events;
 mod m20261129_000005_create_audit_log;
+mod m20261129_000006_create_webhooks;
 
 /// The name of the partial unique index on `snapshots (node, container_id)`
 /// over the in-flight statuses.
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000003_create_snapshots::Migration),
             Box::new(m20261129_000004_create_snapshot_events::Migration),
             Box::new(m20261129_000005_create_audit_log::Migration),
+            Box::new(m20261129_000006_create_webhooks::Migration),
         ]
     }
 }

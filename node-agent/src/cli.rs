@@ -42,6 +42,34 @@ enum Command {
     Commit(Box<CommitArgs>),
     /// Runs the agent as a service for the API.
     Serve(Box<ServeArgs>),
+    /// Checks the local agent, for Kubernetes exec probes (its HTTP
+    /// endpoints answer only signed requests).
+    Probe(Box<ProbeArgs>),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ProbeCheck {
+    /// The agent answers and containerd answers on the mounted socket.
+    Live,
+    /// The agent takes jobs.
+    Ready,
+}
+
+#[derive(Debug, Args)]
+struct ProbeArgs {
+    /// `live` or `ready`.
+    #[arg(value_enum)]
+    check: ProbeCheck,
+    #[command(flatten)]
+    containerd: ContainerdArgs,
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    #[arg(long, env = "DCS_AGENT_SECRET_FILE")]
+    shared_secret_file: PathBuf,
+    #[arg(long, env = "DCS_AGENT_LISTEN", default_value = "0.0.0.0:9443")]
+    listen: std::net::SocketAddr,
+    #[arg(long, default_value_t = 3)]
+    timeout_seconds: u64,
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +265,7 @@ async fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Serve(args) => serve(*args).await,
+        Command::Probe(args) => probe(*args).await,
     }
 }
 
@@ -253,6 +282,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let advertise_url = args.advertise_url.unwrap_or_else(|| {
         let port = args.listen.port();
         match std::env::var("POD_IP") {
+            // An IPv6 address needs brackets in a URL.
+            Ok(ip) if ip.contains(':') => format!("http://[{ip}]:{port}"),
             Ok(ip) if !ip.is_empty() => format!("http://{ip}:{port}"),
             _ if args.listen.ip().is_unspecified() => format!("http://127.0.0.1:{port}"),
             _ => format!("http://{}", args.listen),
@@ -278,6 +309,66 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     crate::serve::run(config)
         .await
         .map_err(|e| format!("{e:#}"))
+}
+
+async fn probe(args: ProbeArgs) -> Result<(), String> {
+    let name = match args.check {
+        ProbeCheck::Live => "live",
+        ProbeCheck::Ready => "ready",
+    };
+    let fail = |reason: String| format!("probe {name}: {reason}");
+    let secret = std::fs::read(&args.shared_secret_file).map_err(|e| {
+        fail(format!(
+            "cannot read the shared secret {}: {e}",
+            args.shared_secret_file.display()
+        ))
+    })?;
+    let secret = dcs_protocol::token::SharedSecret::new(secret).map_err(|e| fail(e.to_string()))?;
+    let host = match args.listen.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let path = match args.check {
+        ProbeCheck::Live => dcs_protocol::agent_paths::HEALTHZ,
+        ProbeCheck::Ready => dcs_protocol::agent_paths::READYZ,
+    };
+    let timeout = std::time::Duration::from_secs(args.timeout_seconds.max(1));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let token = secret.sign(
+        crate::serve::API_ISSUER,
+        dcs_protocol::token::AGENT_AUDIENCE,
+        &args.node_name,
+    );
+    let url = format!("http://{host}:{}{path}", args.listen.port());
+    let response = client
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| fail(crate::describe_error(&e)))?;
+    if !response.status().is_success() {
+        return Err(fail(format!("the agent answered {}", response.status())));
+    }
+    if let ProbeCheck::Live = args.check {
+        // containerd replaces its socket when it restarts; a container that
+        // kept the old one must be restarted to see the new one.
+        let connect = Containerd::connect(
+            &args.containerd.containerd_socket,
+            &args.containerd.namespace,
+        );
+        tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| fail("containerd did not answer in time".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    Ok(())
 }
 
 fn validate_namespace(namespace: &str) -> Result<(), String> {

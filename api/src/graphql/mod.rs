@@ -8,5 +8,6 @@ pub mod query;
 pub mod schema;
 pub mod subscription;
 pub mod types;
+pub mod webhooks;
 
 pub use schema::{ApiSchema, SchemaLimits, build_schema, sdl};

@@ -98,12 +98,14 @@ pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<(
         &event.kind,
     )
     .await?;
+    // In the same transaction: the webhook exists iff the status does.
+    crate::webhooks::outbox::enqueue_for_snapshot(&txn, &updated).await?;
     txn.commit().await?;
 
-    if updated.status != current.status {
-        state.metrics.count_status(updated.status);
-    }
-    state.bus.publish(SnapshotChange::of(&updated));
+    state.announce(
+        SnapshotChange::of(&updated),
+        updated.status != current.status,
+    );
     if updated.status == SnapshotStatus::Queued {
         state.dispatch_wakeup.notify_one();
     }
@@ -150,6 +152,7 @@ pub(crate) async fn fail_snapshots(
         let updated = row.update(txn).await?;
         let payload = serde_json::json!({"code": code_name(code), "reason": reason});
         record_event(txn, &updated, None, "FAILED", &payload).await?;
+        crate::webhooks::outbox::enqueue_for_snapshot(txn, &updated).await?;
         changes.push(SnapshotChange::of(&updated));
     }
     Ok(changes)

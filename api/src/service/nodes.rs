@@ -72,8 +72,7 @@ pub async fn register(state: &AppState, registration: Registration) -> ApiResult
     }
     txn.commit().await?;
     for change in failed {
-        state.metrics.count_status(change.status);
-        state.bus.publish(change);
+        state.announce(change, true);
     }
     tracing::info!(node = %registration.node, url = %registration.url, "agent registered");
     state.dispatch_wakeup.notify_one();
@@ -125,8 +124,7 @@ pub async fn mark_lost_agents(state: &AppState) -> ApiResult<()> {
         txn.commit().await?;
         tracing::warn!(node = %name, failed = failed.len(), "agent lost");
         for change in failed {
-            state.metrics.count_status(change.status);
-            state.bus.publish(change);
+            state.announce(change, true);
         }
     }
     Ok(())

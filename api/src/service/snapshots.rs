@@ -149,8 +149,7 @@ async fn create_inner(
         Err(e) => return Err(e.into()),
     };
     record_event(&state.db, &inserted, None, "QUEUED", &serde_json::json!({})).await?;
-    state.metrics.count_status(SnapshotStatus::Queued);
-    state.bus.publish(SnapshotChange::of(&inserted));
+    state.announce(SnapshotChange::of(&inserted), true);
     state.dispatch_wakeup.notify_one();
     Ok(inserted)
 }
@@ -339,8 +338,7 @@ pub async fn cancel(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<sn
                 &serde_json::json!({"by": who.sub}),
             )
             .await?;
-            state.metrics.count_status(SnapshotStatus::Cancelled);
-            state.bus.publish(SnapshotChange::of(&cancelled));
+            state.announce(SnapshotChange::of(&cancelled), true);
             "cancelled"
         } else {
             crate::dispatch::cancel_on_agent(state, &get(state, who, id).await?).await;

@@ -1,8 +1,9 @@
 //! Mutations, one object per domain, merged.
 
 mod snapshots;
+mod webhooks;
 
 use async_graphql::MergedObject;
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(snapshots::SnapshotMutation);
+pub struct Mutation(snapshots::SnapshotMutation, webhooks::WebhookMutation);

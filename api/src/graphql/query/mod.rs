@@ -4,8 +4,10 @@ mod containers;
 mod me;
 mod nodes;
 mod snapshots;
+mod webhooks;
 
 pub use snapshots::parse_id as parse_snapshot_id;
+pub use webhooks::parse_uuid;
 
 use async_graphql::MergedObject;
 
@@ -15,4 +17,5 @@ pub struct Query(
     nodes::NodesQuery,
     containers::ContainersQuery,
     snapshots::SnapshotsQuery,
+    webhooks::WebhooksQuery,
 );

@@ -1,0 +1,116 @@
+use async_graphql::{Context, ID, InputObject, Object, Result};
+
+use crate::graphql::context::{principal, state};
+use crate::graphql::query::parse_uuid;
+use crate::graphql::webhooks::{
+    WebhookDelivery, WebhookEndpoint, WebhookEndpointWithSecret, WebhookEventType,
+};
+use crate::webhooks::endpoints::{self, EndpointChanges, NewEndpoint};
+
+#[derive(Default)]
+pub struct WebhookMutation;
+
+#[derive(InputObject)]
+pub struct CreateWebhookEndpointInput {
+    /// HTTPS URL of the receiver.
+    pub url: String,
+    pub event_types: Vec<WebhookEventType>,
+    pub description: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct UpdateWebhookEndpointInput {
+    pub url: Option<String>,
+    pub event_types: Option<Vec<WebhookEventType>>,
+    /// Re-enabling clears the reason and the failing streak.
+    pub enabled: Option<bool>,
+    pub description: Option<String>,
+}
+
+fn wire(types: Vec<WebhookEventType>) -> Vec<String> {
+    types.into_iter().map(|t| t.wire().to_string()).collect()
+}
+
+#[Object]
+impl WebhookMutation {
+    /// Creates an endpoint; its secret is returned this once.
+    async fn create_webhook_endpoint(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateWebhookEndpointInput,
+    ) -> Result<WebhookEndpointWithSecret> {
+        let who = principal(ctx)?;
+        let (endpoint, secret) = endpoints::create(
+            state(ctx)?,
+            who,
+            NewEndpoint {
+                url: input.url,
+                event_types: wire(input.event_types),
+                description: input.description,
+            },
+        )
+        .await?;
+        Ok(WebhookEndpointWithSecret {
+            endpoint: WebhookEndpoint(endpoint),
+            secret,
+        })
+    }
+
+    async fn update_webhook_endpoint(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: UpdateWebhookEndpointInput,
+    ) -> Result<WebhookEndpoint> {
+        let who = principal(ctx)?;
+        let id = parse_uuid(&id, "webhook endpoint")?;
+        let changes = EndpointChanges {
+            url: input.url,
+            event_types: input.event_types.map(wire),
+            enabled: input.enabled,
+            description: input.description,
+        };
+        Ok(WebhookEndpoint(
+            endpoints::update(state(ctx)?, who, id, changes).await?,
+        ))
+    }
+
+    /// A new secret; the old one keeps signing alongside it for 24 hours.
+    async fn rotate_webhook_secret(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> Result<WebhookEndpointWithSecret> {
+        let who = principal(ctx)?;
+        let id = parse_uuid(&id, "webhook endpoint")?;
+        let (endpoint, secret) = endpoints::rotate(state(ctx)?, who, id).await?;
+        Ok(WebhookEndpointWithSecret {
+            endpoint: WebhookEndpoint(endpoint),
+            secret,
+        })
+    }
+
+    async fn delete_webhook_endpoint(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        let who = principal(ctx)?;
+        let id = parse_uuid(&id, "webhook endpoint")?;
+        Ok(endpoints::delete(state(ctx)?, who, id).await?)
+    }
+
+    /// Queues a `ping` event to the endpoint.
+    async fn send_test_webhook(&self, ctx: &Context<'_>, id: ID) -> Result<WebhookDelivery> {
+        let who = principal(ctx)?;
+        let id = parse_uuid(&id, "webhook endpoint")?;
+        Ok(WebhookDelivery(
+            endpoints::send_test(state(ctx)?, who, id).await?,
+        ))
+    }
+
+    /// Sends a finished delivery again, with the same `webhook-id`.
+    async fn redeliver_webhook(&self, ctx: &Context<'_>, id: ID) -> Result<WebhookDelivery> {
+        let who = principal(ctx)?;
+        let id = parse_uuid(&id, "webhook delivery")?;
+        Ok(WebhookDelivery(
+            endpoints::redeliver(state(ctx)?, who, id).await?,
+        ))
+    }
+}

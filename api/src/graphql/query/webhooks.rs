@@ -1,0 +1,53 @@
+use async_graphql::{Context, ID, Object, Result};
+
+use crate::errors::ApiError;
+use crate::graphql::context::{principal, state};
+use crate::graphql::webhooks::{WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint};
+use crate::webhooks::endpoints;
+
+#[derive(Default)]
+pub struct WebhooksQuery;
+
+pub fn parse_uuid(id: &ID, what: &str) -> Result<uuid::Uuid, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::bad_input(format!("\"{}\" is not a {what} id", id.as_str())))
+}
+
+#[Object]
+impl WebhooksQuery {
+    /// Webhook endpoints (admins).
+    async fn webhook_endpoints(&self, ctx: &Context<'_>) -> Result<Vec<WebhookEndpoint>> {
+        let who = principal(ctx)?;
+        Ok(endpoints::list(state(ctx)?, who)
+            .await?
+            .into_iter()
+            .map(WebhookEndpoint)
+            .collect())
+    }
+
+    /// Deliveries, newest first (admins).
+    async fn webhook_deliveries(
+        &self,
+        ctx: &Context<'_>,
+        endpoint: Option<ID>,
+        status: Option<WebhookDeliveryStatus>,
+        #[graphql(default = 50, validator(minimum = 1, maximum = 500))] first: i32,
+    ) -> Result<Vec<WebhookDelivery>> {
+        let who = principal(ctx)?;
+        let endpoint = endpoint
+            .as_ref()
+            .map(|id| parse_uuid(id, "webhook endpoint"))
+            .transpose()?;
+        Ok(endpoints::deliveries(
+            state(ctx)?,
+            who,
+            endpoint,
+            status.map(Into::into),
+            first as u64,
+        )
+        .await?
+        .into_iter()
+        .map(WebhookDelivery)
+        .collect())
+    }
+}

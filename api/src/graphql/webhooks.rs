@@ -1,0 +1,190 @@
+//! GraphQL types of webhooks (admins only).
+
+use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
+use chrono::{DateTime, Utc};
+use entity::{webhook_attempt, webhook_delivery, webhook_endpoint};
+
+use super::context::state;
+use crate::webhooks::{SNAPSHOT_FAILED, SNAPSHOT_PUSHED, endpoints};
+
+/// Events an endpoint can subscribe to.
+#[derive(Enum, Copy, Clone, PartialEq, Eq, Debug)]
+pub enum WebhookEventType {
+    /// `snapshot.pushed`: an image is in the registry.
+    SnapshotPushed,
+    /// `snapshot.failed`: a snapshot failed, with the reason.
+    SnapshotFailed,
+}
+
+impl WebhookEventType {
+    pub fn wire(self) -> &'static str {
+        match self {
+            Self::SnapshotPushed => SNAPSHOT_PUSHED,
+            Self::SnapshotFailed => SNAPSHOT_FAILED,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, PartialEq, Eq, Debug)]
+pub enum WebhookDeliveryStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl From<entity::DeliveryStatus> for WebhookDeliveryStatus {
+    fn from(s: entity::DeliveryStatus) -> Self {
+        match s {
+            entity::DeliveryStatus::Pending => Self::Pending,
+            entity::DeliveryStatus::Succeeded => Self::Succeeded,
+            entity::DeliveryStatus::Failed => Self::Failed,
+        }
+    }
+}
+
+impl From<WebhookDeliveryStatus> for entity::DeliveryStatus {
+    fn from(s: WebhookDeliveryStatus) -> Self {
+        match s {
+            WebhookDeliveryStatus::Pending => Self::Pending,
+            WebhookDeliveryStatus::Succeeded => Self::Succeeded,
+            WebhookDeliveryStatus::Failed => Self::Failed,
+        }
+    }
+}
+
+/// Where webhooks go. The secret is never shown again after creation or
+/// rotation.
+pub struct WebhookEndpoint(pub webhook_endpoint::Model);
+
+#[Object]
+impl WebhookEndpoint {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn url(&self) -> &str {
+        &self.0.url
+    }
+    async fn description(&self) -> Option<&str> {
+        self.0.description.as_deref()
+    }
+    /// `snapshot.pushed`, `snapshot.failed`.
+    async fn event_types(&self) -> Vec<String> {
+        self.0
+            .event_types
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    async fn enabled(&self) -> bool {
+        self.0.enabled
+    }
+    /// Why it was disabled automatically (410 Gone, failing for days).
+    async fn disabled_reason(&self) -> Option<&str> {
+        self.0.disabled_reason.as_deref()
+    }
+    /// Since when every delivery has failed.
+    async fn failing_since(&self) -> Option<DateTime<Utc>> {
+        self.0.failing_since
+    }
+    /// Until when the previous secret also signs (after a rotation).
+    async fn previous_secret_expires_at(&self) -> Option<DateTime<Utc>> {
+        self.0.previous_secret_expires_at
+    }
+    async fn created_by(&self) -> &str {
+        &self.0.created_by
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
+
+/// An endpoint with its secret: returned once, by creation and rotation.
+#[derive(SimpleObject)]
+pub struct WebhookEndpointWithSecret {
+    pub endpoint: WebhookEndpoint,
+    /// `whsec_...`: verify `webhook-signature` with it (Standard Webhooks).
+    pub secret: String,
+}
+
+/// One event for one endpoint, and its attempts.
+pub struct WebhookDelivery(pub webhook_delivery::Model);
+
+#[Object]
+impl WebhookDelivery {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn endpoint_id(&self) -> ID {
+        ID(self.0.endpoint_id.to_string())
+    }
+    /// The `webhook-id` header, the same on every attempt.
+    async fn message_id(&self) -> &str {
+        &self.0.message_id
+    }
+    async fn event_type(&self) -> &str {
+        &self.0.event_type
+    }
+    /// The JSON body sent.
+    async fn payload(&self) -> &str {
+        &self.0.payload
+    }
+    async fn status(&self) -> WebhookDeliveryStatus {
+        self.0.status.into()
+    }
+    async fn attempt_count(&self) -> i32 {
+        self.0.attempts
+    }
+    async fn next_attempt_at(&self) -> Option<DateTime<Utc>> {
+        match self.0.status {
+            entity::DeliveryStatus::Pending => self.0.next_attempt_at,
+            _ => None,
+        }
+    }
+    async fn last_status_code(&self) -> Option<i32> {
+        self.0.last_status_code
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn completed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.completed_at
+    }
+    /// Every attempt, oldest first.
+    async fn attempts(&self, ctx: &Context<'_>) -> Result<Vec<WebhookAttempt>> {
+        Ok(endpoints::attempts(state(ctx)?, self.0.id)
+            .await?
+            .into_iter()
+            .map(WebhookAttempt)
+            .collect())
+    }
+}
+
+pub struct WebhookAttempt(pub webhook_attempt::Model);
+
+#[Object]
+impl WebhookAttempt {
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.attempted_at
+    }
+    /// `null` when no response came.
+    async fn status_code(&self) -> Option<i32> {
+        self.0.status_code
+    }
+    async fn latency_ms(&self) -> i64 {
+        self.0.latency_ms
+    }
+    /// The first KiB of the response.
+    async fn response_excerpt(&self) -> Option<&str> {
+        self.0.response_excerpt.as_deref()
+    }
+    async fn error(&self) -> Option<&str> {
+        self.0.error.as_deref()
+    }
+}

@@ -1,0 +1,297 @@
+//! Managing endpoints and deliveries: admins only.
+
+use entity::prelude::*;
+use entity::{DeliveryStatus, webhook_attempt, webhook_delivery, webhook_endpoint};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, ModelTrait, QueryFilter, QueryOrder, QuerySelect,
+    Set,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::signing::generate_secret;
+use super::{SNAPSHOT_FAILED, SNAPSHOT_PUSHED, events, outbox};
+use crate::auth::Principal;
+use crate::errors::{ApiError, ApiResult};
+use crate::service::audit;
+use crate::state::AppState;
+
+/// How long a rotated-out secret keeps signing alongside the new one.
+pub const ROTATION_OVERLAP: chrono::Duration = chrono::Duration::hours(24);
+const MAX_DESCRIPTION: usize = 500;
+
+fn admin(who: &Principal) -> ApiResult<()> {
+    if who.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("only admins manage webhooks"))
+    }
+}
+
+fn check_event_types(types: &[String]) -> ApiResult<()> {
+    if types.is_empty() {
+        return Err(ApiError::bad_input("name at least one event type"));
+    }
+    for t in types {
+        if t != SNAPSHOT_PUSHED && t != SNAPSHOT_FAILED {
+            return Err(ApiError::bad_input(format!(
+                "unknown event type \"{t}\" (use {SNAPSHOT_PUSHED} or {SNAPSHOT_FAILED})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a target URL against the egress policy, resolving its host.
+async fn check_url(state: &AppState, url: &str) -> ApiResult<String> {
+    state
+        .webhooks
+        .policy
+        .check_url_resolving(url)
+        .await
+        .map(|u| u.to_string())
+        .map_err(|e| ApiError::bad_input(e.to_string()))
+}
+
+pub struct NewEndpoint {
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub description: Option<String>,
+}
+
+/// Creates an endpoint; returns it and its secret, shown this once.
+pub async fn create(
+    state: &AppState,
+    who: &Principal,
+    input: NewEndpoint,
+) -> ApiResult<(webhook_endpoint::Model, String)> {
+    admin(who)?;
+    check_event_types(&input.event_types)?;
+    if input
+        .description
+        .as_ref()
+        .is_some_and(|d| d.len() > MAX_DESCRIPTION)
+    {
+        return Err(ApiError::bad_input("the description is too long"));
+    }
+    let url = check_url(state, &input.url).await?;
+    let secret = generate_secret();
+    let now = crate::clock::now();
+    let endpoint = webhook_endpoint::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        url: Set(url),
+        description: Set(input.description),
+        event_types: Set(json!(input.event_types)),
+        enabled: Set(true),
+        secret: Set(secret.clone()),
+        previous_secret: Set(None),
+        previous_secret_expires_at: Set(None),
+        created_by: Set(who.sub.clone()),
+        disabled_reason: Set(None),
+        failing_since: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&state.db)
+    .await?;
+    audit::record(
+        &state.db,
+        who,
+        "createWebhookEndpoint",
+        "webhook_endpoint",
+        Some(endpoint.id.to_string()),
+        "ok",
+        json!({"url": endpoint.url}),
+    )
+    .await;
+    Ok((endpoint, secret))
+}
+
+pub async fn list(state: &AppState, who: &Principal) -> ApiResult<Vec<webhook_endpoint::Model>> {
+    admin(who)?;
+    Ok(WebhookEndpoint::find()
+        .order_by_asc(webhook_endpoint::Column::CreatedAt)
+        .all(&state.db)
+        .await?)
+}
+
+async fn get(state: &AppState, id: Uuid) -> ApiResult<webhook_endpoint::Model> {
+    WebhookEndpoint::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such webhook endpoint"))
+}
+
+#[derive(Default)]
+pub struct EndpointChanges {
+    pub url: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+    pub description: Option<String>,
+}
+
+pub async fn update(
+    state: &AppState,
+    who: &Principal,
+    id: Uuid,
+    changes: EndpointChanges,
+) -> ApiResult<webhook_endpoint::Model> {
+    admin(who)?;
+    let current = get(state, id).await?;
+    let mut row: webhook_endpoint::ActiveModel = current.into();
+    if let Some(url) = changes.url {
+        row.url = Set(check_url(state, &url).await?);
+    }
+    if let Some(types) = changes.event_types {
+        check_event_types(&types)?;
+        row.event_types = Set(json!(types));
+    }
+    if let Some(enabled) = changes.enabled {
+        row.enabled = Set(enabled);
+        if enabled {
+            // A fresh start: the reason and the failing streak are history.
+            row.disabled_reason = Set(None);
+            row.failing_since = Set(None);
+        }
+    }
+    if let Some(description) = changes.description {
+        row.description = Set(Some(description));
+    }
+    row.updated_at = Set(crate::clock::now());
+    let updated = row.update(&state.db).await?;
+    audit::record(
+        &state.db,
+        who,
+        "updateWebhookEndpoint",
+        "webhook_endpoint",
+        Some(id.to_string()),
+        "ok",
+        json!({}),
+    )
+    .await;
+    Ok(updated)
+}
+
+/// A new secret; the old one keeps signing for 24 hours alongside it.
+pub async fn rotate(
+    state: &AppState,
+    who: &Principal,
+    id: Uuid,
+) -> ApiResult<(webhook_endpoint::Model, String)> {
+    admin(who)?;
+    let current = get(state, id).await?;
+    let secret = generate_secret();
+    let now = crate::clock::now();
+    let mut row: webhook_endpoint::ActiveModel = current.clone().into();
+    row.previous_secret = Set(Some(current.secret));
+    row.previous_secret_expires_at = Set(Some(now + ROTATION_OVERLAP));
+    row.secret = Set(secret.clone());
+    row.updated_at = Set(now);
+    let updated = row.update(&state.db).await?;
+    audit::record(
+        &state.db,
+        who,
+        "rotateWebhookSecret",
+        "webhook_endpoint",
+        Some(id.to_string()),
+        "ok",
+        json!({}),
+    )
+    .await;
+    Ok((updated, secret))
+}
+
+pub async fn delete(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<bool> {
+    admin(who)?;
+    let current = get(state, id).await?;
+    current.delete(&state.db).await?;
+    audit::record(
+        &state.db,
+        who,
+        "deleteWebhookEndpoint",
+        "webhook_endpoint",
+        Some(id.to_string()),
+        "ok",
+        json!({}),
+    )
+    .await;
+    Ok(true)
+}
+
+/// Queues a `ping` to the endpoint.
+pub async fn send_test(
+    state: &AppState,
+    who: &Principal,
+    id: Uuid,
+) -> ApiResult<webhook_delivery::Model> {
+    admin(who)?;
+    let endpoint = get(state, id).await?;
+    let body = events::ping(endpoint.id, &who.sub);
+    let delivery = outbox::insert(&state.db, endpoint.id, super::PING, &body).await?;
+    state.webhook_wakeup.notify_one();
+    Ok(delivery)
+}
+
+pub async fn deliveries(
+    state: &AppState,
+    who: &Principal,
+    endpoint: Option<Uuid>,
+    status: Option<DeliveryStatus>,
+    first: u64,
+) -> ApiResult<Vec<webhook_delivery::Model>> {
+    admin(who)?;
+    let mut query = WebhookDelivery::find();
+    if let Some(endpoint) = endpoint {
+        query = query.filter(webhook_delivery::Column::EndpointId.eq(endpoint));
+    }
+    if let Some(status) = status {
+        query = query.filter(webhook_delivery::Column::Status.eq(status));
+    }
+    Ok(query
+        .order_by_desc(webhook_delivery::Column::CreatedAt)
+        .limit(first.clamp(1, 500))
+        .all(&state.db)
+        .await?)
+}
+
+pub async fn attempts(state: &AppState, delivery: Uuid) -> ApiResult<Vec<webhook_attempt::Model>> {
+    Ok(WebhookAttempt::find()
+        .filter(webhook_attempt::Column::DeliveryId.eq(delivery))
+        .order_by_asc(webhook_attempt::Column::Id)
+        .all(&state.db)
+        .await?)
+}
+
+/// Sends a delivery again, with the same `webhook-id`, on a fresh schedule.
+pub async fn redeliver(
+    state: &AppState,
+    who: &Principal,
+    id: Uuid,
+) -> ApiResult<webhook_delivery::Model> {
+    admin(who)?;
+    let current = WebhookDelivery::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such webhook delivery"))?;
+    if current.status == DeliveryStatus::Pending {
+        return Err(ApiError::conflict("the delivery is still pending"));
+    }
+    let mut row: webhook_delivery::ActiveModel = current.into();
+    row.status = Set(DeliveryStatus::Pending);
+    row.attempts = Set(0);
+    row.next_attempt_at = Set(Some(crate::clock::now()));
+    row.completed_at = Set(None);
+    let updated = row.update(&state.db).await?;
+    state.webhook_wakeup.notify_one();
+    audit::record(
+        &state.db,
+        who,
+        "redeliverWebhook",
+        "webhook_delivery",
+        Some(id.to_string()),
+        "ok",
+        json!({}),
+    )
+    .await;
+    Ok(updated)
+}

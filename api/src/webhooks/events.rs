@@ -1,0 +1,155 @@
+//! The JSON bodies of webhook events: `{type, version, timestamp, data}`.
+//! The shape is versioned (`version`, now 1): fields are only ever added
+//! within a version. Bodies stay under 20 KB: free-text fields are cut.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use entity::snapshot;
+use serde_json::{Value, json};
+
+use super::{PING, SNAPSHOT_FAILED, SNAPSHOT_PUSHED};
+
+pub const VERSION: u32 = 1;
+/// Longest free text (messages, failure reasons) in a body.
+const MAX_TEXT: usize = 2_000;
+
+fn text(value: &Option<String>) -> Value {
+    match value {
+        Some(s) if s.len() > MAX_TEXT => {
+            let mut end = MAX_TEXT;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            json!(format!("{}…", &s[..end]))
+        }
+        Some(s) => json!(s),
+        None => Value::Null,
+    }
+}
+
+fn time(t: Option<DateTime<Utc>>) -> Value {
+    t.map(|t| json!(t.to_rfc3339_opts(SecondsFormat::Millis, true)))
+        .unwrap_or(Value::Null)
+}
+
+fn envelope(event_type: &str, at: DateTime<Utc>, data: Value) -> String {
+    json!({
+        "type": event_type,
+        "version": VERSION,
+        "timestamp": at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "data": data,
+    })
+    .to_string()
+}
+
+/// `snapshot.pushed` or `snapshot.failed` for a finished snapshot; `None`
+/// for other statuses. `parent_image` is the parent snapshot's target.
+pub fn snapshot_event(
+    snapshot: &snapshot::Model,
+    parent_image: Option<&str>,
+) -> Option<(&'static str, String)> {
+    let event_type = match snapshot.status {
+        entity::SnapshotStatus::Pushed => SNAPSHOT_PUSHED,
+        entity::SnapshotStatus::Failed => SNAPSHOT_FAILED,
+        _ => return None,
+    };
+    let mut data = json!({
+        "snapshotId": snapshot.id,
+        "parentSnapshotId": snapshot.parent_id,
+        "parentImage": parent_image,
+        "image": snapshot.target,
+        "repository": snapshot.repository,
+        "requestedBy": snapshot.requested_by,
+        "node": snapshot.node,
+        "containerId": snapshot.container_id,
+        "pod": {
+            "namespace": snapshot.pod_namespace,
+            "name": snapshot.pod_name,
+            "container": snapshot.container_name,
+        },
+        "baseImage": snapshot.base_image,
+        "baseDigest": snapshot.base_digest,
+        "message": text(&snapshot.message),
+        "timings": {
+            "requestedAt": time(Some(snapshot.created_at)),
+            "startedAt": time(snapshot.started_at),
+            "finishedAt": time(snapshot.finished_at),
+            "pausedMs": snapshot.paused_ms,
+            "durationMs": snapshot.duration_ms,
+        },
+    });
+    if event_type == SNAPSHOT_PUSHED {
+        data["manifestDigest"] = json!(snapshot.manifest_digest);
+        data["configDigest"] = json!(snapshot.config_digest);
+        data["layerDigest"] = json!(snapshot.layer_digest);
+        data["size"] = json!(snapshot.layer_size);
+        data["uncompressedSize"] = json!(snapshot.uncompressed_size);
+    } else {
+        data["failure"] = json!({
+            "code": snapshot.failure_code,
+            "reason": text(&snapshot.failure_reason),
+        });
+    }
+    Some((event_type, envelope(event_type, crate::clock::now(), data)))
+}
+
+/// The body of a test delivery.
+pub fn ping(endpoint_id: uuid::Uuid, requested_by: &str) -> String {
+    envelope(
+        PING,
+        crate::clock::now(),
+        json!({"endpointId": endpoint_id, "requestedBy": requested_by}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_stay_small_even_with_long_reasons() {
+        let now = crate::clock::now();
+        let model = snapshot::Model {
+            id: uuid::Uuid::new_v4(),
+            requested_by: "alice".into(),
+            node: "n".into(),
+            container_id: "c".into(),
+            pod_namespace: Some("ws".into()),
+            pod_name: Some("p".into()),
+            container_name: Some("d".into()),
+            base_image: Some("b".into()),
+            base_digest: None,
+            parent_id: None,
+            target: "r/x:1".into(),
+            repository: "r/x".into(),
+            message: Some("m".repeat(50_000)),
+            options: json!({}),
+            status: entity::SnapshotStatus::Failed,
+            phase_bytes_done: 0,
+            phase_bytes_total: 0,
+            manifest_digest: None,
+            config_digest: None,
+            layer_digest: None,
+            layer_size: None,
+            uncompressed_size: None,
+            paused_ms: None,
+            duration_ms: None,
+            failure_code: Some("REGISTRY".into()),
+            failure_reason: Some("x".repeat(100_000)),
+            last_event_seq: 0,
+            dispatch_attempts: 0,
+            next_dispatch_at: None,
+            dispatched_at: None,
+            agent_instance_id: None,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            finished_at: Some(now),
+        };
+        let (kind, body) = snapshot_event(&model, None).unwrap();
+        assert_eq!(kind, SNAPSHOT_FAILED);
+        assert!(body.len() < 20_000, "{}", body.len());
+        let value: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(value["version"], 1);
+        assert_eq!(value["data"]["failure"]["code"], "REGISTRY");
+    }
+}

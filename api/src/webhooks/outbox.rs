@@ -1,0 +1,68 @@
+//! Enqueuing deliveries, inside the caller's transaction: the delivery
+//! exists if and only if the status change it announces was committed.
+
+use entity::prelude::*;
+use entity::{DeliveryStatus, snapshot, webhook_delivery, webhook_endpoint};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use uuid::Uuid;
+
+use super::events;
+use crate::errors::ApiResult;
+
+/// Whether an endpoint subscribes to an event type.
+pub fn subscribes(endpoint: &webhook_endpoint::Model, event_type: &str) -> bool {
+    endpoint
+        .event_types
+        .as_array()
+        .is_some_and(|types| types.iter().any(|t| t.as_str() == Some(event_type)))
+}
+
+/// Enqueues the event of a finished snapshot for every enabled endpoint
+/// that wants it; returns how many deliveries were written.
+pub async fn enqueue_for_snapshot<C: ConnectionTrait>(
+    db: &C,
+    snapshot: &snapshot::Model,
+) -> ApiResult<usize> {
+    let parent_image = match snapshot.parent_id {
+        Some(id) => Snapshot::find_by_id(id).one(db).await?.map(|p| p.target),
+        None => None,
+    };
+    let Some((event_type, body)) = events::snapshot_event(snapshot, parent_image.as_deref()) else {
+        return Ok(0);
+    };
+    let endpoints = WebhookEndpoint::find()
+        .filter(webhook_endpoint::Column::Enabled.eq(true))
+        .all(db)
+        .await?;
+    let mut count = 0;
+    for endpoint in endpoints.iter().filter(|e| subscribes(e, event_type)) {
+        insert(db, endpoint.id, event_type, &body).await?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Writes one pending delivery, due now.
+pub async fn insert<C: ConnectionTrait>(
+    db: &C,
+    endpoint_id: Uuid,
+    event_type: &str,
+    body: &str,
+) -> ApiResult<webhook_delivery::Model> {
+    let id = Uuid::new_v4();
+    let now = crate::clock::now();
+    Ok(webhook_delivery::ActiveModel {
+        id: Set(id),
+        endpoint_id: Set(endpoint_id),
+        message_id: Set(format!("msg_{}", id.simple())),
+        event_type: Set(event_type.to_string()),
+        payload: Set(body.to_string()),
+        status: Set(DeliveryStatus::Pending),
+        attempts: Set(0),
+        next_attempt_at: Set(Some(now)),
+        created_at: Set(now),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?)
+}

@@ -31,6 +31,7 @@ use crate::layer::{
     write_layer,
 };
 use crate::lock::{LockError, lock_container};
+use crate::registry::upload::UploadTee;
 use crate::registry::{self, PushReport, Pusher, RegistryError, RegistryOptions};
 use sink::{ChannelReader, ContentSink};
 
@@ -209,7 +210,18 @@ async fn commit_under_lease(
     } else {
         None
     };
-    let layer = read_changes(client, container, excludes, request.compression, lease).await;
+    // The layer's upload starts with its first compressed bytes.
+    let upload = pusher.start_streaming_upload().await;
+    let mut tee = upload.as_ref().and_then(|u| u.tee());
+    let layer = read_changes(
+        client,
+        container,
+        excludes,
+        request.compression,
+        lease,
+        &mut tee,
+    )
+    .await;
     let mut paused_ms = 0;
     if let Some(task) = paused.take() {
         // Resume even when reading failed: a speaker's desktop must never
@@ -220,6 +232,12 @@ async fn commit_under_lease(
     }
     let (summary, method) = layer?;
     let diff_ms = diff_started.elapsed().as_millis() as u64;
+    let push_started = Instant::now();
+    let streamed = match upload {
+        Some(upload) => upload.finish(&summary.digest, tee).await.unwrap_or(false),
+        None => false,
+    };
+    tracing::debug!(streamed, "streaming layer upload");
 
     let new_layer = NewLayer {
         descriptor: Descriptor {
@@ -239,14 +257,14 @@ async fn commit_under_lease(
     let built = build_image(base, &new_layer, &options, chrono::Utc::now());
     write_documents(client, lease, &built).await?;
 
-    let push_started = Instant::now();
     let push_progress = progress.clone().map(|p| {
         Arc::new(move |done, total| p(CommitProgress::Pushing { done, total }))
             as registry::ProgressFn
     });
-    let push = pusher
+    let mut push = pusher
         .push(client, &built, &base.name, push_progress)
         .await?;
+    push.layer_streamed = streamed;
     // Named only once the registry has it: a failed push leaves no local
     // tag either, and the lease lets the unreferenced content go.
     let name = registry::parse_target(&request.target).map(|r| registry::image_name(&r))?;
@@ -364,6 +382,7 @@ async fn read_changes(
     excludes: &Excludes,
     compression: Compression,
     lease: &Lease,
+    tee: &mut Option<UploadTee>,
 ) -> Result<(LayerSummary, &'static str), CommitError> {
     let mounts = client
         .snapshot_mounts(&container.snapshotter, &container.snapshot_key)
@@ -379,6 +398,7 @@ async fn read_changes(
             excludes,
             compression,
             lease,
+            tee,
         )
         .await
         {
@@ -390,7 +410,7 @@ async fn read_changes(
         }
     }
     let summary =
-        diff_service_layer(client, container, mounts, excludes, compression, lease).await?;
+        diff_service_layer(client, container, mounts, excludes, compression, lease, tee).await?;
     Ok((summary, "diff-service"))
 }
 
@@ -403,6 +423,7 @@ async fn diff_service_layer(
     excludes: &Excludes,
     compression: Compression,
     lease: &Lease,
+    tee: &mut Option<UploadTee>,
 ) -> Result<LayerSummary, CommitError> {
     let parent = client
         .snapshot_parent(&container.snapshotter, &container.snapshot_key)
@@ -438,6 +459,7 @@ async fn diff_service_layer(
         excludes,
         compression,
         lease,
+        tee,
     )
     .await
 }
@@ -465,8 +487,10 @@ async fn build_layer(
     excludes: &Excludes,
     compression: Compression,
     lease: &Lease,
+    tee: &mut Option<UploadTee>,
 ) -> Result<LayerSummary, CommitError> {
-    let mut sink = ContentSink::new(client.blob_writer(lease));
+    // The tee comes back only if the layer was written whole.
+    let mut sink = ContentSink::new(client.blob_writer(lease), tee.take());
     let excludes = excludes.clone();
     let (result, sink) = tokio::task::spawn_blocking(move || {
         let result = match write_layer(source, &excludes, compression, &mut sink) {
@@ -482,9 +506,9 @@ async fn build_layer(
     .map_err(|e| CommitError::Interrupted(e.to_string()))?;
     match result {
         Ok(summary) => {
-            sink.into_writer()
-                .commit(&summary.digest, HashMap::new())
-                .await?;
+            let (writer, returned) = sink.into_parts();
+            *tee = returned;
+            writer.commit(&summary.digest, HashMap::new()).await?;
             Ok(summary)
         }
         // containerd failed first (disk full, say): its error is the cause.

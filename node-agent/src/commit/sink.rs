@@ -5,25 +5,34 @@ use std::io::{self, Read, Write};
 use tokio::sync::mpsc;
 
 use crate::containerd::{BlobWriter, Error};
+use crate::registry::upload::UploadTee;
 
 /// Chunks sent to containerd at once: big enough that per-message overhead
 /// does not matter, small enough to bound memory.
 const CHUNK: usize = 1024 * 1024;
 
 /// A `Write` that streams into a containerd blob, for a blocking thread.
+/// Each chunk also goes to the registry when a streaming upload is on.
 pub struct ContentSink {
     writer: BlobWriter,
+    tee: Option<UploadTee>,
     buffer: Vec<u8>,
     failed: bool,
 }
 
 impl ContentSink {
-    pub fn new(writer: BlobWriter) -> Self {
+    pub fn new(writer: BlobWriter, tee: Option<UploadTee>) -> Self {
         Self {
             writer,
+            tee,
             buffer: Vec::with_capacity(CHUNK),
             failed: false,
         }
+    }
+
+    /// The writer and the tee, after a successful build.
+    pub fn into_parts(self) -> (BlobWriter, Option<UploadTee>) {
+        (self.writer, self.tee)
     }
 
     /// Sends what is still buffered.
@@ -46,6 +55,9 @@ impl ContentSink {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
+        if let Some(tee) = &mut self.tee {
+            tee.offer(&chunk);
+        }
         self.writer.blocking_write(chunk).map_err(|e| {
             self.failed = true;
             io::Error::other(e.to_string())

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod reference;
+pub mod upload;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,6 +81,8 @@ pub struct PushReport {
     pub blobs_present: u32,
     /// Blobs mounted from the base image's repository.
     pub blobs_mounted: u32,
+    /// The new layer went up while it was being built.
+    pub layer_streamed: bool,
 }
 
 /// Parses a target reference; a tag is required (digests name content, they
@@ -111,6 +114,11 @@ pub struct Pusher {
     auth: RegistryAuth,
     target: Reference,
     registry: String,
+    insecure: Vec<String>,
+    /// The `Authorization` value the registry accepted (for the streamed
+    /// upload, which `oci-client` cannot do).
+    authorization: std::sync::Mutex<Option<String>>,
+    http: reqwest::Client,
 }
 
 impl Pusher {
@@ -131,22 +139,68 @@ impl Pusher {
             read_timeout: Some(std::time::Duration::from_secs(300)),
             ..Default::default()
         };
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .build()
+            .map_err(|e| RegistryError::Rejected {
+                registry: registry.clone(),
+                reason: e.to_string(),
+            })?;
         Ok(Self {
             client: Client::new(config),
             auth,
             target,
             registry,
+            insecure: options.insecure.clone(),
+            authorization: std::sync::Mutex::new(None),
+            http,
         })
     }
 
     /// Checks that the registry answers and accepts the credentials for a
     /// push, with the cheapest requests (a token, one HEAD).
     pub async fn check_access(&self, some_digest: &str) -> Result<(), RegistryError> {
-        self.client
+        let token = self
+            .client
             .auth(&self.target, &self.auth, RegistryOperation::Push)
             .await
             .map_err(|e| self.classify(e))?;
-        self.exists(some_digest).await.map(|_| ())
+        self.exists(some_digest).await?;
+        let authorization = match (token, &self.auth) {
+            (Some(token), _) => Some(format!("Bearer {token}")),
+            (None, RegistryAuth::Basic(user, password)) => Some(format!(
+                "Basic {}",
+                base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    format!("{user}:{password}")
+                )
+            )),
+            _ => None,
+        };
+        if let Ok(mut slot) = self.authorization.lock() {
+            *slot = authorization;
+        }
+        Ok(())
+    }
+
+    /// Opens a streamed upload for the new layer; `None` when the registry
+    /// will not (the layer is then pushed after it is built).
+    pub async fn start_streaming_upload(&self) -> Option<upload::StreamingUpload> {
+        let authorization = self.authorization.lock().ok()?.clone();
+        let target = upload::UploadTarget::new(
+            self.http.clone(),
+            &self.target,
+            &self.insecure,
+            authorization,
+        );
+        match upload::StreamingUpload::start(target).await {
+            Ok(upload) => Some(upload),
+            Err(e) => {
+                tracing::debug!(error = %e, "no streamed upload; pushing after the build");
+                None
+            }
+        }
     }
 
     /// Pushes the blobs of `image` that the registry lacks, then its manifest.

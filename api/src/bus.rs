@@ -1,14 +1,22 @@
-//! Snapshot changes fanned out to GraphQL subscribers of this process.
-//! (Across API replicas, Postgres LISTEN/NOTIFY feeds the same bus: the
-//! Kubernetes issue.)
+//! Snapshot changes fanned out to GraphQL subscribers.
+//!
+//! Within a process, a broadcast channel. Across API replicas sharing
+//! Postgres, every change is also sent with `NOTIFY`, and each replica
+//! `LISTEN`s and republishes what other replicas wrote, so a subscriber on
+//! replica A sees events that replica B applied.
 
 use chrono::{DateTime, Utc};
 use entity::SnapshotStatus;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Subscribers that fall this far behind skip the oldest changes.
 const CAPACITY: usize = 1024;
+/// The Postgres channel of snapshot changes.
+const CHANNEL: &str = "dcs_snapshot_changes";
 
 /// One change of one snapshot.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,18 +30,74 @@ pub struct SnapshotChange {
     pub at: DateTime<Utc>,
 }
 
+/// The change as it travels between replicas.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    origin: Uuid,
+    snapshot_id: Uuid,
+    requested_by: String,
+    pod_namespace: Option<String>,
+    status: String,
+    bytes_done: i64,
+    bytes_total: i64,
+    at: DateTime<Utc>,
+}
+
 #[derive(Clone)]
 pub struct Bus {
     sender: broadcast::Sender<SnapshotChange>,
+    /// This replica, to skip its own notifications.
+    origin: Uuid,
+    /// Set when the database is Postgres: changes also go out by NOTIFY.
+    postgres: Option<DatabaseConnection>,
 }
 
 impl Bus {
     pub fn new() -> Self {
         let (sender, _) = broadcast::channel(CAPACITY);
-        Self { sender }
+        Self {
+            sender,
+            origin: Uuid::new_v4(),
+            postgres: None,
+        }
+    }
+
+    /// A bus shared with other replicas through this database, when it is
+    /// Postgres; a local one otherwise.
+    pub fn for_database(db: &DatabaseConnection) -> Self {
+        let mut bus = Self::new();
+        if db.get_database_backend() == DbBackend::Postgres {
+            bus.postgres = Some(db.clone());
+        }
+        bus
     }
 
     pub fn publish(&self, change: SnapshotChange) {
+        if let Some(db) = &self.postgres {
+            let wire = Wire {
+                origin: self.origin,
+                snapshot_id: change.snapshot_id,
+                requested_by: change.requested_by.clone(),
+                pod_namespace: change.pod_namespace.clone(),
+                status: change.status.as_str().to_string(),
+                bytes_done: change.bytes_done,
+                bytes_total: change.bytes_total,
+                at: change.at,
+            };
+            let db = db.clone();
+            if let Ok(payload) = serde_json::to_string(&wire) {
+                tokio::spawn(async move {
+                    let statement = Statement::from_sql_and_values(
+                        DbBackend::Postgres,
+                        "SELECT pg_notify($1, $2)",
+                        [CHANNEL.into(), payload.into()],
+                    );
+                    if let Err(e) = db.execute_raw(statement).await {
+                        tracing::warn!(error = %e, "could not notify other replicas");
+                    }
+                });
+            }
+        }
         // No subscriber is fine.
         let _ = self.sender.send(change);
     }
@@ -41,6 +105,67 @@ impl Bus {
     pub fn subscribe(&self) -> broadcast::Receiver<SnapshotChange> {
         self.sender.subscribe()
     }
+
+    /// Republishes other replicas' changes until `stop`; reconnects after
+    /// errors. Does nothing on SQLite (one process).
+    pub async fn listen(self, stop: CancellationToken) {
+        let Some(db) = &self.postgres else {
+            return;
+        };
+        let pool = db.get_postgres_connection_pool().clone();
+        loop {
+            let listener = async {
+                let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(&pool).await?;
+                listener.listen(CHANNEL).await?;
+                loop {
+                    let notification = listener.recv().await?;
+                    let Ok(wire) = serde_json::from_str::<Wire>(notification.payload()) else {
+                        continue;
+                    };
+                    if wire.origin == self.origin {
+                        continue;
+                    }
+                    let Some(status) = parse_status(&wire.status) else {
+                        continue;
+                    };
+                    let _ = self.sender.send(SnapshotChange {
+                        snapshot_id: wire.snapshot_id,
+                        requested_by: wire.requested_by,
+                        pod_namespace: wire.pod_namespace,
+                        status,
+                        bytes_done: wire.bytes_done,
+                        bytes_total: wire.bytes_total,
+                        at: wire.at,
+                    });
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), sea_orm::sqlx::Error>(())
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                result = listener => {
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "listening for other replicas' changes failed; retrying");
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+}
+
+fn parse_status(text: &str) -> Option<SnapshotStatus> {
+    use SnapshotStatus as S;
+    [
+        S::Queued,
+        S::Diffing,
+        S::Pushing,
+        S::Pushed,
+        S::Failed,
+        S::Cancelled,
+    ]
+    .into_iter()
+    .find(|s| s.as_str() == text)
 }
 
 impl Default for Bus {

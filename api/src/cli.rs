@@ -133,13 +133,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let db = crate::db::connect(database_url.as_deref(), &args.data_dir).await?;
 
     let state = AppState::new(Shared {
-        db,
+        db: db.clone(),
         verifier,
         policy: Policy {
             speaker_prefixes: args.speaker_repository_prefixes.clone(),
         },
         agent_secret,
-        bus: crate::bus::Bus::new(),
+        bus: crate::bus::Bus::for_database(&db),
         metrics: crate::metrics::Metrics::new(),
         dispatch_wakeup: tokio::sync::Notify::new(),
         agent_timeout: Duration::from_secs(args.agent_timeout_seconds),
@@ -163,6 +163,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let dispatcher = tokio::spawn(crate::dispatch::run(state.clone(), stop.clone()));
     let webhook_worker = tokio::spawn(crate::webhooks::worker::run(state.clone(), stop.clone()));
+    let bus_listener = tokio::spawn(state.bus.clone().listen(stop.clone()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -177,6 +178,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
     let _ = dispatcher.await;
     let _ = webhook_worker.await;
+    let _ = bus_listener.await;
     Ok(())
 }
 

@@ -210,8 +210,15 @@ async fn commit_under_lease(
     } else {
         None
     };
-    // The layer's upload starts with its first compressed bytes.
-    let upload = pusher.start_streaming_upload().await;
+    // Without a pause, the layer's upload starts with its first compressed
+    // bytes. With one, it waits: on a small node the registry traffic would
+    // compete for the CPU and so lengthen the pause, which must cover the
+    // reading only.
+    let upload = if pause {
+        None
+    } else {
+        pusher.start_streaming_upload().await
+    };
     let mut tee = upload.as_ref().and_then(|u| u.tee());
     let layer = read_changes(
         client,

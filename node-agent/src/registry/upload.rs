@@ -2,10 +2,10 @@
 //!
 //! The registry's streamed upload (`POST` a session, `PATCH` the bytes as
 //! they come, `PUT ?digest=` once the digest is known) lets the push of the
-//! layer run alongside reading and compressing it. It never slows the
-//! reading down (the pause must not cover the push): chunks are offered
-//! without waiting, and if the registry falls behind the upload is
-//! abandoned and the layer is pushed the ordinary way afterwards.
+//! layer run alongside reading and compressing it, for commits without a
+//! pause. It never makes the reading wait: chunks are offered without
+//! waiting, and if the registry falls behind the upload is abandoned and
+//! the layer is pushed the ordinary way afterwards.
 
 use bytes::Bytes;
 use oci_client::Reference;

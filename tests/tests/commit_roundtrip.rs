@@ -288,18 +288,21 @@ fn gzip_layer_with_device_node_and_xattrs_round_trips() {
     set_xattr(&rootfs.join("d"), "user.dcs.dir", b"yes");
 
     let target = format!("{}/{namespace}/dev:1", env.registry);
+    // Without a pause the layer streams to the registry as it is built.
     let result = commit(
         &env,
         &env.containerd_socket,
         &namespace,
         "dev",
         &target,
-        &[],
+        &["--no-pause"],
     );
     assert_eq!(
         result["layer"]["mediaType"],
         "application/vnd.oci.image.layer.v1.tar+gzip"
     );
+    assert_eq!(result["pausedMs"], 0);
+    assert_eq!(result["push"]["layerStreamed"], true, "{result}");
     let fresh = Ctr::new(&env.containerd_socket, &unique("fresh"));
     let by_digest = format!(
         "{}/{namespace}/dev@{}",

@@ -30,14 +30,19 @@ impl FromRequestParts<AppState> for AgentNode {
             .and_then(|v| v.to_str().ok())
             .and_then(crate::auth::bearer)
             .ok_or_else(|| ApiError::unauthenticated("an agent token is required"))?;
-        let claims = state
-            .agent_secret
-            .verify(token, API_AUDIENCE)
-            .map_err(|_| ApiError::unauthenticated("invalid agent token"))?;
-        if claims.iss != AGENT_ISSUER {
-            return Err(ApiError::unauthenticated("invalid agent token"));
+        if let Ok(claims) = state.agent_secret.verify(token, API_AUDIENCE)
+            && claims.iss == AGENT_ISSUER
+        {
+            return Ok(Self(claims.sub));
         }
-        Ok(Self(claims.sub))
+        // In a cluster: a projected service-account token, checked by
+        // TokenReview, naming the node the agent's pod runs on.
+        if let Some(kubernetes) = &state.kubernetes
+            && let Some(node) = kubernetes.agent_node(token).await?
+        {
+            return Ok(Self(node));
+        }
+        Err(ApiError::unauthenticated("invalid agent token"))
     }
 }
 

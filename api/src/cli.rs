@@ -149,6 +149,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .redirect(reqwest::redirect::Policy::none())
             .build()?,
         webhooks: webhook_settings(&args)?,
+        agent_call_token_file: args.agent_call_token_file.clone(),
+        kubernetes: if args.kubernetes || args.kubernetes_api_url.is_some() {
+            Some(
+                crate::kubernetes::Kubernetes::connect(
+                    args.kubernetes_api_url.as_deref(),
+                    &args.agent_token_audience,
+                    &args.agent_service_account,
+                )
+                .await
+                .context("connecting to the Kubernetes API")?,
+            )
+        } else {
+            None
+        },
         webhook_wakeup: tokio::sync::Notify::new(),
     });
     let schema = build_schema(

@@ -116,6 +116,34 @@ pub struct ServeArgs {
     pub no_introspection: bool,
     #[arg(long, default_value = "text", value_parser = ["text", "json"], global = true)]
     pub log_format: String,
+    /// Use the Kubernetes API: pods by name, agents by service-account
+    /// token (TokenReview).
+    #[arg(long, env = "DCS_KUBERNETES", global = true)]
+    pub kubernetes: bool,
+    /// Talk to this API server (plain, unauthenticated) instead of the
+    /// in-cluster one; for tests.
+    #[arg(long, env = "DCS_KUBERNETES_API_URL", global = true, hide = true)]
+    pub kubernetes_api_url: Option<String>,
+    /// Audience of the agents' projected service-account tokens.
+    #[arg(
+        long,
+        env = "DCS_AGENT_TOKEN_AUDIENCE",
+        default_value = "dcs-agent",
+        global = true
+    )]
+    pub agent_token_audience: String,
+    /// In a cluster: the API's projected service-account token, presented
+    /// to agents instead of a shared-secret token.
+    #[arg(long, env = "DCS_API_SA_TOKEN_FILE", global = true)]
+    pub agent_call_token_file: Option<PathBuf>,
+    /// The agents' service account, `<namespace>:<name>`.
+    #[arg(
+        long,
+        env = "DCS_AGENT_SERVICE_ACCOUNT",
+        default_value = "dcs-system:dcs-agent",
+        global = true
+    )]
+    pub agent_service_account: String,
     /// Let webhooks use plain HTTP (else HTTPS only).
     #[arg(long, env = "DCS_WEBHOOK_ALLOW_HTTP", global = true)]
     pub webhook_allow_http: bool,

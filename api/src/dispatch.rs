@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use dcs_protocol::token::AGENT_AUDIENCE;
 use dcs_protocol::{FailureCode, JobRequest, agent_paths};
 use entity::prelude::*;
 use entity::{NodeState, SnapshotStatus, snapshot};
@@ -118,9 +117,7 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
         changes: options.changes,
         message: job.message.clone(),
     };
-    let token = state
-        .agent_secret
-        .sign(API_ISSUER, AGENT_AUDIENCE, &node.name);
+    let token = state.agent_token(&node.name);
     let response = state
         .agents
         .post(format!(
@@ -224,9 +221,7 @@ pub async fn cancel_on_agent(state: &AppState, job: &snapshot::Model) {
     let Ok(Some(node)) = Node::find_by_id(job.node.clone()).one(&state.db).await else {
         return;
     };
-    let token = state
-        .agent_secret
-        .sign(API_ISSUER, AGENT_AUDIENCE, &node.name);
+    let token = state.agent_token(&node.name);
     let url = format!(
         "{}{}/{}",
         node.url.trim_end_matches('/'),

@@ -17,6 +17,7 @@ pub mod dispatch;
 pub mod errors;
 pub mod graphql;
 pub mod http;
+pub mod kubernetes;
 pub mod metrics;
 pub mod random;
 pub mod service;

@@ -30,11 +30,33 @@ pub struct Shared {
     /// Client for calls to agents.
     pub agents: reqwest::Client,
     pub webhooks: crate::webhooks::worker::WebhookSettings,
+    /// Pod-name targeting and agents' service-account tokens; `None` when
+    /// the API runs outside Kubernetes.
+    pub kubernetes: Option<crate::kubernetes::Kubernetes>,
+    /// In a cluster: the API's projected service-account token for calls
+    /// to agents (re-read at every call: kubelet rotates it).
+    pub agent_call_token_file: Option<std::path::PathBuf>,
     /// Wakes the webhook worker when a delivery is queued.
     pub webhook_wakeup: Notify,
 }
 
 impl AppState {
+    /// The bearer token for a call to the agent of `node`.
+    pub fn agent_token(&self, node: &str) -> String {
+        if let Some(path) = &self.agent_call_token_file {
+            match std::fs::read_to_string(path) {
+                Ok(token) => return token.trim().to_string(),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e,
+                    "cannot read the service-account token; using the shared secret"),
+            }
+        }
+        self.agent_secret.sign(
+            crate::dispatch::API_ISSUER,
+            dcs_protocol::token::AGENT_AUDIENCE,
+            node,
+        )
+    }
+
     pub fn new(shared: Shared) -> Self {
         Self(Arc::new(shared))
     }

@@ -110,6 +110,26 @@ struct ServeArgs {
     /// Seconds running commits get to finish on SIGTERM.
     #[arg(long, default_value_t = 60)]
     shutdown_grace_seconds: u64,
+    /// In a cluster: a projected service-account token to present to the API.
+    #[arg(long, env = "DCS_AGENT_SA_TOKEN_FILE")]
+    service_account_token_file: Option<PathBuf>,
+    /// In a cluster: accept the API's service-account tokens (TokenReview).
+    #[arg(long, env = "DCS_KUBERNETES")]
+    kubernetes: bool,
+    /// A plain, unauthenticated Kubernetes API server instead of the
+    /// in-cluster one; for tests.
+    #[arg(long, env = "DCS_KUBERNETES_API_URL", hide = true)]
+    kubernetes_api_url: Option<String>,
+    /// Audience of the tokens the API presents to agents.
+    #[arg(long, env = "DCS_API_TOKEN_AUDIENCE", default_value = "dcs-agent")]
+    api_token_audience: String,
+    /// The API's service account, `<namespace>:<name>`.
+    #[arg(
+        long,
+        env = "DCS_API_SERVICE_ACCOUNT",
+        default_value = "dcs-system:dcs-api"
+    )]
+    api_service_account: String,
 }
 
 #[derive(Debug, Args)]
@@ -305,6 +325,20 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         state_dir: args.state_dir,
         heartbeat_interval: std::time::Duration::from_secs(args.heartbeat_seconds.max(1)),
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
+        service_account_token_file: args.service_account_token_file,
+        api_reviewer: if args.kubernetes || args.kubernetes_api_url.is_some() {
+            Some(std::sync::Arc::new(
+                crate::serve::kube_auth::TokenReviewer::connect(
+                    args.kubernetes_api_url.as_deref(),
+                    &args.api_token_audience,
+                    &args.api_service_account,
+                )
+                .await
+                .map_err(|e| format!("cannot reach the Kubernetes API: {e:#}"))?,
+            ))
+        } else {
+            None
+        },
     };
     crate::serve::run(config)
         .await

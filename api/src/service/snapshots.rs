@@ -217,6 +217,14 @@ async fn find_container(
     who: &Principal,
     selector: &ContainerSelector,
 ) -> ApiResult<container::Model> {
+    if let (Some(kubernetes), None, Some(namespace), Some(pod)) = (
+        &state.kubernetes,
+        &selector.container_id,
+        &selector.pod_namespace,
+        &selector.pod_name,
+    ) {
+        return find_pod_container(state, who, kubernetes, namespace, pod, selector).await;
+    }
     let mut query = Container::find();
     if let Some(node) = &selector.node {
         query = query.filter(container::Column::Node.eq(node.clone()));
@@ -266,6 +274,48 @@ async fn find_container(
             "several containers match; name the node or the container name",
         )),
     }
+}
+
+/// Pod-name targeting through the Kubernetes API: the pod's status names
+/// the node and the containerd container. Speakers may use pods of their
+/// namespaces, and pods labelled `dcs.io/owner=<their sub>`.
+async fn find_pod_container(
+    state: &AppState,
+    who: &Principal,
+    kubernetes: &crate::kubernetes::Kubernetes,
+    namespace: &str,
+    pod: &str,
+    selector: &ContainerSelector,
+) -> ApiResult<container::Model> {
+    let resolved = kubernetes
+        .resolve(namespace, pod, selector.container_name.as_deref())
+        .await?;
+    let allowed = who.is_admin()
+        || who.namespaces.iter().any(|n| n == namespace)
+        || resolved.owner.as_deref() == Some(who.sub.as_str());
+    if !allowed {
+        return Err(ApiError::forbidden(format!(
+            "pod {namespace}/{pod} is neither in your namespaces nor labelled {}={}",
+            crate::kubernetes::OWNER_LABEL,
+            who.sub
+        )));
+    }
+    if selector.node.as_ref().is_some_and(|n| n != &resolved.node) {
+        return Err(ApiError::bad_input(format!(
+            "pod {namespace}/{pod} runs on node {}, not {}",
+            resolved.node,
+            selector.node.as_deref().unwrap_or_default()
+        )));
+    }
+    Container::find_by_id((resolved.node.clone(), resolved.container_id.clone()))
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| {
+            ApiError::unavailable(format!(
+                "the agent on node {} has not reported container {} yet",
+                resolved.node, resolved.container_id
+            ))
+        })
 }
 
 /// A snapshot the caller may see.

@@ -22,6 +22,7 @@ pub struct ApiClient {
     secret: SharedSecret,
     node: String,
     instance_id: Uuid,
+    service_account_token_file: Option<std::path::PathBuf>,
 }
 
 /// How the API answered a report.
@@ -40,6 +41,7 @@ impl ApiClient {
         secret: SharedSecret,
         node: &str,
         instance_id: Uuid,
+        service_account_token_file: Option<std::path::PathBuf>,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -52,7 +54,22 @@ impl ApiClient {
             secret,
             node: node.to_string(),
             instance_id,
+            service_account_token_file,
         })
+    }
+
+    /// The bearer token of a call: the projected service-account token in
+    /// a cluster, else one signed with the shared secret.
+    fn token(&self) -> String {
+        if let Some(path) = &self.service_account_token_file {
+            match std::fs::read_to_string(path) {
+                Ok(token) => return token.trim().to_string(),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read the service-account token; using the shared secret");
+                }
+            }
+        }
+        self.secret.sign(AGENT_ISSUER, API_AUDIENCE, &self.node)
     }
 
     pub fn node(&self) -> &str {
@@ -64,11 +81,10 @@ impl ApiClient {
     }
 
     async fn post<T: serde::Serialize>(&self, path: &str, body: &T) -> Delivery {
-        let token = self.secret.sign(AGENT_ISSUER, API_AUDIENCE, &self.node);
         let response = self
             .http
             .post(format!("{}{path}", self.base))
-            .bearer_auth(token)
+            .bearer_auth(self.token())
             .json(body)
             .send()
             .await;
@@ -85,11 +101,10 @@ impl ApiClient {
     }
 
     async fn post_for_ack<T: serde::Serialize>(&self, path: &str, body: &T) -> Result<Ack, String> {
-        let token = self.secret.sign(AGENT_ISSUER, API_AUDIENCE, &self.node);
         let response = self
             .http
             .post(format!("{}{path}", self.base))
-            .bearer_auth(token)
+            .bearer_auth(self.token())
             .json(body)
             .send()
             .await

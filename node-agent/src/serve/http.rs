@@ -32,6 +32,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Cancelled when the agent stops taking jobs.
     pub accepting: CancellationToken,
+    /// In a cluster: checks the API's service-account tokens.
+    pub reviewer: Option<Arc<super::kube_auth::TokenReviewer>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -56,9 +58,12 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let allowed = token
+    let mut allowed = token
         .and_then(|t| state.secret.verify(t, AGENT_AUDIENCE).ok())
         .is_some_and(|claims| claims.iss == API_ISSUER && claims.sub == state.node);
+    if !allowed && let (Some(reviewer), Some(token)) = (&state.reviewer, token) {
+        allowed = reviewer.is_api(token).await;
+    }
     if !allowed {
         return error(
             StatusCode::UNAUTHORIZED,

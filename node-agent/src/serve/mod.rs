@@ -15,6 +15,7 @@ mod api_client;
 mod http;
 mod inventory;
 mod jobs;
+pub mod kube_auth;
 mod metrics;
 mod reporter;
 
@@ -49,6 +50,12 @@ pub struct ServeConfig {
     pub state_dir: PathBuf,
     pub heartbeat_interval: Duration,
     pub shutdown_grace: Duration,
+    /// In a cluster: present this projected service-account token to the
+    /// API (re-read at every call: kubelet rotates it).
+    pub service_account_token_file: Option<PathBuf>,
+    /// In a cluster: accept the API's service-account tokens, checked by
+    /// TokenReview (besides tokens signed with the shared secret).
+    pub api_reviewer: Option<Arc<kube_auth::TokenReviewer>>,
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -71,6 +78,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         config.shared_secret.clone(),
         &config.node_name,
         instance_id,
+        config.service_account_token_file.clone(),
     )?;
     let metrics = Arc::new(metrics::Metrics::new());
     let shutdown = CancellationToken::new();
@@ -93,6 +101,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         containerd: containerd.clone(),
         metrics: metrics.clone(),
         accepting: shutdown.clone(),
+        reviewer: config.api_reviewer.clone(),
     };
     let server_stop = CancellationToken::new();
     let server = tokio::spawn({

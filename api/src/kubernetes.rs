@@ -1,0 +1,221 @@
+//! What the API asks the Kubernetes API server: where a pod runs and which
+//! containerd container is its container (pod-name targeting), and who
+//! presents a service-account token (TokenReview, for agents).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+
+use crate::errors::{ApiError, ApiResult};
+
+/// The label that grants a speaker a pod, whatever its namespace.
+pub const OWNER_LABEL: &str = "dcs.io/owner";
+const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
+const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
+/// A reviewed token is trusted this long before it is reviewed again.
+const REVIEW_CACHE: Duration = Duration::from_secs(30);
+
+/// A pod's container, resolved to what the agents know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedContainer {
+    pub node: String,
+    /// The containerd container id (`containerd://<id>` in the pod status).
+    pub container_id: String,
+    pub container_name: String,
+    pub owner: Option<String>,
+}
+
+pub struct Kubernetes {
+    client: kube::Client,
+    /// Audience agents' projected tokens carry.
+    agent_audience: String,
+    /// `system:serviceaccount:<namespace>:<name>` of the agents.
+    agent_username: String,
+    reviewed: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl Kubernetes {
+    /// In a cluster: the pod's service account. `api_url`: a plain HTTP
+    /// API server without authentication (tests' fake).
+    pub async fn connect(
+        api_url: Option<&str>,
+        agent_audience: &str,
+        agent_service_account: &str,
+    ) -> anyhow::Result<Self> {
+        let config = match api_url {
+            Some(url) => kube::Config::new(url.parse()?),
+            None => kube::Config::infer().await?,
+        };
+        let (namespace, name) = agent_service_account
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--agent-service-account must be <namespace>:<name>"))?;
+        Ok(Self {
+            client: kube::Client::try_from(config)?,
+            agent_audience: agent_audience.to_string(),
+            agent_username: format!("system:serviceaccount:{namespace}:{name}"),
+            reviewed: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The node and containerd id of a pod's container; the pod must be
+    /// running and the container started. `container` may be omitted when
+    /// the pod has one container.
+    pub async fn resolve(
+        &self,
+        namespace: &str,
+        pod_name: &str,
+        container: Option<&str>,
+    ) -> ApiResult<ResolvedContainer> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let pod = match pods.get_opt(pod_name).await {
+            Ok(Some(pod)) => pod,
+            Ok(None) => {
+                return Err(ApiError::not_found(format!(
+                    "no pod {pod_name} in namespace {namespace}"
+                )));
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        resolve_pod(&pod, container)
+    }
+
+    /// The node of the agent presenting `token`, a projected
+    /// service-account token for the agents' audience; `None` when the
+    /// token is not one.
+    pub async fn agent_node(&self, token: &str) -> ApiResult<Option<String>> {
+        if let Some(node) = self.cached(token) {
+            return Ok(Some(node));
+        }
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_string()),
+                audiences: Some(vec![self.agent_audience.clone()]),
+            },
+            ..Default::default()
+        };
+        let reviews: Api<TokenReview> = Api::all(self.client.clone());
+        let answer = reviews
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(unavailable)?;
+        let Some(status) = answer.status else {
+            return Ok(None);
+        };
+        let audience_ok = status
+            .audiences
+            .as_ref()
+            .is_none_or(|a| a.iter().any(|x| x == &self.agent_audience));
+        if status.authenticated != Some(true) || !audience_ok {
+            return Ok(None);
+        }
+        let Some(user) = status.user else {
+            return Ok(None);
+        };
+        if user.username.as_deref() != Some(self.agent_username.as_str()) {
+            return Ok(None);
+        }
+        let extra = user.extra.unwrap_or_default();
+        let first = |key: &str| extra.get(key).and_then(|v| v.first()).cloned();
+        // Newer clusters put the node in the token; otherwise ask the pod.
+        let node = match (first(NODE_NAME_EXTRA), first(POD_NAME_EXTRA)) {
+            (Some(node), _) => node,
+            (None, Some(pod)) => {
+                let namespace = self
+                    .agent_username
+                    .split(':')
+                    .nth(2)
+                    .unwrap_or_default()
+                    .to_string();
+                let pods: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+                match pods.get_opt(&pod).await.map_err(unavailable)? {
+                    Some(p) => match p.spec.and_then(|s| s.node_name) {
+                        Some(node) => node,
+                        None => return Ok(None),
+                    },
+                    None => return Ok(None),
+                }
+            }
+            (None, None) => return Ok(None),
+        };
+        if let Ok(mut cache) = self.reviewed.lock() {
+            cache.retain(|_, (_, at)| at.elapsed() < REVIEW_CACHE);
+            cache.insert(token.to_string(), (node.clone(), Instant::now()));
+        }
+        Ok(Some(node))
+    }
+
+    fn cached(&self, token: &str) -> Option<String> {
+        let cache = self.reviewed.lock().ok()?;
+        let (node, at) = cache.get(token)?;
+        (at.elapsed() < REVIEW_CACHE).then(|| node.clone())
+    }
+}
+
+fn unavailable(error: kube::Error) -> ApiError {
+    tracing::warn!(error = %error, "Kubernetes API call failed");
+    ApiError::unavailable("the Kubernetes API server did not answer")
+}
+
+/// The container of a pod object (see [`Kubernetes::resolve`]).
+pub fn resolve_pod(pod: &Pod, container: Option<&str>) -> ApiResult<ResolvedContainer> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let spec = pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| ApiError::conflict(format!("pod {name} has no spec")))?;
+    let status = pod.status.as_ref();
+    let phase = status.and_then(|s| s.phase.clone()).unwrap_or_default();
+    if phase != "Running" {
+        return Err(ApiError::conflict(format!(
+            "pod {name} is not running (phase {})",
+            if phase.is_empty() { "unknown" } else { &phase }
+        )));
+    }
+    let container_name = match container {
+        Some(c) => {
+            if !spec.containers.iter().any(|x| x.name == c) {
+                return Err(ApiError::not_found(format!(
+                    "pod {name} has no container {c}"
+                )));
+            }
+            c.to_string()
+        }
+        None => match spec.containers.as_slice() {
+            [only] => only.name.clone(),
+            _ => {
+                return Err(ApiError::bad_input(format!(
+                    "pod {name} has several containers; name one with containerName"
+                )));
+            }
+        },
+    };
+    let node = spec
+        .node_name
+        .clone()
+        .ok_or_else(|| ApiError::conflict(format!("pod {name} is not scheduled on a node")))?;
+    let container_status = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|list| list.iter().find(|s| s.name == container_name));
+    let container_id = container_status
+        .and_then(|s| s.container_id.as_deref())
+        .and_then(|id| id.strip_prefix("containerd://"))
+        .ok_or_else(|| {
+            ApiError::conflict(format!(
+                "container {container_name} of pod {name} has not started (or does not run on containerd)"
+            ))
+        })?;
+    Ok(ResolvedContainer {
+        node,
+        container_id: container_id.to_string(),
+        container_name,
+        owner: pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(OWNER_LABEL).cloned()),
+    })
+}

@@ -32,8 +32,13 @@ const TICK: Duration = Duration::from_millis(500);
 
 /// Runs until `stop`: dispatches queued jobs and checks agents' heartbeats.
 pub async fn run(state: AppState, stop: CancellationToken) {
+    let started = std::time::Instant::now();
     loop {
-        if let Err(e) = nodes::mark_lost_agents(&state).await {
+        // Right after a start the heartbeats of the down time are missing
+        // through no fault of the agents: give them a full timeout first.
+        if started.elapsed() > state.agent_timeout
+            && let Err(e) = nodes::mark_lost_agents(&state).await
+        {
             tracing::warn!(error = ?e, "checking agents failed");
         }
         match dispatch_due(&state).await {

@@ -1,7 +1,7 @@
 //! HTTP: `/graphql` (POST queries, GraphiQL on GET, WebSocket subscriptions
 //! with `graphql-transport-ws`), health, metrics, and the agents' endpoints.
 
-use async_graphql::dataloader::DataLoader;
+use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
 use async_graphql::{Data, Request as GraphQLRequest};
 use async_graphql_axum::{
@@ -18,6 +18,10 @@ use crate::graphql::ApiSchema;
 use crate::graphql::context::Caller;
 use crate::graphql::loaders::{ChildrenLoader, SnapshotLoader};
 use crate::state::AppState;
+
+/// How long a DataLoader gathers keys before it queries: long enough that
+/// the rows of one list land in one batch even on a busy machine.
+const LOADER_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -47,8 +51,24 @@ pub fn router(app: AppState, schema: ApiSchema) -> Router {
 fn request_data(app: &AppState, caller: Caller) -> Data {
     let mut data = Data::default();
     data.insert(caller);
-    data.insert(DataLoader::new(SnapshotLoader(app.clone()), tokio::spawn));
-    data.insert(DataLoader::new(ChildrenLoader(app.clone()), tokio::spawn));
+    // Cached: a list query feeds them what it already read (see
+    // `snapshots`), and lineage walks reuse what earlier rows loaded.
+    data.insert(
+        DataLoader::with_cache(
+            SnapshotLoader(app.clone()),
+            tokio::spawn,
+            HashMapCache::default(),
+        )
+        .delay(LOADER_DELAY),
+    );
+    data.insert(
+        DataLoader::with_cache(
+            ChildrenLoader(app.clone()),
+            tokio::spawn,
+            HashMapCache::default(),
+        )
+        .delay(LOADER_DELAY),
+    );
     data
 }
 
@@ -83,7 +103,23 @@ async fn graphql_post(
     let caller = caller_from_headers(&state.app, &headers);
     let mut request: GraphQLRequest = request.into_inner();
     request.data = request_data(&state.app, caller);
-    state.schema.execute(request).await.into()
+    let mut response = state.schema.execute(request).await;
+    // Errors of our resolvers carry a code; those async-graphql raises
+    // itself (parse, validation, depth and complexity limits) are the
+    // client's: give them one too, so every error has a code.
+    for error in &mut response.errors {
+        let has_code = error
+            .extensions
+            .as_ref()
+            .is_some_and(|e| e.get("code").is_some());
+        if !has_code {
+            error
+                .extensions
+                .get_or_insert_with(Default::default)
+                .set("code", "BAD_USER_INPUT");
+        }
+    }
+    response.into()
 }
 
 /// GraphiQL for a browser; a WebSocket for subscriptions.

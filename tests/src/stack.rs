@@ -506,3 +506,522 @@ pub mod documents {
     pub const EVENTS: &str =
         "subscription { snapshotEvents { snapshotId status bytesDone bytesTotal } }";
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for the auth and fault tests (snapshot_auth.rs, snapshot_faults.rs).
+// ---------------------------------------------------------------------------
+
+/// Hand-made JWTs, built without a JWT library so the tests can also make
+/// the tokens a library refuses to make (`alg: none`, tampered payloads):
+/// base64url (no padding) and HMAC (RFC 2104) over `sha2`.
+pub mod jwt {
+    use serde_json::Value;
+    use sha2::Digest;
+
+    /// base64url without padding (RFC 7515 §2).
+    pub fn base64url(data: &[u8]) -> String {
+        const TABLE: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+        for chunk in data.chunks(3) {
+            let n =
+                chunk.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
+            for i in 0..=chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    fn hmac<D: Digest>(block_size: usize, key: &[u8], message: &[u8]) -> Vec<u8> {
+        let mut block = if key.len() > block_size {
+            D::digest(key).to_vec()
+        } else {
+            key.to_vec()
+        };
+        block.resize(block_size, 0);
+        let inner_pad: Vec<u8> = block.iter().map(|b| b ^ 0x36).collect();
+        let outer_pad: Vec<u8> = block.iter().map(|b| b ^ 0x5c).collect();
+        let mut inner = D::new();
+        inner.update(&inner_pad);
+        inner.update(message);
+        let inner = inner.finalize();
+        let mut outer = D::new();
+        outer.update(&outer_pad);
+        outer.update(inner);
+        outer.finalize().to_vec()
+    }
+
+    pub fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+        hmac::<sha2::Sha256>(64, key, message)
+    }
+
+    pub fn hmac_sha384(key: &[u8], message: &[u8]) -> Vec<u8> {
+        hmac::<sha2::Sha384>(128, key, message)
+    }
+
+    pub fn hmac_sha512(key: &[u8], message: &[u8]) -> Vec<u8> {
+        hmac::<sha2::Sha512>(128, key, message)
+    }
+
+    /// `header.claims.signature`, signed as the header's `alg` says
+    /// (`HS256`, `HS384`, `HS512`; `none` gives an empty signature).
+    pub fn encode(key: &[u8], header: &Value, claims: &Value) -> String {
+        let signing_input = format!(
+            "{}.{}",
+            base64url(header.to_string().as_bytes()),
+            base64url(claims.to_string().as_bytes())
+        );
+        let signature = match header["alg"].as_str() {
+            Some("HS256") => hmac_sha256(key, signing_input.as_bytes()),
+            Some("HS384") => hmac_sha384(key, signing_input.as_bytes()),
+            Some("HS512") => hmac_sha512(key, signing_input.as_bytes()),
+            Some("none") => Vec::new(),
+            other => panic!("jwt::encode cannot sign with {other:?}"),
+        };
+        format!("{signing_input}.{}", base64url(&signature))
+    }
+
+    /// An HS256 token.
+    pub fn hs256(key: &[u8], claims: &Value) -> String {
+        encode(
+            key,
+            &serde_json::json!({"alg": "HS256", "typ": "JWT"}),
+            claims,
+        )
+    }
+
+    /// Seconds since the epoch.
+    pub fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs() as i64
+    }
+
+    /// The claims `dcs-api token` puts in a user token (issuer `dcs`,
+    /// audience `dcs-api`, the defaults), valid for an hour.
+    pub fn user_claims(sub: &str, role: &str, namespaces: &[&str]) -> Value {
+        let now = now();
+        serde_json::json!({
+            "sub": sub, "role": role, "namespaces": namespaces,
+            "iss": "dcs", "aud": "dcs-api",
+            "iat": now, "nbf": now, "exp": now + 3600,
+        })
+    }
+
+    /// The claims of a token between the API and an agent.
+    pub fn service_claims(issuer: &str, audience: &str, node: &str) -> Value {
+        let now = now();
+        serde_json::json!({"iss": issuer, "aud": audience, "sub": node, "iat": now, "exp": now + 60})
+    }
+}
+
+/// What the server answered to a `connection_init`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WsOutcome {
+    /// `connection_ack`.
+    Ack,
+    /// The server closed the socket (code, reason).
+    Closed(u16, String),
+    /// Another message.
+    Message(Value),
+    /// The stream ended without a close frame, or nothing came in time.
+    Ended(String),
+}
+
+impl Api {
+    /// The whole log of the current process.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.process.log).unwrap_or_default()
+    }
+
+    /// The whole log of every run of this API (restarts included).
+    pub fn all_logs(&self) -> String {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.data_dir)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        names.retain(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("api-") && n.ends_with(".log"))
+        });
+        names.sort();
+        names
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The secret shared with agents, as the API reads it.
+    pub fn agent_secret(&self) -> Vec<u8> {
+        std::fs::read(self.agent_secret_file())
+            .expect("agent secret")
+            .trim_ascii()
+            .to_vec()
+    }
+
+    /// A token such as the agent of `node` sends to the API.
+    pub fn agent_token(&self, node: &str) -> String {
+        jwt::hs256(
+            &self.agent_secret(),
+            &jwt::service_claims("dcs-agent", "dcs-api", node),
+        )
+    }
+
+    /// `GET /metrics` (Prometheus text).
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert!(
+            response.status().is_success(),
+            "GET /metrics: {}",
+            response.status()
+        );
+        response.text().await.expect("metrics text")
+    }
+
+    /// Opens a `graphql-transport-ws` socket, sends `connection_init` with
+    /// this payload (`None`: none at all) and reports the first answer.
+    pub async fn ws_init(&self, payload: Option<Value>) -> WsOutcome {
+        let mut request = format!("ws://127.0.0.1:{}/graphql", self.port)
+            .into_client_request()
+            .expect("ws request");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().expect("header"),
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket connect");
+        let init = match payload {
+            Some(payload) => json!({"type": "connection_init", "payload": payload}),
+            None => json!({"type": "connection_init"}),
+        };
+        socket
+            .send(Message::text(init.to_string()))
+            .await
+            .expect("send init");
+        ws_first_answer(&mut socket).await
+    }
+
+    /// Opens a socket and sends `subscribe` without any `connection_init`.
+    pub async fn ws_subscribe_without_init(&self, query: &str) -> WsOutcome {
+        let mut request = format!("ws://127.0.0.1:{}/graphql", self.port)
+            .into_client_request()
+            .expect("ws request");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().expect("header"),
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket connect");
+        let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": query}});
+        socket
+            .send(Message::text(subscribe.to_string()))
+            .await
+            .expect("send subscribe");
+        ws_first_answer(&mut socket).await
+    }
+}
+
+async fn ws_first_answer(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> WsOutcome {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let message = match tokio::time::timeout_at(deadline, socket.next()).await {
+            Err(_) => return WsOutcome::Ended("no answer within 10 s".into()),
+            Ok(None) => return WsOutcome::Ended("stream ended".into()),
+            Ok(Some(Err(e))) => return WsOutcome::Ended(format!("error: {e}")),
+            Ok(Some(Ok(message))) => message,
+        };
+        match message {
+            Message::Text(text) => {
+                let value: Value = serde_json::from_str(&text).expect("json");
+                if value["type"] == "connection_ack" {
+                    return WsOutcome::Ack;
+                }
+                return WsOutcome::Message(value);
+            }
+            Message::Close(frame) => {
+                return match frame {
+                    Some(frame) => WsOutcome::Closed(frame.code.into(), frame.reason.to_string()),
+                    None => WsOutcome::Closed(1005, String::new()),
+                };
+            }
+            _ => continue,
+        }
+    }
+}
+
+impl Agent {
+    /// Like `start`, with more arguments for `dcs-agent serve`; a flag
+    /// given here replaces the same flag of `start`'s defaults (except the
+    /// repeatable `--insecure-registry`, which is added).
+    pub fn start_with(
+        env: &TestEnv,
+        api: &Api,
+        node: &str,
+        namespace: &str,
+        extra: &[&str],
+    ) -> Self {
+        let port = free_port();
+        let mut args: Vec<String> = [
+            "serve",
+            "--containerd-socket",
+            &env.containerd_socket.to_string_lossy(),
+            "--namespace",
+            namespace,
+            "--node-name",
+            node,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--api-url",
+            &api.url,
+            "--shared-secret-file",
+            &api.agent_secret_file().to_string_lossy(),
+            "--insecure-registry",
+            &env.registry,
+            "--insecure-registry",
+            &env.auth_registry,
+            "--state-dir",
+            &env.state_dir.to_string_lossy(),
+            "--heartbeat-seconds",
+            "1",
+            "--shutdown-grace-seconds",
+            "20",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for flag in extra.iter().filter(|a| a.starts_with("--")) {
+            if *flag == "--insecure-registry" {
+                continue;
+            }
+            if let Some(at) = args.iter().position(|a| a == flag) {
+                args.drain(at..at + 2);
+            }
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut agent = Self {
+            process: Process {
+                child: None,
+                log: PathBuf::new(),
+            },
+            node: node.to_string(),
+            port,
+            args,
+        };
+        agent.launch(&api.data_dir);
+        agent
+    }
+
+    /// The whole log of the current process.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.process.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.process.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => true,
+            Some(Ok(Some(_))) | Some(Err(_)) => {
+                self.process.child = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// A token such as the API sends to this agent.
+    pub fn api_token(&self, api: &Api) -> String {
+        jwt::hs256(
+            &api.agent_secret(),
+            &jwt::service_claims("dcs-api", "dcs-agent", &self.node),
+        )
+    }
+
+    /// The agent's `/metrics`, fetched with the API's credentials.
+    pub async fn metrics(&self, api: &Api) -> String {
+        let response = http_client()
+            .get(format!("{}/metrics", self.url()))
+            .bearer_auth(self.api_token(api))
+            .send()
+            .await
+            .expect("GET agent /metrics");
+        assert!(
+            response.status().is_success(),
+            "agent /metrics: {}",
+            response.status()
+        );
+        response.text().await.expect("metrics text")
+    }
+}
+
+/// The value of a Prometheus sample (`name{labels} value`), 0 when absent.
+pub fn metric_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse::<f64>().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+/// `skopeo inspect --raw` of a reference on a plain-HTTP registry: the
+/// manifest bytes, or skopeo's error.
+pub fn skopeo_inspect(reference: &str) -> Result<Vec<u8>, String> {
+    let output = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("run skopeo");
+    if output.status.success() {
+        Ok(output.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).to_string())
+    }
+}
+
+/// The digest the registry serves for a reference; fails the test if none.
+pub fn registry_digest(reference: &str) -> String {
+    let manifest =
+        skopeo_inspect(reference).unwrap_or_else(|e| panic!("skopeo inspect {reference}: {e}"));
+    crate::layer::sha256_hex(&manifest)
+}
+
+/// The status of a container's task (`RUNNING`, `PAUSED`, `STOPPED`, ...)
+/// as `ctr tasks ls` shows it; `None` without a task.
+pub fn task_status(ctr: &crate::Ctr, id: &str) -> Option<String> {
+    ctr.run(&["tasks", "ls"]).lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.first() == Some(&id)).then(|| fields.last().unwrap_or(&"").to_string())
+    })
+}
+
+impl Subscription {
+    /// The next server message as it is (`next`, `error`, `complete`, ...),
+    /// answering pings; `None` when the socket ends or nothing comes in time.
+    pub async fn next_message(&mut self, timeout: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .ok()??
+                .ok()?;
+            match message {
+                Message::Text(text) => {
+                    let value: Value = serde_json::from_str(&text).ok()?;
+                    if value["type"] == "ping" {
+                        let _ = self
+                            .socket
+                            .send(Message::text(json!({"type": "pong"}).to_string()))
+                            .await;
+                        continue;
+                    }
+                    return Some(value);
+                }
+                Message::Close(frame) => {
+                    return Some(
+                        json!({"type": "close", "frame": frame.map(|f| f.reason.to_string())}),
+                    );
+                }
+                _ => continue,
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers for the webhook tests (webhooks.rs) and scripts/stress-webhooks.sh.
+// ---------------------------------------------------------------------------
+
+impl Api {
+    /// Like `start`, with more arguments appended after `serve ...` (for
+    /// example `--webhook-allow 127.0.0.0/8 --webhook-allow-http`). `restart`
+    /// does not repeat them: use `restart_with`.
+    pub async fn start_with(options: ApiOptions, extra_args: Vec<String>) -> Self {
+        let data_dir = std::env::temp_dir().join(unique("dcs-api"));
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        let port = free_port();
+        let mut api = Self {
+            process: Process {
+                child: None,
+                log: data_dir.join("api.log"),
+            },
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir,
+            options_database_url: options.database_url,
+            speaker_prefixes: options.speaker_prefixes,
+            agent_timeout_seconds: options.agent_timeout_seconds,
+            http: http_client(),
+        };
+        api.launch_with(&extra_args).await;
+        api
+    }
+
+    /// Kills the process (SIGKILL, if it still runs) and starts it again
+    /// with the same data directory, database and port, plus these
+    /// arguments after `serve ...`.
+    pub async fn restart_with(&mut self, extra_args: &[String]) {
+        self.process.kill();
+        self.launch_with(extra_args).await;
+    }
+
+    /// The process id of the running API, if any.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.child.as_ref().map(|c| c.id())
+    }
+
+    async fn launch_with(&mut self, extra_args: &[String]) {
+        let listen = format!("127.0.0.1:{}", self.port);
+        let timeout = self.agent_timeout_seconds.to_string();
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--listen".into(),
+            listen,
+            "--agent-timeout-seconds".into(),
+            timeout,
+        ];
+        for prefix in &self.speaker_prefixes {
+            args.push("--speaker-repository-prefix".into());
+            args.push(prefix.clone());
+        }
+        args.extend(extra_args.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let command = self.command(&args);
+        let log = self.data_dir.join(format!("api-{}.log", unique("run")));
+        self.process = Process::spawn(command, log);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dcs-api did not start:\n{}",
+                self.process.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Agent {
+    /// Sends a signal (`STOP`, `CONT`, `TERM`, ...) to the agent process.
+    pub fn signal(&mut self, signal: &str) {
+        self.process.signal(signal);
+    }
+}

@@ -25,6 +25,13 @@ impl Policy {
         if who.is_admin() {
             return Ok(());
         }
+        // `sub` goes into a repository path: it must be one path component,
+        // or a subject like `bob/x` would reach into bob's prefix.
+        if !is_path_component(&who.sub) {
+            return Err(ApiError::forbidden(
+                "your token's subject cannot name a repository prefix (lowercase letters, digits and . _ - only)",
+            ));
+        }
         let allowed = self.speaker_prefixes.iter().any(|template| {
             let prefix = template.replace("{sub}", &who.sub);
             let prefix = prefix.trim_end_matches('/');
@@ -47,6 +54,17 @@ impl Policy {
             )))
         }
     }
+}
+
+/// `[a-z0-9]+([._-][a-z0-9]+)*`: a repository path component.
+fn is_path_component(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    !bytes.is_empty()
+        && alnum(bytes[0])
+        && alnum(bytes[bytes.len() - 1])
+        && bytes.iter().all(|&b| alnum(b) || b"._-".contains(&b))
+        && !bytes.windows(2).any(|w| !alnum(w[0]) && !alnum(w[1]))
 }
 
 #[cfg(test)]
@@ -87,5 +105,14 @@ mod tests {
         assert!(policy.may_see_namespace(&alice, Some("ws")));
         assert!(!policy.may_see_namespace(&alice, Some("other")));
         assert!(!policy.may_see_namespace(&alice, None));
+        let sneaky = Principal {
+            sub: "bob/x".into(),
+            ..alice.clone()
+        };
+        assert!(
+            policy
+                .check_push(&sneaky, "reg:5000/workshops/bob/x")
+                .is_err()
+        );
     }
 }

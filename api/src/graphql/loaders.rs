@@ -3,13 +3,17 @@
 
 use std::collections::HashMap;
 
-use async_graphql::dataloader::Loader;
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use entity::snapshot;
 use uuid::Uuid;
 
 use crate::errors::ApiError;
 use crate::service::snapshots;
 use crate::state::AppState;
+
+/// The loaders as requests hold them (cached per request).
+pub type SnapshotsById = DataLoader<SnapshotLoader, HashMapCache>;
+pub type ChildrenById = DataLoader<ChildrenLoader, HashMapCache>;
 
 pub struct SnapshotLoader(pub AppState);
 

@@ -1,12 +1,11 @@
 //! GraphQL object types over the database models.
 
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::{container, node, snapshot};
 
 use super::context::{principal, state};
-use super::loaders::{ChildrenLoader, SnapshotLoader};
+use super::loaders::{ChildrenById, SnapshotsById};
 use crate::auth::Role;
 use crate::service::snapshots::{self, JobOptions};
 
@@ -244,7 +243,7 @@ impl Snapshot {
         };
         let who = principal(ctx)?;
         let state = state(ctx)?;
-        let loader = ctx.data_unchecked::<DataLoader<SnapshotLoader>>();
+        let loader = ctx.data::<SnapshotsById>()?;
         let parent = loader.load_one(id).await?;
         Ok(parent
             .filter(|p| snapshots::may_see(state, who, p))
@@ -255,7 +254,7 @@ impl Snapshot {
     async fn children(&self, ctx: &Context<'_>) -> Result<Vec<Snapshot>> {
         let who = principal(ctx)?;
         let state = state(ctx)?;
-        let loader = ctx.data_unchecked::<DataLoader<ChildrenLoader>>();
+        let loader = ctx.data::<ChildrenById>()?;
         let children = loader.load_one(self.0.id).await?.unwrap_or_default();
         Ok(children
             .into_iter()
@@ -264,24 +263,52 @@ impl Snapshot {
             .collect())
     }
 
-    /// Parent, grandparent, ... nearest first.
+    /// Parent, grandparent, ... nearest first. Each step goes through the
+    /// request's loader, so a list costs one query per generation.
     async fn ancestors(&self, ctx: &Context<'_>) -> Result<Vec<Snapshot>> {
         let who = principal(ctx)?;
         let state = state(ctx)?;
-        Ok(snapshots::ancestors(state, &self.0)
-            .await?
+        let loader = ctx.data::<SnapshotsById>()?;
+        let mut chain = Vec::new();
+        let mut seen = std::collections::HashSet::from([self.0.id]);
+        let mut next = self.0.parent_id;
+        // A cycle cannot come from the API, but must not hang it either.
+        while let Some(id) = next.filter(|id| seen.insert(*id)) {
+            let Some(parent) = loader.load_one(id).await? else {
+                break;
+            };
+            next = parent.parent_id;
+            chain.push(parent);
+        }
+        Ok(chain
             .into_iter()
             .filter(|s| snapshots::may_see(state, who, s))
             .map(Snapshot)
             .collect())
     }
 
-    /// Children, grandchildren, ... breadth first.
+    /// Children, grandchildren, ... breadth first; one loader call per
+    /// generation.
     async fn descendants(&self, ctx: &Context<'_>) -> Result<Vec<Snapshot>> {
         let who = principal(ctx)?;
         let state = state(ctx)?;
-        Ok(snapshots::descendants(state, &self.0)
-            .await?
+        let loader = ctx.data::<ChildrenById>()?;
+        let mut all = Vec::new();
+        let mut seen = std::collections::HashSet::from([self.0.id]);
+        let mut frontier = vec![self.0.id];
+        while !frontier.is_empty() {
+            let children = loader.load_many(frontier.iter().copied()).await?;
+            let mut generation: Vec<snapshot::Model> = children.into_values().flatten().collect();
+            generation.sort_by_key(|s| (s.created_at, s.id));
+            frontier = Vec::new();
+            for child in generation {
+                if seen.insert(child.id) {
+                    frontier.push(child.id);
+                    all.push(child);
+                }
+            }
+        }
+        Ok(all
             .into_iter()
             .filter(|s| snapshots::may_see(state, who, s))
             .map(Snapshot)

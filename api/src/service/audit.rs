@@ -31,3 +31,42 @@ pub async fn record<C: ConnectionTrait>(
         tracing::error!(error = %e, action, "could not write the audit log");
     }
 }
+
+/// Anonymous refusals recorded per second at most: a flood of bad tokens
+/// must not flood the audit log.
+const ANONYMOUS_PER_SECOND: u64 = 20;
+
+/// Records a refusal of a caller without a valid token.
+pub async fn record_unauthenticated<C: ConnectionTrait>(
+    db: &C,
+    action: &str,
+    target_kind: &str,
+    reason: &str,
+    detail: serde_json::Value,
+) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WINDOW: AtomicU64 = AtomicU64::new(0);
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let second = crate::clock::now().timestamp() as u64;
+    if WINDOW.swap(second, Ordering::Relaxed) != second {
+        COUNT.store(0, Ordering::Relaxed);
+    }
+    if COUNT.fetch_add(1, Ordering::Relaxed) >= ANONYMOUS_PER_SECOND {
+        tracing::debug!(action, "unauthenticated refusal not audited (rate limit)");
+        return;
+    }
+    let row = audit_log::ActiveModel {
+        at: Set(crate::clock::now()),
+        actor: Set("anonymous".into()),
+        role: Set("none".into()),
+        action: Set(action.to_string()),
+        target_kind: Set(target_kind.to_string()),
+        target_id: Set(None),
+        outcome: Set("unauthenticated".into()),
+        detail: Set(serde_json::json!({"reason": reason, "request": detail})),
+        ..Default::default()
+    };
+    if let Err(e) = row.insert(db).await {
+        tracing::error!(error = %e, action, "could not write the audit log");
+    }
+}

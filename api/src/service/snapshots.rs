@@ -1,6 +1,6 @@
 //! Snapshots: created by speakers, run by agents, linked into lineages.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use dcs_protocol::changes::ConfigChange;
@@ -539,49 +539,4 @@ pub async fn children_of(
         }
     }
     Ok(map)
-}
-
-/// Ancestors, nearest first: one query per generation (lineages are short),
-/// stopping at a cycle should the data ever hold one.
-pub async fn ancestors(
-    state: &AppState,
-    start: &snapshot::Model,
-) -> ApiResult<Vec<snapshot::Model>> {
-    let mut chain = Vec::new();
-    let mut seen = HashSet::from([start.id]);
-    let mut next = start.parent_id;
-    while let Some(id) = next {
-        if !seen.insert(id) {
-            break;
-        }
-        let Some(parent) = Snapshot::find_by_id(id).one(&state.db).await? else {
-            break;
-        };
-        next = parent.parent_id;
-        chain.push(parent);
-    }
-    Ok(chain)
-}
-
-/// Descendants, breadth first: one query per generation.
-pub async fn descendants(
-    state: &AppState,
-    start: &snapshot::Model,
-) -> ApiResult<Vec<snapshot::Model>> {
-    let mut all = Vec::new();
-    let mut seen = HashSet::from([start.id]);
-    let mut frontier = vec![start.id];
-    while !frontier.is_empty() {
-        let children = children_of(state, &frontier).await?;
-        frontier = Vec::new();
-        let mut generation: Vec<snapshot::Model> = children.into_values().flatten().collect();
-        generation.sort_by_key(|s| (s.created_at, s.id));
-        for child in generation {
-            if seen.insert(child.id) {
-                frontier.push(child.id);
-                all.push(child);
-            }
-        }
-    }
-    Ok(all)
 }

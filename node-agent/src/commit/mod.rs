@@ -161,6 +161,7 @@ pub async fn commit(
             .create_lease(
                 &format!("dcs-commit-{}", uuid::Uuid::new_v4()),
                 LEASE_EXPIRY,
+                Some(&container.id),
             )
             .await?,
         released: false,

@@ -47,6 +47,9 @@ pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
 /// leftovers after a crash.
 pub const LEASE_OWNER_LABEL: &str = "dcs.io/owner";
 pub const LEASE_OWNER: &str = "dcs-agent";
+/// Label on a commit's lease naming its container, so a restarted agent can
+/// resume a task that a commit interrupted by a crash left paused.
+pub const LEASE_CONTAINER_LABEL: &str = "dcs.io/container";
 
 /// How long connecting to containerd may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -339,16 +342,20 @@ impl Containerd {
         &self,
         id: &str,
         expire_after: std::time::Duration,
+        container: Option<&str>,
     ) -> Result<Lease, Error> {
         let expire = chrono::Utc::now()
             + chrono::Duration::from_std(expire_after).unwrap_or(chrono::Duration::hours(1));
-        let labels = HashMap::from([
+        let mut labels = HashMap::from([
             (
                 "containerd.io/gc.expire".to_string(),
                 expire.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             ),
             (LEASE_OWNER_LABEL.to_string(), LEASE_OWNER.to_string()),
         ]);
+        if let Some(container) = container {
+            labels.insert(LEASE_CONTAINER_LABEL.to_string(), container.to_string());
+        }
         LeasesClient::new(self.channel.clone())
             .create(self.request(CreateLeaseRequest {
                 id: id.to_string(),
@@ -371,6 +378,30 @@ impl Containerd {
             Err(s) if s.code() == Code::NotFound => Ok(()),
             Err(s) => Err(Error::rpc("delete lease", s)),
         }
+    }
+
+    /// Cleans up after an agent that died mid-commit: resumes the tasks its
+    /// commits had paused (a desktop must never stay frozen), then deletes
+    /// its leases; returns how many leases it removed.
+    pub async fn recover_own_leases(&self) -> Result<usize, Error> {
+        let filter = format!("labels.\"{LEASE_OWNER_LABEL}\"=={LEASE_OWNER}");
+        let leases = LeasesClient::new(self.channel.clone())
+            .list(self.request(ListLeasesRequest {
+                filters: vec![filter],
+            }))
+            .await
+            .map_err(|s| Error::rpc("list leases", s))?
+            .into_inner()
+            .leases;
+        for lease in &leases {
+            if let Some(container) = lease.labels.get(LEASE_CONTAINER_LABEL)
+                && self.task_state(container).await? == TaskState::Paused
+            {
+                tracing::warn!(container = %container, "resuming a task an interrupted commit left paused");
+                self.resume_task(container).await?;
+            }
+        }
+        self.delete_own_leases().await
     }
 
     /// Deletes the leases this agent left behind (after a crash); returns

@@ -64,7 +64,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .context("containerd")?;
     let dropped = containerd
-        .delete_own_leases()
+        .recover_own_leases()
         .await
         .context("cleaning up leftover leases")?;
     if dropped > 0 {

@@ -3,6 +3,7 @@ use async_graphql::{Context, ID, InputObject, Object, Result};
 use crate::graphql::context::{principal, state};
 use crate::graphql::query::parse_snapshot_id;
 use crate::graphql::types::Snapshot;
+use crate::service::audit;
 use crate::service::snapshots::{self, ContainerSelector, NewSnapshot};
 
 #[derive(Default)]
@@ -51,7 +52,20 @@ impl SnapshotMutation {
         ctx: &Context<'_>,
         input: CreateSnapshotInput,
     ) -> Result<Snapshot> {
-        let who = principal(ctx)?;
+        let who = match principal(ctx) {
+            Ok(who) => who,
+            Err(refused) => {
+                audit::record_unauthenticated(
+                    &state(ctx)?.db,
+                    "createSnapshot",
+                    "snapshot",
+                    &refused.message,
+                    serde_json::json!({"target": input.target}),
+                )
+                .await;
+                return Err(refused.into());
+            }
+        };
         let request = NewSnapshot {
             container: ContainerSelector {
                 node: input.node,
@@ -77,7 +91,20 @@ impl SnapshotMutation {
 
     /// Cancels a snapshot that has not finished.
     async fn cancel_snapshot(&self, ctx: &Context<'_>, id: ID) -> Result<Snapshot> {
-        let who = principal(ctx)?;
+        let who = match principal(ctx) {
+            Ok(who) => who,
+            Err(refused) => {
+                audit::record_unauthenticated(
+                    &state(ctx)?.db,
+                    "cancelSnapshot",
+                    "snapshot",
+                    &refused.message,
+                    serde_json::json!({"id": id.as_str()}),
+                )
+                .await;
+                return Err(refused.into());
+            }
+        };
         let id = parse_snapshot_id(&id)?;
         Ok(Snapshot(snapshots::cancel(state(ctx)?, who, id).await?))
     }

@@ -24,6 +24,31 @@ pub fn parse_id(id: &ID) -> Result<uuid::Uuid, ApiError> {
         .map_err(|_| ApiError::bad_input(format!("\"{}\" is not a snapshot id", id.as_str())))
 }
 
+/// Loads the page's parents and children in one query each and hands them
+/// to the request's DataLoaders, so `parent` and `children` of every row
+/// cost no further query, whatever the timing.
+async fn prefetch_lineage(ctx: &Context<'_>, rows: &[entity::snapshot::Model]) -> Result<()> {
+    use crate::graphql::loaders::{ChildrenById, SnapshotsById};
+    let state = state(ctx)?;
+    let parent_ids: Vec<uuid::Uuid> = rows.iter().filter_map(|r| r.parent_id).collect();
+    let parents = snapshots::by_ids(state, &parent_ids).await?;
+    let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.id).collect();
+    let mut children = snapshots::children_of(state, &ids).await?;
+    if let Some(loader) = ctx.data_opt::<SnapshotsById>() {
+        loader
+            .feed_many(rows.iter().map(|r| (r.id, r.clone())).chain(parents))
+            .await;
+    }
+    if let Some(loader) = ctx.data_opt::<ChildrenById>() {
+        // Rows without children are fed too: "none" is an answer.
+        let all = ids
+            .iter()
+            .map(|id| (*id, children.remove(id).unwrap_or_default()));
+        loader.feed_many(all).await;
+    }
+    Ok(())
+}
+
 #[Object]
 impl SnapshotsQuery {
     async fn snapshot(&self, ctx: &Context<'_>, id: ID) -> Result<Snapshot> {
@@ -56,6 +81,7 @@ impl SnapshotsQuery {
             after,
         )
         .await?;
+        prefetch_lineage(ctx, &rows).await?;
         let edges: Vec<SnapshotEdge> = rows
             .into_iter()
             .map(|row| SnapshotEdge {

@@ -1,0 +1,617 @@
+//! Faults with real processes: agents killed (SIGKILL) or stopped (SIGTERM)
+//! mid-commit, a registry that is down, the API killed mid-job, and
+//! cancellation. Real Postgres, containerd, runc, registry, `dcs-api` and
+//! `dcs-agent`.
+
+use std::time::{Duration, Instant};
+
+use e2e_tests::stack::{
+    Agent, Api, ApiOptions, Database, documents, free_port, metric_value, registry_digest,
+    skopeo_inspect, task_status,
+};
+use e2e_tests::{Ctr, TestEnv, unique};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A container with the CRI labels of pod `workshop/<pod>`.
+fn desktop(ctr: &Ctr, id: &str, image: &str, pod: &str) {
+    ctr.run(&[
+        "run",
+        "-d",
+        "--snapshotter",
+        "overlayfs",
+        "--label",
+        &format!("io.kubernetes.pod.name={pod}"),
+        "--label",
+        "io.kubernetes.pod.namespace=workshop",
+        "--label",
+        "io.kubernetes.container.name=desktop",
+        image,
+        id,
+        "sleep",
+        "3600",
+    ]);
+}
+
+/// Random (incompressible) data in the container, to make a commit slow.
+fn write_random(ctr: &Ctr, id: &str, megabytes: u32) {
+    ctr.exec(
+        id,
+        &format!("dd if=/dev/urandom of=/root/big bs=1M count={megabytes} 2>/dev/null"),
+    );
+}
+
+struct Stack {
+    env: TestEnv,
+    db: Database,
+    api: Api,
+    ctr: Ctr,
+    desk: String,
+    alice: String,
+    root: String,
+}
+
+/// Postgres, the API, one running desktop (not yet any agent).
+async fn stack(agent_timeout_seconds: u64, extra_prefixes: &[String]) -> Stack {
+    let env = TestEnv::get();
+    let db = Database::fresh();
+    let mut speaker_prefixes = vec![format!("{}/workshops/{{sub}}", env.registry)];
+    speaker_prefixes.extend(extra_prefixes.iter().cloned());
+    let api = Api::start(ApiOptions {
+        database_url: Some(db.url.clone()),
+        speaker_prefixes,
+        agent_timeout_seconds,
+    })
+    .await;
+    let ctr = Ctr::new(&env.containerd_socket, &unique("faults"));
+    let busybox = ctr.import_busybox("overlayfs");
+    let desk = unique("desk");
+    desktop(&ctr, &desk, busybox, "desktop-0");
+    let alice = api.token("alice", "speaker", &["workshop"]);
+    let root = api.token("root", "admin", &[]);
+    Stack {
+        env,
+        db,
+        api,
+        ctr,
+        desk,
+        alice,
+        root,
+    }
+}
+
+impl Stack {
+    fn agent(&self, node: &str) -> Agent {
+        Agent::start(&self.env, &self.api, node, &self.ctr.namespace)
+    }
+
+    async fn wait_for_container(&self) {
+        let desk = self.desk.clone();
+        self.api
+            .wait_for(
+                &self.alice,
+                documents::CONTAINERS,
+                json!({}),
+                WAIT,
+                move |d| {
+                    d["containers"].as_array().is_some_and(|list| {
+                        list.iter()
+                            .any(|c| c["id"] == desk.as_str() && c["state"] == "running")
+                    })
+                },
+            )
+            .await;
+    }
+
+    /// A target of this run under alice's prefix.
+    fn target(&self, tag: &str) -> String {
+        format!(
+            "{}/workshops/alice/{}:{tag}",
+            self.env.registry, self.ctr.namespace
+        )
+    }
+
+    async fn create(&self, target: &str) -> String {
+        let created = self
+            .api
+            .data(
+                &self.alice,
+                documents::CREATE,
+                json!({"input": {"containerId": self.desk, "target": target, "compression": "GZIP"}}),
+            )
+            .await;
+        assert_eq!(created["createSnapshot"]["status"], "QUEUED", "{created}");
+        created["createSnapshot"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn snapshot(&self, id: &str) -> Value {
+        self.api
+            .data(&self.alice, documents::SNAPSHOT, json!({"id": id}))
+            .await["snapshot"]
+            .clone()
+    }
+
+    /// Waits until the snapshot's status is one of `statuses`.
+    async fn wait_status(&self, id: &str, statuses: &[&str], timeout: Duration) -> Value {
+        let statuses: Vec<String> = statuses.iter().map(|s| s.to_string()).collect();
+        self.api
+            .wait_for(
+                &self.alice,
+                documents::SNAPSHOT,
+                json!({"id": id}),
+                timeout,
+                move |d| {
+                    d["snapshot"]["status"]
+                        .as_str()
+                        .is_some_and(|s| statuses.iter().any(|w| w == s))
+                },
+            )
+            .await["snapshot"]
+            .clone()
+    }
+
+    async fn node(&self, name: &str) -> Value {
+        let data = self
+            .api
+            .data(
+                &self.root,
+                "{ nodes { name state registeredAt lastSeenAt } }",
+                json!({}),
+            )
+            .await;
+        data["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// The task's status, waiting up to `timeout` for it to be RUNNING.
+    async fn wait_task_running(&self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = task_status(&self.ctr, &self.desk);
+            if status.as_deref() == Some("RUNNING") || Instant::now() >= deadline {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The kinds of the recorded events of a snapshot, in order.
+    fn event_kinds(&self, id: &str) -> Vec<String> {
+        self.db
+            .query(&format!(
+                "SELECT kind FROM snapshot_events WHERE snapshot_id = '{id}' ORDER BY id"
+            ))
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
+/// (a) An agent killed (SIGKILL) during a commit: the snapshot fails with a
+/// reason within the agent timeout, no tag is left, and the restarted agent
+/// registers again and works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_killed_during_a_commit_fails_the_snapshot_and_a_restarted_agent_works() {
+    let s = stack(5, &[]).await;
+    let mut agent = s.agent("node-a");
+    s.wait_for_container().await;
+    let registered = s.node("node-a").await;
+    assert_eq!(registered["state"], "READY", "{registered}");
+    // ~300 MB of random data: a gzip commit of it takes long.
+    write_random(&s.ctr, &s.desk, 300);
+
+    let target = s.target("v1");
+    let id = s.create(&target).await;
+    s.wait_status(&id, &["DIFFING"], WAIT).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let task_at_kill = task_status(&s.ctr, &s.desk);
+    let leases = s.ctr.run(&["leases", "ls"]);
+    assert!(
+        leases.contains("dcs.io/owner=dcs-agent"),
+        "the commit holds a lease: {leases}"
+    );
+    agent.kill();
+    let killed = Instant::now();
+
+    let failed = s
+        .wait_status(
+            &id,
+            &["FAILED", "PUSHED", "CANCELLED"],
+            Duration::from_secs(30),
+        )
+        .await;
+    let took = killed.elapsed();
+    println!(
+        "FAILED {took:?} after the kill: {} ({}); the task was {task_at_kill:?} at the kill",
+        failed["failureReason"], failed["failureCode"]
+    );
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(failed["failureCode"], "AGENT_LOST", "{failed}");
+    let reason = failed["failureReason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("node-a")
+            && (reason.contains("stopped responding") || reason.contains("restarted")),
+        "{failed}"
+    );
+    // Agent timeout 5 s, heartbeats every second, a dispatcher tick of 0.5 s.
+    assert!(
+        took <= Duration::from_secs(10),
+        "failed only {took:?} after the agent died (timeout 5 s)"
+    );
+    assert_eq!(s.node("node-a").await["state"], "LOST");
+    assert_eq!(
+        s.db.query(&format!(
+            "SELECT status || ' ' || coalesce(manifest_digest, '-') FROM snapshots WHERE id = '{id}'"
+        )),
+        "FAILED -"
+    );
+    // No tag, half-pushed or otherwise.
+    let inspected = skopeo_inspect(&target);
+    assert!(inspected.is_err(), "{target} exists after the agent died");
+
+    // The agent comes back: a new registration, READY, its leftover lease
+    // deleted, and a new snapshot of the same container works.
+    agent.restart(&s.api);
+    let before = registered["registeredAt"].as_str().unwrap().to_string();
+    let data = s
+        .api
+        .wait_for(
+            &s.root,
+            "{ nodes { name state registeredAt } }",
+            json!({}),
+            WAIT,
+            |d| {
+                d["nodes"].as_array().is_some_and(|l| {
+                    l.iter().any(|n| {
+                        n["name"] == "node-a"
+                            && n["state"] == "READY"
+                            && n["registeredAt"]
+                                .as_str()
+                                .is_some_and(|at| at > before.as_str())
+                    })
+                })
+            },
+        )
+        .await;
+    println!("re-registered: {data}");
+    let leases = s.ctr.run(&["leases", "ls"]);
+    assert!(
+        !leases.contains("dcs.io/owner=dcs-agent"),
+        "the restarted agent left the dead one's lease: {leases}"
+    );
+    // Was the desktop left frozen by the dead agent's pause?
+    let task_after_restart = s.wait_task_running(Duration::from_secs(10)).await;
+    if task_after_restart.as_deref() == Some("PAUSED") {
+        // Thaw it by hand, to check the rest; the assertion at the end
+        // reports it.
+        s.ctr.run(&["tasks", "resume", &s.desk]);
+    }
+    s.ctr
+        .exec(&s.desk, "rm /root/big && echo after > /root/after");
+    let target2 = s.target("v2");
+    let id2 = s.create(&target2).await;
+    let done = s
+        .wait_status(&id2, &["PUSHED", "FAILED", "CANCELLED"], WAIT)
+        .await;
+    assert_eq!(done["status"], "PUSHED", "{done}\n{}", agent.log_tail());
+    assert_eq!(
+        registry_digest(&target2),
+        done["manifestDigest"].as_str().unwrap()
+    );
+    assert_eq!(
+        task_after_restart.as_deref(),
+        Some("RUNNING"),
+        "the desktop was {task_at_kill:?} when the agent was killed mid-commit and is still \
+         {task_after_restart:?} 10 s after the agent restarted: a killed agent leaves the \
+         speaker's desktop frozen"
+    );
+}
+
+/// (b) A registry where nothing listens: FAILED, code REGISTRY, with the
+/// registry's error; the desktop keeps running and the agent keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_down_fails_with_the_registry_error() {
+    let dead = format!("127.0.0.1:{}", free_port());
+    let s = stack(20, &[format!("{dead}/workshops/{{sub}}")]).await;
+    let agent = Agent::start_with(
+        &s.env,
+        &s.api,
+        "node-b",
+        &s.ctr.namespace,
+        &["--insecure-registry", &dead],
+    );
+    s.wait_for_container().await;
+    s.ctr.exec(&s.desk, "echo change > /root/change");
+
+    let target = format!("{dead}/workshops/alice/desk:v1");
+    let id = s.create(&target).await;
+    let failed = s
+        .wait_status(&id, &["FAILED", "PUSHED", "CANCELLED"], WAIT)
+        .await;
+    println!(
+        "registry down: {} {}",
+        failed["failureCode"], failed["failureReason"]
+    );
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(failed["failureCode"], "REGISTRY", "{failed}");
+    let reason = failed["failureReason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(&dead),
+        "the reason names the registry: {failed}"
+    );
+    let lower = reason.to_lowercase();
+    assert!(
+        lower.contains("refused") || lower.contains("connect") || lower.contains("unreachable"),
+        "the reason says what went wrong: {failed}"
+    );
+    assert_eq!(
+        s.db.query(&format!(
+            "SELECT failure_code FROM snapshots WHERE id = '{id}'"
+        )),
+        "REGISTRY"
+    );
+    assert_eq!(task_status(&s.ctr, &s.desk).as_deref(), Some("RUNNING"));
+
+    // The same container to a live registry: fine.
+    let target = s.target("v1");
+    let id = s.create(&target).await;
+    let done = s
+        .wait_status(&id, &["PUSHED", "FAILED", "CANCELLED"], WAIT)
+        .await;
+    assert_eq!(done["status"], "PUSHED", "{done}\n{}", agent.log_tail());
+    assert_eq!(
+        registry_digest(&target),
+        done["manifestDigest"].as_str().unwrap()
+    );
+}
+
+/// Kills the API during a commit and keeps it down until the agent has
+/// pushed (so the result can only land by the agent retrying its events),
+/// and at least `min_down`; returns when the API was killed. The caller
+/// starts it again.
+async fn kill_api_until_the_agent_has_pushed(
+    s: &mut Stack,
+    agent: &Agent,
+    id: &str,
+    min_down: Duration,
+) -> Instant {
+    s.wait_status(id, &["DIFFING"], WAIT).await;
+    s.api.kill();
+    let down = Instant::now();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = agent.metrics(&s.api).await;
+        let finished = metric_value(&metrics, "dcs_agent_commits_total{outcome=\"pushed\"}")
+            + metric_value(&metrics, "dcs_agent_commits_total{outcome=\"failed\"}");
+        if finished >= 1.0 && down.elapsed() >= min_down {
+            return down;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not finish: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// (c) The API killed (SIGKILL) mid-job and restarted: the job's result
+/// still lands in the database, because the agent retries its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_killed_mid_job_still_records_the_result() {
+    let mut s = stack(30, &[]).await;
+    let agent = s.agent("node-c");
+    s.wait_for_container().await;
+    write_random(&s.ctr, &s.desk, 24);
+    let target = s.target("v1");
+    let id = s.create(&target).await;
+    let down = kill_api_until_the_agent_has_pushed(&mut s, &agent, &id, Duration::ZERO).await;
+    s.api.restart().await;
+    let down = down.elapsed();
+    println!("API down for {down:?}");
+    let done = s
+        .wait_status(&id, &["PUSHED", "FAILED", "CANCELLED"], WAIT)
+        .await;
+    assert_eq!(done["status"], "PUSHED", "{done}\n{}", s.api.all_logs());
+    let digest = done["manifestDigest"].as_str().unwrap();
+    assert_eq!(registry_digest(&target), digest, "the registry serves it");
+    assert_eq!(
+        s.db.query(&format!(
+            "SELECT status || ' ' || manifest_digest FROM snapshots WHERE id = '{id}'"
+        )),
+        format!("PUSHED {digest}")
+    );
+    let kinds = s.event_kinds(&id);
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("QUEUED"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("PUSHED"),
+        "{kinds:?}"
+    );
+    assert!(kinds.iter().any(|k| k == "DIFFING"), "{kinds:?}");
+    assert_eq!(s.node("node-c").await["state"], "READY");
+}
+
+/// The API down for longer than the agent timeout while the agent is fine
+/// and finishing the job (a slow rollout of a single replica): the result
+/// must still land; the agent never stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_down_longer_than_the_agent_timeout_still_records_the_result() {
+    let mut s = stack(5, &[]).await;
+    let mut agent = s.agent("node-c2");
+    s.wait_for_container().await;
+    write_random(&s.ctr, &s.desk, 24);
+    let target = s.target("v1");
+    let id = s.create(&target).await;
+    // Down for longer than the agent timeout (5 s).
+    let down =
+        kill_api_until_the_agent_has_pushed(&mut s, &agent, &id, Duration::from_secs(7)).await;
+    // The agent's next heartbeat (every 5 s by default) and its next retry
+    // (backoff up to 5 s) normally come after the restarted API's first
+    // look at its agents; hold the agent for a moment so that they do here
+    // too, instead of racing the API's start-up.
+    agent.signal("STOP");
+    s.api.restart().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    agent.signal("CONT");
+    let down = down.elapsed();
+    let done = s
+        .wait_status(&id, &["PUSHED", "FAILED", "CANCELLED"], WAIT)
+        .await;
+    let pushed = skopeo_inspect(&target).is_ok();
+    assert_eq!(
+        done["status"], "PUSHED",
+        "the agent pushed {target} (in the registry: {pushed}) while the API was down for \
+         {down:?} (> agent timeout 5 s); after the API restart the snapshot is {done}"
+    );
+    assert_eq!(
+        registry_digest(&target),
+        done["manifestDigest"].as_str().unwrap()
+    );
+}
+
+/// (d) SIGTERM while a job runs: the agent finishes it (PUSHED, reported)
+/// before it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_sigterm_lets_the_running_job_finish() {
+    let s = stack(30, &[]).await;
+    let mut agent = s.agent("node-d");
+    s.wait_for_container().await;
+    write_random(&s.ctr, &s.desk, 24);
+    let target = s.target("v1");
+    let id = s.create(&target).await;
+    s.wait_status(&id, &["DIFFING"], WAIT).await;
+    let started = Instant::now();
+    assert!(
+        agent.terminate(Duration::from_secs(60)),
+        "the agent did not exit within 60 s of SIGTERM"
+    );
+    println!("agent exited {:?} after SIGTERM", started.elapsed());
+    assert!(!agent.is_running());
+    // Reported before the exit: the row is already final.
+    let row = s.db.query(&format!(
+        "SELECT status || ' ' || coalesce(manifest_digest, '-') FROM snapshots WHERE id = '{id}'"
+    ));
+    let digest = registry_digest(&target);
+    assert_eq!(
+        row,
+        format!("PUSHED {digest}"),
+        "after the agent exited; agent log:\n{}",
+        agent.log()
+    );
+    assert!(agent.log().contains("shutting down"), "{}", agent.log());
+    assert_eq!(s.snapshot(&id).await["status"], "PUSHED");
+    assert_eq!(task_status(&s.ctr, &s.desk).as_deref(), Some("RUNNING"));
+}
+
+/// (e) cancelSnapshot of a running snapshot ends CANCELLED (or PUSHED when
+/// too late) and leaves the desktop running; of a queued one (agent
+/// unreachable), CANCELLED at once and never dispatched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_snapshot_ends_cancelled_and_leaves_the_desktop_running() {
+    let s = stack(30, &[]).await;
+    let mut agent = s.agent("node-e");
+    s.wait_for_container().await;
+    write_random(&s.ctr, &s.desk, 24);
+    let cancel = "mutation($id: ID!) { cancelSnapshot(id: $id) { id status } }";
+
+    // Running.
+    let target = s.target("v1");
+    let id = s.create(&target).await;
+    s.wait_status(&id, &["DIFFING"], WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let task_before = task_status(&s.ctr, &s.desk);
+    let answer = s.api.data(&s.alice, cancel, json!({"id": id})).await;
+    println!("cancel answered {answer}; the task was {task_before:?}");
+    let done = s
+        .wait_status(&id, &["CANCELLED", "PUSHED", "FAILED"], WAIT)
+        .await;
+    println!(
+        "after the cancel: {} {}",
+        done["status"], done["failureReason"]
+    );
+    assert!(
+        done["status"] == "CANCELLED" || done["status"] == "PUSHED",
+        "{done}"
+    );
+    if done["status"] == "CANCELLED" {
+        assert!(skopeo_inspect(&target).is_err(), "{target} exists");
+    }
+    let task = s.wait_task_running(Duration::from_secs(5)).await;
+    assert_eq!(
+        task.as_deref(),
+        Some("RUNNING"),
+        "the desktop after the cancel (it was {task_before:?})"
+    );
+    let kinds = s.event_kinds(&id);
+    assert!(kinds.iter().any(|k| k == "CANCEL_REQUESTED"), "{kinds:?}");
+    // Cancelling again: it has finished.
+    let again = s
+        .api
+        .graphql(Some(&s.alice), cancel, json!({"id": id}))
+        .await;
+    assert_eq!(
+        again["errors"][0]["extensions"]["code"], "CONFLICT",
+        "{again}"
+    );
+
+    // Queued: the agent is gone (its node not yet declared lost), so the
+    // dispatcher keeps retrying; the cancel ends it at once.
+    agent.kill();
+    s.ctr.exec(&s.desk, "echo queued > /root/queued");
+    let target = s.target("v2");
+    let id = s.create(&target).await;
+    let attempts =
+        || async { metric_value(&s.api.metrics().await, "dcs_api_dispatch_attempts_total") };
+    let first = attempts().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(attempts().await > first, "the dispatcher retries");
+    assert_eq!(s.snapshot(&id).await["status"], "QUEUED");
+    let answer = s.api.data(&s.alice, cancel, json!({"id": id})).await;
+    assert_eq!(answer["cancelSnapshot"]["status"], "CANCELLED", "{answer}");
+    // The agent is back: the cancelled job is not sent to it.
+    let before = s.node("node-e").await["registeredAt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    agent.restart(&s.api);
+    s.api
+        .wait_for(
+            &s.root,
+            "{ nodes { name state registeredAt } }",
+            json!({}),
+            WAIT,
+            |d| {
+                d["nodes"][0]["state"] == "READY"
+                    && d["nodes"][0]["registeredAt"]
+                        .as_str()
+                        .is_some_and(|at| at > before.as_str())
+            },
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let metrics = agent.metrics(&s.api).await;
+    assert!(
+        !metrics.contains("dcs_agent_commits_total{"),
+        "the restarted agent ran a job: {metrics}"
+    );
+    assert_eq!(s.snapshot(&id).await["status"], "CANCELLED");
+    assert!(
+        s.db.query(&format!(
+            "SELECT count(*) FROM snapshots WHERE id = '{id}' AND dispatched_at IS NOT NULL"
+        )) == "0"
+    );
+    assert_eq!(task_status(&s.ctr, &s.desk).as_deref(), Some("RUNNING"));
+}

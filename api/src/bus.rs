@@ -1,9 +1,11 @@
 //! Snapshot changes fanned out to GraphQL subscribers.
 //!
-//! Within a process, a broadcast channel. Across API replicas sharing
-//! Postgres, every change is also sent with `NOTIFY`, and each replica
-//! `LISTEN`s and republishes what other replicas wrote, so a subscriber on
-//! replica A sees events that replica B applied.
+//! Within a process, a broadcast channel. On Postgres, shared by API
+//! replicas, changes travel only through the database: each writer sends
+//! `NOTIFY` inside the transaction that makes the change, Postgres delivers
+//! notifications in commit order, and every replica (the writer too)
+//! `LISTEN`s and publishes what arrives. So every subscriber, on any
+//! replica, sees one snapshot's changes in the order they were committed.
 
 use chrono::{DateTime, Utc};
 use entity::SnapshotStatus;
@@ -46,7 +48,7 @@ struct Wire {
 #[derive(Clone)]
 pub struct Bus {
     sender: broadcast::Sender<SnapshotChange>,
-    /// This replica, to skip its own notifications.
+    /// This replica, for the logs of whoever reads the channel.
     origin: Uuid,
     /// Set when the database is Postgres: changes also go out by NOTIFY.
     postgres: Option<DatabaseConnection>,
@@ -72,42 +74,53 @@ impl Bus {
         bus
     }
 
-    pub fn publish(&self, change: SnapshotChange) {
-        if let Some(db) = &self.postgres {
-            let wire = Wire {
-                origin: self.origin,
-                snapshot_id: change.snapshot_id,
-                requested_by: change.requested_by.clone(),
-                pod_namespace: change.pod_namespace.clone(),
-                status: change.status.as_str().to_string(),
-                bytes_done: change.bytes_done,
-                bytes_total: change.bytes_total,
-                at: change.at,
-            };
-            let db = db.clone();
-            if let Ok(payload) = serde_json::to_string(&wire) {
-                tokio::spawn(async move {
-                    let statement = Statement::from_sql_and_values(
-                        DbBackend::Postgres,
-                        "SELECT pg_notify($1, $2)",
-                        [CHANNEL.into(), payload.into()],
-                    );
-                    if let Err(e) = db.execute_raw(statement).await {
-                        tracing::warn!(error = %e, "could not notify other replicas");
-                    }
-                });
-            }
+    /// Sends the change to every replica when the transaction `conn`
+    /// belongs to commits (Postgres); nothing on SQLite, where `publish`
+    /// does the work.
+    pub async fn notify<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        change: &SnapshotChange,
+    ) -> Result<(), sea_orm::DbErr> {
+        if self.postgres.is_none() {
+            return Ok(());
         }
-        // No subscriber is fine.
-        let _ = self.sender.send(change);
+        let wire = Wire {
+            origin: self.origin,
+            snapshot_id: change.snapshot_id,
+            requested_by: change.requested_by.clone(),
+            pod_namespace: change.pod_namespace.clone(),
+            status: change.status.as_str().to_string(),
+            bytes_done: change.bytes_done,
+            bytes_total: change.bytes_total,
+            at: change.at,
+        };
+        let payload = serde_json::to_string(&wire).unwrap_or_default();
+        let statement = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_notify($1, $2)",
+            [CHANNEL.into(), payload.into()],
+        );
+        conn.execute_raw(statement).await?;
+        Ok(())
+    }
+
+    /// Publishes a committed change to this process's subscribers; on
+    /// Postgres the notification (see `notify`) does it instead, to keep
+    /// one order for everyone.
+    pub fn publish(&self, change: SnapshotChange) {
+        if self.postgres.is_none() {
+            // No subscriber is fine.
+            let _ = self.sender.send(change);
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<SnapshotChange> {
         self.sender.subscribe()
     }
 
-    /// Republishes other replicas' changes until `stop`; reconnects after
-    /// errors. Does nothing on SQLite (one process).
+    /// Publishes the changes every replica commits until `stop`;
+    /// reconnects after errors. Does nothing on SQLite (one process).
     pub async fn listen(self, stop: CancellationToken) {
         let Some(db) = &self.postgres else {
             return;
@@ -122,9 +135,6 @@ impl Bus {
                     let Ok(wire) = serde_json::from_str::<Wire>(notification.payload()) else {
                         continue;
                     };
-                    if wire.origin == self.origin {
-                        continue;
-                    }
                     let Some(status) = parse_status(&wire.status) else {
                         continue;
                     };

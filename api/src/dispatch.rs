@@ -205,7 +205,7 @@ async fn fail(state: &AppState, job: snapshot::Model, reason: &str) {
 async fn fail_with(state: &AppState, job: snapshot::Model, code: FailureCode, reason: &str) {
     let result = async {
         let txn = state.db.begin().await?;
-        let changes = fail_snapshots(&txn, vec![job], code, reason).await?;
+        let changes = fail_snapshots(&txn, &state.bus, vec![job], code, reason).await?;
         txn.commit().await?;
         Ok::<_, crate::errors::ApiError>(changes)
     }

@@ -108,7 +108,7 @@ impl Kubernetes {
         let audience_ok = status
             .audiences
             .as_ref()
-            .is_none_or(|a| a.iter().any(|x| x == &self.agent_audience));
+            .is_some_and(|a| a.iter().any(|x| x == &self.agent_audience));
         if status.authenticated != Some(true) || !audience_ok {
             return Ok(None);
         }

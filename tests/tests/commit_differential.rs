@@ -636,7 +636,7 @@ fn containerd_diff(socket: &Path, namespace: &str, container: &str) -> Vec<u8> {
             .expect("connect to containerd");
         let info = client.container(container).await.expect("container");
         let lease = client
-            .create_lease(&unique("e2e-diff"), Duration::from_secs(600))
+            .create_lease(&unique("e2e-diff"), Duration::from_secs(600), None)
             .await
             .expect("lease");
         let parent = client

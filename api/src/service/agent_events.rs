@@ -98,8 +98,13 @@ pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<(
         &event.kind,
     )
     .await?;
-    // In the same transaction: the webhook exists iff the status does.
+    // In the same transaction: the webhook exists iff the status does, and
+    // every replica hears of the change in commit order.
     crate::webhooks::outbox::enqueue_for_snapshot(&txn, &updated).await?;
+    state
+        .bus
+        .notify(&txn, &SnapshotChange::of(&updated))
+        .await?;
     txn.commit().await?;
 
     state.announce(
@@ -136,6 +141,7 @@ pub(crate) async fn record_event<C: ConnectionTrait>(
 /// returns the changes to publish once the transaction commits.
 pub(crate) async fn fail_snapshots(
     txn: &DatabaseTransaction,
+    bus: &crate::bus::Bus,
     snapshots: Vec<snapshot::Model>,
     code: FailureCode,
     reason: &str,
@@ -153,7 +159,9 @@ pub(crate) async fn fail_snapshots(
         let payload = serde_json::json!({"code": code_name(code), "reason": reason});
         record_event(txn, &updated, None, "FAILED", &payload).await?;
         crate::webhooks::outbox::enqueue_for_snapshot(txn, &updated).await?;
-        changes.push(SnapshotChange::of(&updated));
+        let change = SnapshotChange::of(&updated);
+        bus.notify(txn, &change).await?;
+        changes.push(change);
     }
     Ok(changes)
 }

@@ -61,6 +61,7 @@ pub async fn register(state: &AppState, registration: Registration) -> ApiResult
             .await?;
         failed = fail_snapshots(
             &txn,
+            &state.bus,
             orphans,
             FailureCode::AgentLost,
             &format!(
@@ -116,6 +117,7 @@ pub async fn mark_lost_agents(state: &AppState) -> ApiResult<()> {
             .await?;
         let failed = fail_snapshots(
             &txn,
+            &state.bus,
             running,
             FailureCode::AgentLost,
             &format!("the agent on node {name} stopped responding during the commit"),

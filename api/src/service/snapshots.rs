@@ -8,7 +8,7 @@ use entity::prelude::*;
 use entity::{NodeState, SnapshotStatus, container, snapshot};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Set,
+    Set, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -138,7 +138,8 @@ async fn create_inner(
         updated_at: Set(now),
         ..Default::default()
     };
-    let inserted = match row.insert(&state.db).await {
+    let txn = state.db.begin().await?;
+    let inserted = match row.insert(&txn).await {
         Ok(s) => s,
         Err(e) if entity::is_unique_violation(&e) => {
             return Err(ApiError::conflict(format!(
@@ -148,7 +149,12 @@ async fn create_inner(
         }
         Err(e) => return Err(e.into()),
     };
-    record_event(&state.db, &inserted, None, "QUEUED", &serde_json::json!({})).await?;
+    record_event(&txn, &inserted, None, "QUEUED", &serde_json::json!({})).await?;
+    state
+        .bus
+        .notify(&txn, &SnapshotChange::of(&inserted))
+        .await?;
+    txn.commit().await?;
     state.announce(SnapshotChange::of(&inserted), true);
     state.dispatch_wakeup.notify_one();
     Ok(inserted)
@@ -371,24 +377,30 @@ pub async fn cancel(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<sn
         row.finished_at = Set(Some(now));
         row.updated_at = Set(now);
         // Only if still undispatched: the dispatcher may have just claimed it.
+        let txn = state.db.begin().await?;
         let updated = Snapshot::update_many()
             .set(row.clone())
             .filter(snapshot::Column::Id.eq(id))
             .filter(snapshot::Column::DispatchedAt.is_null())
             .filter(snapshot::Column::Status.eq(SnapshotStatus::Queued))
-            .exec(&state.db)
+            .exec(&txn)
             .await?;
-        if updated.rows_affected == 1 {
-            let cancelled = get(state, who, id).await?;
-            record_event(
-                &state.db,
-                &cancelled,
-                None,
-                "CANCELLED",
-                &serde_json::json!({"by": who.sub}),
-            )
-            .await?;
-            state.announce(SnapshotChange::of(&cancelled), true);
+        let cancelled = if updated.rows_affected == 1 {
+            let cancelled = Snapshot::find_by_id(id)
+                .one(&txn)
+                .await?
+                .ok_or_else(|| ApiError::not_found("no such snapshot"))?;
+            let by = serde_json::json!({"by": who.sub});
+            record_event(&txn, &cancelled, None, "CANCELLED", &by).await?;
+            let change = SnapshotChange::of(&cancelled);
+            state.bus.notify(&txn, &change).await?;
+            Some(change)
+        } else {
+            None
+        };
+        txn.commit().await?;
+        if let Some(change) = cancelled {
+            state.announce(change, true);
             "cancelled"
         } else {
             crate::dispatch::cancel_on_agent(state, &get(state, who, id).await?).await;

@@ -81,7 +81,7 @@ impl TokenReviewer {
             && status
                 .audiences
                 .as_ref()
-                .is_none_or(|a| a.iter().any(|x| x == &self.audience))
+                .is_some_and(|a| a.iter().any(|x| x == &self.audience))
             && status.user.and_then(|u| u.username).as_deref() == Some(self.username.as_str());
         if ok && let Ok(mut cache) = self.cache.lock() {
             cache.retain(|_, at| at.elapsed() < CACHE);

@@ -167,7 +167,7 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
         other => {
             let reason = match other {
                 Ok(r) => format!("HTTP {}", r.status()),
-                Err(e) => node_agent_free_describe(&e),
+                Err(e) => crate::errors::describe_chain(&e),
             };
             let backoff = backoff(attempts);
             row.next_dispatch_at = Set(Some(
@@ -186,16 +186,6 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
 fn backoff(attempts: i32) -> Duration {
     let exponent = attempts.clamp(1, 6) as u32 - 1;
     Duration::from_millis(500 * 2u64.pow(exponent)).min(Duration::from_secs(10))
-}
-
-fn node_agent_free_describe(error: &reqwest::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(s) = source {
-        message = format!("{message}: {s}");
-        source = s.source();
-    }
-    message
 }
 
 async fn fail(state: &AppState, job: snapshot::Model, reason: &str) {

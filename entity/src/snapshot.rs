@@ -64,8 +64,9 @@ pub struct Model {
     pub failure_code: Option<String>,
     #[sea_orm(column_type = "Text", nullable)]
     pub failure_reason: Option<String>,
-    /// The `seq` of the last agent event applied; default 0. An event is
-    /// applied only when its `seq` is this plus one.
+    /// The `seq` of the last agent event applied; default 0. The agent
+    /// delivers its events in order; one is applied only when its `seq` is
+    /// greater (progress events may be merged, so numbers can skip).
     pub last_event_seq: i64,
     /// Default 0.
     pub dispatch_attempts: i32,

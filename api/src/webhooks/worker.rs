@@ -226,13 +226,7 @@ fn describe(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         return "the receiver did not answer in time".into();
     }
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(s) = source {
-        message = format!("{message}: {s}");
-        source = s.source();
-    }
-    message
+    crate::errors::describe_chain(error)
 }
 
 async fn record(

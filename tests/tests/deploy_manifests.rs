@@ -17,11 +17,25 @@
 //! - hostPath only for the containerd socket and root, mounted read-only,
 //!   and only in the agent;
 //! - RBAC without wildcards, granting the API exactly pods get/list/watch and
-//!   TokenReview create, and the agent nothing;
+//!   TokenReview create, and the agent exactly TokenReview create when it
+//!   checks the API's tokens (nothing otherwise);
+//! - in-cluster identity: the agents present a projected service-account
+//!   token with audience `dcs-api` and the API one with audience `dcs-agent`
+//!   (a dedicated audience per direction, never the API server's), each a
+//!   read-only mounted `serviceAccountToken` projection with a short
+//!   `expirationSeconds`, and every `*_TOKEN_FILE` setting names such a file;
+//!   each side checks the other's tokens for that audience and service
+//!   account; the agent gets no automounted token, only a projected one for
+//!   the API server (its TokenReviews) and may reach the API server (443,
+//!   6443); the shared secret stays mounted in both as the fallback;
 //! - a NetworkPolicy lets only API pods reach the agents, on the agent port;
 //! - the agent's registry credentials are a file from a
 //!   `kubernetes.io/dockerconfigjson` Secret, and `deploy/examples/secrets.yaml`
 //!   parses into the Secrets the base mounts.
+//!
+//! `deploy/overlays/shared-secret` (agents and API authenticate with the
+//! shared secret only) is held to the same policy, with the shared-secret
+//! identity: no projected tokens and no RBAC for the agents.
 //!
 //! `the_policy_catches_violations` breaks the rendered manifests in many ways
 //! and checks that each break is reported, so the checks cannot rot into
@@ -41,7 +55,8 @@ use std::sync::OnceLock;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Namespace, Pod, PodSpec, Secret, Service, ServiceAccount,
+    ConfigMap, Container, Namespace, Pod, PodSpec, Secret, Service, ServiceAccount, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -75,6 +90,42 @@ const API_PERMISSIONS: &[(&str, &str, &str)] = &[
     ("", "pods", "watch"),
     ("authentication.k8s.io", "tokenreviews", "create"),
 ];
+/// What the agent's service account may do when it checks the API's tokens
+/// (in-cluster identity): TokenReviews, nothing else. Without in-cluster
+/// identity it may do nothing.
+const AGENT_PERMISSIONS: &[(&str, &str, &str)] =
+    &[("authentication.k8s.io", "tokenreviews", "create")];
+/// Audience of the tokens agents present to the API, and of those the API
+/// presents to agents: one per direction, so that a token one side receives
+/// is worth nothing against the other (nor against the API server).
+const AGENT_TO_API_AUDIENCE: &str = "dcs-api";
+const API_TO_AGENT_AUDIENCE: &str = "dcs-agent";
+/// The binaries' defaults for the settings above and the service accounts.
+const DEFAULT_AGENT_TOKEN_AUDIENCE: &str = "dcs-agent";
+const DEFAULT_API_TOKEN_AUDIENCE: &str = "dcs-agent";
+const DEFAULT_AGENT_SERVICE_ACCOUNT: &str = "dcs-system:dcs-agent";
+const DEFAULT_API_SERVICE_ACCOUNT: &str = "dcs-system:dcs-api";
+/// Where in-cluster Kubernetes clients look for the API server's token,
+/// `ca.crt` and `namespace`.
+const KUBE_API_ACCESS_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Projected service-account tokens live at most this long (the API
+/// server's minimum is 600 s; the automounted token lives an hour or more).
+const TOKEN_SECONDS: std::ops::RangeInclusive<i64> = 600..=3600;
+/// Kubernetes ports of the API server: the `kubernetes` Service's, and the
+/// usual one of the server itself (policies see it after the Service's
+/// address is translated).
+const KUBE_API_PORTS: [i32; 2] = [443, 6443];
+
+/// How the agents and the API authenticate to each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Identity {
+    /// Projected service-account tokens, checked by TokenReview, in both
+    /// directions (the base); the shared secret stays as the fallback.
+    InCluster,
+    /// Tokens signed with the shared secret only
+    /// (`deploy/overlays/shared-secret`).
+    SharedSecret,
+}
 
 // ---------------------------------------------------------------------------
 // Rendering and parsing
@@ -86,33 +137,36 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `kubectl kustomize deploy/<dir>`.
+fn render(dir: &str) -> String {
+    let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_string());
+    let path = workspace_root().join("deploy").join(dir);
+    let output = Command::new(&kubectl)
+        .arg("kustomize")
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run `{kubectl} kustomize {}`: {e}. These tests need kubectl: install \
+                 Debian's `kubernetes-client` package (apt-get install kubernetes-client) or set \
+                 KUBECTL to a kubectl binary",
+                path.display()
+            )
+        });
+    assert!(
+        output.status.success(),
+        "`{kubectl} kustomize {}` failed ({}):\n{}",
+        path.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("kustomize output is UTF-8")
+}
+
 /// `kubectl kustomize deploy/base`, once per test process.
 fn rendered_base() -> &'static str {
     static RENDERED: OnceLock<String> = OnceLock::new();
-    RENDERED.get_or_init(|| {
-        let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_string());
-        let base = workspace_root().join("deploy/base");
-        let output = Command::new(&kubectl)
-            .arg("kustomize")
-            .arg(&base)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run `{kubectl} kustomize {}`: {e}. These tests need kubectl: install \
-                     Debian's `kubernetes-client` package (apt-get install kubernetes-client) or \
-                     set KUBECTL to a kubectl binary",
-                    base.display()
-                )
-            });
-        assert!(
-            output.status.success(),
-            "`{kubectl} kustomize {}` failed ({}):\n{}",
-            base.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).expect("kustomize output is UTF-8")
-    })
+    RENDERED.get_or_init(|| render("base"))
 }
 
 fn example_secrets_text() -> String {
@@ -135,6 +189,13 @@ fn documents(text: &str, source: &str) -> Vec<Value> {
 
 fn base_documents() -> Vec<Value> {
     documents(rendered_base(), "kubectl kustomize deploy/base")
+}
+
+fn shared_secret_overlay_documents() -> Vec<Value> {
+    documents(
+        &render("overlays/shared-secret"),
+        "kubectl kustomize deploy/overlays/shared-secret",
+    )
 }
 
 fn example_documents() -> Vec<Value> {
@@ -543,6 +604,142 @@ fn secret_file(
     Ok((name, key))
 }
 
+/// Is the boolean setting `name` of `container` on? Flags read from the
+/// environment take `true`/`false`.
+fn env_flag(container: &Container, name: &str) -> bool {
+    env_value(container, name).is_some_and(|v| v == "true")
+}
+
+/// The volume mount of `container` that holds `path`, that volume, and
+/// `path` relative to the mount.
+fn mounted_file<'a>(
+    workload: &'a Workload,
+    container: &'a Container,
+    path: &str,
+) -> Result<(&'a VolumeMount, &'a Volume, String), String> {
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter(|m| {
+            path.strip_prefix(m.mount_path.trim_end_matches('/'))
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
+        .max_by_key(|m| m.mount_path.len())
+        .ok_or_else(|| format!("{path} is not inside any volume mount"))?;
+    let file = path[mount.mount_path.trim_end_matches('/').len() + 1..].to_string();
+    let volume = workload
+        .spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .ok_or_else(|| format!("volume `{}` is mounted but not declared", mount.name))?;
+    Ok((mount, volume, file))
+}
+
+/// A projected service-account token file of a container.
+struct TokenFile {
+    volume: String,
+    audience: Option<String>,
+}
+
+/// The projected service-account token `path` is, in `container`.
+fn projected_token(
+    workload: &Workload,
+    container: &Container,
+    path: &str,
+) -> Result<TokenFile, String> {
+    let (_, volume, file) = mounted_file(workload, container, path)?;
+    let token = volume
+        .projected
+        .iter()
+        .flat_map(|p| p.sources.iter().flatten())
+        .filter_map(|s| s.service_account_token.as_ref())
+        .find(|t| t.path == file)
+        .ok_or_else(|| {
+            format!(
+                "{path} is in volume `{}`, which projects no service-account token at `{file}`",
+                volume.name
+            )
+        })?;
+    Ok(TokenFile {
+        volume: volume.name.clone(),
+        audience: token.audience.clone().filter(|a| !a.is_empty()),
+    })
+}
+
+/// What in-cluster Kubernetes clients read at KUBE_API_ACCESS_DIR, from a
+/// projected volume mounted in `container`: a token for the API server (no
+/// audience), `ca.crt` from the `kube-root-ca.crt` ConfigMap, the pod's
+/// namespace. What is missing, if anything.
+fn kube_api_access(workload: &Workload, container: &Container) -> Result<(), String> {
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path.trim_end_matches('/') == KUBE_API_ACCESS_DIR)
+        .ok_or_else(|| format!("nothing is mounted at {KUBE_API_ACCESS_DIR}"))?;
+    let sources: Vec<_> = workload
+        .spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .and_then(|v| v.projected.as_ref())
+        .ok_or_else(|| {
+            format!(
+                "{KUBE_API_ACCESS_DIR} is volume `{}`, which is not a projected volume",
+                mount.name
+            )
+        })?
+        .sources
+        .iter()
+        .flatten()
+        .collect();
+    let mut missing = Vec::new();
+    if !sources.iter().any(|s| {
+        s.service_account_token
+            .as_ref()
+            .is_some_and(|t| t.path == "token" && t.audience.as_deref().unwrap_or("").is_empty())
+    }) {
+        missing.push("`token` (a serviceAccountToken without audience: the API server's)");
+    }
+    if !sources.iter().any(|s| {
+        s.config_map.as_ref().is_some_and(|c| {
+            c.name == "kube-root-ca.crt"
+                && c.items.as_ref().is_none_or(|items| {
+                    items
+                        .iter()
+                        .any(|i| i.key == "ca.crt" && i.path == "ca.crt")
+                })
+        })
+    }) {
+        missing.push("`ca.crt` (from the ConfigMap kube-root-ca.crt)");
+    }
+    if !sources.iter().any(|s| {
+        s.downward_api.as_ref().is_some_and(|d| {
+            d.items.iter().flatten().any(|i| {
+                i.path == "namespace"
+                    && i.field_ref
+                        .as_ref()
+                        .is_some_and(|f| f.field_path == "metadata.namespace")
+            })
+        })
+    }) {
+        missing.push("`namespace` (downward API metadata.namespace)");
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "volume `{}` at {KUBE_API_ACCESS_DIR} lacks {}",
+            mount.name,
+            missing.join(", ")
+        ))
+    }
+}
+
 fn secret_keys(secret: &Secret) -> BTreeSet<String> {
     secret
         .data
@@ -717,7 +914,12 @@ fn image_name(image: &str) -> &str {
 // ---------------------------------------------------------------------------
 // The policy
 
+/// The base's policy: in-cluster identity.
 fn check(base: &[Value], examples: &[Value]) -> Vec<String> {
+    check_as(base, examples, Identity::InCluster)
+}
+
+fn check_as(base: &[Value], examples: &[Value], identity: Identity) -> Vec<String> {
     let mut problems = Vec::new();
     let bundle = load(base, examples, &mut problems);
     check_inventory(&bundle, &mut problems);
@@ -726,6 +928,7 @@ fn check(base: &[Value], examples: &[Value]) -> Vec<String> {
     }
     check_agent(&bundle, &mut problems);
     check_api(&bundle, &mut problems);
+    check_identity(&bundle, identity, &mut problems);
     check_rbac(&bundle, &mut problems);
     check_network(&bundle, &mut problems);
     check_secrets(&bundle, &mut problems);
@@ -911,8 +1114,10 @@ fn check_workload(bundle: &Bundle, w: &Workload, problems: &mut Vec<String>) {
             ]
             .iter()
             .any(|word| upper.contains(word));
+            // An audience names who a token is for; it is no secret.
             if secret_like
                 && !upper.ends_with("_FILE")
+                && !upper.ends_with("_AUDIENCE")
                 && env.value.as_deref().is_some_and(|v| !v.is_empty())
             {
                 problems.push(format!(
@@ -1113,8 +1318,8 @@ fn check_agent(bundle: &Bundle, problems: &mut Vec<String>) {
     }
     if agent.spec.automount_service_account_token != Some(false) {
         problems.push(format!(
-            "{what}: automountServiceAccountToken must be false: the agent never calls the \
-             Kubernetes API"
+            "{what}: automountServiceAccountToken must be false: the agent's tokens are its \
+             projected volumes (short-lived, and for the API with a dedicated audience)"
         ));
     }
     if agent.spec.host_users == Some(false) {
@@ -1297,11 +1502,388 @@ fn check_api(bundle: &Bundle, problems: &mut Vec<String>) {
     }
 }
 
+/// In-cluster identity: which tokens the agents and the API present to each
+/// other, for which audience, and where they come from; or, with the
+/// shared-secret identity, that there are none.
+fn check_identity(bundle: &Bundle, identity: Identity, problems: &mut Vec<String>) {
+    let agent = bundle.workload("DaemonSet", AGENT);
+    let api = bundle.workload("Deployment", API);
+    let is_peer = |w: &Workload| {
+        agent.is_some_and(|a| std::ptr::eq(a, w)) || api.is_some_and(|a| std::ptr::eq(a, w))
+    };
+
+    // Every projected service-account token: short-lived, mounted
+    // read-only, and only in the agent and the API.
+    for w in &bundle.workloads {
+        for volume in w.spec.volumes.iter().flatten() {
+            let tokens = volume
+                .projected
+                .iter()
+                .flat_map(|p| p.sources.iter().flatten())
+                .filter_map(|s| s.service_account_token.as_ref());
+            for token in tokens {
+                let what = format!("{}: volume `{}`", w.what, volume.name);
+                if !is_peer(w) {
+                    problems.push(format!(
+                        "{what} projects a service-account token; only the agent and the API \
+                         hold tokens"
+                    ));
+                }
+                match token.expiration_seconds {
+                    None => problems.push(format!(
+                        "{what}: the projected token has no expirationSeconds (it would live an \
+                         hour); set a short one, {}..={} s",
+                        TOKEN_SECONDS.start(),
+                        TOKEN_SECONDS.end()
+                    )),
+                    Some(seconds) if !TOKEN_SECONDS.contains(&seconds) => problems.push(format!(
+                        "{what}: the projected token's expirationSeconds is {seconds}; it \
+                             must be within {}..={} s",
+                        TOKEN_SECONDS.start(),
+                        TOKEN_SECONDS.end()
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+        for container in w.containers() {
+            for mount in container.volume_mounts.iter().flatten() {
+                let projected = w
+                    .spec
+                    .volumes
+                    .iter()
+                    .flatten()
+                    .any(|v| v.name == mount.name && v.projected.is_some());
+                if projected && mount.read_only != Some(true) {
+                    problems.push(format!(
+                        "{}, container {}: projected volume `{}` must be mounted read-only \
+                         (readOnly: true)",
+                        w.what, container.name, mount.name
+                    ));
+                }
+            }
+        }
+    }
+
+    let (Some(agent), Some(api)) = (agent, api) else {
+        return;
+    };
+    let (Some(agent_c), Some(api_c)) = (agent.spec.containers.first(), api.spec.containers.first())
+    else {
+        return;
+    };
+    for (w, c) in [(agent, agent_c), (api, api_c)] {
+        if let Some(v) = env_value(c, "DCS_KUBERNETES").filter(|v| *v != "true" && *v != "false") {
+            problems.push(format!(
+                "{}, container {}: DCS_KUBERNETES is {v:?}; write \"true\" or \"false\"",
+                w.what, c.name
+            ));
+        }
+    }
+    let agent_reviews = env_flag(agent_c, "DCS_KUBERNETES");
+    let api_kubernetes = env_flag(api_c, "DCS_KUBERNETES");
+    let agent_token = env_value(agent_c, "DCS_AGENT_SA_TOKEN_FILE");
+    let api_token = env_value(api_c, "DCS_API_SA_TOKEN_FILE");
+
+    match identity {
+        Identity::InCluster => {
+            for (w, name, set, why) in [
+                (
+                    agent,
+                    "DCS_AGENT_SA_TOKEN_FILE",
+                    agent_token.is_some(),
+                    "the token it presents to the API",
+                ),
+                (
+                    agent,
+                    "DCS_KUBERNETES=true",
+                    agent_reviews,
+                    "to accept the API's tokens, checked by TokenReview",
+                ),
+                (
+                    api,
+                    "DCS_API_SA_TOKEN_FILE",
+                    api_token.is_some(),
+                    "the token it presents to agents",
+                ),
+                (
+                    api,
+                    "DCS_KUBERNETES=true",
+                    api_kubernetes,
+                    "to accept agents' tokens, checked by TokenReview",
+                ),
+            ] {
+                if !set {
+                    problems.push(format!(
+                        "{}: in-cluster identity needs {name} ({why})",
+                        w.what
+                    ));
+                }
+            }
+        }
+        Identity::SharedSecret => {
+            for (w, name, set) in [
+                (agent, "DCS_AGENT_SA_TOKEN_FILE", agent_token.is_some()),
+                (agent, "DCS_KUBERNETES=true", agent_reviews),
+                (api, "DCS_API_SA_TOKEN_FILE", api_token.is_some()),
+            ] {
+                if set {
+                    problems.push(format!(
+                        "{}: sets {name}, but the shared-secret identity uses no \
+                         service-account tokens",
+                        w.what
+                    ));
+                }
+            }
+        }
+    }
+    // A token one side presents must be one the other side accepts: a
+    // readable token file is always sent, never the shared secret instead.
+    if api_token.is_some() && !agent_reviews {
+        problems.push(format!(
+            "{}: presents its service-account token to agents (DCS_API_SA_TOKEN_FILE), but the \
+             agents do not accept it (their DCS_KUBERNETES is not true): every call to an agent \
+             would be refused",
+            api.what
+        ));
+    }
+    if agent_token.is_some() && !api_kubernetes {
+        problems.push(format!(
+            "{}: presents a service-account token to the API (DCS_AGENT_SA_TOKEN_FILE), but the \
+             API does not check such tokens (its DCS_KUBERNETES is not true)",
+            agent.what
+        ));
+    }
+
+    // Audiences: dcs-api for the agents' tokens, dcs-agent for the API's,
+    // and what each side accepts is what the other presents.
+    let api_accepts =
+        env_value(api_c, "DCS_AGENT_TOKEN_AUDIENCE").unwrap_or(DEFAULT_AGENT_TOKEN_AUDIENCE);
+    let agents_accept =
+        env_value(agent_c, "DCS_API_TOKEN_AUDIENCE").unwrap_or(DEFAULT_API_TOKEN_AUDIENCE);
+    if api_kubernetes && api_accepts != AGENT_TO_API_AUDIENCE {
+        problems.push(format!(
+            "{}: accepts agents' tokens for audience `{api_accepts}` (DCS_AGENT_TOKEN_AUDIENCE); \
+             it must be `{AGENT_TO_API_AUDIENCE}`",
+            api.what
+        ));
+    }
+    if agent_reviews && agents_accept != API_TO_AGENT_AUDIENCE {
+        problems.push(format!(
+            "{}: accepts the API's tokens for audience `{agents_accept}` \
+             (DCS_API_TOKEN_AUDIENCE); it must be `{API_TO_AGENT_AUDIENCE}`",
+            agent.what
+        ));
+    }
+    let mut audiences = Vec::new();
+    for (w, c, env, want, peer, accepted, sa) in [
+        (
+            agent,
+            agent_c,
+            "DCS_AGENT_SA_TOKEN_FILE",
+            AGENT_TO_API_AUDIENCE,
+            "the API accepts",
+            api_accepts,
+            &agent.spec.service_account_name,
+        ),
+        (
+            api,
+            api_c,
+            "DCS_API_SA_TOKEN_FILE",
+            API_TO_AGENT_AUDIENCE,
+            "the agents accept",
+            agents_accept,
+            &api.spec.service_account_name,
+        ),
+    ] {
+        let Some(path) = env_value(c, env) else {
+            continue;
+        };
+        let what = format!("{}, container {}: env {env} = {path}", w.what, c.name);
+        match projected_token(w, c, path) {
+            Err(e) => problems.push(format!("{what}: {e}")),
+            Ok(token) => match token.audience {
+                None => problems.push(format!(
+                    "{what}: volume `{}` projects a token without audience, i.e. for the \
+                     Kubernetes API server: whoever receives it could call the API server as {}; \
+                     give it audience `{want}`",
+                    token.volume,
+                    sa.as_deref().unwrap_or("its service account")
+                )),
+                Some(audience) => {
+                    if audience != want {
+                        problems.push(format!(
+                            "{what}: the token's audience is `{audience}`; it must be `{want}` \
+                             (one audience per direction)"
+                        ));
+                    }
+                    if audience != accepted {
+                        problems.push(format!(
+                            "{what}: the token's audience is `{audience}`, but {peer} tokens \
+                             for `{accepted}`"
+                        ));
+                    }
+                    audiences.push(audience);
+                }
+            },
+        }
+    }
+    if audiences.len() == 2 && audiences[0] == audiences[1] {
+        problems.push(format!(
+            "the agents and the API present tokens for the same audience `{}`: a token one side \
+             receives would be good against the other; use one audience per direction",
+            audiences[0]
+        ));
+    }
+
+    // The service accounts each side expects are the other's.
+    for (checks, w, c, env, default, other) in [
+        (
+            api_kubernetes,
+            api,
+            api_c,
+            "DCS_AGENT_SERVICE_ACCOUNT",
+            DEFAULT_AGENT_SERVICE_ACCOUNT,
+            agent,
+        ),
+        (
+            agent_reviews,
+            agent,
+            agent_c,
+            "DCS_API_SERVICE_ACCOUNT",
+            DEFAULT_API_SERVICE_ACCOUNT,
+            api,
+        ),
+    ] {
+        let expected = format!(
+            "{}:{}",
+            other.namespace,
+            other
+                .spec
+                .service_account_name
+                .as_deref()
+                .unwrap_or("default")
+        );
+        let named = env_value(c, env).unwrap_or(default);
+        if checks && named != expected {
+            problems.push(format!(
+                "{}: {env} is `{named}`, but {} runs as `{expected}`",
+                w.what, other.what
+            ));
+        }
+    }
+
+    // Credentials for the Kubernetes API server. The agent: only the
+    // projected ones, and only when it reviews the API's tokens; nothing it
+    // does not use.
+    if agent_reviews {
+        if let Err(e) = kube_api_access(agent, agent_c) {
+            problems.push(format!(
+                "{}: checks the API's tokens by TokenReview, so it needs credentials for the \
+                 Kubernetes API server: {e}",
+                agent.what
+            ));
+        }
+    } else if kube_api_access(agent, agent_c).is_ok()
+        || agent_c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path.trim_end_matches('/') == KUBE_API_ACCESS_DIR)
+    {
+        problems.push(format!(
+            "{}: mounts credentials for the Kubernetes API server at {KUBE_API_ACCESS_DIR}, \
+             which it does not use without DCS_KUBERNETES",
+            agent.what
+        ));
+    }
+    for volume in agent.spec.volumes.iter().flatten() {
+        let audiences = volume
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten())
+            .filter_map(|s| s.service_account_token.as_ref())
+            .map(|t| t.audience.clone().filter(|a| !a.is_empty()));
+        for audience in audiences {
+            let unused = match &audience {
+                None => !agent_reviews,
+                Some(_) => agent_token.is_none(),
+            };
+            if unused {
+                problems.push(format!(
+                    "{}: volume `{}` projects a token {} that the agent does not use",
+                    agent.what,
+                    volume.name,
+                    audience.map_or("for the Kubernetes API server".to_string(), |a| {
+                        format!("with audience `{a}`")
+                    })
+                ));
+            }
+        }
+    }
+    if api_kubernetes {
+        let automount = api
+            .spec
+            .automount_service_account_token
+            .or_else(|| {
+                bundle
+                    .service_accounts()
+                    .find(|sa| sa.metadata.name == api.spec.service_account_name)
+                    .and_then(|sa| sa.automount_service_account_token)
+            })
+            .unwrap_or(true);
+        if !automount && let Err(e) = kube_api_access(api, api_c) {
+            problems.push(format!(
+                "{}: uses the Kubernetes API (DCS_KUBERNETES) without credentials: no \
+                 automounted token, and {e}",
+                api.what
+            ));
+        }
+    }
+
+    // The shared secret: the fallback either side may still sign with, and
+    // the agent's probes' tokens. Both read the same one.
+    let mut shared = Vec::new();
+    for (w, c) in [(agent, agent_c), (api, api_c)] {
+        match env_value(c, "DCS_AGENT_SECRET_FILE") {
+            None => problems.push(format!(
+                "{}: DCS_AGENT_SECRET_FILE must name the shared secret (the fallback identity, \
+                 and the agent's probes)",
+                w.what
+            )),
+            Some(path) => {
+                if let Ok(found) = secret_file(w, c, path) {
+                    shared.push(found);
+                }
+            }
+        }
+    }
+    if shared.len() == 2 && shared[0] != shared[1] {
+        problems.push(format!(
+            "the agents and the API read the shared secret from different Secrets: {:?} and {:?}",
+            shared[0], shared[1]
+        ));
+    }
+}
+
 fn check_rbac(bundle: &Bundle, problems: &mut Vec<String>) {
-    let allowed: BTreeSet<(String, String, String)> = API_PERMISSIONS
-        .iter()
-        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
-        .collect();
+    let triples = |list: &[(&str, &str, &str)]| -> BTreeSet<(String, String, String)> {
+        list.iter()
+            .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+            .collect()
+    };
+    let api_allowed = triples(API_PERMISSIONS);
+    // The agent needs TokenReviews only when it checks the API's tokens.
+    let agent_reviews = bundle
+        .workload("DaemonSet", AGENT)
+        .and_then(|w| w.spec.containers.first())
+        .is_some_and(|c| env_flag(c, "DCS_KUBERNETES"));
+    let agent_allowed = if agent_reviews {
+        triples(AGENT_PERMISSIONS)
+    } else {
+        BTreeSet::new()
+    };
+    let any_allowed: BTreeSet<_> = api_allowed.union(&agent_allowed).cloned().collect();
     let mut check_rules = |what: String, rules: &[PolicyRule], aggregated: bool| {
         if aggregated {
             problems.push(format!(
@@ -1336,7 +1918,7 @@ fn check_rbac(bundle: &Bundle, problems: &mut Vec<String>) {
                 for resource in rule.resources.iter().flatten() {
                     for verb in &rule.verbs {
                         let triple = (group.clone(), resource.clone(), verb.clone());
-                        if !allowed.contains(&triple)
+                        if !any_allowed.contains(&triple)
                             && !verb.contains('*')
                             && !resource.contains('*')
                         {
@@ -1413,6 +1995,16 @@ fn check_rbac(bundle: &Bundle, problems: &mut Vec<String>) {
             ));
             continue;
         };
+        let mut permissions = BTreeSet::new();
+        for rule in &rules {
+            for g in rule.api_groups.iter().flatten() {
+                for r in rule.resources.iter().flatten() {
+                    for v in &rule.verbs {
+                        permissions.insert((g.clone(), r.clone(), v.clone()));
+                    }
+                }
+            }
+        }
         for subject in &subjects {
             let is_ours = subject.kind == "ServiceAccount"
                 && subject.namespace.as_deref() == Some(NAMESPACE)
@@ -1426,35 +2018,63 @@ fn check_rbac(bundle: &Bundle, problems: &mut Vec<String>) {
                 ));
                 continue;
             }
-            if Some(&subject.name) == agent_sa.as_ref() {
+            // What each service account may be given, wherever.
+            let (allowed, whose, may) = if Some(&subject.name) == agent_sa.as_ref() {
+                (
+                    &agent_allowed,
+                    "the agent's",
+                    if agent_reviews {
+                        "the agent may only create tokenreviews"
+                    } else {
+                        "the agent needs nothing from the Kubernetes API without DCS_KUBERNETES"
+                    },
+                )
+            } else if Some(&subject.name) == api_sa.as_ref() {
+                (
+                    &api_allowed,
+                    "the API's",
+                    "the API may only get/list/watch pods and create tokenreviews",
+                )
+            } else {
+                (&BTreeSet::new(), "the", "it needs nothing")
+            };
+            for (g, r, v) in permissions.difference(allowed) {
                 problems.push(format!(
-                    "{what}: binds the agent's service account {}: the agent needs nothing from \
-                     the Kubernetes API",
+                    "{what}: binds {whose} service account {} to `{v}` on `{r}` (apiGroup \
+                     \"{g}\"); {may}",
                     subject.name
                 ));
             }
-            // Only cluster-wide grants count for the API's needs.
+            // Only cluster-wide grants count for what they need.
             if binding_ns.is_none() {
-                let entry = granted.entry(subject.name.clone()).or_default();
-                for rule in &rules {
-                    for g in rule.api_groups.iter().flatten() {
-                        for r in rule.resources.iter().flatten() {
-                            for v in &rule.verbs {
-                                entry.insert((g.clone(), r.clone(), v.clone()));
-                            }
-                        }
-                    }
-                }
+                granted
+                    .entry(subject.name.clone())
+                    .or_default()
+                    .extend(permissions.iter().cloned());
             }
         }
     }
-    if let Some(api_sa) = api_sa {
-        let has = granted.get(&api_sa).cloned().unwrap_or_default();
-        for (g, r, v) in API_PERMISSIONS {
+    for (sa, needed, why) in [
+        (&api_sa, API_PERMISSIONS, "which the API needs"),
+        (
+            &agent_sa,
+            if agent_reviews {
+                AGENT_PERMISSIONS
+            } else {
+                &[]
+            },
+            "which the agent needs to check the API's tokens (DCS_KUBERNETES)",
+        ),
+    ] {
+        let Some(sa) = sa else {
+            continue;
+        };
+        let has = granted.get(sa).cloned().unwrap_or_default();
+        for (g, r, v) in needed {
             if !has.contains(&(g.to_string(), r.to_string(), v.to_string())) {
                 problems.push(format!(
-                    "service account {api_sa}: lacks `{v}` on `{r}` (apiGroup \"{g}\") \
-                     cluster-wide, which the API needs"
+                    "service account {sa}: lacks `{v}` on `{r}` (apiGroup \"{g}\") cluster-wide, \
+                     {why}"
                 ));
             }
         }
@@ -1623,6 +2243,29 @@ fn check_network(bundle: &Bundle, problems: &mut Vec<String>) {
             agent.what
         ));
     }
+    // The Kubernetes API server, for whoever calls it.
+    for (w, why) in [
+        (agent, "the agent's TokenReviews of the API's tokens"),
+        (api, "pod-name targeting and TokenReviews of agents' tokens"),
+    ] {
+        if !w
+            .spec
+            .containers
+            .first()
+            .is_some_and(|c| env_flag(c, "DCS_KUBERNETES"))
+        {
+            continue;
+        }
+        for port in KUBE_API_PORTS {
+            if !egress_anywhere_allowed(bundle, w, port, "TCP") {
+                problems.push(format!(
+                    "{}: the NetworkPolicies block the Kubernetes API server (TCP {port}), which \
+                     {why} need",
+                    w.what
+                ));
+            }
+        }
+    }
 }
 
 fn check_secrets(bundle: &Bundle, problems: &mut Vec<String>) {
@@ -1677,10 +2320,13 @@ fn check_secrets(bundle: &Bundle, problems: &mut Vec<String>) {
             }
         }
         // Every setting that names a secret file names one inside a mounted
-        // Secret.
+        // Secret (`*_TOKEN_FILE`s name projected service-account tokens:
+        // check_identity).
         for container in workload.containers() {
             for env in container.env.iter().flatten() {
-                let names_a_file = env.name.ends_with("_FILE") || env.name == "DCS_REGISTRY_CONFIG";
+                let names_a_file = (env.name.ends_with("_FILE")
+                    && !env.name.ends_with("_TOKEN_FILE"))
+                    || env.name == "DCS_REGISTRY_CONFIG";
                 let Some(path) = env.value.as_deref().filter(|_| names_a_file) else {
                     continue;
                 };
@@ -1765,6 +2411,28 @@ fn the_manifests_follow_the_deployment_policy() {
     assert_no_problems(&check(&base_documents(), &example_documents()));
 }
 
+#[test]
+fn the_shared_secret_overlay_follows_the_policy() {
+    let overlay = shared_secret_overlay_documents();
+    let examples = example_documents();
+    assert_no_problems(&check_as(&overlay, &examples, Identity::SharedSecret));
+    // And the two policies do tell the modes apart.
+    let as_in_cluster = check_as(&overlay, &examples, Identity::InCluster);
+    assert!(
+        as_in_cluster
+            .iter()
+            .any(|p| p.contains("in-cluster identity needs DCS_AGENT_SA_TOKEN_FILE")),
+        "the overlay passes as in-cluster identity: {as_in_cluster:#?}"
+    );
+    let base_as_shared = check_as(&base_documents(), &examples, Identity::SharedSecret);
+    assert!(
+        base_as_shared
+            .iter()
+            .any(|p| p.contains("the shared-secret identity uses no service-account tokens")),
+        "the base passes as shared-secret identity: {base_as_shared:#?}"
+    );
+}
+
 /// The document of `kind`/`name` in `docs`.
 fn doc<'a>(docs: &'a mut [Value], kind: &str, name: &str) -> &'a mut Value {
     docs.iter_mut()
@@ -1801,6 +2469,17 @@ fn remove(value: &mut Value, at: &str) {
         .and_then(Value::as_object_mut)
         .and_then(|m| m.remove(key))
         .unwrap_or_else(|| panic!("{at} does not exist"));
+}
+
+/// Removes the element named `name` from the array at `at`.
+fn remove_named(value: &mut Value, at: &str, name: &str) {
+    let items = value
+        .pointer_mut(at)
+        .and_then(Value::as_array_mut)
+        .unwrap_or_else(|| panic!("{at} is not an array"));
+    let before = items.len();
+    items.retain(|i| i["name"] != name);
+    assert!(items.len() < before, "no element named {name} in {at}");
 }
 
 /// Index of the named element of the array at `at`.
@@ -2111,9 +2790,13 @@ fn the_policy_catches_violations() {
             "only the agent may mount host paths",
             |b, _| {
                 let api = doc(b, "Deployment", API);
+                let n = api
+                    .pointer(&format!("{POD}/volumes"))
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
                 set(
                     api,
-                    &format!("{POD}/volumes/3"),
+                    &format!("{POD}/volumes/{n}"),
                     json!({"name": "sock",
                 "hostPath": {"path": CONTAINERD_SOCKET, "type": "Socket"}}),
                 );
@@ -2314,6 +2997,242 @@ fn the_policy_catches_violations() {
             "does not parse into its Kubernetes type",
             |_, e| {
                 set(&mut e[0], "/stringData", json!("not a map"));
+            },
+        ),
+        // In-cluster identity.
+        (
+            "the agents' token for the API server",
+            "projects a token without audience, i.e. for the Kubernetes API server",
+            |b, _| {
+                let agent = doc(b, "DaemonSet", AGENT);
+                let i = index_of(agent, &format!("{POD}/volumes"), "token-for-api");
+                remove(
+                    agent,
+                    &format!("{POD}/volumes/{i}/projected/sources/0/serviceAccountToken/audience"),
+                );
+            },
+        ),
+        (
+            "the agents' token for the wrong audience",
+            "the token's audience is `dcs-agent`, but the API accepts tokens for `dcs-api`",
+            |b, _| {
+                let agent = doc(b, "DaemonSet", AGENT);
+                let i = index_of(agent, &format!("{POD}/volumes"), "token-for-api");
+                set(
+                    agent,
+                    &format!("{POD}/volumes/{i}/projected/sources/0/serviceAccountToken/audience"),
+                    json!("dcs-agent"),
+                );
+            },
+        ),
+        (
+            "one audience both ways",
+            "present tokens for the same audience `dcs-api`",
+            |b, _| {
+                let api = doc(b, "Deployment", API);
+                let i = index_of(api, &format!("{POD}/volumes"), "token-for-agents");
+                set(
+                    api,
+                    &format!("{POD}/volumes/{i}/projected/sources/0/serviceAccountToken/audience"),
+                    json!("dcs-api"),
+                );
+            },
+        ),
+        (
+            "the API accepting the default audience",
+            "accepts agents' tokens for audience `dcs-agent`",
+            |b, _| {
+                remove_named(
+                    doc(b, "Deployment", API),
+                    &format!("{CONTAINER}/env"),
+                    "DCS_AGENT_TOKEN_AUDIENCE",
+                );
+            },
+        ),
+        (
+            "no token volume in the agent",
+            "env DCS_AGENT_SA_TOKEN_FILE = /var/run/secrets/dcs/token: /var/run/secrets/dcs/token \
+             is not inside any volume mount",
+            |b, _| {
+                let agent = doc(b, "DaemonSet", AGENT);
+                remove_named(agent, &format!("{POD}/volumes"), "token-for-api");
+                remove_named(agent, &format!("{CONTAINER}/volumeMounts"), "token-for-api");
+            },
+        ),
+        (
+            "the agents' token file in a Secret",
+            "which projects no service-account token at `shared-secret`",
+            |b, _| {
+                let agent = doc(b, "DaemonSet", AGENT);
+                let i = index_of(
+                    agent,
+                    &format!("{CONTAINER}/env"),
+                    "DCS_AGENT_SA_TOKEN_FILE",
+                );
+                set(
+                    agent,
+                    &format!("{CONTAINER}/env/{i}/value"),
+                    json!("/etc/dcs/agent/shared-secret"),
+                );
+            },
+        ),
+        (
+            "a day-long token",
+            "the projected token's expirationSeconds is 86400",
+            |b, _| {
+                let agent = doc(b, "DaemonSet", AGENT);
+                let i = index_of(agent, &format!("{POD}/volumes"), "kube-api-access");
+                set(
+                    agent,
+                    &format!(
+                        "{POD}/volumes/{i}/projected/sources/0/serviceAccountToken/expirationSeconds"
+                    ),
+                    json!(86400),
+                );
+            },
+        ),
+        (
+            "a token without expiry",
+            "the projected token has no expirationSeconds",
+            |b, _| {
+                let api = doc(b, "Deployment", API);
+                let i = index_of(api, &format!("{POD}/volumes"), "token-for-agents");
+                remove(
+                    api,
+                    &format!(
+                        "{POD}/volumes/{i}/projected/sources/0/serviceAccountToken/expirationSeconds"
+                    ),
+                );
+            },
+        ),
+        (
+            "a writable token mount",
+            "projected volume `token-for-agents` must be mounted read-only",
+            |b, _| {
+                let api = doc(b, "Deployment", API);
+                let i = index_of(
+                    api,
+                    &format!("{CONTAINER}/volumeMounts"),
+                    "token-for-agents",
+                );
+                remove(api, &format!("{CONTAINER}/volumeMounts/{i}/readOnly"));
+            },
+        ),
+        (
+            "a token in the migration Job",
+            "only the agent and the API hold tokens",
+            |b, _| {
+                let job = doc(b, "Job", "dcs-api-migrate");
+                set(
+                    job,
+                    &format!("{POD}/volumes/1"),
+                    json!({"name": "token", "projected": {"sources": [{"serviceAccountToken":
+                        {"path": "token", "audience": "dcs-api", "expirationSeconds": 600}}]}}),
+                );
+            },
+        ),
+        (
+            "agents refusing the API's tokens",
+            "but the agents do not accept it",
+            |b, _| {
+                remove_named(
+                    doc(b, "DaemonSet", AGENT),
+                    &format!("{CONTAINER}/env"),
+                    "DCS_KUBERNETES",
+                );
+            },
+        ),
+        (
+            "the API without its token",
+            "in-cluster identity needs DCS_API_SA_TOKEN_FILE",
+            |b, _| {
+                remove_named(
+                    doc(b, "Deployment", API),
+                    &format!("{CONTAINER}/env"),
+                    "DCS_API_SA_TOKEN_FILE",
+                );
+            },
+        ),
+        (
+            "the API expecting another service account",
+            "DCS_AGENT_SERVICE_ACCOUNT is `dcs-system:default`, but DaemonSet dcs-system/dcs-agent \
+             runs as `dcs-system:dcs-agent`",
+            |b, _| {
+                let api = doc(b, "Deployment", API);
+                let i = index_of(
+                    api,
+                    &format!("{CONTAINER}/env"),
+                    "DCS_AGENT_SERVICE_ACCOUNT",
+                );
+                set(
+                    api,
+                    &format!("{CONTAINER}/env/{i}/value"),
+                    json!("dcs-system:default"),
+                );
+            },
+        ),
+        (
+            "the agent without the API server's CA",
+            "lacks `ca.crt` (from the ConfigMap kube-root-ca.crt)",
+            |b, _| {
+                let agent = doc(b, "DaemonSet", AGENT);
+                let i = index_of(agent, &format!("{POD}/volumes"), "kube-api-access");
+                let sources = agent
+                    .pointer_mut(&format!("{POD}/volumes/{i}/projected/sources"))
+                    .and_then(Value::as_array_mut)
+                    .unwrap();
+                sources.retain(|s| s.get("configMap").is_none());
+            },
+        ),
+        (
+            "no shared secret in the API",
+            "DCS_AGENT_SECRET_FILE must name the shared secret",
+            |b, _| {
+                remove_named(
+                    doc(b, "Deployment", API),
+                    &format!("{CONTAINER}/env"),
+                    "DCS_AGENT_SECRET_FILE",
+                );
+            },
+        ),
+        (
+            "an extra verb for the agent",
+            "ClusterRole dcs-agent: rule 0 grants `get` on `tokenreviews`",
+            |b, _| {
+                let role = doc(b, "ClusterRole", AGENT);
+                role["rules"][0]["verbs"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("get"));
+            },
+        ),
+        (
+            "the agent reading pods",
+            "binds the agent's service account dcs-agent to `list` on `pods`",
+            |b, _| {
+                set(
+                    doc(b, "ClusterRole", AGENT),
+                    "/rules/1",
+                    json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}),
+                );
+            },
+        ),
+        (
+            "the agent without TokenReviews",
+            "service account dcs-agent: lacks `create` on `tokenreviews`",
+            |b, _| {
+                b.retain(|d| {
+                    !(d["kind"] == "ClusterRoleBinding" && d["metadata"]["name"] == AGENT)
+                });
+            },
+        ),
+        (
+            "agents cut off from the API server",
+            "the NetworkPolicies block the Kubernetes API server (TCP 6443), which the agent's",
+            |b, _| {
+                let policy = doc(b, "NetworkPolicy", AGENT);
+                let rules = policy["spec"]["egress"].as_array_mut().unwrap();
+                rules.retain(|r| !r.to_string().contains("6443"));
             },
         ),
         (

@@ -16,4 +16,4 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The end-to-end tests run the real binaries.
 cargo build --workspace --bins --locked
-cargo test --workspace --locked -- --test-threads "${DCS_TEST_THREADS:-4}"
+cargo test --workspace --locked --no-fail-fast -- --test-threads "${DCS_TEST_THREADS:-4}"

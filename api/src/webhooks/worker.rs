@@ -27,6 +27,8 @@ use crate::state::AppState;
 const BATCH: u64 = 256;
 /// Attempts in flight at once, per replica.
 const CONCURRENCY: usize = 128;
+/// Longest sleep between looks for due deliveries.
+const POLL: Duration = Duration::from_millis(250);
 /// Bytes of a response kept in the attempt log.
 const EXCERPT: usize = 1024;
 
@@ -47,14 +49,17 @@ pub struct WebhookSettings {
 pub async fn run(state: AppState, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
     loop {
-        let claimed = match claim(&state).await {
+        // Claim only what can be sent now: a claimed delivery waiting for a
+        // slot would see its claim expire and be sent twice.
+        let free = slots.available_permits() as u64;
+        let claimed = match claim(&state, free.min(BATCH)).await {
             Ok(claimed) => claimed,
             Err(e) => {
                 tracing::warn!(error = %e, "claiming webhook deliveries failed");
                 Vec::new()
             }
         };
-        let full = claimed.len() as u64 == BATCH;
+        let full = free > 0 && claimed.len() as u64 == free.min(BATCH);
         for (delivery, endpoint) in claimed {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
@@ -68,24 +73,48 @@ pub async fn run(state: AppState, stop: CancellationToken) {
         if full {
             continue;
         }
+        // Sleep until the next delivery is due (a retry, or a row another
+        // replica enqueued), a wake-up, or at most the poll interval.
+        let wait = match next_due(&state).await {
+            Some(due) => (due - crate::clock::now())
+                .to_std()
+                .unwrap_or_default()
+                .min(POLL),
+            None => POLL,
+        };
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = state.webhook_wakeup.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
         }
     }
 }
 
 type Claimed = Vec<(webhook_delivery::Model, Option<webhook_endpoint::Model>)>;
 
-async fn claim(state: &AppState) -> Result<Claimed, sea_orm::DbErr> {
+/// When the earliest pending delivery is due.
+async fn next_due(state: &AppState) -> Option<chrono::DateTime<chrono::Utc>> {
+    WebhookDelivery::find()
+        .filter(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending))
+        .order_by_asc(webhook_delivery::Column::NextAttemptAt)
+        .one(&state.db)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|d| d.next_attempt_at)
+}
+
+async fn claim(state: &AppState, limit: u64) -> Result<Claimed, sea_orm::DbErr> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
     let now = crate::clock::now();
     let txn = state.db.begin().await?;
     let mut query = WebhookDelivery::find()
         .filter(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending))
         .filter(webhook_delivery::Column::NextAttemptAt.lte(now))
         .order_by_asc(webhook_delivery::Column::NextAttemptAt)
-        .limit(BATCH);
+        .limit(limit);
     if state.db.get_database_backend() == DbBackend::Postgres {
         query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
@@ -288,42 +317,65 @@ async fn record(
     }
     row.update(&txn).await?;
 
-    // The endpoint's health: a success clears the failing streak; a 410 or
-    // five days of failures disable it, with the reason for admins.
-    let mut endpoint_row: webhook_endpoint::ActiveModel = endpoint.clone().into();
-    let mut changed = false;
-    if succeeded && endpoint.failing_since.is_some() {
-        endpoint_row.failing_since = Set(None);
-        changed = true;
+    // The endpoint's health, decided on the row as it is now (other
+    // attempts may have changed it since this one was claimed): a success
+    // clears the failing streak; a 410 or days of failures disable it,
+    // with the reason for admins.
+    let id = webhook_endpoint::Column::Id.eq(endpoint.id);
+    if succeeded {
+        WebhookEndpoint::update_many()
+            .col_expr(
+                webhook_endpoint::Column::FailingSince,
+                Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+            )
+            .filter(id)
+            .filter(webhook_endpoint::Column::FailingSince.is_not_null())
+            .exec(&txn)
+            .await?;
     } else if gone {
-        endpoint_row.enabled = Set(false);
-        endpoint_row.disabled_reason = Set(Some(format!(
-            "the receiver answered 410 Gone at {}",
-            now.to_rfc3339()
-        )));
-        changed = true;
-    } else if !succeeded {
-        let since = endpoint.failing_since.unwrap_or(now);
-        if endpoint.failing_since.is_none() {
-            endpoint_row.failing_since = Set(Some(since));
-            changed = true;
-        }
+        WebhookEndpoint::update_many()
+            .col_expr(webhook_endpoint::Column::Enabled, Expr::value(false))
+            .col_expr(
+                webhook_endpoint::Column::DisabledReason,
+                Expr::value(format!(
+                    "the receiver answered 410 Gone at {}",
+                    now.to_rfc3339()
+                )),
+            )
+            .col_expr(webhook_endpoint::Column::UpdatedAt, Expr::value(now))
+            .filter(id)
+            .exec(&txn)
+            .await?;
+    } else {
+        WebhookEndpoint::update_many()
+            .col_expr(webhook_endpoint::Column::FailingSince, Expr::value(now))
+            .filter(id.clone())
+            .filter(webhook_endpoint::Column::FailingSince.is_null())
+            .exec(&txn)
+            .await?;
         let limit = chrono::Duration::from_std(
             schedule::DISABLE_AFTER.mul_f64(state.webhooks.schedule_scale),
         )
         .unwrap_or(chrono::Duration::days(5));
-        if now - since >= limit {
-            endpoint_row.enabled = Set(false);
-            endpoint_row.disabled_reason = Set(Some(format!(
-                "every delivery failed since {}",
-                since.to_rfc3339()
-            )));
-            changed = true;
+        let current = WebhookEndpoint::find_by_id(endpoint.id).one(&txn).await?;
+        if let Some(since) = current.and_then(|e| e.failing_since)
+            && now - since >= limit
+        {
+            WebhookEndpoint::update_many()
+                .col_expr(webhook_endpoint::Column::Enabled, Expr::value(false))
+                .col_expr(
+                    webhook_endpoint::Column::DisabledReason,
+                    Expr::value(format!(
+                        "every delivery failed since {}",
+                        since.to_rfc3339()
+                    )),
+                )
+                .col_expr(webhook_endpoint::Column::UpdatedAt, Expr::value(now))
+                .filter(id)
+                .filter(webhook_endpoint::Column::Enabled.eq(true))
+                .exec(&txn)
+                .await?;
         }
-    }
-    if changed {
-        endpoint_row.updated_at = Set(now);
-        endpoint_row.update(&txn).await?;
     }
     txn.commit().await?;
     state

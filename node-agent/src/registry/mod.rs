@@ -119,6 +119,8 @@ pub struct Pusher {
     /// upload, which `oci-client` cannot do).
     authorization: std::sync::Mutex<Option<String>>,
     http: reqwest::Client,
+    /// containerd's `blobs` directory, when readable from here.
+    content_dir: std::sync::Mutex<Option<PathBuf>>,
 }
 
 impl Pusher {
@@ -155,7 +157,26 @@ impl Pusher {
             insecure: options.insecure.clone(),
             authorization: std::sync::Mutex::new(None),
             http,
+            content_dir: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Where containerd keeps blobs on this node, when the agent can read it.
+    pub fn set_content_dir(&self, dir: Option<PathBuf>) {
+        if let Ok(mut slot) = self.content_dir.lock() {
+            *slot = dir;
+        }
+    }
+
+    /// The blob's file in containerd's content store, if readable and of the
+    /// expected size.
+    async fn local_blob(&self, layer: &Descriptor) -> Option<tokio::fs::File> {
+        let dir = self.content_dir.lock().ok()?.clone()?;
+        let (algorithm, hex) = layer.digest.split_once(':')?;
+        let path = dir.join(algorithm).join(hex);
+        let file = tokio::fs::File::open(&path).await.ok()?;
+        let size = file.metadata().await.ok()?.len();
+        (size == layer.size as u64).then_some(file)
     }
 
     /// Checks that the registry answers and accepts the credentials for a
@@ -321,14 +342,33 @@ impl Pusher {
                 digest: layer.digest.clone(),
             });
         }
-        let stream = containerd.read_stream("layer", &layer.digest).await?;
         let sent = sent.clone();
+        let count = move |len: usize| {
+            let done = sent.fetch_add(len as u64, Ordering::Relaxed) + len as u64;
+            if let Some(progress) = &progress {
+                progress(done, total);
+            }
+        };
+        // Straight from containerd's blob file when this node's content
+        // store is readable (it is, where the overlay fast path works):
+        // one copy less than through containerd's Read stream.
+        if let Some(file) = self.local_blob(layer).await {
+            let body =
+                tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).map(move |chunk| {
+                    chunk
+                        .inspect(|data| count(data.len()))
+                        .map_err(|e| OciDistributionError::GenericError(Some(e.to_string())))
+                });
+            self.client
+                .push_blob_stream(&self.target, body, &layer.digest, Some(layer.size as u64))
+                .await
+                .map_err(|e| self.classify(e))?;
+            return Ok(());
+        }
+        let stream = containerd.read_stream("layer", &layer.digest).await?;
         let body = stream.map(move |chunk| match chunk {
             Ok(data) => {
-                let done = sent.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
-                if let Some(progress) = &progress {
-                    progress(done, total);
-                }
+                count(data.len());
                 Ok(bytes::Bytes::from(data))
             }
             Err(e) => Err(OciDistributionError::GenericError(Some(e.to_string()))),

@@ -2,8 +2,8 @@
 //!
 //! The registry's streamed upload (`POST` a session, `PATCH` the bytes as
 //! they come, `PUT ?digest=` once the digest is known) lets the push of the
-//! layer run alongside reading and compressing it, for commits without a
-//! pause. It never makes the reading wait: chunks are offered without
+//! layer run alongside reading and compressing it (when that does not
+//! lengthen a pause; see `commit`). It never makes the reading wait: chunks are offered without
 //! waiting, and if the registry falls behind the upload is abandoned and
 //! the layer is pushed the ordinary way afterwards.
 

@@ -170,7 +170,9 @@ wait_containerd() {
     local name=$1 dir=$2 sock i plugins
     sock=$(ctr_sock "$dir")
     for i in $(seq 150); do
-        pid_alive "$dir/containerd.pid" "$dir/config.toml" \
+        # Liveness by /proc entry: right after the exec, the new command
+        # line can read empty for a moment, which pid_alive would misread.
+        [[ -d /proc/$(<"$dir/containerd.pid") ]] \
             || fail_with_log "$name exited during start-up" "$dir/containerd.log"
         ctr --address "$sock" version >/dev/null 2>&1 && break
         (( i == 150 )) && fail_with_log "$name did not answer on $sock within 30 s" "$dir/containerd.log"
@@ -388,7 +390,7 @@ start_registry() {
     want=200
     [[ $auth == auth ]] && want=401
     for i in $(seq 100); do
-        pid_alive "$dir/registry.pid" "$dir/config.yml" \
+        [[ -d /proc/$(<"$dir/registry.pid") ]] \
             || fail_with_log "$name exited during start-up" "$dir/registry.log"
         code=$(http_status "$port" /v2/)
         [[ $code == "$want" ]] && return 0

@@ -218,36 +218,7 @@ impl Api {
     }
 
     async fn launch(&mut self) {
-        let listen = format!("127.0.0.1:{}", self.port);
-        let timeout = self.agent_timeout_seconds.to_string();
-        let mut args = vec![
-            "serve",
-            "--listen",
-            &listen,
-            "--agent-timeout-seconds",
-            &timeout,
-        ];
-        for prefix in &self.speaker_prefixes {
-            args.push("--speaker-repository-prefix");
-            args.push(prefix);
-        }
-        let command = self.command(&args);
-        let log = self.data_dir.join(format!("api-{}.log", unique("run")));
-        self.process = Process::spawn(command, log);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send().await
-                && r.status().is_success()
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "dcs-api did not start:\n{}",
-                self.process.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.launch_with(&[]).await;
     }
 
     /// SIGKILL, as a crash would.

@@ -18,22 +18,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// A container with the CRI labels of pod `<pod_namespace>/<pod>`.
 fn desktop(ctr: &Ctr, id: &str, image: &str, pod_namespace: &str, pod: &str) {
-    ctr.run(&[
-        "run",
-        "-d",
-        "--snapshotter",
-        "overlayfs",
-        "--label",
-        &format!("io.kubernetes.pod.name={pod}"),
-        "--label",
-        &format!("io.kubernetes.pod.namespace={pod_namespace}"),
-        "--label",
-        "io.kubernetes.container.name=desktop",
-        image,
-        id,
-        "sleep",
-        "3600",
-    ]);
+    ctr.run_desktop(id, image, pod_namespace, pod);
 }
 
 async fn api_on_postgres(db: &Database, env: &TestEnv) -> Api {

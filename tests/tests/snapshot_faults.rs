@@ -16,22 +16,7 @@ const WAIT: Duration = Duration::from_secs(90);
 
 /// A container with the CRI labels of pod `workshop/<pod>`.
 fn desktop(ctr: &Ctr, id: &str, image: &str, pod: &str) {
-    ctr.run(&[
-        "run",
-        "-d",
-        "--snapshotter",
-        "overlayfs",
-        "--label",
-        &format!("io.kubernetes.pod.name={pod}"),
-        "--label",
-        "io.kubernetes.pod.namespace=workshop",
-        "--label",
-        "io.kubernetes.container.name=desktop",
-        image,
-        id,
-        "sleep",
-        "3600",
-    ]);
+    ctr.run_desktop(id, image, "workshop", pod);
 }
 
 /// Random (incompressible) data in the container, to make a commit slow.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e_tests::stack::{Agent, Api, ApiOptions, Database, documents};
+use e2e_tests::stack::{Agent, Api, ApiOptions, Database, documents, registry_digest};
 use e2e_tests::{Ctr, TestEnv, unique};
 use serde_json::{Value, json};
 
@@ -11,22 +11,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// Starts a container with the CRI labels of pod `workshop/<pod>`.
 fn desktop(ctr: &Ctr, id: &str, image: &str, pod: &str) {
-    ctr.run(&[
-        "run",
-        "-d",
-        "--snapshotter",
-        "overlayfs",
-        "--label",
-        &format!("io.kubernetes.pod.name={pod}"),
-        "--label",
-        "io.kubernetes.pod.namespace=workshop",
-        "--label",
-        "io.kubernetes.container.name=desktop",
-        image,
-        id,
-        "sleep",
-        "3600",
-    ]);
+    ctr.run_desktop(id, image, "workshop", pod);
 }
 
 async fn wait_for_container(api: &Api, token: &str, id: &str) -> Value {
@@ -54,21 +39,6 @@ async fn wait_for_status(api: &Api, token: &str, id: &str, status: &str) -> Valu
     })
     .await["snapshot"]
         .clone()
-}
-
-/// The digest the registry serves for a tag.
-fn registry_digest(reference: &str) -> String {
-    let output = std::process::Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{reference}"))
-        .output()
-        .expect("skopeo");
-    assert!(
-        output.status.success(),
-        "skopeo inspect {reference}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    e2e_tests::layer::sha256_hex(&output.stdout)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

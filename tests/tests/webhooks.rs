@@ -757,22 +757,7 @@ async fn signatures_verify_with_the_reference_crate_during_rotation_too() {
 // ---------------------------------------------------------------------------
 
 fn desktop(ctr: &Ctr, id: &str, image: &str, pod: &str) {
-    ctr.run(&[
-        "run",
-        "-d",
-        "--snapshotter",
-        "overlayfs",
-        "--label",
-        &format!("io.kubernetes.pod.name={pod}"),
-        "--label",
-        "io.kubernetes.pod.namespace=workshop",
-        "--label",
-        "io.kubernetes.container.name=desktop",
-        image,
-        id,
-        "sleep",
-        "3600",
-    ]);
+    ctr.run_desktop(id, image, "workshop", pod);
 }
 
 async fn wait_for_container(api: &Api, token: &str, id: &str) {

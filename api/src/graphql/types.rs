@@ -256,11 +256,7 @@ impl Snapshot {
         let state = state(ctx)?;
         let loader = ctx.data::<ChildrenById>()?;
         let children = loader.load_one(self.0.id).await?.unwrap_or_default();
-        Ok(children
-            .into_iter()
-            .filter(|c| snapshots::may_see(state, who, c))
-            .map(Snapshot)
-            .collect())
+        Ok(visible(state, who, children))
     }
 
     /// Parent, grandparent, ... nearest first. Each step goes through the
@@ -280,11 +276,7 @@ impl Snapshot {
             next = parent.parent_id;
             chain.push(parent);
         }
-        Ok(chain
-            .into_iter()
-            .filter(|s| snapshots::may_see(state, who, s))
-            .map(Snapshot)
-            .collect())
+        Ok(visible(state, who, chain))
     }
 
     /// Children, grandchildren, ... breadth first; one loader call per
@@ -308,12 +300,20 @@ impl Snapshot {
                 }
             }
         }
-        Ok(all
-            .into_iter()
-            .filter(|s| snapshots::may_see(state, who, s))
-            .map(Snapshot)
-            .collect())
+        Ok(visible(state, who, all))
     }
+}
+
+/// The snapshots of a lineage the caller may see.
+fn visible(
+    state: &crate::state::AppState,
+    who: &crate::auth::Principal,
+    rows: Vec<snapshot::Model>,
+) -> Vec<Snapshot> {
+    rows.into_iter()
+        .filter(|s| snapshots::may_see(state, who, s))
+        .map(Snapshot)
+        .collect()
 }
 
 fn options(model: &snapshot::Model) -> JobOptions {

@@ -2,6 +2,7 @@
 //! events. Each request carries a token signed with the shared secret whose
 //! subject is the agent's node; a body about another node is refused.
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, State};
 use axum::http::header;
 use axum::http::request::Parts;
@@ -46,6 +47,11 @@ impl FromRequestParts<AppState> for AgentNode {
     }
 }
 
+/// A malformed body, in the API's error shape.
+fn bad_body(rejection: JsonRejection) -> ApiError {
+    ApiError::bad_input(rejection.body_text())
+}
+
 fn same_node(agent: &AgentNode, node: &str) -> ApiResult<()> {
     if agent.0 == node {
         Ok(())
@@ -65,8 +71,9 @@ pub fn router() -> Router<AppState> {
 async fn register(
     State(state): State<AppState>,
     agent: AgentNode,
-    Json(body): Json<Registration>,
+    body: Result<Json<Registration>, JsonRejection>,
 ) -> ApiResult<Json<Ack>> {
+    let Json(body) = body.map_err(bad_body)?;
     same_node(&agent, &body.node)?;
     nodes::register(&state, body).await?;
     Ok(Json(Ack { known: true }))
@@ -75,8 +82,9 @@ async fn register(
 async fn heartbeat(
     State(state): State<AppState>,
     agent: AgentNode,
-    Json(body): Json<Heartbeat>,
+    body: Result<Json<Heartbeat>, JsonRejection>,
 ) -> ApiResult<Json<Ack>> {
+    let Json(body) = body.map_err(bad_body)?;
     same_node(&agent, &body.node)?;
     Ok(Json(nodes::heartbeat(&state, body).await?))
 }
@@ -84,8 +92,9 @@ async fn heartbeat(
 async fn inventory(
     State(state): State<AppState>,
     agent: AgentNode,
-    Json(body): Json<Inventory>,
+    body: Result<Json<Inventory>, JsonRejection>,
 ) -> ApiResult<Json<Ack>> {
+    let Json(body) = body.map_err(bad_body)?;
     same_node(&agent, &body.node)?;
     Ok(Json(containers::replace_inventory(&state, body).await?))
 }
@@ -93,8 +102,9 @@ async fn inventory(
 async fn event(
     State(state): State<AppState>,
     agent: AgentNode,
-    Json(body): Json<JobEvent>,
+    body: Result<Json<JobEvent>, JsonRejection>,
 ) -> ApiResult<Json<Ack>> {
+    let Json(body) = body.map_err(bad_body)?;
     same_node(&agent, &body.node)?;
     agent_events::apply(&state, &agent.0, body).await?;
     Ok(Json(Ack { known: true }))

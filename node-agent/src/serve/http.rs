@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -74,7 +75,17 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
     next.run(request).await
 }
 
-async fn submit_job(State(state): State<AppState>, Json(request): Json<JobRequest>) -> Response {
+async fn submit_job(
+    State(state): State<AppState>,
+    request: Result<Json<JobRequest>, JsonRejection>,
+) -> Response {
+    // A malformed body gets the same JSON error shape as everything else.
+    let Json(request) = match request {
+        Ok(request) => request,
+        Err(rejection) => {
+            return error(rejection.status(), "BAD_USER_INPUT", &rejection.body_text());
+        }
+    };
     match state.jobs.submit(request) {
         Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
         Err(SubmitError::ShuttingDown) => error(

@@ -64,8 +64,13 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &id[..12])
 }
 
-/// The `dcs-agent` binary of this workspace's build.
+/// The `dcs-agent` binary of this workspace's build, or the one named by
+/// `DCS_TEST_AGENT_BINARY` (to run a test against another version, e.g. to
+/// show that an attack test finds what an older agent let through).
 pub fn agent_binary() -> PathBuf {
+    if let Some(binary) = std::env::var_os("DCS_TEST_AGENT_BINARY") {
+        return PathBuf::from(binary);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/dcs-agent
     let profile_dir = exe

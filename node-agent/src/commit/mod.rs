@@ -6,7 +6,8 @@
 //!    (reference, exclusions, credentials file, container, base image);
 //! 2. all new content is written under a lease, so containerd's garbage
 //!    collector cannot take it half-way and a crash leaves nothing pinned;
-//! 3. the task is paused (if asked) only while the change is read;
+//! 3. the task is paused (if asked) only while the change is read; always
+//!    when containerd's Diff service reads it (it follows links by path);
 //! 4. the image record is created once its content is complete;
 //! 5. the registry gets its blobs first and the manifest last.
 
@@ -230,6 +231,7 @@ async fn commit_under_lease(
         request.compression,
         lease,
         &mut tee,
+        &mut paused,
     )
     .await;
     let mut paused_ms = 0;
@@ -413,6 +415,8 @@ impl Drop for PausedTask {
 
 /// Builds the layer into the content store: from the overlay upper
 /// directory when there is one, else through containerd's Diff service.
+/// `paused` is the task paused for the read, if the request asked for it.
+#[allow(clippy::too_many_arguments)]
 async fn read_changes(
     client: &Containerd,
     container: &containerd::ContainerInfo,
@@ -420,6 +424,7 @@ async fn read_changes(
     compression: Compression,
     lease: &Lease,
     tee: &mut Option<UploadTee>,
+    paused: &mut Option<PausedTask>,
 ) -> Result<(LayerSummary, &'static str), CommitError> {
     let mounts = client
         .snapshot_mounts(&container.snapshotter, &container.snapshot_key)
@@ -445,6 +450,13 @@ async fn read_changes(
             }
             Err(e) => return Err(e),
         }
+    }
+    // containerd's Diff service reads the container's files by path and
+    // follows whatever a name has become by then: it may only read a frozen
+    // desktop, whatever the request said about pausing.
+    if paused.is_none() && client.task_state(&container.id).await? == TaskState::Running {
+        tracing::info!("pausing the desktop: the Diff service reads only paused containers");
+        *paused = Some(PausedTask::pause(client, &container.id).await?);
     }
     let summary =
         diff_service_layer(client, container, mounts, excludes, compression, lease, tee).await?;

@@ -9,6 +9,7 @@ pub mod exclude;
 pub mod filter;
 pub mod overlay;
 pub mod pgzip;
+pub mod pinned;
 pub mod xattr;
 
 use std::io::{self, BufWriter, Read, Write};

@@ -8,17 +8,19 @@
 //!   `.wh..wh..opq` entry, hiding everything the lower layers had in it.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::fs::{self, File, Metadata};
+use std::ffi::{CString, OsStr};
 use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use rustix::fs::{FileType, Stat};
 
 use super::LayerError;
 use super::archive::{Entry, EntryKind, TarWriter, Xattrs};
 use super::exclude::Excludes;
-use super::xattr::read_xattrs;
+use super::pinned::{Pinned, entry_proc_path, list_names, reopen_directory};
+use super::xattr::{XattrTarget, read_xattrs};
 
 /// What the walk found, for reports and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -63,31 +65,52 @@ impl OverlayUpper {
     }
 }
 
+/// At most this many directory descriptors stay open during a walk,
+/// however deep the tree: deeper ones are closed and re-opened on the way
+/// back up (checked to be the same directory).
+const OPEN_DIRECTORIES: usize = 64;
+
 /// Walks the upper directory and writes the layer's entries, in path order.
+///
+/// Every entry is read through descriptors (see `pinned`): a name that
+/// changes while we walk is recorded as what it was when pinned, never
+/// followed. The walk is iterative, so depth costs memory for names only.
 pub fn write_changes<W: Write>(
     upper: &OverlayUpper,
     excludes: &Excludes,
     tar: &mut TarWriter<W>,
 ) -> Result<WalkStats, LayerError> {
+    let read_error = |source| LayerError::Read {
+        path: upper.path.clone(),
+        source,
+    };
+    let root = Pinned::open_root(&upper.path).map_err(read_error)?;
+    let root_dir = root.open_directory().map_err(read_error)?;
     let mut walker = Walker {
         upper,
         excludes,
         tar,
         hardlinks: HashMap::new(),
         stats: WalkStats::default(),
+        stack: Vec::new(),
+        open: 0,
     };
-    let root = fs::symlink_metadata(&upper.path).map_err(|e| LayerError::Read {
-        path: upper.path.clone(),
-        source: e,
-    })?;
-    if !root.is_dir() {
-        return Err(LayerError::Read {
-            path: upper.path.clone(),
-            source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
-        });
-    }
-    walker.walk_directory(&upper.path, &[])?;
+    walker.push_directory(Vec::new(), Vec::new(), root.identity(), root_dir)?;
+    walker.run()?;
     Ok(walker.stats)
+}
+
+/// A directory being walked.
+struct Frame {
+    /// Its name in the parent (empty for the root).
+    name: Vec<u8>,
+    /// Path relative to the upper directory.
+    relative: Vec<u8>,
+    identity: (u64, u64),
+    /// Open while it is among the deepest `OPEN_DIRECTORIES`.
+    fd: Option<OwnedFd>,
+    /// Names still to visit, last first.
+    pending: Vec<Vec<u8>>,
 }
 
 struct Walker<'a, W: Write> {
@@ -97,69 +120,149 @@ struct Walker<'a, W: Write> {
     /// First path written for each (device, inode) with several links.
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
     stats: WalkStats,
+    stack: Vec<Frame>,
+    /// Frames whose `fd` is open.
+    open: usize,
 }
 
 impl<W: Write> Walker<'_, W> {
-    fn walk_directory(&mut self, dir: &Path, relative: &[u8]) -> Result<(), LayerError> {
-        let read_error = |e| LayerError::Read {
-            path: dir.to_path_buf(),
-            source: e,
-        };
-        let mut names: Vec<Vec<u8>> = Vec::new();
-        for item in fs::read_dir(dir).map_err(read_error)? {
-            let item = item.map_err(read_error)?;
-            names.push(item.file_name().as_bytes().to_vec());
-        }
-        names.sort();
-        for name in names {
-            let path = dir.join(OsStr::from_bytes(&name));
-            let mut child = relative.to_vec();
-            if !child.is_empty() {
-                child.push(b'/');
+    fn run(&mut self) -> Result<(), LayerError> {
+        while let Some(top) = self.stack.last_mut() {
+            let Some(name) = top.pending.pop() else {
+                if self.stack.pop().is_some_and(|f| f.fd.is_some()) {
+                    self.open -= 1;
+                }
+                continue;
+            };
+            let last = top.pending.is_empty();
+            let depth = self.stack.len() - 1;
+            self.ensure_open(depth)?;
+            let frame = &self.stack[depth];
+            let mut relative = frame.relative.clone();
+            if !relative.is_empty() {
+                relative.push(b'/');
             }
-            child.extend_from_slice(&name);
-            self.visit(&path, child, &name)?;
+            relative.extend_from_slice(&name);
+            self.visit(depth, relative, name)?;
+            // A directory with nothing left to visit needs no descriptor
+            // (but the root stays open: re-opening starts there).
+            if last
+                && depth > 0
+                && let Some(fd) = self.stack[depth].fd.take()
+            {
+                drop(fd);
+                self.open -= 1;
+            }
         }
         Ok(())
     }
 
-    fn visit(&mut self, path: &Path, relative: Vec<u8>, name: &[u8]) -> Result<(), LayerError> {
-        let metadata = match fs::symlink_metadata(path) {
-            Ok(m) => m,
-            // Deleted since the directory was listed (container not paused).
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
-                return Err(LayerError::Read {
-                    path: path.to_path_buf(),
-                    source: e,
-                });
-            }
+    fn dir_fd(&self, depth: usize) -> BorrowedFd<'_> {
+        self.stack[depth]
+            .fd
+            .as_ref()
+            .map(|fd| fd.as_fd())
+            .expect("ensure_open ran first")
+    }
+
+    /// Re-opens frame `depth` (and the closed frames above it) from the
+    /// nearest open ancestor, each checked to still be the same directory.
+    fn ensure_open(&mut self, depth: usize) -> Result<(), LayerError> {
+        if self.stack[depth].fd.is_some() {
+            return Ok(());
+        }
+        let Some(start) = (0..depth).rev().find(|&i| self.stack[i].fd.is_some()) else {
+            return Err(self.moved(depth));
         };
+        for i in start + 1..=depth {
+            let name = cstring(&self.stack[i].name);
+            let parent = self.dir_fd(i - 1);
+            let reopened = reopen_directory(parent, &name, self.stack[i].identity)
+                .map_err(|e| self.read_error(&self.stack[i].relative, e))?;
+            let Some(fd) = reopened else {
+                return Err(self.moved(i));
+            };
+            self.stack[i].fd = Some(fd);
+            self.open += 1;
+        }
+        self.close_shallowest(depth);
+        Ok(())
+    }
+
+    /// Keeps the number of open descriptors bounded: closes the shallowest
+    /// open frames (never the root, which is where re-opening starts).
+    fn close_shallowest(&mut self, keep_from: usize) {
+        let mut i = 1;
+        while self.open > OPEN_DIRECTORIES && i < keep_from {
+            if self.stack[i].fd.take().is_some() {
+                self.open -= 1;
+            }
+            i += 1;
+        }
+    }
+
+    fn push_directory(
+        &mut self,
+        name: Vec<u8>,
+        relative: Vec<u8>,
+        identity: (u64, u64),
+        fd: OwnedFd,
+    ) -> Result<(), LayerError> {
+        let mut pending = list_names(fd.as_fd()).map_err(|e| self.read_error(&relative, e))?;
+        pending.reverse();
+        self.stack.push(Frame {
+            name,
+            relative,
+            identity,
+            fd: Some(fd),
+            pending,
+        });
+        self.open += 1;
+        let deepest = self.stack.len() - 1;
+        self.close_shallowest(deepest);
+        Ok(())
+    }
+
+    fn visit(&mut self, depth: usize, relative: Vec<u8>, name: Vec<u8>) -> Result<(), LayerError> {
         if self.excludes.is_excluded(&relative) {
             self.stats.excluded += 1;
             return Ok(());
         }
-        let file_type = metadata.file_type();
+        let c_name = cstring(&name);
+        let pinned = match Pinned::open(self.dir_fd(depth), &c_name) {
+            Ok(Some(p)) => p,
+            // Deleted since the directory was listed (container not paused).
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(self.read_error(&relative, e)),
+        };
+        let file_type = pinned.file_type();
+        let rdev = pinned.stat.st_rdev;
 
         // Whiteouts first: on some kernels all whiteouts share one inode, so
         // they must never reach the hardlink bookkeeping.
-        if file_type.is_char_device() && metadata.rdev() == 0 {
+        if file_type == FileType::CharacterDevice && rdev == 0 {
             let mut whiteout = relative[..relative.len() - name.len()].to_vec();
             whiteout.extend_from_slice(b".wh.");
-            whiteout.extend_from_slice(name);
-            self.append(&Entry::empty(whiteout, EntryKind::File), None, path)?;
+            whiteout.extend_from_slice(&name);
+            self.append(&Entry::empty(whiteout, EntryKind::File), None, &relative)?;
             self.stats.whiteouts += 1;
             return Ok(());
         }
-        if file_type.is_socket() {
+        if file_type == FileType::Socket {
             self.stats.sockets_skipped += 1;
             return Ok(());
         }
 
-        let (xattrs, overlay) = self.xattrs(path)?;
+        let (xattrs, overlay) = if file_type == FileType::Symlink {
+            let path = entry_proc_path(self.dir_fd(depth), &c_name);
+            self.xattrs(XattrTarget::NoFollow(&path), &relative)?
+        } else {
+            let path = PathBuf::from(pinned.proc_path());
+            self.xattrs(XattrTarget::Follow(&path), &relative)?
+        };
         if overlay.redirect || overlay.metacopy {
             return Err(LayerError::OverlayFeature {
-                path: path.to_path_buf(),
+                path: self.full_path(&relative),
                 feature: if overlay.redirect {
                     "redirect_dir"
                 } else {
@@ -167,92 +270,92 @@ impl<W: Write> Walker<'_, W> {
                 },
             });
         }
-        let mut entry = entry_from_metadata(relative.clone(), &metadata, xattrs);
+        let mut entry = entry_from_stat(relative.clone(), &pinned.stat, xattrs);
 
-        if file_type.is_dir() {
-            entry.kind = EntryKind::Directory;
-            self.append(&entry, None, path)?;
-            if overlay.opaque {
-                let mut marker = relative.clone();
-                marker.extend_from_slice(b"/.wh..wh..opq");
-                self.append(&Entry::empty(marker, EntryKind::File), None, path)?;
-                self.stats.opaque_directories += 1;
+        match file_type {
+            FileType::Directory => {
+                entry.kind = EntryKind::Directory;
+                self.append(&entry, None, &relative)?;
+                if overlay.opaque {
+                    let mut marker = relative.clone();
+                    marker.extend_from_slice(b"/.wh..wh..opq");
+                    self.append(&Entry::empty(marker, EntryKind::File), None, &relative)?;
+                    self.stats.opaque_directories += 1;
+                }
+                let fd = pinned
+                    .open_directory()
+                    .map_err(|e| self.read_error(&relative, e))?;
+                let identity = pinned.identity();
+                return self.push_directory(name, relative, identity, fd);
             }
-            return self.walk_directory(path, &relative);
-        }
-        if file_type.is_symlink() {
-            entry.kind = EntryKind::Symlink;
-            entry.link = fs::read_link(path)
-                .map_err(|e| LayerError::Read {
-                    path: path.to_path_buf(),
-                    source: e,
-                })?
-                .into_os_string()
-                .into_encoded_bytes();
-            return self.append(&entry, None, path);
-        }
-        if file_type.is_fifo() {
-            entry.kind = EntryKind::Fifo;
-            return self.append(&entry, None, path);
-        }
-        if file_type.is_char_device() || file_type.is_block_device() {
-            entry.kind = if file_type.is_char_device() {
-                EntryKind::CharDevice
-            } else {
-                EntryKind::BlockDevice
-            };
-            entry.device_major = rustix::fs::major(metadata.rdev());
-            entry.device_minor = rustix::fs::minor(metadata.rdev());
-            return self.append(&entry, None, path);
+            FileType::Symlink => {
+                entry.kind = EntryKind::Symlink;
+                entry.link = pinned
+                    .link_target()
+                    .map_err(|e| self.read_error(&relative, e))?;
+                return self.append(&entry, None, &relative);
+            }
+            FileType::Fifo => {
+                entry.kind = EntryKind::Fifo;
+                return self.append(&entry, None, &relative);
+            }
+            FileType::CharacterDevice | FileType::BlockDevice => {
+                entry.kind = if file_type == FileType::CharacterDevice {
+                    EntryKind::CharDevice
+                } else {
+                    EntryKind::BlockDevice
+                };
+                entry.device_major = rustix::fs::major(rdev);
+                entry.device_minor = rustix::fs::minor(rdev);
+                return self.append(&entry, None, &relative);
+            }
+            FileType::RegularFile => {}
+            // Nothing else can be stored in a layer.
+            _ => return Ok(()),
         }
 
         // A regular file, or a further name of one already written.
-        if metadata.nlink() > 1 {
-            let key = (metadata.dev(), metadata.ino());
+        if pinned.stat.st_nlink > 1 {
+            let key = pinned.identity();
             if let Some(first) = self.hardlinks.get(&key) {
                 entry.kind = EntryKind::HardLink;
                 entry.link = first.clone();
                 entry.size = 0;
                 self.stats.hardlinks += 1;
-                return self.append(&entry, None, path);
+                return self.append(&entry, None, &relative);
             }
             self.hardlinks.insert(key, relative.clone());
         }
         entry.kind = EntryKind::File;
-        let mut file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
-                return Err(LayerError::Read {
-                    path: path.to_path_buf(),
-                    source: e,
-                });
-            }
-        };
+        let mut file = pinned
+            .open_file()
+            .map_err(|e| self.read_error(&relative, e))?;
         self.stats.files += 1;
         self.stats.file_bytes += entry.size;
-        self.append(&entry, Some(&mut file), path)
+        self.append(&entry, Some(&mut file), &relative)
     }
 
     fn append(
         &mut self,
         entry: &Entry,
         data: Option<&mut dyn io::Read>,
-        path: &Path,
+        relative: &[u8],
     ) -> Result<(), LayerError> {
+        let path = self.full_path(relative);
         self.tar
             .append(entry, data)
-            .map_err(|e| LayerError::from_append(e, path))?;
+            .map_err(|e| LayerError::from_append(e, &path))?;
         self.stats.entries += 1;
         Ok(())
     }
 
     /// The entry's own extended attributes, and overlay's markers taken out.
-    fn xattrs(&self, path: &Path) -> Result<(Xattrs, OverlayMarkers), LayerError> {
-        let all = read_xattrs(path).map_err(|e| LayerError::Read {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+    fn xattrs(
+        &self,
+        target: XattrTarget<'_>,
+        relative: &[u8],
+    ) -> Result<(Xattrs, OverlayMarkers), LayerError> {
+        let all = read_xattrs(target).map_err(|e| self.read_error(relative, e))?;
         let mut markers = OverlayMarkers::default();
         let mut kept = Vec::new();
         for (name, value) in all {
@@ -267,6 +370,33 @@ impl<W: Write> Walker<'_, W> {
         }
         Ok((kept, markers))
     }
+
+    /// For messages only: where the entry is on the host.
+    fn full_path(&self, relative: &[u8]) -> PathBuf {
+        self.upper.path.join(OsStr::from_bytes(relative))
+    }
+
+    fn read_error(&self, relative: &[u8], source: io::Error) -> LayerError {
+        LayerError::Read {
+            path: self.full_path(relative),
+            source,
+        }
+    }
+
+    /// A directory was renamed or replaced while we walked below it.
+    fn moved(&self, depth: usize) -> LayerError {
+        self.read_error(
+            &self.stack[depth].relative,
+            io::Error::other(
+                "the directory was moved while it was read; pause the desktop or commit again",
+            ),
+        )
+    }
+}
+
+/// A name from `getdents`: never contains NUL.
+fn cstring(name: &[u8]) -> CString {
+    CString::new(name.to_vec()).unwrap_or_default()
 }
 
 #[derive(Debug, Default)]
@@ -276,15 +406,16 @@ struct OverlayMarkers {
     metacopy: bool,
 }
 
-fn entry_from_metadata(path: Vec<u8>, m: &Metadata, xattrs: Xattrs) -> Entry {
+fn entry_from_stat(path: Vec<u8>, stat: &Stat, xattrs: Xattrs) -> Entry {
+    let is_file = FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile;
     Entry {
         path,
         kind: EntryKind::File,
-        mode: m.mode() & 0o7777,
-        uid: u64::from(m.uid()),
-        gid: u64::from(m.gid()),
-        size: if m.is_file() { m.len() } else { 0 },
-        mtime: m.mtime(),
+        mode: stat.st_mode & 0o7777,
+        uid: u64::from(stat.st_uid),
+        gid: u64::from(stat.st_gid),
+        size: if is_file { stat.st_size as u64 } else { 0 },
+        mtime: stat.st_mtime,
         link: Vec::new(),
         device_major: 0,
         device_minor: 0,

@@ -1,0 +1,108 @@
+//! A tree deeper than the kernel's path limit, walked with a bounded number
+//! of open descriptors. Its own test binary: it counts the process's
+//! descriptors, which other tests running alongside would disturb.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use node_agent::layer::Excludes;
+use node_agent::layer::archive::TarWriter;
+use node_agent::layer::overlay::{OverlayUpper, write_changes};
+use rustix::fs::{Mode, OFlags};
+
+fn upper(path: &Path) -> OverlayUpper {
+    OverlayUpper::from_mount("overlay", &[format!("upperdir={}", path.display())])
+        .expect("overlay mount")
+}
+
+/// Path -> content of each regular file.
+fn file_contents(tar_bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
+    let mut archive = tar::Archive::new(tar_bytes);
+    let mut map = BTreeMap::new();
+    for item in archive.entries().expect("entries") {
+        let mut item = item.expect("entry");
+        if item.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let path = String::from_utf8_lossy(&item.path_bytes()).to_string();
+        let mut content = Vec::new();
+        item.read_to_end(&mut content).expect("content");
+        map.insert(path, content);
+    }
+    map
+}
+
+/// Counts this process's open descriptors at every 64th write.
+struct FdSampler {
+    writes: usize,
+    max_fds: Arc<AtomicUsize>,
+}
+
+impl Write for FdSampler {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.writes += 1;
+        if self.writes.is_multiple_of(64) {
+            let open = std::fs::read_dir("/proc/self/fd").unwrap().count();
+            self.max_fds.fetch_max(open, Ordering::Relaxed);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// 10,000 levels, deeper than the kernel's 4,096-byte path limit, each level
+/// with a directory and a file after it (so every level is still open when
+/// the walk goes down): the walk finishes, with a bounded number of open
+/// descriptors, and writes every level.
+#[test]
+fn a_tree_deeper_than_path_max_is_walked_with_bounded_descriptors() {
+    const DEPTH: usize = 10_000;
+    let root = tempfile::tempdir().unwrap();
+    let up = root.path().join("upper");
+    std::fs::create_dir_all(&up).unwrap();
+    let mut dir = rustix::fs::open(&up, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap();
+    for level in 0..DEPTH {
+        let file = rustix::fs::openat(
+            &dir,
+            "z",
+            OFlags::CREATE | OFlags::WRONLY,
+            Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        rustix::io::write(&file, level.to_string().as_bytes()).unwrap();
+        rustix::fs::mkdirat(&dir, "d", Mode::from_raw_mode(0o755)).unwrap();
+        dir = rustix::fs::openat(&dir, "d", OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())
+            .unwrap();
+    }
+    drop(dir);
+
+    let before = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let max_fds = Arc::new(AtomicUsize::new(0));
+    let mut tar = TarWriter::new(FdSampler {
+        writes: 0,
+        max_fds: max_fds.clone(),
+    });
+    let started = Instant::now();
+    let stats = write_changes(&upper(&up), &Excludes::none(), &mut tar).unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(stats.files, DEPTH as u64);
+    assert_eq!(stats.entries, 2 * DEPTH as u64);
+    let extra = max_fds.load(Ordering::Relaxed).saturating_sub(before);
+    assert!(extra <= 100, "{extra} descriptors open at once");
+    assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
+    eprintln!("deep walk: {DEPTH} levels in {elapsed:?}, at most {extra} extra descriptors");
+
+    // And the content of the deepest levels is right.
+    let mut tar = TarWriter::new(Vec::new());
+    write_changes(&upper(&up), &Excludes::none(), &mut tar).unwrap();
+    let found = file_contents(&tar.finish().unwrap());
+    let deepest = format!("{}z", "d/".repeat(DEPTH - 1));
+    assert_eq!(found[&deepest], (DEPTH - 1).to_string().as_bytes());
+    assert_eq!(found["d/z"], b"1");
+}

@@ -5,9 +5,26 @@
 
 pub mod changes;
 pub mod messages;
+pub mod reference;
 pub mod token;
 
 pub use messages::*;
+
+/// Labels the API and the agents agree on.
+pub mod labels {
+    /// On a pod (its sandbox container, outside Kubernetes): the `sub` of
+    /// the speaker the pod belongs to.
+    pub const OWNER: &str = "dcs.io/owner";
+    /// CRI labels kubelet sets on every container and sandbox.
+    pub const POD_NAME: &str = "io.kubernetes.pod.name";
+    pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+    pub const POD_UID: &str = "io.kubernetes.pod.uid";
+    pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
+    /// CRI's `sandbox` or `container`; CRI sets it last, so an image label
+    /// cannot forge it.
+    pub const CRI_KIND: &str = "io.cri-containerd.kind";
+    pub const CRI_KIND_SANDBOX: &str = "sandbox";
+}
 
 /// HTTP paths of the API that agents call.
 pub mod api_paths {

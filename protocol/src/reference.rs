@@ -4,11 +4,15 @@
 //! follows the same grammar (Docker's distribution reference) by hand, and a
 //! property test holds the two to the same answers.
 
-use oci_client::Reference;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_REGISTRY: &str = "docker.io";
 const MAX_NAME: usize = 255;
 
+/// A parsed reference: registry host, repository path (with Docker Hub's
+/// `library/` filled in), and the tag and digest when given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parsed {
     pub registry: String,
@@ -17,27 +21,44 @@ pub struct Parsed {
     pub digest: Option<String>,
 }
 
-impl Parsed {
-    pub fn to_reference(&self) -> Reference {
-        match (&self.tag, &self.digest) {
-            (Some(tag), Some(digest)) => Reference::with_tag_and_digest(
-                self.registry.clone(),
-                self.repository.clone(),
-                tag.clone(),
-                digest.clone(),
-            ),
-            (None, Some(digest)) => Reference::with_digest(
-                self.registry.clone(),
-                self.repository.clone(),
-                digest.clone(),
-            ),
-            (tag, None) => Reference::with_tag(
-                self.registry.clone(),
-                self.repository.clone(),
-                tag.clone().unwrap_or_else(|| "latest".to_string()),
-            ),
-        }
+/// Where a snapshot is pushed: always a tag. The API authorises this value
+/// and sends it in the job; the agent pushes exactly it, so both sides can
+/// never read one string two ways.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    pub registry: String,
+    pub repository: String,
+    pub tag: String,
+}
+
+impl Target {
+    /// `registry/repository`, what the speaker prefixes are checked against.
+    pub fn repository_path(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
     }
+}
+
+/// `registry/repository:tag`; parses back to the same [`Target`].
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}:{}", self.registry, self.repository, self.tag)
+    }
+}
+
+/// Parses a push target: a tag is required in effect (`latest` when none is
+/// written), a digest is refused (digests name content, they cannot be
+/// pushed to).
+pub fn parse_target(input: &str) -> Result<Target, String> {
+    let parsed = parse(input)?;
+    if parsed.digest.is_some() {
+        return Err("push to a tag, not to a digest".into());
+    }
+    Ok(Target {
+        registry: parsed.registry,
+        repository: parsed.repository,
+        tag: parsed.tag.unwrap_or_else(|| "latest".to_string()),
+    })
 }
 
 /// Parses a reference; the message says what is wrong.
@@ -207,6 +228,7 @@ fn check_digest(digest: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oci_client::Reference;
     use proptest::prelude::*;
 
     fn theirs(input: &str) -> Option<(String, String, Option<String>, Option<String>)> {
@@ -221,14 +243,7 @@ mod tests {
 
     fn ours(input: &str) -> Option<(String, String, Option<String>, Option<String>)> {
         let p = parse(input).ok()?;
-        let r = p.to_reference();
-        Some((
-            r.registry().to_string(),
-            r.repository().to_string(),
-            p.tag
-                .or_else(|| r.tag().map(String::from).filter(|_| false)),
-            r.digest().map(String::from),
-        ))
+        Some((p.registry, p.repository, p.tag, p.digest))
     }
 
     /// Where we differ on purpose: Docker's own parser takes a first
@@ -300,6 +315,43 @@ mod tests {
         }
     }
 
+    #[test]
+    fn targets_are_tags() {
+        let t = parse_target("127.0.0.1:5000/workshops/alice/app").unwrap();
+        assert_eq!(t.tag, "latest");
+        assert_eq!(t.repository_path(), "127.0.0.1:5000/workshops/alice/app");
+        assert_eq!(parse_target("busybox").unwrap().to_string(), "docker.io/library/busybox:latest");
+        assert!(
+            parse_target("reg.example/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+                .is_err()
+        );
+        assert!(parse_target("reg.example/App:1").is_err());
+    }
+
+    /// What the agent is sent is what it pushes: the oci-client reference
+    /// made from a target names the same registry, repository and tag, and
+    /// the target's text reads back to itself.
+    fn pushes_what_was_authorised(input: &str) {
+        let Ok(target) = parse_target(input) else {
+            return;
+        };
+        assert_eq!(parse_target(&target.to_string()).as_ref(), Ok(&target), "{input}");
+        if known_divergence(input) {
+            return;
+        }
+        let oci = Reference::with_tag(
+            target.registry.clone(),
+            target.repository.clone(),
+            target.tag.clone(),
+        );
+        let theirs: Reference = target.to_string().parse().expect("oci-client reads a target");
+        assert_eq!(
+            (oci.registry(), oci.repository(), oci.tag()),
+            (theirs.registry(), theirs.repository(), theirs.tag()),
+            "{input}"
+        );
+    }
+
     proptest! {
         #[test]
         fn agrees_with_oci_client(input in "[a-zA-Z0-9._:/@-]{0,40}") {
@@ -317,6 +369,12 @@ mod tests {
             input.push_str(&path);
             if let Some(t) = tag { input.push(':'); input.push_str(&t); }
             same(&input);
+            pushes_what_was_authorised(&input);
+        }
+
+        #[test]
+        fn targets_read_back_to_themselves(input in "[a-zA-Z0-9._:/@-]{0,40}") {
+            pushes_what_was_authorised(&input);
         }
     }
 }

@@ -6,8 +6,11 @@
 //! last: a push that fails half-way leaves no tag pointing at a partial image.
 
 pub mod auth;
-pub mod reference;
 pub mod upload;
+
+/// The one reference parser, shared with the API.
+pub use dcs_protocol::reference;
+use dcs_protocol::reference::{Parsed, Target};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -92,11 +95,41 @@ pub fn parse_target(reference: &str) -> Result<Reference, RegistryError> {
         reference: reference.to_string(),
         reason,
     };
-    let parsed = reference::parse(reference).map_err(bad)?;
-    if parsed.digest.is_some() {
-        return Err(bad("push to a tag, not to a digest".into()));
+    reference::parse_target(reference)
+        .map(|t| target_reference(&t))
+        .map_err(bad)
+}
+
+/// The oci-client form of a target the API already parsed.
+pub fn target_reference(target: &Target) -> Reference {
+    Reference::with_tag(
+        target.registry.clone(),
+        target.repository.clone(),
+        target.tag.clone(),
+    )
+}
+
+/// The oci-client form of any parsed reference (`latest` when it has
+/// neither tag nor digest).
+pub fn to_reference(parsed: &Parsed) -> Reference {
+    match (&parsed.tag, &parsed.digest) {
+        (Some(tag), Some(digest)) => Reference::with_tag_and_digest(
+            parsed.registry.clone(),
+            parsed.repository.clone(),
+            tag.clone(),
+            digest.clone(),
+        ),
+        (None, Some(digest)) => Reference::with_digest(
+            parsed.registry.clone(),
+            parsed.repository.clone(),
+            digest.clone(),
+        ),
+        (tag, None) => Reference::with_tag(
+            parsed.registry.clone(),
+            parsed.repository.clone(),
+            tag.clone().unwrap_or_else(|| "latest".to_string()),
+        ),
     }
-    Ok(parsed.to_reference())
 }
 
 /// The full name of a reference as containerd names images.
@@ -239,7 +272,7 @@ impl Pusher {
 
         let base = reference::parse(base_name)
             .ok()
-            .map(|p| p.to_reference())
+            .map(|p| to_reference(&p))
             .filter(|b| {
                 b.resolve_registry() == self.target.resolve_registry()
                     && b.repository() != self.target.repository()

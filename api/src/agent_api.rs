@@ -2,16 +2,20 @@
 //! events. Each request carries a token signed with the shared secret whose
 //! subject is the agent's node; a body about another node is refused.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, State};
-use axum::http::header;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::routing::post;
 use axum::{Json, Router};
 use dcs_protocol::token::API_AUDIENCE;
 use dcs_protocol::{Ack, Heartbeat, Inventory, JobEvent, Registration, api_paths};
 
-use crate::errors::{ApiError, ApiResult};
+use crate::auth::review_limit::{Decision, ReviewLimiter};
+use crate::errors::{ApiError, ApiResult, Code};
 use crate::service::{agent_events, containers, nodes};
 use crate::state::AppState;
 
@@ -37,18 +41,47 @@ impl FromRequestParts<AppState> for AgentNode {
             return Ok(Self(claims.sub));
         }
         // In a cluster: a projected service-account token, checked by
-        // TokenReview, naming the node the agent's pod runs on.
-        if let Some(kubernetes) = &state.kubernetes
-            && let Some(node) = kubernetes.agent_node(token).await?
-        {
-            return Ok(Self(node));
+        // TokenReview, naming the node the agent's pod runs on. Unknown
+        // tokens pass the limiter first: each one costs the API server a
+        // review.
+        if let Some(kubernetes) = &state.kubernetes {
+            let limiter = parts.extensions.get::<Arc<ReviewLimiter>>().cloned();
+            let client = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip());
+            match limiter.as_ref().map(|l| l.check(client, token)) {
+                Some(Decision::Limited) => {
+                    return Err(ApiError::new(
+                        Code::RateLimited,
+                        "too many unknown agent tokens; try again later",
+                    ));
+                }
+                Some(Decision::RecentlyRefused) => {
+                    return Err(ApiError::unauthenticated("invalid agent token"));
+                }
+                Some(Decision::Known | Decision::Review) | None => {}
+            }
+            let node = kubernetes.agent_node(token).await?;
+            if let Some(limiter) = &limiter {
+                limiter.reviewed(token, node.is_some());
+            }
+            if let Some(node) = node {
+                return Ok(Self(node));
+            }
         }
         Err(ApiError::unauthenticated("invalid agent token"))
     }
 }
 
-/// A malformed body, in the API's error shape.
+/// A malformed or oversized body, in the API's error shape.
 fn bad_body(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            Code::PayloadTooLarge,
+            "the request body is larger than the limit",
+        );
+    }
     ApiError::bad_input(rejection.body_text())
 }
 
@@ -60,6 +93,8 @@ fn same_node(agent: &AgentNode, node: &str) -> ApiResult<()> {
     }
 }
 
+/// The agents' endpoints. Unknown service-account tokens are limited by
+/// the `ReviewLimiter` in the requests' extensions (see `http::router`).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route(api_paths::REGISTER, post(register))

@@ -175,6 +175,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
 
     let stop = CancellationToken::new();
+    let limits = crate::http::HttpLimits {
+        max_body_bytes: args.max_body_bytes,
+        request_timeout: Duration::from_secs(args.request_timeout_seconds.max(1)),
+        ws: crate::http::WsLimits {
+            max_message_bytes: args.ws_max_message_bytes,
+            init_timeout: Duration::from_secs(args.ws_init_timeout_seconds.max(1)),
+            max_subscriptions: args.ws_max_subscriptions,
+        },
+    };
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+
     let dispatcher = tokio::spawn(crate::dispatch::run(state.clone(), stop.clone()));
     let webhook_worker = tokio::spawn(crate::webhooks::worker::run(state.clone(), stop.clone()));
     let bus_listener = tokio::spawn(state.bus.clone().listen(stop.clone()));
@@ -182,17 +193,61 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %args.listen, "API serving");
+    let metrics_server = match args.metrics_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("listening on {address} (metrics)"))?;
+            tracing::info!(listen = %address, "metrics serving");
+            let router = crate::http::metrics_router(state.clone(), args.max_body_bytes);
+            let stop = stop.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }))
+        }
+        None => None,
+    };
     let shutdown = stop.clone();
-    axum::serve(listener, crate::http::router(state, schema))
-        .with_graceful_shutdown(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down");
-            shutdown.cancel();
-        })
-        .await?;
-    let _ = dispatcher.await;
-    let _ = webhook_worker.await;
-    let _ = bus_listener.await;
+    let router = crate::http::router_with(state, schema, limits, args.metrics_listen.is_none());
+    let server = axum::serve(
+        listener,
+        // The peer address limits unknown agent tokens per client.
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        wait_for_signal().await;
+        tracing::info!(grace_seconds = grace.as_secs(), "shutting down");
+        shutdown.cancel();
+    });
+    // Graceful shutdown waits for every request, forever if one never
+    // ends: after the grace period the rest are abandoned. (Requests have
+    // a deadline, but a WebSocket or a slow body has none.)
+    let finished = async {
+        let _ = server.await;
+        let _ = dispatcher.await;
+        let _ = webhook_worker.await;
+        let _ = bus_listener.await;
+        if let Some(metrics) = metrics_server {
+            let _ = metrics.await;
+        }
+    };
+    tokio::pin!(finished);
+    tokio::select! {
+        () = &mut finished => return Ok(()),
+        () = stop.cancelled() => {}
+    }
+    if tokio::time::timeout(grace, finished).await.is_err() {
+        tracing::warn!(
+            grace_seconds = grace.as_secs(),
+            "requests still running after the grace period; exiting without them"
+        );
+        // Returning would drop the runtime, which waits for blocking
+        // tasks without limit; the database is consistent (transactions
+        // not committed roll back), so leave at once.
+        std::process::exit(0);
+    }
     Ok(())
 }
 

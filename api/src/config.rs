@@ -114,6 +114,61 @@ pub struct ServeArgs {
     /// Turn off schema introspection.
     #[arg(long, env = "DCS_NO_INTROSPECTION", global = true)]
     pub no_introspection: bool,
+    /// Largest request body any HTTP endpoint accepts (bytes); larger
+    /// ones are refused with 413 before they are read.
+    #[arg(
+        long,
+        env = "DCS_API_MAX_BODY_BYTES",
+        default_value_t = 1024 * 1024,
+        global = true
+    )]
+    pub max_body_bytes: usize,
+    /// A request's work stops after this many seconds (GraphQL queries and
+    /// mutations, and the database statements they started).
+    #[arg(
+        long,
+        env = "DCS_API_REQUEST_TIMEOUT_SECONDS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub request_timeout_seconds: u64,
+    /// On SIGTERM, requests still running after this many seconds are
+    /// abandoned and the process exits.
+    #[arg(
+        long,
+        env = "DCS_API_SHUTDOWN_GRACE_SECONDS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub shutdown_grace_seconds: u64,
+    /// Largest WebSocket message a client may send (bytes).
+    #[arg(
+        long,
+        env = "DCS_API_WS_MAX_MESSAGE_BYTES",
+        default_value_t = 64 * 1024,
+        global = true
+    )]
+    pub ws_max_message_bytes: usize,
+    /// Seconds a WebSocket client has to send `connection_init`.
+    #[arg(
+        long,
+        env = "DCS_API_WS_INIT_TIMEOUT_SECONDS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub ws_init_timeout_seconds: u64,
+    /// Subscriptions one WebSocket connection may hold at once.
+    #[arg(
+        long,
+        env = "DCS_API_WS_MAX_SUBSCRIPTIONS",
+        default_value_t = 20,
+        global = true
+    )]
+    pub ws_max_subscriptions: usize,
+    /// Serve `/metrics` on this address only (e.g. `0.0.0.0:9090`), instead
+    /// of on the API's listen address.
+    #[arg(long, env = "DCS_API_METRICS_LISTEN", global = true)]
+    pub metrics_listen: Option<SocketAddr>,
     #[arg(long, default_value = "text", value_parser = ["text", "json"], global = true)]
     pub log_format: String,
     /// Use the Kubernetes API: pods by name, agents by service-account

@@ -11,8 +11,8 @@ pub async fn connect(url: Option<&str>, data_dir: &Path) -> anyhow::Result<Datab
     let url = match url {
         Some(url) if !url.is_empty() => url.to_string(),
         _ => {
-            std::fs::create_dir_all(data_dir)?;
-            format!("sqlite://{}?mode=rwc", data_dir.join("dcs.db").display())
+            let file = private_sqlite_file(data_dir)?;
+            format!("sqlite://{}?mode=rwc", file.display())
         }
     };
     let mut options = ConnectOptions::new(url);
@@ -31,16 +31,151 @@ pub async fn connect(url: Option<&str>, data_dir: &Path) -> anyhow::Result<Datab
     Ok(db)
 }
 
-/// Describes the database for logs without credentials.
+/// The data directory (0700) and the SQLite file in it (0600): the file
+/// holds every snapshot and webhook secret; other local users must not
+/// read it. Its `-wal` and `-shm` files take the database file's mode.
+fn private_sqlite_file(data_dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::create_dir_all(data_dir)?;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
+    let file = data_dir.join("dcs.db");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&file)?;
+    // An older file may have been created with the umask's mode.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
+/// Describes the database for logs without credentials: no user, no
+/// password (which may itself hold `@`), no query parameters (which may
+/// hold `password=`).
 pub fn describe(url: Option<&str>) -> String {
-    match url {
-        Some(url) if !url.is_empty() => match url.split_once('@') {
-            Some((scheme_and_user, rest)) => {
-                let scheme = scheme_and_user.split("://").next().unwrap_or("db");
-                format!("{scheme}://…@{rest}")
+    let Some(url) = url.filter(|u| !u.is_empty()) else {
+        return "SQLite (embedded default)".to_string();
+    };
+    let (scheme, rest) = url.split_once("://").unwrap_or(("db", url));
+    let (location, query) = match rest.split_once('?') {
+        Some((location, _)) => (location, "?…"),
+        None => (rest, ""),
+    };
+    // The host follows the last `@`: a password may contain `@`.
+    match location.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://…@{host}{query}"),
+        None => format!("{scheme}://{location}{query}"),
+    }
+}
+
+/// Runs one query whose server-side work ends with its caller: on
+/// Postgres, if the future is dropped before the answer arrives (the
+/// request's deadline passed, its client went away, the server is
+/// stopping), the statement is cancelled with `pg_cancel_backend`. Without
+/// this, sqlx would let it run to the end: a dropped connection is only
+/// returned to the pool after it has drained the answer.
+///
+/// The statement is found in `pg_stat_activity` by a unique comment at its
+/// start, so the normal path costs no extra statement. (SQLite runs the
+/// statement in its worker thread to the end; the local default does not
+/// need more.)
+pub async fn query_cancellable(
+    db: &DatabaseConnection,
+    sql: &str,
+    values: Vec<sea_orm::Value>,
+) -> Result<Vec<sea_orm::QueryResult>, sea_orm::DbErr> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let backend = db.get_database_backend();
+    if backend != DbBackend::Postgres {
+        return db
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await;
+    }
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let tagged = format!("/* dcs-query:{tag} */ {sql}");
+    let mut guard = CancelOnDrop {
+        db: Some(db.clone()),
+        tag,
+    };
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(backend, tagged, values))
+        .await;
+    guard.db = None;
+    rows
+}
+
+struct CancelOnDrop {
+    /// `None` once the statement has answered.
+    db: Option<DatabaseConnection>,
+    tag: String,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(db) = self.db.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pattern = format!("/* dcs-query:{} */%", self.tag);
+        runtime.spawn(async move {
+            use sea_orm::{ConnectionTrait, Statement};
+            let cancel = Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+                 WHERE query LIKE $1 AND pid <> pg_backend_pid()",
+                [pattern.into()],
+            );
+            match db.execute_raw(cancel).await {
+                Ok(_) => tracing::debug!("cancelled an abandoned statement"),
+                Err(e) => tracing::warn!(error = %e, "cannot cancel an abandoned statement"),
             }
-            None => url.to_string(),
-        },
-        _ => "SQLite (embedded default)".to_string(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_hold_no_credentials() {
+        for (url, expected) in [
+            (
+                "postgres://dcs:s3cret@db:5432/dcs",
+                "postgres://…@db:5432/dcs",
+            ),
+            ("postgres://dcs:p@ss@word@db/dcs", "postgres://…@db/dcs"),
+            (
+                "postgres://db/dcs?user=dcs&password=s3cret",
+                "postgres://db/dcs?…",
+            ),
+            ("postgres://localhost/dcs", "postgres://localhost/dcs"),
+        ] {
+            let described = describe(Some(url));
+            assert_eq!(described, expected);
+            assert!(!described.contains("s3cret") && !described.contains("word"));
+        }
+        assert_eq!(describe(None), "SQLite (embedded default)");
+    }
+
+    #[tokio::test]
+    async fn the_sqlite_default_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        connect(None, &data).await.unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join("dcs.db")), 0o600);
+        for extra in ["dcs.db-wal", "dcs.db-shm"] {
+            let path = data.join(extra);
+            if path.exists() {
+                assert_eq!(mode(&path) & 0o077, 0, "{extra} is readable by others");
+            }
+        }
     }
 }

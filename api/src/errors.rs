@@ -11,6 +11,12 @@ pub enum Code {
     BadUserInput,
     Conflict,
     Unavailable,
+    /// The request body is larger than the configured limit.
+    PayloadTooLarge,
+    /// Too many attempts; try again later.
+    RateLimited,
+    /// The request ran past its deadline and was stopped.
+    Timeout,
     Internal,
 }
 
@@ -23,6 +29,9 @@ impl Code {
             Self::BadUserInput => "BAD_USER_INPUT",
             Self::Conflict => "CONFLICT",
             Self::Unavailable => "UNAVAILABLE",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::Timeout => "TIMEOUT",
             Self::Internal => "INTERNAL",
         }
     }
@@ -100,6 +109,9 @@ impl Code {
             Self::BadUserInput => StatusCode::BAD_REQUEST,
             Self::Conflict => StatusCode::CONFLICT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -1,32 +1,69 @@
 //! HTTP: `/graphql` (POST queries, GraphiQL on GET, WebSocket subscriptions
 //! with `graphql-transport-ws`), health, metrics, and the agents' endpoints.
+//!
+//! Every request is bounded (see `limits`): body size on every endpoint,
+//! a deadline for each GraphQL request after which its work is dropped
+//! (database statements included), and per-connection limits on
+//! WebSockets (`ws`). Every refusal is JSON with a code.
+
+mod limits;
+mod scope;
+mod ws;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache};
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
-use async_graphql::{Data, Request as GraphQLRequest};
-use async_graphql_axum::{
-    GraphQLProtocol, GraphQLRequest as AxumGraphQLRequest, GraphQLResponse, GraphQLWebSocket,
-};
+use std::str::FromStr as _;
+
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource, WebSocketProtocols};
+use async_graphql_axum::GraphQLResponse;
 use axum::Router;
-use axum::extract::{FromRequestParts, Request, State, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tower_http::trace::TraceLayer;
 
+pub use self::limits::error_response;
+pub use self::scope::TaskScope;
+pub use self::ws::WsLimits;
+use crate::auth::review_limit::ReviewLimiter;
+use crate::errors::Code;
 use crate::graphql::ApiSchema;
 use crate::graphql::context::Caller;
-use crate::graphql::loaders::{ChildrenLoader, SnapshotLoader};
+use crate::graphql::loaders::{AncestorLoader, ChildrenLoader, DescendantLoader, SnapshotLoader};
 use crate::state::AppState;
 
 /// How long a DataLoader gathers keys before it queries: long enough that
 /// the rows of one list land in one batch even on a busy machine.
-const LOADER_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
+const LOADER_DELAY: Duration = Duration::from_millis(5);
+
+/// What one request may cost.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Largest request body on any endpoint.
+    pub max_body_bytes: usize,
+    /// A GraphQL request's work is dropped after this long.
+    pub request_timeout: Duration,
+    pub ws: WsLimits,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            ws: WsLimits::default(),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct HttpState {
     pub app: AppState,
     pub schema: ApiSchema,
+    pub limits: HttpLimits,
 }
 
 impl axum::extract::FromRef<HttpState> for AppState {
@@ -35,28 +72,72 @@ impl axum::extract::FromRef<HttpState> for AppState {
     }
 }
 
+/// The API's router with default limits, `/metrics` included.
 pub fn router(app: AppState, schema: ApiSchema) -> Router {
-    let state = HttpState { app, schema };
-    Router::new()
+    router_with(app, schema, HttpLimits::default(), true)
+}
+
+/// The API's router; `/metrics` only if `with_metrics` (else it is served
+/// on its own address by `metrics_router`).
+pub fn router_with(
+    app: AppState,
+    schema: ApiSchema,
+    limits: HttpLimits,
+    with_metrics: bool,
+) -> Router {
+    let state = HttpState {
+        app,
+        schema,
+        limits,
+    };
+    let mut router = Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(ready));
+    if with_metrics {
+        router = router.route("/metrics", get(metrics));
+    }
+    router
         .merge(crate::agent_api::router().with_state(state.app.clone()))
+        .fallback(limits::not_found)
+        .method_not_allowed_fallback(limits::method_not_allowed)
+        // Unknown agent tokens are rate limited before TokenReview.
+        .layer(axum::Extension(Arc::new(ReviewLimiter::default())))
+        // For the `Json` extractors (agent endpoints) of chunked bodies.
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.max_body_bytes,
+            limits::refuse_large_bodies,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
-/// Per-request data: the caller and fresh DataLoaders.
-fn request_data(app: &AppState, caller: Caller) -> Data {
-    let mut data = Data::default();
+/// `/metrics` alone, for a separate listen address (reachable only from
+/// the monitoring namespace in the kustomize base).
+pub fn metrics_router(app: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_only))
+        .fallback(limits::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            max_body_bytes,
+            limits::refuse_large_bodies,
+        ))
+        .with_state(app)
+}
+
+/// Per-request data: the caller and fresh DataLoaders whose batches run in
+/// `scope` (aborted with the request).
+fn request_data(app: &AppState, caller: Caller, scope: &TaskScope) -> async_graphql::Data {
+    let mut data = async_graphql::Data::default();
     data.insert(caller);
     // Cached: a list query feeds them what it already read (see
     // `snapshots`), and lineage walks reuse what earlier rows loaded.
+    let spawner = |scope: TaskScope| move |task| scope.spawn(task);
     data.insert(
         DataLoader::with_cache(
             SnapshotLoader(app.clone()),
-            tokio::spawn,
+            spawner(scope.clone()),
             HashMapCache::default(),
         )
         .delay(LOADER_DELAY),
@@ -64,7 +145,23 @@ fn request_data(app: &AppState, caller: Caller) -> Data {
     data.insert(
         DataLoader::with_cache(
             ChildrenLoader(app.clone()),
-            tokio::spawn,
+            spawner(scope.clone()),
+            HashMapCache::default(),
+        )
+        .delay(LOADER_DELAY),
+    );
+    data.insert(
+        DataLoader::with_cache(
+            AncestorLoader(app.clone()),
+            spawner(scope.clone()),
+            HashMapCache::default(),
+        )
+        .delay(LOADER_DELAY),
+    );
+    data.insert(
+        DataLoader::with_cache(
+            DescendantLoader(app.clone()),
+            spawner(scope.clone()),
             HashMapCache::default(),
         )
         .delay(LOADER_DELAY),
@@ -95,15 +192,71 @@ fn caller_from_headers(app: &AppState, headers: &HeaderMap) -> Caller {
     }
 }
 
-async fn graphql_post(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    request: AxumGraphQLRequest,
-) -> GraphQLResponse {
-    let caller = caller_from_headers(&state.app, &headers);
-    let mut request: GraphQLRequest = request.into_inner();
-    request.data = request_data(&state.app, caller);
-    let mut response = state.schema.execute(request).await;
+fn refuse(status: StatusCode, code: Code, message: &str) -> Response {
+    limits::error_response("/graphql", status, code, message)
+}
+
+/// The one GraphQL request of a POST body. Only JSON: multipart (file
+/// uploads, which this schema has none of) and batches are refused, so
+/// neither can multiply what one request costs.
+async fn parse_request(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<async_graphql::Request, Response> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_ascii_lowercase();
+    if !content_type.contains("json") {
+        return Err(refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::BadUserInput,
+            "send the GraphQL request as application/json (multipart and forms are not accepted)",
+        ));
+    }
+    let bytes = limits::read_body(body, limit)
+        .await
+        .map_err(|e| limits::body_error("/graphql", e, limit))?;
+    let bad = |why: String| refuse(StatusCode::BAD_REQUEST, Code::BadUserInput, &why);
+    if bytes.trim_ascii_start().starts_with(b"[") {
+        return Err(bad(
+            "batched requests are not accepted: send one request per POST".into(),
+        ));
+    }
+    serde_json::from_slice::<async_graphql::Request>(&bytes)
+        .map_err(|e| bad(format!("the body is not a GraphQL request: {e}")))
+}
+
+async fn graphql_post(State(state): State<HttpState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let caller = caller_from_headers(&state.app, &parts.headers);
+    let mut request = match parse_request(&parts.headers, body, state.limits.max_body_bytes).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let scope = TaskScope::default();
+    // Dropped when this handler ends, however it ends: at the deadline,
+    // or when hyper drops it because the client went away.
+    let _guard = scope.guard();
+    request.data = request_data(&state.app, caller, &scope);
+    let deadline = state.limits.request_timeout;
+    let Ok(mut response) = tokio::time::timeout(deadline, state.schema.execute(request)).await
+    else {
+        tracing::warn!(
+            deadline_ms = deadline.as_millis() as u64,
+            "GraphQL request stopped at its deadline"
+        );
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Code::Timeout,
+            &format!(
+                "the request took longer than its deadline ({} s) and was stopped",
+                deadline.as_secs_f64()
+            ),
+        );
+    };
     // Errors of our resolvers carry a code; those async-graphql raises
     // itself (parse, validation, depth and complexity limits) are the
     // client's: give them one too, so every error has a code.
@@ -119,7 +272,7 @@ async fn graphql_post(
                 .set("code", "BAD_USER_INPUT");
         }
     }
-    response.into()
+    GraphQLResponse::from(response).into_response()
 }
 
 /// GraphiQL for a browser; a WebSocket for subscriptions.
@@ -139,41 +292,37 @@ async fn graphql_get(State(state): State<HttpState>, request: Request) -> Respon
         .into_response();
     }
     let (mut parts, _body) = request.into_parts();
-    let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &state).await {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
+    // The first subprotocol the client offers that async-graphql speaks.
+    let protocol = parts
+        .headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|offered| {
+            offered
+                .split(',')
+                .find_map(|p| WebSocketProtocols::from_str(p.trim()).ok())
+        });
+    let Some(protocol) = protocol else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            Code::BadUserInput,
+            "unknown WebSocket subprotocol (use graphql-transport-ws)",
+        );
     };
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(u) => u,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            return refuse(e.status(), Code::BadUserInput, &e.body_text());
+        }
     };
     let schema = state.schema.clone();
     let app = state.app.clone();
+    let limits = state.limits.ws;
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| {
-            GraphQLWebSocket::new(stream, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    // `{"Authorization": "Bearer ..."}` or `{"token": "..."}`.
-                    let token = payload
-                        .get("Authorization")
-                        .or_else(|| payload.get("authorization"))
-                        .and_then(|v| v.as_str())
-                        .and_then(crate::auth::bearer)
-                        .or_else(|| payload.get("token").and_then(|v| v.as_str()))
-                        .map(str::to_string);
-                    match caller_from_token(&app, token.as_deref()) {
-                        Caller::Authenticated(p) => {
-                            Ok(request_data(&app, Caller::Authenticated(p)))
-                        }
-                        Caller::Refused(why) => Err(async_graphql::Error::new(why)),
-                        Caller::Anonymous => Err(async_graphql::Error::new(
-                            "a bearer token is required in the connection_init payload",
-                        )),
-                    }
-                })
-                .serve()
-        })
+        .max_message_size(limits.max_message_bytes)
+        .max_frame_size(limits.max_message_bytes)
+        .on_upgrade(move |socket| ws::serve(socket, schema, protocol, app, limits))
 }
 
 async fn ready(State(state): State<HttpState>) -> Response {
@@ -187,12 +336,16 @@ async fn ready(State(state): State<HttpState>) -> Response {
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {
+    metrics_only(State(state.app)).await
+}
+
+async fn metrics_only(State(app): State<AppState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.app.metrics.encode(),
+        app.metrics.encode(),
     )
         .into_response()
 }

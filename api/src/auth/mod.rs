@@ -6,6 +6,7 @@
 //! are checked.
 
 pub mod policy;
+pub mod review_limit;
 
 use std::path::Path;
 use std::time::Duration;
@@ -148,6 +149,13 @@ impl JwtVerifier {
 
     /// The caller of a bearer token, or why not.
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        self.verify_with_expiry(token)
+            .map(|(principal, _)| principal)
+    }
+
+    /// The caller and the token's `exp` (Unix seconds): a WebSocket
+    /// connection ends when its token expires.
+    pub fn verify_with_expiry(&self, token: &str) -> Result<(Principal, i64), ApiError> {
         let mut validation = Validation::new(self.algorithm);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
@@ -160,11 +168,15 @@ impl JwtVerifier {
         if claims.sub.trim().is_empty() {
             return Err(ApiError::unauthenticated("the token has no subject"));
         }
-        Ok(Principal {
-            sub: claims.sub,
-            role: claims.role,
-            namespaces: claims.namespaces,
-        })
+        let expires = claims.exp;
+        Ok((
+            Principal {
+                sub: claims.sub,
+                role: claims.role,
+                namespaces: claims.namespaces,
+            },
+            expires,
+        ))
     }
 }
 

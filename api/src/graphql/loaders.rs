@@ -37,3 +37,69 @@ impl Loader<Uuid> for ChildrenLoader {
         snapshots::children_of(&self.0, keys).await
     }
 }
+
+/// A lineage list: whose, and how long at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LineageKey {
+    pub root: Uuid,
+    pub first: usize,
+}
+
+/// Groups keys by `first`: one recursive query per distinct length (one in
+/// practice) for all the roots of a list.
+fn by_first(keys: &[LineageKey]) -> HashMap<usize, Vec<Uuid>> {
+    let mut groups: HashMap<usize, Vec<Uuid>> = HashMap::new();
+    for key in keys {
+        groups.entry(key.first).or_default().push(key.root);
+    }
+    groups
+}
+
+pub type AncestorsOf = DataLoader<AncestorLoader, HashMapCache>;
+pub type DescendantsOf = DataLoader<DescendantLoader, HashMapCache>;
+
+/// Ancestors, nearest first (`service::lineage::ancestors`).
+pub struct AncestorLoader(pub AppState);
+
+impl Loader<LineageKey> for AncestorLoader {
+    type Value = Vec<snapshot::Model>;
+    type Error = ApiError;
+
+    async fn load(
+        &self,
+        keys: &[LineageKey],
+    ) -> Result<HashMap<LineageKey, Self::Value>, Self::Error> {
+        let mut all = HashMap::new();
+        for (first, roots) in by_first(keys) {
+            let mut lists = crate::service::lineage::ancestors(&self.0, &roots, first).await?;
+            for root in roots {
+                let list = lists.remove(&root).unwrap_or_default();
+                all.insert(LineageKey { root, first }, list);
+            }
+        }
+        Ok(all)
+    }
+}
+
+/// Descendants, breadth first (`service::lineage::descendants`).
+pub struct DescendantLoader(pub AppState);
+
+impl Loader<LineageKey> for DescendantLoader {
+    type Value = Vec<snapshot::Model>;
+    type Error = ApiError;
+
+    async fn load(
+        &self,
+        keys: &[LineageKey],
+    ) -> Result<HashMap<LineageKey, Self::Value>, Self::Error> {
+        let mut all = HashMap::new();
+        for (first, roots) in by_first(keys) {
+            let mut lists = crate::service::lineage::descendants(&self.0, &roots, first).await?;
+            for root in roots {
+                let list = lists.remove(&root).unwrap_or_default();
+                all.insert(LineageKey { root, first }, list);
+            }
+        }
+        Ok(all)
+    }
+}

@@ -44,6 +44,25 @@ pub fn build_schema(state: Option<AppState>, limits: SchemaLimits) -> ApiSchema 
     builder.finish()
 }
 
+/// What a list field counts in the query's complexity: its length times
+/// what each element asks for. So lists nested in lists multiply, and
+/// aliases add up, and the complexity limit refuses such a query before
+/// anything runs: `ancestors { ancestors { id } }` with the default length
+/// counts 100 x 100. Capped so that no sum of such numbers can overflow.
+pub fn list_complexity(first: i32, child_complexity: usize) -> usize {
+    let length = first.clamp(0, MAX_LIST_LENGTH) as usize;
+    length
+        .saturating_mul(child_complexity.max(1))
+        .min(MAX_FIELD_COMPLEXITY)
+}
+
+/// No list field returns more (the lineage fields' `first` maximum).
+const MAX_LIST_LENGTH: i32 = 1_000;
+
+/// The most one field may count: far above any limit, far below overflow
+/// however many fields a 1 MiB query holds.
+const MAX_FIELD_COMPLEXITY: usize = 1_000_000_000;
+
 /// The SDL, as committed in `schema.graphql`.
 pub fn sdl() -> String {
     build_schema(None, SchemaLimits::default()).sdl()

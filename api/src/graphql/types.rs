@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use entity::{container, node, snapshot};
 
 use super::context::{principal, state};
-use super::loaders::{ChildrenById, SnapshotsById};
+use super::loaders::{AncestorsOf, ChildrenById, DescendantsOf, LineageKey, SnapshotsById};
 use crate::auth::Role;
 use crate::service::snapshots::{self, JobOptions};
 
@@ -259,47 +259,44 @@ impl Snapshot {
         Ok(visible(state, who, children))
     }
 
-    /// Parent, grandparent, ... nearest first. Each step goes through the
-    /// request's loader, so a list costs one query per generation.
-    async fn ancestors(&self, ctx: &Context<'_>) -> Result<Vec<Snapshot>> {
+    /// Parent, grandparent, ... nearest first: at most `first` generations
+    /// (default 100, at most 1,000), then only those the caller may see.
+    /// One recursive SQL query for all the snapshots of a list.
+    #[graphql(complexity = "super::schema::list_complexity(first, child_complexity)")]
+    async fn ancestors(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 100, validator(minimum = 1, maximum = 1000))] first: i32,
+    ) -> Result<Vec<Snapshot>> {
         let who = principal(ctx)?;
         let state = state(ctx)?;
-        let loader = ctx.data::<SnapshotsById>()?;
-        let mut chain = Vec::new();
-        let mut seen = std::collections::HashSet::from([self.0.id]);
-        let mut next = self.0.parent_id;
-        // A cycle cannot come from the API, but must not hang it either.
-        while let Some(id) = next.filter(|id| seen.insert(*id)) {
-            let Some(parent) = loader.load_one(id).await? else {
-                break;
-            };
-            next = parent.parent_id;
-            chain.push(parent);
-        }
+        let loader = ctx.data::<AncestorsOf>()?;
+        let key = LineageKey {
+            root: self.0.id,
+            first: first as usize,
+        };
+        let chain = loader.load_one(key).await?.unwrap_or_default();
         Ok(visible(state, who, chain))
     }
 
-    /// Children, grandchildren, ... breadth first; one loader call per
-    /// generation.
-    async fn descendants(&self, ctx: &Context<'_>) -> Result<Vec<Snapshot>> {
+    /// Children, grandchildren, ... breadth first (by generation, then
+    /// age): at most `first` (default 100, at most 1,000), then only those
+    /// the caller may see. One recursive SQL query for all the snapshots of
+    /// a list.
+    #[graphql(complexity = "super::schema::list_complexity(first, child_complexity)")]
+    async fn descendants(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 100, validator(minimum = 1, maximum = 1000))] first: i32,
+    ) -> Result<Vec<Snapshot>> {
         let who = principal(ctx)?;
         let state = state(ctx)?;
-        let loader = ctx.data::<ChildrenById>()?;
-        let mut all = Vec::new();
-        let mut seen = std::collections::HashSet::from([self.0.id]);
-        let mut frontier = vec![self.0.id];
-        while !frontier.is_empty() {
-            let children = loader.load_many(frontier.iter().copied()).await?;
-            let mut generation: Vec<snapshot::Model> = children.into_values().flatten().collect();
-            generation.sort_by_key(|s| (s.created_at, s.id));
-            frontier = Vec::new();
-            for child in generation {
-                if seen.insert(child.id) {
-                    frontier.push(child.id);
-                    all.push(child);
-                }
-            }
-        }
+        let loader = ctx.data::<DescendantsOf>()?;
+        let key = LineageKey {
+            root: self.0.id,
+            first: first as usize,
+        };
+        let all = loader.load_one(key).await?.unwrap_or_default();
         Ok(visible(state, who, all))
     }
 }

@@ -4,5 +4,6 @@
 pub mod agent_events;
 pub mod audit;
 pub mod containers;
+pub mod lineage;
 pub mod nodes;
 pub mod snapshots;

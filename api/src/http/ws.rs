@@ -1,0 +1,286 @@
+//! GraphQL subscriptions over WebSocket, with the limits async-graphql's
+//! own `GraphQLWebSocket` lacks: a client must send `connection_init`
+//! within a deadline, may hold only so many subscriptions at once, and is
+//! disconnected when its token expires. (The largest message is set on the
+//! upgrade; a larger one closes the socket with 1009.)
+//!
+//! The protocol itself (`graphql-transport-ws`, `graphql-ws`) is still
+//! async-graphql's `http::WebSocket`; this loop sits between it and the
+//! socket and reads the type and id of each message going either way.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_graphql::http::{WebSocket as ProtocolSocket, WebSocketProtocols, WsMessage};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::scope::TaskScope;
+use crate::graphql::ApiSchema;
+use crate::graphql::context::Caller;
+use crate::state::AppState;
+
+/// Limits of one WebSocket connection.
+#[derive(Debug, Clone, Copy)]
+pub struct WsLimits {
+    pub max_message_bytes: usize,
+    pub init_timeout: Duration,
+    pub max_subscriptions: usize,
+}
+
+impl Default for WsLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+            init_timeout: Duration::from_secs(10),
+            max_subscriptions: 20,
+        }
+    }
+}
+
+/// Close codes: the WebSocket standard's, and graphql-transport-ws's.
+const CLOSE_TOO_BIG: u16 = 1009;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_UNAUTHORIZED: u16 = 4401;
+const CLOSE_INIT_TIMEOUT: u16 = 4408;
+
+/// Messages from the client waiting for the protocol; a client that sends
+/// more than this without waiting for answers is closed.
+const INPUT_QUEUE: usize = 64;
+
+/// Serves one upgraded connection until either side ends it.
+pub async fn serve(
+    socket: WebSocket,
+    schema: ApiSchema,
+    protocol: WebSocketProtocols,
+    app: AppState,
+    limits: WsLimits,
+) {
+    let (mut sink, mut source) = socket.split();
+    // Loads of this connection's subscriptions end with it.
+    let scope = TaskScope::default();
+    let _guard = scope.guard();
+    // The token's `exp`, set by `connection_init`.
+    let expires: Arc<Mutex<Option<i64>>> = Arc::default();
+
+    let (input, queue) = mpsc::channel::<Vec<u8>>(INPUT_QUEUE);
+    let on_init = {
+        let expires = expires.clone();
+        move |payload: Value| async move { connection_init(&app, &scope, &expires, payload) }
+    };
+    let mut protocol_stream = Box::pin(
+        ProtocolSocket::new(
+            schema,
+            tokio_stream::wrappers::ReceiverStream::new(queue),
+            protocol,
+        )
+        .on_connection_init(on_init),
+    );
+
+    let mut active: HashSet<String> = HashSet::new();
+    let mut acknowledged = false;
+    let init_deadline = tokio::time::sleep(limits.init_timeout);
+    tokio::pin!(init_deadline);
+    let never = Duration::from_secs(100 * 365 * 24 * 3600);
+    let expiry = tokio::time::sleep(never);
+    tokio::pin!(expiry);
+
+    let close: Option<(u16, &str)> = loop {
+        tokio::select! {
+            incoming = source.next() => match incoming {
+                None | Some(Ok(Message::Close(_))) => break None,
+                Some(Err(e)) => {
+                    // Over `max_message_size` is the one error worth an
+                    // answer; anything else is a broken connection.
+                    let text = e.to_string();
+                    tracing::debug!(error = %text, "WebSocket read failed");
+                    if text.contains("too long") || text.contains("too big") {
+                        break Some((CLOSE_TOO_BIG, "message too big"));
+                    }
+                    break None;
+                }
+                Some(Ok(Message::Text(text))) => {
+                    let bytes = text.as_bytes().to_vec();
+                    match admit(&bytes, &mut active, limits.max_subscriptions) {
+                        Admit::Forward => {}
+                        Admit::Refuse(answer) => {
+                            if sink.send(Message::text(answer.to_string())).await.is_err() {
+                                break None;
+                            }
+                            continue;
+                        }
+                    }
+                    if input.try_send(bytes).is_err() {
+                        break Some((CLOSE_POLICY, "too many messages waiting"));
+                    }
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    if input.try_send(bytes.to_vec()).is_err() {
+                        break Some((CLOSE_POLICY, "too many messages waiting"));
+                    }
+                }
+                Some(Ok(_)) => {}
+            },
+            outgoing = protocol_stream.next() => match outgoing {
+                None => break None,
+                Some(WsMessage::Text(text)) => {
+                    if let Ok(value) = serde_json::from_str::<Value>(&text) {
+                        match value["type"].as_str() {
+                            Some("connection_ack") if !acknowledged => {
+                                acknowledged = true;
+                                let exp = *expires.lock().unwrap_or_else(|e| e.into_inner());
+                                if let Some(exp) = exp {
+                                    let left = exp - chrono::Utc::now().timestamp();
+                                    let left = Duration::from_secs(left.max(0) as u64);
+                                    expiry.as_mut().reset(tokio::time::Instant::now() + left);
+                                }
+                            }
+                            Some("complete" | "error") => {
+                                if let Some(id) = value["id"].as_str() {
+                                    active.remove(id);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    if sink.send(Message::text(text)).await.is_err() {
+                        break None;
+                    }
+                }
+                Some(WsMessage::Close(code, reason)) => {
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code,
+                            reason: reason.into(),
+                        })))
+                        .await;
+                    return;
+                }
+            },
+            _ = &mut init_deadline, if !acknowledged => {
+                break Some((CLOSE_INIT_TIMEOUT, "Connection initialisation timeout"));
+            }
+            _ = &mut expiry => {
+                break Some((CLOSE_UNAUTHORIZED, "the token has expired"));
+            }
+        }
+    };
+    if let Some((code, reason)) = close {
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })))
+            .await;
+    }
+}
+
+/// Authenticates `connection_init`: `{"Authorization": "Bearer ..."}` or
+/// `{"token": "..."}`.
+fn connection_init(
+    app: &AppState,
+    scope: &TaskScope,
+    expires: &Mutex<Option<i64>>,
+    payload: Value,
+) -> async_graphql::Result<async_graphql::Data> {
+    let token = payload
+        .get("Authorization")
+        .or_else(|| payload.get("authorization"))
+        .and_then(|v| v.as_str())
+        .and_then(crate::auth::bearer)
+        .or_else(|| payload.get("token").and_then(|v| v.as_str()));
+    let Some(token) = token else {
+        return Err(async_graphql::Error::new(
+            "a bearer token is required in the connection_init payload",
+        ));
+    };
+    match app.verifier.verify_with_expiry(token) {
+        Ok((principal, exp)) => {
+            *expires.lock().unwrap_or_else(|e| e.into_inner()) = Some(exp);
+            Ok(super::request_data(
+                app,
+                Caller::Authenticated(principal),
+                scope,
+            ))
+        }
+        Err(e) => Err(async_graphql::Error::new(e.message)),
+    }
+}
+
+enum Admit {
+    Forward,
+    /// Answer the client with this instead of forwarding.
+    Refuse(Value),
+}
+
+/// Counts subscriptions as the client starts and stops them; one over the
+/// cap is answered with an error for its id and never reaches the schema.
+fn admit(message: &[u8], active: &mut HashSet<String>, max: usize) -> Admit {
+    let Ok(value) = serde_json::from_slice::<Value>(message) else {
+        return Admit::Forward;
+    };
+    let id = value["id"].as_str().map(str::to_string);
+    match (value["type"].as_str(), id) {
+        // graphql-transport-ws and the older graphql-ws.
+        (Some(kind @ ("subscribe" | "start")), Some(id)) => {
+            if active.contains(&id) || active.len() < max {
+                active.insert(id);
+                return Admit::Forward;
+            }
+            let error = json!({
+                "message": format!("at most {max} subscriptions per connection"),
+                "extensions": {"code": "BAD_USER_INPUT"},
+            });
+            let payload = if kind == "subscribe" {
+                json!([error])
+            } else {
+                error
+            };
+            Admit::Refuse(json!({"id": id, "type": "error", "payload": payload}))
+        }
+        (Some("complete" | "stop"), Some(id)) => {
+            active.remove(&id);
+            Admit::Forward
+        }
+        _ => Admit::Forward,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_over_the_cap_are_refused_with_a_code() {
+        let mut active = HashSet::new();
+        let subscribe = |id: &str| {
+            json!({"id": id, "type": "subscribe", "payload": {"query": "subscription { x }"}})
+                .to_string()
+                .into_bytes()
+        };
+        for id in ["1", "2"] {
+            assert!(matches!(
+                admit(&subscribe(id), &mut active, 2),
+                Admit::Forward
+            ));
+        }
+        let Admit::Refuse(answer) = admit(&subscribe("3"), &mut active, 2) else {
+            panic!("the third subscription must be refused");
+        };
+        assert_eq!(answer["id"], "3");
+        assert_eq!(answer["payload"][0]["extensions"]["code"], "BAD_USER_INPUT");
+        // Completing one makes room.
+        let complete = json!({"id": "1", "type": "complete"}).to_string();
+        assert!(matches!(
+            admit(complete.as_bytes(), &mut active, 2),
+            Admit::Forward
+        ));
+        assert!(matches!(
+            admit(&subscribe("3"), &mut active, 2),
+            Admit::Forward
+        ));
+    }
+}

@@ -25,6 +25,7 @@ const CHANNEL: &str = "dcs_snapshot_changes";
 pub struct SnapshotChange {
     pub snapshot_id: Uuid,
     pub requested_by: String,
+    pub owner: Option<String>,
     pub pod_namespace: Option<String>,
     pub status: SnapshotStatus,
     pub bytes_done: i64,
@@ -38,6 +39,9 @@ struct Wire {
     origin: Uuid,
     snapshot_id: Uuid,
     requested_by: String,
+    /// Absent from replicas that predate owners.
+    #[serde(default)]
+    owner: Option<String>,
     pod_namespace: Option<String>,
     status: String,
     bytes_done: i64,
@@ -89,6 +93,7 @@ impl Bus {
             origin: self.origin,
             snapshot_id: change.snapshot_id,
             requested_by: change.requested_by.clone(),
+            owner: change.owner.clone(),
             pod_namespace: change.pod_namespace.clone(),
             status: change.status.as_str().to_string(),
             bytes_done: change.bytes_done,
@@ -141,6 +146,7 @@ impl Bus {
                     let _ = self.sender.send(SnapshotChange {
                         snapshot_id: wire.snapshot_id,
                         requested_by: wire.requested_by,
+                        owner: wire.owner,
                         pod_namespace: wire.pod_namespace,
                         status,
                         bytes_done: wire.bytes_done,
@@ -189,11 +195,22 @@ impl SnapshotChange {
         Self {
             snapshot_id: snapshot.id,
             requested_by: snapshot.requested_by.clone(),
+            owner: snapshot.owner.clone(),
             pod_namespace: snapshot.pod_namespace.clone(),
             status: snapshot.status,
             bytes_done: snapshot.phase_bytes_done,
             bytes_total: snapshot.phase_bytes_total,
             at: snapshot.updated_at,
+        }
+    }
+}
+
+impl<'a> From<&'a SnapshotChange> for crate::auth::policy::SnapshotParties<'a> {
+    fn from(change: &'a SnapshotChange) -> Self {
+        Self {
+            requested_by: &change.requested_by,
+            owner: change.owner.as_deref(),
+            pod_namespace: change.pod_namespace.as_deref(),
         }
     }
 }

@@ -137,6 +137,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         verifier,
         policy: Policy {
             speaker_prefixes: args.speaker_repository_prefixes.clone(),
+            access_scope: args.access_scope,
         },
         agent_secret,
         bus: crate::bus::Bus::for_database(&db),

@@ -236,6 +236,17 @@ pub struct ServeArgs {
         hide = true
     )]
     pub webhook_schedule_scale: f64,
+    /// Whose desktops a speaker reaches inside their token's namespaces:
+    /// `owner`, only pods labelled `dcs.io/owner=<their sub>`; `namespace`,
+    /// every pod there (when each speaker has a namespace of their own).
+    #[arg(
+        long,
+        env = "DCS_ACCESS_SCOPE",
+        value_enum,
+        default_value_t = crate::auth::policy::AccessScope::Owner,
+        global = true
+    )]
+    pub access_scope: crate::auth::policy::AccessScope,
 }
 
 impl ServeArgs {

@@ -3,8 +3,10 @@
 //! A queued snapshot is claimed (`FOR UPDATE SKIP LOCKED` on Postgres, so
 //! several API replicas never send one job twice) by pushing its
 //! `next_dispatch_at` forward, then sent to its node's agent outside the
-//! transaction. An unreachable agent is retried with backoff; an agent
-//! that stops heartbeating is declared lost and its running jobs fail.
+//! transaction. An unreachable agent is retried with backoff, at most
+//! [`MAX_ATTEMPTS`] times; an agent that refuses the job (any 4xx) fails it
+//! at once with its reason; an agent that stops heartbeating is declared
+//! lost and its running jobs fail.
 
 use std::time::Duration;
 
@@ -28,6 +30,9 @@ pub const API_ISSUER: &str = "dcs-api";
 /// How long a claim on a job lasts before another replica may retry it.
 const CLAIM: Duration = Duration::from_secs(30);
 const BATCH: u64 = 16;
+/// Sends of one job before it fails: with the backoff below, about two
+/// minutes of an agent that heartbeats but does not take jobs.
+pub const MAX_ATTEMPTS: i32 = 15;
 const TICK: Duration = Duration::from_millis(500);
 
 /// Runs until `stop`: dispatches queued jobs and checks agents' heartbeats.
@@ -112,10 +117,20 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
             return false;
         }
     };
+    // The row keeps the target's canonical text, which the shared parser
+    // reads back to the very target authorised at creation.
+    let target = match dcs_protocol::reference::parse_target(&job.target) {
+        Ok(t) => t,
+        Err(e) => {
+            let reason = format!("the stored target is unreadable: {e}");
+            fail_with(state, job, FailureCode::BadRequest, &reason).await;
+            return false;
+        }
+    };
     let request = JobRequest {
         snapshot_id: job.id,
         container_id: job.container_id.clone(),
-        target: job.target.clone(),
+        target,
         compression: options.compression,
         pause: options.pause,
         excludes: options.excludes,
@@ -155,12 +170,11 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
             tracing::info!(snapshot = %job.id, node = %node.name, "job dispatched");
             true
         }
-        Ok(r) if r.status() == reqwest::StatusCode::BAD_REQUEST => {
-            let text = r.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["message"].as_str().map(String::from))
-                .unwrap_or(text);
+        // The agent read the job and refused it: sending it again would
+        // get the same answer.
+        Ok(r) if r.status().is_client_error() => {
+            let status = r.status();
+            let message = agent_reason(status, r).await;
             fail_with(state, job, FailureCode::BadRequest, &message).await;
             false
         }
@@ -169,6 +183,15 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
                 Ok(r) => format!("HTTP {}", r.status()),
                 Err(e) => crate::errors::describe_chain(&e),
             };
+            if attempts >= MAX_ATTEMPTS {
+                let sentence = format!(
+                    "the agent on node {} did not take the job after {attempts} attempts (last: {reason})",
+                    node.name
+                );
+                tracing::warn!(snapshot = %job.id, node = %node.name, %reason, attempts, "giving up dispatch");
+                fail(state, job, &sentence).await;
+                return false;
+            }
             let backoff = backoff(attempts);
             row.next_dispatch_at = Set(Some(
                 crate::clock::now() + chrono::Duration::from_std(backoff).unwrap_or_default(),
@@ -179,6 +202,28 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
             tracing::warn!(snapshot = %job.id, node = %node.name, %reason, attempts, "agent unreachable; will retry");
             false
         }
+    }
+}
+
+/// The agent's sentence from its JSON error (`{"message": ...}`), else a
+/// short, printable prefix of its body, else the status.
+async fn agent_reason(status: reqwest::StatusCode, response: reqwest::Response) -> String {
+    const MAX_REASON: usize = 500;
+    let text = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(String::from))
+        .unwrap_or(text);
+    let message: String = message
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_REASON)
+        .collect();
+    let message = message.trim();
+    if message.is_empty() {
+        format!("the agent refused the job (HTTP {status})")
+    } else {
+        format!("the agent refused the job: {message}")
     }
 }
 

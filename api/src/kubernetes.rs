@@ -12,8 +12,8 @@ use kube::api::{Api, PostParams};
 
 use crate::errors::{ApiError, ApiResult};
 
-/// The label that grants a speaker a pod, whatever its namespace.
-pub const OWNER_LABEL: &str = "dcs.io/owner";
+/// The pod label naming the speaker a pod belongs to.
+pub const OWNER_LABEL: &str = dcs_protocol::labels::OWNER;
 const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
 const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
 /// A reviewed token is trusted this long before it is reviewed again.
@@ -61,26 +61,13 @@ impl Kubernetes {
         })
     }
 
-    /// The node and containerd id of a pod's container; the pod must be
-    /// running and the container started. `container` may be omitted when
-    /// the pod has one container.
-    pub async fn resolve(
-        &self,
-        namespace: &str,
-        pod_name: &str,
-        container: Option<&str>,
-    ) -> ApiResult<ResolvedContainer> {
+    /// A pod by namespace and name; `None` when there is no such pod.
+    /// Callers authorise with [`pod_owner`] before [`resolve_pod`] says
+    /// anything about the pod's state, so that a pod that is not the
+    /// caller's reads exactly like one that does not exist.
+    pub async fn pod(&self, namespace: &str, pod_name: &str) -> ApiResult<Option<Pod>> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let pod = match pods.get_opt(pod_name).await {
-            Ok(Some(pod)) => pod,
-            Ok(None) => {
-                return Err(ApiError::not_found(format!(
-                    "no pod {pod_name} in namespace {namespace}"
-                )));
-            }
-            Err(e) => return Err(unavailable(e)),
-        };
-        resolve_pod(&pod, container)
+        pods.get_opt(pod_name).await.map_err(unavailable)
     }
 
     /// The node of the agent presenting `token`, a projected
@@ -160,7 +147,18 @@ fn unavailable(error: kube::Error) -> ApiError {
     ApiError::unavailable("the Kubernetes API server did not answer")
 }
 
-/// The container of a pod object (see [`Kubernetes::resolve`]).
+/// The speaker a pod belongs to: its `dcs.io/owner` label.
+pub fn pod_owner(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(OWNER_LABEL))
+        .map(String::as_str)
+}
+
+/// The node and containerd id of a pod's container; the pod must be
+/// running and the container started. `container` may be omitted when the
+/// pod has one container.
 pub fn resolve_pod(pod: &Pod, container: Option<&str>) -> ApiResult<ResolvedContainer> {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let spec = pod
@@ -212,10 +210,6 @@ pub fn resolve_pod(pod: &Pod, container: Option<&str>) -> ApiResult<ResolvedCont
         node,
         container_id: container_id.to_string(),
         container_name,
-        owner: pod
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(OWNER_LABEL).cloned()),
+        owner: pod_owner(pod).map(String::from),
     })
 }

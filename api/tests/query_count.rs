@@ -84,6 +84,7 @@ async fn app() -> App {
         verifier,
         policy: Policy {
             speaker_prefixes: vec!["registry.test/workshops/{sub}".into()],
+            ..Policy::default()
         },
         agent_secret: SharedSecret::new(vec![b'a'; 40]).unwrap(),
         bus: api::bus::Bus::new(),
@@ -343,8 +344,8 @@ async fn ancestors_and_descendants_of_a_list_cost_one_query_each() {
     let app = app().await;
     let ids = lineages(&app).await;
     let root = ADMIN;
-    let query = "query($first: Int!) { snapshots(first: $first) {
     // 50 rows x 10 per lineage list stays within the default complexity.
+    let query = "query($first: Int!) { snapshots(first: $first) {
         edges { node { id ancestors(first: 10) { id } descendants(first: 10) { id } } } } }";
 
     let (ten, ten_sql) = execute(&app, &root, query, json!({"first": 10})).await;
@@ -389,7 +390,6 @@ async fn ancestors_and_descendants_of_a_list_cost_one_query_each() {
         ten_sql.len(),
         fifty_sql.len()
     );
-}
     // The page, its parents and children (prefetch), one statement per
     // lineage field.
     for statements in [&ten_sql, &fifty_sql] {
@@ -400,3 +400,4 @@ async fn ancestors_and_descendants_of_a_list_cost_one_query_each() {
         assert_eq!(recursive, 2, "{statements:#?}");
         assert!(statements.len() <= 5, "{statements:#?}");
     }
+}

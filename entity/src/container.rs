@@ -27,6 +27,10 @@ pub struct Model {
     #[sea_orm(column_type = "Text", nullable)]
     pub container_name: Option<String>,
     pub updated_at: DateTimeUtc,
+    /// The speaker the pod belongs to: `dcs.io/owner` of the pod's sandbox,
+    /// as the agent reads it (never the container's own labels).
+    #[sea_orm(column_type = "Text", nullable)]
+    pub owner: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

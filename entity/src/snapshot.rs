@@ -78,6 +78,10 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     pub started_at: Option<DateTimeUtc>,
     pub finished_at: Option<DateTimeUtc>,
+    /// The owner of the desktop when the snapshot was requested: they see
+    /// the snapshot whoever requested it.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub owner: Option<String>,
 }
 
 /// Where a snapshot is in its life. Stored as the upper-case text of each

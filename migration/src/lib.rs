@@ -14,6 +14,7 @@ mod m20261129_000003_create_snapshots;
 mod m20261129_000004_create_snapshot_events;
 mod m20261129_000005_create_audit_log;
 mod m20261129_000006_create_webhooks;
+mod m20261202_000001_add_pod_owners;
 
 /// The name of the partial unique index on `snapshots (node, container_id)`
 /// over the in-flight statuses.
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000004_create_snapshot_events::Migration),
             Box::new(m20261129_000005_create_audit_log::Migration),
             Box::new(m20261129_000006_create_webhooks::Migration),
+            Box::new(m20261202_000001_add_pod_owners::Migration),
         ]
     }
 }

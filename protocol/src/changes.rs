@@ -117,7 +117,16 @@ pub enum ChangeError {
     InvalidUser(String),
     #[error("EXPOSE in --change has an invalid port {spec:?}: {reason}")]
     InvalidPort { spec: String, reason: &'static str },
+    #[error(
+        "LABEL in --change may not set {0:?}: labels under {RESERVED_LABEL_PREFIX} belong to the service"
+    )]
+    ReservedLabel(String),
 }
+
+/// Label keys the service itself gives meaning to (`dcs.io/owner`). An
+/// image carrying one would hand every desktop started from it to whoever
+/// wrote it, since containerd copies image labels into containers.
+pub const RESERVED_LABEL_PREFIX: &str = "dcs.io/";
 
 type Parser = fn(&str) -> Result<ConfigChange, ChangeError>;
 
@@ -208,7 +217,14 @@ fn parse_env(arg: &str) -> Result<ConfigChange, ChangeError> {
 }
 
 fn parse_label(arg: &str) -> Result<ConfigChange, ChangeError> {
-    parse_pairs("LABEL", arg).map(ConfigChange::Label)
+    let pairs = parse_pairs("LABEL", arg)?;
+    if let Some((name, _)) = pairs.iter().find(|(name, _)| {
+        name.get(..RESERVED_LABEL_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_LABEL_PREFIX))
+    }) {
+        return Err(ChangeError::ReservedLabel(name.clone()));
+    }
+    Ok(ConfigChange::Label(pairs))
 }
 
 /// `NAME=VALUE [NAME2="v 2" ...]`, or Docker's legacy `NAME VALUE WITH SPACES`
@@ -1014,6 +1030,15 @@ mod tests {
     #[test]
     fn label_errors() {
         assert_eq!(parse("LABEL =x"), Err(ChangeError::EmptyName("LABEL")));
+        assert_eq!(
+            parse("LABEL a=1 dcs.io/owner=mallory"),
+            Err(ChangeError::ReservedLabel("dcs.io/owner".into()))
+        );
+        assert_eq!(
+            parse(r#"LABEL "DCS.IO/Owner"=x"#),
+            Err(ChangeError::ReservedLabel("DCS.IO/Owner".into()))
+        );
+        assert!(parse("LABEL dcs.iox=1 io.dcs/owner=2").is_ok());
         assert_eq!(
             parse("LABEL a=1 b"),
             Err(ChangeError::MissingEquals {

@@ -62,6 +62,11 @@ pub struct ContainerSummary {
     pub pod_name: Option<String>,
     pub pod_namespace: Option<String>,
     pub container_name: Option<String>,
+    /// The speaker the container's pod belongs to: the `dcs.io/owner` label
+    /// of the pod's sandbox as CRI records it, never the container's own
+    /// labels (containerd copies image labels into those).
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// A commit job, sent by the API to the agent of the container's node.
@@ -70,7 +75,9 @@ pub struct ContainerSummary {
 pub struct JobRequest {
     pub snapshot_id: Uuid,
     pub container_id: String,
-    pub target: String,
+    /// The target the API authorised, already parsed: the agent pushes
+    /// exactly this.
+    pub target: crate::reference::Target,
     /// `gzip` or `zstd`.
     pub compression: String,
     pub pause: bool,

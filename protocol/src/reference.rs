@@ -320,7 +320,10 @@ mod tests {
         let t = parse_target("127.0.0.1:5000/workshops/alice/app").unwrap();
         assert_eq!(t.tag, "latest");
         assert_eq!(t.repository_path(), "127.0.0.1:5000/workshops/alice/app");
-        assert_eq!(parse_target("busybox").unwrap().to_string(), "docker.io/library/busybox:latest");
+        assert_eq!(
+            parse_target("busybox").unwrap().to_string(),
+            "docker.io/library/busybox:latest"
+        );
         assert!(
             parse_target("reg.example/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
                 .is_err()
@@ -335,7 +338,11 @@ mod tests {
         let Ok(target) = parse_target(input) else {
             return;
         };
-        assert_eq!(parse_target(&target.to_string()).as_ref(), Ok(&target), "{input}");
+        assert_eq!(
+            parse_target(&target.to_string()).as_ref(),
+            Ok(&target),
+            "{input}"
+        );
         if known_divergence(input) {
             return;
         }
@@ -344,7 +351,10 @@ mod tests {
             target.repository.clone(),
             target.tag.clone(),
         );
-        let theirs: Reference = target.to_string().parse().expect("oci-client reads a target");
+        let theirs: Reference = target
+            .to_string()
+            .parse()
+            .expect("oci-client reads a target");
         assert_eq!(
             (oci.registry(), oci.repository(), oci.tag()),
             (theirs.registry(), theirs.repository(), theirs.tag()),

@@ -119,6 +119,10 @@ impl Container {
     async fn container_name(&self) -> Option<&str> {
         self.0.container_name.as_deref()
     }
+    /// The speaker the pod belongs to (its `dcs.io/owner` label).
+    async fn owner(&self) -> Option<&str> {
+        self.0.owner.as_deref()
+    }
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
@@ -151,6 +155,10 @@ impl Snapshot {
     }
     async fn requested_by(&self) -> &str {
         &self.0.requested_by
+    }
+    /// The owner of the desktop when the snapshot was requested.
+    async fn owner(&self) -> Option<&str> {
+        self.0.owner.as_deref()
     }
     async fn node(&self) -> &str {
         &self.0.node
@@ -236,7 +244,8 @@ impl Snapshot {
         self.0.finished_at
     }
 
-    /// The snapshot whose image this one was built on.
+    /// The snapshot whose image this one was built on; null when the caller
+    /// may not see it.
     async fn parent(&self, ctx: &Context<'_>) -> Result<Option<Snapshot>> {
         let Some(id) = self.0.parent_id else {
             return Ok(None);
@@ -250,7 +259,7 @@ impl Snapshot {
             .map(Snapshot))
     }
 
-    /// Snapshots built on this one's image.
+    /// Snapshots built on this one's image that the caller may see.
     async fn children(&self, ctx: &Context<'_>) -> Result<Vec<Snapshot>> {
         let who = principal(ctx)?;
         let state = state(ctx)?;

@@ -40,6 +40,7 @@ pub async fn replace_inventory(state: &AppState, inventory: Inventory) -> ApiRes
             pod_namespace: Set(c.pod_namespace),
             container_name: Set(c.container_name),
             updated_at: Set(now),
+            owner: Set(c.owner),
         })
         .collect();
     if !rows.is_empty() {
@@ -57,8 +58,8 @@ pub struct ContainerFilter {
     pub pod_name: Option<String>,
 }
 
-/// Containers the caller may see: all for admins, their namespaces' for
-/// speakers.
+/// Containers the caller may see: all for admins; for speakers those of
+/// their own pods in their namespaces (see [`crate::auth::policy`]).
 pub async fn list(
     state: &AppState,
     who: &Principal,
@@ -74,9 +75,7 @@ pub async fn list(
     if let Some(pod) = filter.pod_name {
         query = query.filter(container::Column::PodName.eq(pod));
     }
-    if !who.is_admin() {
-        query = query.filter(container::Column::PodNamespace.is_in(who.namespaces.clone()));
-    }
+    query = query.filter(state.policy.containers_visible(who));
     Ok(query
         .order_by_asc(container::Column::Node)
         .order_by_asc(container::Column::Id)

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use dcs_protocol::changes::ConfigChange;
+use dcs_protocol::reference::{self, Target};
 use entity::prelude::*;
 use entity::{NodeState, SnapshotStatus, container, snapshot};
 use sea_orm::{
@@ -53,6 +54,13 @@ pub struct JobOptions {
 }
 
 const MAX_MESSAGE: usize = 2_000;
+/// Longer than any real reference (Docker caps the name at 255 and the tag
+/// at 128), short enough to keep every log line and row small.
+const MAX_TARGET: usize = 512;
+/// How many `changes` and how many `excludes` one request may carry, and
+/// how long each may be.
+const MAX_ITEMS: usize = 64;
+const MAX_ITEM_LENGTH: usize = 4_096;
 const MAX_LIST: usize = 100;
 
 /// Validates, authorises, records the snapshot as `QUEUED` and wakes the
@@ -85,10 +93,10 @@ async fn create_inner(
     who: &Principal,
     request: &NewSnapshot,
 ) -> ApiResult<snapshot::Model> {
-    let (target, repository) = parse_target(&request.target)?;
+    let target = parse_target(&request.target)?;
     let options = validate_options(request)?;
     let container = find_container(state, who, &request.container).await?;
-    state.policy.check_push(who, &repository)?;
+    state.policy.check_push(who, &target.repository_path())?;
 
     let node = Node::find_by_id(container.node.clone())
         .one(&state.db)
@@ -124,8 +132,10 @@ async fn create_inner(
         base_image: Set(Some(container.image.clone())),
         base_digest: Set(container.image_digest.clone()),
         parent_id: Set(parent),
-        target: Set(target),
-        repository: Set(repository),
+        // The canonical text: the dispatcher reads it back to this target.
+        target: Set(target.to_string()),
+        repository: Set(target.repository_path()),
+        owner: Set(container.owner.clone()),
         message: Set(request.message.clone()),
         options: Set(serde_json::to_value(&options).unwrap_or_default()),
         status: Set(SnapshotStatus::Queued),
@@ -160,23 +170,34 @@ async fn create_inner(
     Ok(inserted)
 }
 
-/// The target with its tag, and its repository (`registry/path`).
-pub fn parse_target(target: &str) -> ApiResult<(String, String)> {
-    let reference: oci_client::Reference = target
-        .trim()
-        .parse()
-        .map_err(|e| ApiError::bad_input(format!("invalid target reference \"{target}\": {e}")))?;
-    if reference.digest().is_some() {
-        return Err(ApiError::bad_input(
-            "the target must be a tag, not a digest",
-        ));
+/// The target, parsed by the parser the agent uses too: what is
+/// authorised here is what the agent pushes.
+pub fn parse_target(target: &str) -> ApiResult<Target> {
+    if target.len() > MAX_TARGET {
+        return Err(ApiError::bad_input(format!(
+            "the target is longer than {MAX_TARGET} bytes"
+        )));
     }
-    let repository = format!("{}/{}", reference.registry(), reference.repository());
-    let tag = reference.tag().unwrap_or("latest");
-    Ok((format!("{repository}:{tag}"), repository))
+    reference::parse_target(target.trim())
+        .map_err(|e| ApiError::bad_input(format!("invalid target reference \"{target}\": {e}")))
 }
 
 fn validate_options(request: &NewSnapshot) -> ApiResult<JobOptions> {
+    for (name, list) in [
+        ("changes", &request.changes),
+        ("excludes", &request.excludes),
+    ] {
+        if list.len() > MAX_ITEMS {
+            return Err(ApiError::bad_input(format!(
+                "at most {MAX_ITEMS} {name} per snapshot"
+            )));
+        }
+        if list.iter().any(|item| item.len() > MAX_ITEM_LENGTH) {
+            return Err(ApiError::bad_input(format!(
+                "each of the {name} may be at most {MAX_ITEM_LENGTH} bytes long"
+            )));
+        }
+    }
     for change in &request.changes {
         change
             .parse::<ConfigChange>()
@@ -257,25 +278,16 @@ async fn find_container(
             ));
         }
     }
-    let found = query.limit(3).all(&state.db).await?;
-    let visible: Vec<container::Model> = found
-        .iter()
-        .filter(|c| {
-            state
-                .policy
-                .may_see_namespace(who, c.pod_namespace.as_deref())
-        })
-        .cloned()
-        .collect();
-    match (found.len(), visible.len()) {
-        (0, _) => Err(ApiError::not_found("no such container")),
-        (_, 0) => Err(ApiError::forbidden(
-            "the container's pod namespace is not among the namespaces of your token",
-        )),
-        (_, 1) => Ok(visible
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| found[0].clone())),
+    // Only the caller's containers are looked at: one that is not theirs
+    // reads exactly like one that does not exist.
+    let mut found = query
+        .filter(state.policy.containers_visible(who))
+        .limit(2)
+        .all(&state.db)
+        .await?;
+    match found.len() {
+        0 => Err(ApiError::not_found("no such container")),
+        1 => Ok(found.remove(0)),
         _ => Err(ApiError::bad_input(
             "several containers match; name the node or the container name",
         )),
@@ -283,8 +295,8 @@ async fn find_container(
 }
 
 /// Pod-name targeting through the Kubernetes API: the pod's status names
-/// the node and the containerd container. Speakers may use pods of their
-/// namespaces, and pods labelled `dcs.io/owner=<their sub>`.
+/// the node and the containerd container, its `dcs.io/owner` label whose it
+/// is. The pod is authorised before anything about its state is said.
 async fn find_pod_container(
     state: &AppState,
     who: &Principal,
@@ -293,19 +305,15 @@ async fn find_pod_container(
     pod: &str,
     selector: &ContainerSelector,
 ) -> ApiResult<container::Model> {
-    let resolved = kubernetes
-        .resolve(namespace, pod, selector.container_name.as_deref())
-        .await?;
-    let allowed = who.is_admin()
-        || who.namespaces.iter().any(|n| n == namespace)
-        || resolved.owner.as_deref() == Some(who.sub.as_str());
-    if !allowed {
-        return Err(ApiError::forbidden(format!(
-            "pod {namespace}/{pod} is neither in your namespaces nor labelled {}={}",
-            crate::kubernetes::OWNER_LABEL,
-            who.sub
-        )));
-    }
+    let found = kubernetes.pod(namespace, pod).await?;
+    let Some(found) = found.filter(|p| {
+        state
+            .policy
+            .may_use_container(who, Some(namespace), crate::kubernetes::pod_owner(p))
+    }) else {
+        return Err(ApiError::not_found("no such container"));
+    };
+    let resolved = crate::kubernetes::resolve_pod(&found, selector.container_name.as_deref())?;
     if selector.node.as_ref().is_some_and(|n| n != &resolved.node) {
         return Err(ApiError::bad_input(format!(
             "pod {namespace}/{pod} runs on node {}, not {}",
@@ -313,7 +321,7 @@ async fn find_pod_container(
             selector.node.as_deref().unwrap_or_default()
         )));
     }
-    Container::find_by_id((resolved.node.clone(), resolved.container_id.clone()))
+    let mut row = Container::find_by_id((resolved.node.clone(), resolved.container_id.clone()))
         .one(&state.db)
         .await?
         .ok_or_else(|| {
@@ -321,7 +329,10 @@ async fn find_pod_container(
                 "the agent on node {} has not reported container {} yet",
                 resolved.node, resolved.container_id
             ))
-        })
+        })?;
+    // The API server's word on the owner, not the node's.
+    row.owner = resolved.owner;
+    Ok(row)
 }
 
 /// A snapshot the caller may see.
@@ -336,31 +347,25 @@ pub async fn get(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<snaps
     Ok(found)
 }
 
-/// Speakers see their own snapshots and those of their namespaces.
+/// May the caller see this snapshot? The one rule, in
+/// [`crate::auth::policy::Policy::may_see_snapshot`].
 pub fn may_see(state: &AppState, who: &Principal, snapshot: &snapshot::Model) -> bool {
-    who.is_admin()
-        || snapshot.requested_by == who.sub
-        || state
-            .policy
-            .may_see_namespace(who, snapshot.pod_namespace.as_deref())
+    state.policy.may_see_snapshot(who, snapshot.into())
 }
 
-fn visibility(who: &Principal) -> Condition {
-    if who.is_admin() {
-        return Condition::all();
-    }
-    Condition::any()
-        .add(snapshot::Column::RequestedBy.eq(who.sub.clone()))
-        .add(snapshot::Column::PodNamespace.is_in(who.namespaces.clone()))
+/// The SQL condition selecting the snapshots [`may_see`] accepts.
+pub fn visibility(state: &AppState, who: &Principal) -> Condition {
+    state.policy.snapshots_visible(who)
 }
 
 /// Cancels a snapshot: at once when no agent has it yet, else by asking the
 /// agent (the final status arrives with its event).
 pub async fn cancel(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<snapshot::Model> {
     let current = get(state, who, id).await?;
-    if !who.is_admin() && current.requested_by != who.sub {
+    // Seen but not cancellable happens only with namespace-wide access.
+    if !state.policy.may_cancel_snapshot(who, (&current).into()) {
         return Err(ApiError::forbidden(
-            "only its requester or an admin may cancel a snapshot",
+            "only its requester, the desktop's owner or an admin may cancel a snapshot",
         ));
     }
     if current.status.is_terminal() {
@@ -482,7 +487,7 @@ pub async fn list(
     after: Option<Cursor>,
 ) -> ApiResult<(Vec<snapshot::Model>, bool)> {
     let first = first.clamp(1, MAX_LIST);
-    let mut query = Snapshot::find().filter(visibility(who));
+    let mut query = Snapshot::find().filter(visibility(state, who));
     if let Some(owner) = filter.requested_by {
         query = query.filter(snapshot::Column::RequestedBy.eq(owner));
     }

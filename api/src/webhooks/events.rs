@@ -144,6 +144,7 @@ mod tests {
             updated_at: now,
             started_at: None,
             finished_at: Some(now),
+            owner: Some("alice".into()),
         };
         let (kind, body) = snapshot_event(&model, None).unwrap();
         assert_eq!(kind, SNAPSHOT_FAILED);

@@ -136,6 +136,7 @@ fn container_row(node: &str, id: &str, pod: Option<(&str, &str)>) -> container::
         pod_namespace: Set(pod.map(|(namespace, _)| namespace.to_owned())),
         container_name: Set(pod.map(|_| "desktop".to_owned())),
         updated_at: Set(t0()),
+        owner: Set(pod.map(|_| "speaker-1".to_owned())),
     }
 }
 

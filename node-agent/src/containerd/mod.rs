@@ -39,9 +39,10 @@ pub use error::Error;
 use crate::image::Descriptor;
 
 /// CRI labels kubelet sets on every container; they make the agent pod-aware.
-pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
-pub const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
-pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
+pub use dcs_protocol::labels::{
+    CONTAINER_NAME as LABEL_CONTAINER_NAME, POD_NAME as LABEL_POD_NAME,
+    POD_NAMESPACE as LABEL_POD_NAMESPACE,
+};
 
 /// Label on leases created by this agent, so it can find and drop its own
 /// leftovers after a crash.

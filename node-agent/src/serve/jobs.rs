@@ -168,9 +168,17 @@ impl Jobs {
             .map(|c| c.parse::<ConfigChange>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| SubmitError::BadRequest(e.to_string()))?;
+        // The API parsed and authorised the target; the commit takes it as
+        // text, whose one reading (the same parser) must be that target.
+        let target = request.target.to_string();
+        if crate::registry::reference::parse_target(&target).as_ref() != Ok(&request.target) {
+            return Err(SubmitError::BadRequest(format!(
+                "the target {target:?} is not a valid image reference"
+            )));
+        }
         Ok(CommitRequest {
             container_id: request.container_id.clone(),
-            target: request.target.clone(),
+            target,
             compression,
             pause: request.pause,
             excludes: request.excludes.clone(),

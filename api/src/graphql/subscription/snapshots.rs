@@ -68,12 +68,7 @@ impl SnapshotSubscription {
                 if only.is_some_and(|id| id != change.snapshot_id) {
                     continue;
                 }
-                let visible = who.is_admin()
-                    || change.requested_by == who.sub
-                    || state
-                        .policy
-                        .may_see_namespace(&who, change.pod_namespace.as_deref());
-                if !visible {
+                if !state.policy.may_see_snapshot(&who, (&change).into()) {
                     continue;
                 }
                 if sender.send(event(&change)).await.is_err() {

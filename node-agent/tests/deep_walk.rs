@@ -3,10 +3,10 @@
 //! descriptors, which other tests running alongside would disturb.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use node_agent::layer::Excludes;
@@ -36,23 +36,12 @@ fn file_contents(tar_bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
     map
 }
 
-/// Counts this process's open descriptors at every 64th write.
-struct FdSampler {
-    writes: usize,
-    max_fds: Arc<AtomicUsize>,
-}
-
-impl Write for FdSampler {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.writes += 1;
-        if self.writes.is_multiple_of(64) {
-            let open = std::fs::read_dir("/proc/self/fd").unwrap().count();
-            self.max_fds.fetch_max(open, Ordering::Relaxed);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+/// Samples this process's open descriptors every millisecond until `stop`.
+fn sample_descriptors(stop: Arc<AtomicBool>, max: Arc<AtomicUsize>) {
+    while !stop.load(Ordering::Relaxed) {
+        let open = std::fs::read_dir("/proc/self/fd").unwrap().count();
+        max.fetch_max(open, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -84,13 +73,17 @@ fn a_tree_deeper_than_path_max_is_walked_with_bounded_descriptors() {
 
     let before = std::fs::read_dir("/proc/self/fd").unwrap().count();
     let max_fds = Arc::new(AtomicUsize::new(0));
-    let mut tar = TarWriter::new(FdSampler {
-        writes: 0,
-        max_fds: max_fds.clone(),
-    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (stop, max_fds) = (stop.clone(), max_fds.clone());
+        std::thread::spawn(move || sample_descriptors(stop, max_fds))
+    };
+    let mut tar = TarWriter::new(std::io::sink());
     let started = Instant::now();
     let stats = write_changes(&upper(&up), &Excludes::none(), &mut tar).unwrap();
     let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
     assert_eq!(stats.files, DEPTH as u64);
     assert_eq!(stats.entries, 2 * DEPTH as u64);
     let extra = max_fds.load(Ordering::Relaxed).saturating_sub(before);

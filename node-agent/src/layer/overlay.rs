@@ -94,6 +94,7 @@ pub fn write_changes<W: Write>(
         stats: WalkStats::default(),
         stack: Vec::new(),
         open: 0,
+        shallowest_open: 1,
     };
     walker.push_directory(Vec::new(), Vec::new(), root.identity(), root_dir)?;
     walker.run()?;
@@ -123,6 +124,9 @@ struct Walker<'a, W: Write> {
     stack: Vec<Frame>,
     /// Frames whose `fd` is open.
     open: usize,
+    /// No frame below this index (but the root) has an open `fd`: where
+    /// closing the shallowest starts looking.
+    shallowest_open: usize,
 }
 
 impl<W: Write> Walker<'_, W> {
@@ -132,6 +136,7 @@ impl<W: Write> Walker<'_, W> {
                 if self.stack.pop().is_some_and(|f| f.fd.is_some()) {
                     self.open -= 1;
                 }
+                self.shallowest_open = self.shallowest_open.min(self.stack.len());
                 continue;
             };
             let last = top.pending.is_empty();
@@ -174,6 +179,7 @@ impl<W: Write> Walker<'_, W> {
         let Some(start) = (0..depth).rev().find(|&i| self.stack[i].fd.is_some()) else {
             return Err(self.moved(depth));
         };
+        self.shallowest_open = self.shallowest_open.min(start.max(1));
         for i in start + 1..=depth {
             let name = cstring(&self.stack[i].name);
             let parent = self.dir_fd(i - 1);
@@ -184,6 +190,12 @@ impl<W: Write> Walker<'_, W> {
             };
             self.stack[i].fd = Some(fd);
             self.open += 1;
+            // The way down holds only what the window keeps (never the root).
+            let above = i - 1;
+            if above > 0 && above + OPEN_DIRECTORIES <= depth {
+                self.stack[above].fd = None;
+                self.open -= 1;
+            }
         }
         self.close_shallowest(depth);
         Ok(())
@@ -192,13 +204,14 @@ impl<W: Write> Walker<'_, W> {
     /// Keeps the number of open descriptors bounded: closes the shallowest
     /// open frames (never the root, which is where re-opening starts).
     fn close_shallowest(&mut self, keep_from: usize) {
-        let mut i = 1;
+        let mut i = self.shallowest_open.max(1);
         while self.open > OPEN_DIRECTORIES && i < keep_from {
             if self.stack[i].fd.take().is_some() {
                 self.open -= 1;
             }
             i += 1;
         }
+        self.shallowest_open = i;
     }
 
     fn push_directory(

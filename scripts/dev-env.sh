@@ -17,7 +17,7 @@ DCS_ENV_DIR=$(realpath -m "${DCS_ENV_DIR:-$REPO_ROOT/.dcs-env}")
 D=$DCS_ENV_DIR
 
 PACKAGES=(containerd runc docker-registry skopeo busybox-static postgresql-15
-          apache2-utils zstd protobuf-compiler)
+          apache2-utils zstd protobuf-compiler gcc libc6-dev)
 PG_VERSION=15
 PG_CLUSTER=main
 SMALL_TMPFS_SIZE=64m

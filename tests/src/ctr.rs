@@ -87,27 +87,6 @@ impl Ctr {
         self.run(&args);
     }
 
-    /// Starts a "desktop" (container `desktop`, sleeping) labelled as
-    /// kubelet labels pod `<pod_namespace>/<pod>`, on overlayfs.
-    pub fn run_desktop(&self, id: &str, image: &str, pod_namespace: &str, pod: &str) {
-        self.run(&[
-            "run",
-            "-d",
-            "--snapshotter",
-            "overlayfs",
-            "--label",
-            &format!("io.kubernetes.pod.name={pod}"),
-            "--label",
-            &format!("io.kubernetes.pod.namespace={pod_namespace}"),
-            "--label",
-            "io.kubernetes.container.name=desktop",
-            image,
-            id,
-            "sleep",
-            "3600",
-        ]);
-    }
-
     /// Runs a shell script inside a running container; returns stdout.
     pub fn exec(&self, id: &str, script: &str) -> String {
         let exec_id = format!("x{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);

@@ -5,6 +5,7 @@
 //! says how to start it.
 
 pub mod ctr;
+pub mod desktop;
 pub mod fake_kube;
 pub mod layer;
 pub mod stack;

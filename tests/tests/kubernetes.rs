@@ -112,22 +112,26 @@ async fn pod_name_targeting_resolves_the_pod_and_refuses_with_the_right_codes() 
             summary("multi-desktop", "workshop", "multi", "desktop"),
             summary("owned-1", "other", "owned", "desktop"),
             summary("foreign-1", "other", "foreign", "desktop"),
+            summary("unowned-1", "workshop", "unowned", "desktop"),
         ]),
     )
     .await;
-    kube.put_pod(fake_kube::running_pod(
+    // Alice's pods in her namespace; the refusals below that are not about
+    // ownership need a pod she owns to get that far.
+    let alices = |pod| fake_kube::labelled(pod, "dcs.io/owner", "alice");
+    kube.put_pod(alices(fake_kube::running_pod(
         "workshop",
         "desk",
         "node-1",
         &[("desktop", Some("desk-1"))],
-    ));
-    kube.put_pod(fake_kube::pending_pod(
+    )));
+    kube.put_pod(alices(fake_kube::pending_pod(
         "workshop",
         "pending",
         "node-1",
         &["desktop"],
-    ));
-    kube.put_pod(fake_kube::running_pod(
+    )));
+    kube.put_pod(alices(fake_kube::running_pod(
         "workshop",
         "multi",
         "node-1",
@@ -135,13 +139,13 @@ async fn pod_name_targeting_resolves_the_pod_and_refuses_with_the_right_codes() 
             ("desktop", Some("multi-desktop")),
             ("sidecar", Some("multi-sidecar")),
         ],
-    ));
-    kube.put_pod(fake_kube::running_pod(
+    )));
+    kube.put_pod(alices(fake_kube::running_pod(
         "workshop",
         "starting",
         "node-1",
         &[("desktop", None)],
-    ));
+    )));
     let mut docker = fake_kube::running_pod("workshop", "docker", "node-1", &[("desktop", None)]);
     docker
         .status
@@ -151,12 +155,19 @@ async fn pod_name_targeting_resolves_the_pod_and_refuses_with_the_right_codes() 
         .as_mut()
         .unwrap()[0]
         .container_id = Some("docker://0123abcd".into());
-    kube.put_pod(docker);
-    kube.put_pod(fake_kube::running_pod(
+    kube.put_pod(alices(docker));
+    kube.put_pod(alices(fake_kube::running_pod(
         "workshop",
         "unreported",
         "node-1",
         &[("desktop", Some("never-reported"))],
+    )));
+    // In her namespace, but nobody's.
+    kube.put_pod(fake_kube::running_pod(
+        "workshop",
+        "unowned",
+        "node-1",
+        &[("desktop", Some("unowned-1"))],
     ));
     kube.put_pod(fake_kube::running_pod(
         "other",
@@ -243,21 +254,55 @@ async fn pod_name_targeting_resolves_the_pod_and_refuses_with_the_right_codes() 
             container: Some("sidecar"),
             code: "UNAVAILABLE",
         },
+        // Not the caller's: exactly like a pod that does not exist,
+        // whatever state the pod is in.
         Case {
             what: "namespace not in the claim, no owner label",
             token: &alice,
             namespace: "other",
             pod: "foreign",
             container: None,
-            code: "FORBIDDEN",
+            code: "NOT_FOUND",
         },
         Case {
-            what: "owner label names another speaker",
+            what: "owner label names another speaker, namespace not in the claim",
             token: &bob,
             namespace: "other",
             pod: "owned",
             container: None,
-            code: "FORBIDDEN",
+            code: "NOT_FOUND",
+        },
+        Case {
+            what: "owner label names the speaker, namespace not in the claim",
+            token: &alice,
+            namespace: "other",
+            pod: "owned",
+            container: None,
+            code: "NOT_FOUND",
+        },
+        Case {
+            what: "namespace in the claim, another speaker's pod",
+            token: &bob,
+            namespace: "workshop",
+            pod: "desk",
+            container: None,
+            code: "NOT_FOUND",
+        },
+        Case {
+            what: "namespace in the claim, another speaker's pod that is not running",
+            token: &bob,
+            namespace: "workshop",
+            pod: "pending",
+            container: Some("desktop"),
+            code: "NOT_FOUND",
+        },
+        Case {
+            what: "namespace in the claim, a pod without an owner",
+            token: &alice,
+            namespace: "workshop",
+            pod: "unowned",
+            container: None,
+            code: "NOT_FOUND",
         },
     ];
     let mut failures = Vec::new();
@@ -306,29 +351,65 @@ async fn pod_name_targeting_resolves_the_pod_and_refuses_with_the_right_codes() 
         .await;
     assert_eq!(error_code(&body), "BAD_USER_INPUT", "wrong node: {body}");
 
-    // Allowed: a pod of the speaker's namespace, the container resolved
-    // from the pod status; and a pod elsewhere labelled with the speaker.
+    // Allowed: her pod in her namespace, the container resolved from the
+    // pod status, the owner taken from the pod.
     let body = create_by_pod(&api, &alice, "workshop", "desk", None, &target("desk")).await;
-    assert!(body["errors"].is_null(), "own namespace: {body}");
+    assert!(body["errors"].is_null(), "own pod: {body}");
     let id = body["data"]["createSnapshot"]["id"].as_str().unwrap();
     assert_eq!(
         db.query(&format!(
             "SELECT node || ' ' || container_id || ' ' || pod_namespace || ' ' || pod_name || ' ' \
-             || container_name FROM snapshots WHERE id = '{id}'"
+             || container_name || ' ' || owner FROM snapshots WHERE id = '{id}'"
         )),
-        "node-1 desk-1 workshop desk desktop"
+        "node-1 desk-1 workshop desk desktop alice"
     );
-    let body = create_by_pod(&api, &alice, "other", "owned", None, &target("owned")).await;
-    assert!(
-        body["errors"].is_null(),
-        "owner label dcs.io/owner=alice: {body}"
-    );
+    // Bob cannot even see that snapshot.
+    let body = api
+        .graphql(Some(&bob), documents::SNAPSHOT, json!({"id": id}))
+        .await;
+    assert_eq!(error_code(&body), "NOT_FOUND", "{body}");
+
+    // Namespace-wide access (an API started so): every pod of the
+    // speaker's namespaces, still none outside them.
+    let db_wide = Database::fresh();
+    let wide = api_with_kube(
+        &db_wide,
+        &kube.url,
+        DUMMY_REGISTRY,
+        &["--access-scope", "namespace"],
+    )
+    .await;
+    fake_node(
+        &wide,
+        "node-1",
+        json!([
+            summary("desk-1", "workshop", "desk", "desktop"),
+            summary("owned-1", "other", "owned", "desktop"),
+        ]),
+    )
+    .await;
+    let bob_wide = wide.token("bob", "speaker", &["workshop"]);
+    let alice_wide = wide.token("alice", "speaker", &["workshop"]);
+    let bob_target = format!("{DUMMY_REGISTRY}/workshops/bob/desk:v1");
+    let body = create_by_pod(&wide, &bob_wide, "workshop", "desk", None, &bob_target).await;
+    assert!(body["errors"].is_null(), "namespace-wide: {body}");
     let id = body["data"]["createSnapshot"]["id"].as_str().unwrap();
     assert_eq!(
-        db.query(&format!(
-            "SELECT container_id || ' ' || requested_by FROM snapshots WHERE id = '{id}'"
+        db_wide.query(&format!(
+            "SELECT requested_by || ' ' || owner FROM snapshots WHERE id = '{id}'"
         )),
-        "owned-1 alice"
+        "bob alice"
+    );
+    // The desktop's owner sees the snapshot bob took of it.
+    let body = wide
+        .graphql(Some(&alice_wide), documents::SNAPSHOT, json!({"id": id}))
+        .await;
+    assert!(body["errors"].is_null(), "the owner sees it: {body}");
+    let body = create_by_pod(&wide, &alice_wide, "other", "owned", None, &target("owned")).await;
+    assert_eq!(
+        error_code(&body),
+        "NOT_FOUND",
+        "outside the namespaces: {body}"
     );
 
     // The API server in trouble: UNAVAILABLE, not a wrong answer.
@@ -592,31 +673,20 @@ async fn a_pod_named_by_a_speaker_is_snapshotted_with_service_account_tokens_bot
     let ctr = Ctr::new(&env.containerd_socket, &namespace);
     let busybox = ctr.import_busybox("overlayfs");
     let container_id = unique("desk");
-    ctr.run(&[
-        "run",
-        "-d",
-        "--snapshotter",
-        "overlayfs",
-        "--label",
-        "io.kubernetes.pod.name=desktop-0",
-        "--label",
-        "io.kubernetes.pod.namespace=workshop",
-        "--label",
-        "io.kubernetes.container.name=desktop",
-        busybox,
-        &container_id,
-        "sleep",
-        "3600",
-    ]);
+    ctr.desktop(&container_id, busybox).owner("alice").start();
     ctr.exec(
         &container_id,
         "mkdir -p /opt/k8s && echo by-pod-name > /opt/k8s/marker",
     );
-    kube.put_pod(fake_kube::running_pod(
-        "workshop",
-        "desktop-0",
-        "node-1",
-        &[("desktop", Some(&container_id))],
+    kube.put_pod(fake_kube::labelled(
+        fake_kube::running_pod(
+            "workshop",
+            "desktop-0",
+            "node-1",
+            &[("desktop", Some(&container_id))],
+        ),
+        "dcs.io/owner",
+        "alice",
     ));
     let agent = Agent::start_with(
         &env,

@@ -128,7 +128,7 @@ impl FakeAgent {
                 json!({"id": format!("c-{i:03}"), "image": "localhost/dcs-test/busybox:1",
                        "imageDigest": null, "state": "running", "snapshotter": "overlayfs",
                        "podName": format!("desk-{i:03}"), "podNamespace": "workshop",
-                       "containerName": "desktop"})
+                       "containerName": "desktop", "owner": "alice"})
             })
             .collect();
         let inventory = json!({"node": NODE, "instanceId": instance, "containers": list});

@@ -16,11 +16,6 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A container with the CRI labels of pod `<pod_namespace>/<pod>`.
-fn desktop(ctr: &Ctr, id: &str, image: &str, pod_namespace: &str, pod: &str) {
-    ctr.run_desktop(id, image, pod_namespace, pod);
-}
-
 async fn api_on_postgres(db: &Database, env: &TestEnv) -> Api {
     Api::start(ApiOptions {
         database_url: Some(db.url.clone()),
@@ -116,8 +111,12 @@ async fn create_snapshot_auth_matrix_refuses_with_the_right_code_and_dispatches_
     let busybox = ctr.import_busybox("overlayfs");
     let desk = unique("desk");
     let payroll = unique("payroll");
-    desktop(&ctr, &desk, busybox, "workshop", "desktop-0");
-    desktop(&ctr, &payroll, busybox, "finance", "payroll-0");
+    ctr.desktop(&desk, busybox).owner("alice").start();
+    ctr.desktop(&payroll, busybox)
+        .namespace("finance")
+        .pod("payroll-0")
+        .owner("carol")
+        .start();
     let agent = Agent::start(&env, &api, "node-auth", &namespace);
     ctr.exec(
         &desk,
@@ -318,28 +317,30 @@ async fn create_snapshot_auth_matrix_refuses_with_the_right_code_and_dispatches_
             says: "signature",
         },
     ];
-    let forbidden = vec![
+    // Another namespace's container, or one the token cannot reach, reads
+    // like one that does not exist.
+    let refused = vec![
         Case {
             name: "speaker on another namespace's container (by id)",
             header: bearer(alice.clone()),
             input: json!({"input": {"containerId": payroll, "target": format!("{reg}/workshops/alice/{repo}-payroll:v1")}}),
-            code: "FORBIDDEN",
-            says: "namespace",
+            code: "NOT_FOUND",
+            says: "no such container",
         },
         Case {
             name: "speaker on another namespace's container (by pod)",
             header: bearer(alice.clone()),
             input: json!({"input": {"podNamespace": "finance", "podName": "payroll-0", "containerName": "desktop",
                                     "target": format!("{reg}/workshops/alice/{repo}-payroll:v1")}}),
-            code: "FORBIDDEN",
-            says: "namespace",
+            code: "NOT_FOUND",
+            says: "no such container",
         },
         Case {
             name: "speaker whose token has no namespaces",
             header: bearer(nobody.clone()),
             input: json!({"input": {"containerId": desk, "target": format!("{reg}/workshops/dave/{repo}:v1")}}),
-            code: "FORBIDDEN",
-            says: "namespace",
+            code: "NOT_FOUND",
+            says: "no such container",
         },
         Case {
             name: "speaker pushing outside the allowed prefix",
@@ -379,7 +380,7 @@ async fn create_snapshot_auth_matrix_refuses_with_the_right_code_and_dispatches_
     }];
 
     let http = e2e_tests::stack::http_client();
-    for case in unauthenticated.iter().chain(&forbidden).chain(&bad_input) {
+    for case in unauthenticated.iter().chain(&refused).chain(&bad_input) {
         let mut request = http
             .post(format!("{}/graphql", api.url))
             .json(&json!({"query": documents::CREATE, "variables": case.input}));
@@ -447,7 +448,7 @@ async fn create_snapshot_auth_matrix_refuses_with_the_right_code_and_dispatches_
         "API log:\n{}",
         api.log()
     );
-    for case in forbidden.iter().chain(&bad_input) {
+    for case in refused.iter().chain(&bad_input) {
         let target = case.input["input"]["target"].as_str().unwrap();
         assert!(
             skopeo_inspect(target).is_err() || !target.starts_with(reg.as_str()),
@@ -459,7 +460,7 @@ async fn create_snapshot_auth_matrix_refuses_with_the_right_code_and_dispatches_
         "SELECT actor || ' ' || role || ' ' || action || ' ' || outcome || ' ' || (detail->>'target') \
          FROM audit_log WHERE action = 'createSnapshot' ORDER BY id",
     );
-    let expected: Vec<String> = forbidden
+    let expected: Vec<String> = refused
         .iter()
         .chain(&bad_input)
         .map(|case| {
@@ -1144,11 +1145,12 @@ async fn a_sub_with_a_slash_cannot_push_under_another_speakers_prefix() {
         "node-fake",
         json!([{"id": "desk", "image": "localhost/dcs-test/busybox:1", "imageDigest": null,
                 "state": "running", "snapshotter": "overlayfs", "podName": "desktop-0",
-                "podNamespace": "workshop", "containerName": "desktop"}]),
+                "podNamespace": "workshop", "containerName": "desktop", "owner": "bob/x"}]),
     )
     .await;
     let reg = &env.registry;
-    // `bob/x` is a legal JWT subject; it is not bob.
+    // `bob/x` is a legal JWT subject; it is not bob. (The desktop is
+    // theirs, so only the push prefix can refuse.)
     let sneaky = jwt::hs256(
         &api.jwt_secret(),
         &jwt::user_claims("bob/x", "speaker", &["workshop"]),

@@ -14,11 +14,6 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// A container with the CRI labels of pod `workshop/<pod>`.
-fn desktop(ctr: &Ctr, id: &str, image: &str, pod: &str) {
-    ctr.run_desktop(id, image, "workshop", pod);
-}
-
 /// Random (incompressible) data in the container, to make a commit slow.
 fn write_random(ctr: &Ctr, id: &str, megabytes: u32) {
     ctr.exec(
@@ -52,7 +47,10 @@ async fn stack(agent_timeout_seconds: u64, extra_prefixes: &[String]) -> Stack {
     let ctr = Ctr::new(&env.containerd_socket, &unique("faults"));
     let busybox = ctr.import_busybox("overlayfs");
     let desk = unique("desk");
-    desktop(&ctr, &desk, busybox, "desktop-0");
+    ctr.desktop(&desk, busybox)
+        .pod("desktop-0")
+        .owner("alice")
+        .start();
     let alice = api.token("alice", "speaker", &["workshop"]);
     let root = api.token("root", "admin", &[]);
     Stack {

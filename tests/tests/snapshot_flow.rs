@@ -9,11 +9,6 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Starts a container with the CRI labels of pod `workshop/<pod>`.
-fn desktop(ctr: &Ctr, id: &str, image: &str, pod: &str) {
-    ctr.run_desktop(id, image, "workshop", pod);
-}
-
 async fn wait_for_container(api: &Api, token: &str, id: &str) -> Value {
     let data = api
         .wait_for(token, documents::CONTAINERS, json!({}), WAIT, |d| {
@@ -54,7 +49,10 @@ async fn speaker_snapshots_a_desktop_and_lineage_is_recorded_on_postgres() {
     let namespace = unique("flow");
     let ctr = Ctr::new(&env.containerd_socket, &namespace);
     let busybox = ctr.import_busybox("overlayfs");
-    desktop(&ctr, "desk-1", busybox, "desktop-0");
+    ctr.desktop("desk-1", busybox)
+        .pod("desktop-0")
+        .owner("alice")
+        .start();
     let _agent = Agent::start(&env, &api, "node-1", &namespace);
     let alice = api.token("alice", "speaker", &["workshop"]);
 
@@ -117,7 +115,10 @@ async fn speaker_snapshots_a_desktop_and_lineage_is_recorded_on_postgres() {
     );
 
     // A desktop started from the new image; its snapshot has the first as parent.
-    desktop(&ctr, "desk-2", &target, "desktop-1");
+    ctr.desktop("desk-2", &target)
+        .pod("desktop-1")
+        .owner("alice")
+        .start();
     let second_container = wait_for_container(&api, &alice, "desk-2").await;
     assert_eq!(second_container["imageDigest"], digest);
     ctr.exec("desk-2", "echo v2 > /opt/tools/version");
@@ -194,7 +195,10 @@ async fn the_same_flow_runs_on_the_sqlite_default() {
     let namespace = unique("sqlite");
     let ctr = Ctr::new(&env.containerd_socket, &namespace);
     let busybox = ctr.import_busybox("overlayfs");
-    desktop(&ctr, "desk", busybox, "desktop-0");
+    ctr.desktop("desk", busybox)
+        .pod("desktop-0")
+        .owner("bob")
+        .start();
     let _agent = Agent::start(&env, &api, "node-1", &namespace);
     let bob = api.token("bob", "speaker", &["workshop"]);
     wait_for_container(&api, &bob, "desk").await;

@@ -756,10 +756,6 @@ async fn signatures_verify_with_the_reference_crate_during_rotation_too() {
 // 2. End to end: a real snapshot, a real agent, a real registry.
 // ---------------------------------------------------------------------------
 
-fn desktop(ctr: &Ctr, id: &str, image: &str, pod: &str) {
-    ctr.run_desktop(id, image, "workshop", pod);
-}
-
 async fn wait_for_container(api: &Api, token: &str, id: &str) {
     api.wait_for(token, documents::CONTAINERS, json!({}), WAIT, |d| {
         d["containers"].as_array().is_some_and(|list| {
@@ -817,7 +813,10 @@ async fn a_pushed_snapshot_sends_one_signed_event_with_the_registry_digest() {
     let namespace = unique("hooks");
     let ctr = Ctr::new(&env.containerd_socket, &namespace);
     let busybox = ctr.import_busybox("overlayfs");
-    desktop(&ctr, "desk-1", busybox, "desktop-0");
+    ctr.desktop("desk-1", busybox)
+        .pod("desktop-0")
+        .owner("alice")
+        .start();
     let _agent = Agent::start_with(
         &env,
         &api,
@@ -985,7 +984,10 @@ async fn a_pushed_snapshot_sends_one_signed_event_with_the_registry_digest() {
 
     // A second snapshot of a desktop started from the first image: the
     // event names its parent.
-    desktop(&ctr, "desk-2", &target, "desktop-1");
+    ctr.desktop("desk-2", &target)
+        .pod("desktop-1")
+        .owner("alice")
+        .start();
     wait_for_container(&api, &alice, "desk-2").await;
     ctr.exec("desk-2", "echo v2 > /opt/tools/version");
     let target2 = format!("{}/workshops/alice/{namespace}:v2", env.registry);

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::service::agent_events::{fail_snapshots, record_event};
 use crate::service::nodes;
 use crate::service::snapshots::JobOptions;
+use crate::service::transitions::{self, Expected};
 use crate::state::AppState;
 
 /// Issuer of the tokens the API gives agents.
@@ -136,6 +137,7 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
         excludes: options.excludes,
         changes: options.changes,
         message: job.message.clone(),
+        last_event_seq: job.last_event_seq.max(0) as u64,
     };
     let token = state.agent_token(&node.name);
     let response = state
@@ -157,15 +159,15 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
         Ok(r) if r.status().is_success() => {
             row.dispatched_at = Set(Some(crate::clock::now()));
             row.agent_instance_id = Set(Some(node.instance_id));
-            // Only while still queued and undispatched: a cancel may have won.
-            let updated = Snapshot::update_many()
-                .set(row)
-                .filter(snapshot::Column::Id.eq(job.id))
-                .filter(snapshot::Column::Status.eq(SnapshotStatus::Queued))
-                .exec(&state.db)
-                .await;
-            if let Err(e) = updated {
-                tracing::warn!(error = %e, snapshot = %job.id, "recording the dispatch failed");
+            // Only if nothing recorded it yet: the agent's first event may
+            // have (and then says which instance runs it), or a cancel won.
+            let expected = Expected::in_flight().dispatched(false);
+            match transitions::compare_and_set(&state.db, job.id, expected, row).await {
+                Ok(Some(_)) => {}
+                Ok(None) => cancel_if_finished(state, &job).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, snapshot = %job.id, "recording the dispatch failed")
+                }
             }
             tracing::info!(snapshot = %job.id, node = %node.name, "job dispatched");
             true
@@ -205,6 +207,20 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
     }
 }
 
+/// The job reached the agent after it ended here (a cancel that beat the
+/// dispatch): the agent must stop it too, before it pauses the desktop or
+/// pushes the tag.
+async fn cancel_if_finished(state: &AppState, job: &snapshot::Model) {
+    match Snapshot::find_by_id(job.id).one(&state.db).await {
+        Ok(Some(now)) if now.status.is_terminal() => {
+            tracing::info!(snapshot = %job.id, status = ?now.status, "job ended before its dispatch was recorded; cancelling it on the agent");
+            cancel_on_agent(state, &now).await;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, snapshot = %job.id, "reading the job failed"),
+    }
+}
+
 /// The agent's sentence from its JSON error (`{"message": ...}`), else a
 /// short, printable prefix of its body, else the status.
 async fn agent_reason(status: reqwest::StatusCode, response: reqwest::Response) -> String {
@@ -240,7 +256,10 @@ async fn fail(state: &AppState, job: snapshot::Model, reason: &str) {
 async fn fail_with(state: &AppState, job: snapshot::Model, code: FailureCode, reason: &str) {
     let result = async {
         let txn = state.db.begin().await?;
-        let changes = fail_snapshots(&txn, &state.bus, vec![job], code, reason).await?;
+        // Only a job no agent has: one that was dispatched meanwhile ends
+        // with its agent's result.
+        let expected = Expected::status_in(&[SnapshotStatus::Queued]).dispatched(false);
+        let changes = fail_snapshots(&txn, &state.bus, vec![job], expected, code, reason).await?;
         txn.commit().await?;
         Ok::<_, crate::errors::ApiError>(changes)
     }

@@ -85,6 +85,11 @@ pub struct JobRequest {
     /// Dockerfile-style instructions (`CMD ["x"]`).
     pub changes: Vec<String>,
     pub message: Option<String>,
+    /// The last event sequence number the API has for this snapshot: the
+    /// agent numbers its events after it, so a job handed back and sent
+    /// again continues the sequence instead of repeating it.
+    #[serde(default)]
+    pub last_event_seq: u64,
 }
 
 /// The agent's answer to a job request.

@@ -61,7 +61,12 @@ impl SharedSecret {
 
     /// Signs a token for `audience`, about `subject` (a node name).
     pub fn sign(&self, issuer: &str, audience: &str, subject: &str) -> String {
-        let now = chrono::Utc::now().timestamp();
+        self.sign_at(issuer, audience, subject, chrono::Utc::now().timestamp())
+    }
+
+    /// Signs a token issued at `now` (Unix seconds): the verifier's time,
+    /// when the signer has learnt that its own clock is off.
+    pub fn sign_at(&self, issuer: &str, audience: &str, subject: &str, now: i64) -> String {
         let claims = Claims {
             iss: issuer.to_string(),
             sub: subject.to_string(),

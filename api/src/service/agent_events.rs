@@ -9,13 +9,16 @@ use sea_orm::{
     TransactionTrait,
 };
 
+use super::transitions::{self, Expected};
 use crate::bus::SnapshotChange;
 use crate::errors::{ApiError, ApiResult};
 use crate::state::AppState;
 
-/// Applies one event from the agent of `node`. Duplicates and events for
-/// finished snapshots are acknowledged without effect, so the agent's
-/// retries are harmless.
+/// Applies one event from the agent of `node`. Duplicates, events for
+/// finished snapshots and events from an agent instance that no longer has
+/// the job are acknowledged without effect, so the agent's retries are
+/// harmless. The first event of a job also records its dispatch, in case it
+/// arrived before the dispatcher could record the agent's answer.
 pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<()> {
     state.metrics.agent_events.inc();
     let txn = state.db.begin().await?;
@@ -32,10 +35,23 @@ pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<(
     if (event.seq as i64) <= current.last_event_seq || current.status.is_terminal() {
         return Ok(());
     }
+    // A job handed back and sent to a new instance: the old one's late
+    // events describe work that no longer counts.
+    if current
+        .agent_instance_id
+        .is_some_and(|instance| instance != event.instance_id)
+    {
+        tracing::info!(snapshot = %event.snapshot_id, "event from a former agent instance ignored");
+        return Ok(());
+    }
     let now = crate::clock::now();
     let mut row: snapshot::ActiveModel = current.clone().into();
     row.last_event_seq = Set(event.seq as i64);
     row.updated_at = Set(now);
+    if current.dispatched_at.is_none() {
+        row.dispatched_at = Set(Some(now));
+        row.agent_instance_id = Set(Some(event.instance_id));
+    }
     let kind_name = match &event.kind {
         JobEventKind::Diffing => {
             row.status = Set(SnapshotStatus::Diffing);
@@ -89,7 +105,15 @@ pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<(
             "HANDED_BACK"
         }
     };
-    let updated = row.update(&txn).await?;
+    let Some(updated) =
+        transitions::compare_and_set(&txn, current.id, Expected::unchanged(&current), row).await?
+    else {
+        // Changed since we read it (possible where rows are not locked):
+        // the agent sends the event again and it is judged afresh.
+        return Err(ApiError::unavailable(
+            "the snapshot changed meanwhile; send the event again",
+        ));
+    };
     record_event(
         &txn,
         &updated,
@@ -137,25 +161,32 @@ pub(crate) async fn record_event<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Fails in-flight snapshots for a reason of the API's own (agent lost);
-/// returns the changes to publish once the transaction commits.
+/// Fails in-flight snapshots for a reason of the API's own (agent lost,
+/// dispatch given up), each only if it is still as `expected` (plus not
+/// terminal): a result that landed meanwhile wins, and nothing is failed
+/// twice. Returns the changes to publish once the transaction commits.
 pub(crate) async fn fail_snapshots(
     txn: &DatabaseTransaction,
     bus: &crate::bus::Bus,
     snapshots: Vec<snapshot::Model>,
+    expected: Expected,
     code: FailureCode,
     reason: &str,
 ) -> ApiResult<Vec<SnapshotChange>> {
     let mut changes = Vec::new();
     let now = crate::clock::now();
     for current in snapshots {
+        let id = current.id;
         let mut row: snapshot::ActiveModel = current.into();
         row.status = Set(SnapshotStatus::Failed);
         row.failure_code = Set(Some(code_name(code)));
         row.failure_reason = Set(Some(reason.to_string()));
         row.finished_at = Set(Some(now));
         row.updated_at = Set(now);
-        let updated = row.update(txn).await?;
+        let Some(updated) = transitions::compare_and_set(txn, id, expected.clone(), row).await?
+        else {
+            continue;
+        };
         let payload = serde_json::json!({"code": code_name(code), "reason": reason});
         record_event(txn, &updated, None, "FAILED", &payload).await?;
         crate::webhooks::outbox::enqueue_for_snapshot(txn, &updated).await?;

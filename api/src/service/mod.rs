@@ -7,3 +7,4 @@ pub mod containers;
 pub mod lineage;
 pub mod nodes;
 pub mod snapshots;
+pub mod transitions;

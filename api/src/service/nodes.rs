@@ -3,12 +3,13 @@
 use dcs_protocol::{Ack, FailureCode, Heartbeat, Registration};
 use entity::prelude::*;
 use entity::{NodeState, SnapshotStatus, node, snapshot};
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
 };
 
-use super::agent_events::fail_snapshots;
+use super::agent_events::{fail_snapshots, record_event};
+use super::transitions::{self, Expected};
 use crate::errors::ApiResult;
 use crate::state::AppState;
 
@@ -63,6 +64,9 @@ pub async fn register(state: &AppState, registration: Registration) -> ApiResult
             &txn,
             &state.bus,
             orphans,
+            Expected::in_flight()
+                .dispatched(true)
+                .and(snapshot::Column::AgentInstanceId.ne(registration.instance_id)),
             FailureCode::AgentLost,
             &format!(
                 "the agent on node {} restarted during the commit",
@@ -80,7 +84,9 @@ pub async fn register(state: &AppState, registration: Registration) -> ApiResult
     Ok(())
 }
 
-/// Marks the agent alive; `known: false` asks it to register again.
+/// Marks the agent alive; `known: false` asks it to register again. The
+/// heartbeat also says which jobs the agent has: those it no longer knows
+/// are settled (see [`reconcile`]).
 pub async fn heartbeat(state: &AppState, beat: Heartbeat) -> ApiResult<Ack> {
     let Some(node) = Node::find_by_id(beat.node.clone()).one(&state.db).await? else {
         return Ok(Ack { known: false });
@@ -91,7 +97,75 @@ pub async fn heartbeat(state: &AppState, beat: Heartbeat) -> ApiResult<Ack> {
     let mut row: node::ActiveModel = node.into();
     row.last_seen_at = Set(crate::clock::now());
     row.update(&state.db).await?;
+    reconcile(state, &beat).await?;
     Ok(Ack { known: true })
+}
+
+/// A job must have been quiet this long before its absence from a
+/// heartbeat counts: the heartbeat may have been composed before the agent
+/// took the job, or crossed its last event on the way.
+const RECONCILE_GRACE: chrono::Duration = chrono::Duration::seconds(15);
+
+/// Jobs recorded as running on this agent instance that its heartbeat does
+/// not list: one that never started goes back to the queue, one that had
+/// started fails (what it did is unknown; the registry tag is only written
+/// last, so at worst an untagged blob stays).
+async fn reconcile(state: &AppState, beat: &Heartbeat) -> ApiResult<()> {
+    let quiet_since = crate::clock::now() - RECONCILE_GRACE;
+    let unknown = Snapshot::find()
+        .filter(snapshot::Column::Node.eq(beat.node.clone()))
+        .filter(snapshot::Column::AgentInstanceId.eq(beat.instance_id))
+        .filter(snapshot::Column::Status.is_in(SnapshotStatus::IN_FLIGHT))
+        .filter(snapshot::Column::DispatchedAt.lt(quiet_since))
+        .filter(snapshot::Column::UpdatedAt.lt(quiet_since))
+        .filter(snapshot::Column::Id.is_not_in(beat.running_jobs.clone()))
+        .all(&state.db)
+        .await?;
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let (never_started, started): (Vec<_>, Vec<_>) = unknown
+        .into_iter()
+        .partition(|s| s.status == SnapshotStatus::Queued);
+    let txn = state.db.begin().await?;
+    let now = crate::clock::now();
+    let mut requeued = false;
+    for job in never_started {
+        let mut row: snapshot::ActiveModel = job.clone().into();
+        row.dispatched_at = Set(None);
+        row.agent_instance_id = Set(None);
+        row.next_dispatch_at = Set(Some(now));
+        row.updated_at = Set(now);
+        let expected = Expected::unchanged(&job).dispatched(true);
+        if let Some(updated) = transitions::compare_and_set(&txn, job.id, expected, row).await? {
+            let payload = serde_json::json!({"reason": "the agent no longer knows the job"});
+            record_event(&txn, &updated, None, "REQUEUED", &payload).await?;
+            requeued = true;
+        }
+    }
+    let failed = fail_snapshots(
+        &txn,
+        &state.bus,
+        started,
+        Expected::in_flight()
+            .dispatched(true)
+            .on_instance(beat.instance_id)
+            .and(snapshot::Column::UpdatedAt.lt(quiet_since)),
+        FailureCode::AgentLost,
+        &format!(
+            "the agent on node {} no longer knows the job (it stopped without reporting a result)",
+            beat.node
+        ),
+    )
+    .await?;
+    txn.commit().await?;
+    for change in failed {
+        state.announce(change, true);
+    }
+    if requeued {
+        state.dispatch_wakeup.notify_one();
+    }
+    Ok(())
 }
 
 /// Agents silent longer than the timeout are lost; their running jobs fail.
@@ -106,19 +180,32 @@ pub async fn mark_lost_agents(state: &AppState) -> ApiResult<()> {
     for node in lost {
         let txn = state.db.begin().await?;
         let name = node.name.clone();
-        let mut row: node::ActiveModel = node.into();
-        row.state = Set(NodeState::Lost);
-        row.update(&txn).await?;
+        let instance = node.instance_id;
+        // Only if it is still the silent instance: one that registered or
+        // heartbeat meanwhile is not lost.
+        let marked = Node::update_many()
+            .col_expr(node::Column::State, Expr::value(NodeState::Lost))
+            .filter(node::Column::Name.eq(name.clone()))
+            .filter(node::Column::InstanceId.eq(instance))
+            .filter(node::Column::State.eq(NodeState::Ready))
+            .filter(node::Column::LastSeenAt.lt(deadline))
+            .exec(&txn)
+            .await?;
+        if marked.rows_affected == 0 {
+            continue;
+        }
         let running = Snapshot::find()
             .filter(snapshot::Column::Node.eq(name.clone()))
             .filter(snapshot::Column::Status.is_in(SnapshotStatus::IN_FLIGHT))
             .filter(snapshot::Column::DispatchedAt.is_not_null())
+            .filter(snapshot::Column::AgentInstanceId.eq(instance))
             .all(&txn)
             .await?;
         let failed = fail_snapshots(
             &txn,
             &state.bus,
             running,
+            Expected::in_flight().dispatched(true).on_instance(instance),
             FailureCode::AgentLost,
             &format!("the agent on node {name} stopped responding during the commit"),
         )

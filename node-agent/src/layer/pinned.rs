@@ -16,6 +16,7 @@
 //!   descriptor, which re-opens exactly that inode (and is used only after
 //!   `fstat` said it is a regular file, so no device is ever opened);
 //! - a symlink's target is read with `readlinkat(pinned, "")`.
+//!
 //! Whatever the name turns into later, we keep what we pinned: the layer
 //! records what the entry was when we looked, never what a link points to.
 

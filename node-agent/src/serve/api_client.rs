@@ -1,5 +1,7 @@
 //! Calls from the agent to the API, each with a fresh signed token.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use dcs_protocol::token::{API_AUDIENCE, SharedSecret};
@@ -23,6 +25,10 @@ pub struct ApiClient {
     node: String,
     instance_id: Uuid,
     service_account_token_file: Option<std::path::PathBuf>,
+    /// The API's clock minus ours, in seconds, from its `Date` headers:
+    /// tokens are signed in the API's time, so a node whose clock is off
+    /// by minutes still gets its results through.
+    clock_offset: Arc<AtomicI64>,
 }
 
 /// How the API answered a report.
@@ -55,6 +61,7 @@ impl ApiClient {
             node: node.to_string(),
             instance_id,
             service_account_token_file,
+            clock_offset: Arc::new(AtomicI64::new(0)),
         })
     }
 
@@ -69,7 +76,31 @@ impl ApiClient {
                 }
             }
         }
-        self.secret.sign(AGENT_ISSUER, API_AUDIENCE, &self.node)
+        let now = chrono::Utc::now().timestamp() + self.clock_offset.load(Ordering::Relaxed);
+        self.secret
+            .sign_at(AGENT_ISSUER, API_AUDIENCE, &self.node, now)
+    }
+
+    /// Learns the API's clock from a response's `Date` header. Offsets of a
+    /// second or two are noise of the header's resolution and are ignored.
+    fn learn_clock(&self, response: &reqwest::Response) {
+        let Some(date) = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|d| d.to_str().ok())
+            .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+        else {
+            return;
+        };
+        let offset = date.timestamp() - chrono::Utc::now().timestamp();
+        let previous = self.clock_offset.load(Ordering::Relaxed);
+        if (offset - previous).abs() > 2 {
+            tracing::warn!(
+                offset_seconds = offset,
+                "this node's clock differs from the API's; signing tokens in the API's time"
+            );
+            self.clock_offset.store(offset, Ordering::Relaxed);
+        }
     }
 
     pub fn node(&self) -> &str {
@@ -88,8 +119,16 @@ impl ApiClient {
             .json(body)
             .send()
             .await;
+        if let Ok(r) = &response {
+            self.learn_clock(r);
+        }
         match response {
             Ok(r) if r.status().is_success() => Delivery::Delivered,
+            // Not a verdict on the message: the token was refused (clock
+            // skew, a secret being rotated); it is signed again next time.
+            Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => {
+                Delivery::Retry("HTTP 401 (token refused)".to_string())
+            }
             Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
                 let status = r.status();
                 let text = r.text().await.unwrap_or_default();
@@ -109,6 +148,7 @@ impl ApiClient {
             .send()
             .await
             .map_err(|e| crate::containerd::describe_error(&e))?;
+        self.learn_clock(&response);
         if !response.status().is_success() {
             return Err(format!("HTTP {}", response.status()));
         }

@@ -84,9 +84,13 @@ impl Jobs {
         }
     }
 
-    /// Snapshots this agent is working on.
+    /// Snapshots this agent is working on or still reporting on.
     pub fn ids(&self) -> Vec<Uuid> {
-        self.lock().keys().copied().collect()
+        let mut ids: Vec<Uuid> = self.lock().keys().copied().collect();
+        ids.extend(self.inner.reporter.pending_jobs());
+        ids.sort();
+        ids.dedup();
+        ids
     }
 
     /// Starts a job; a job already known is not started twice (the API
@@ -105,7 +109,7 @@ impl Jobs {
         }
         let job = Arc::new(Job {
             cancel: CancellationToken::new(),
-            seq: AtomicU64::new(0),
+            seq: AtomicU64::new(request.last_event_seq),
         });
         jobs.insert(request.snapshot_id, job.clone());
         drop(jobs);

@@ -1,17 +1,25 @@
-//! Job events to the API: delivered in order, each retried until the API
-//! acknowledges it. Progress events still waiting are merged, so a slow API
-//! sees the latest progress rather than a backlog.
+//! Job events to the API: one ordered queue per job, each with its own
+//! sender, so a job whose events cannot be delivered (an API that refuses
+//! it for a while, a slow database row) never holds up another job's.
+//! Every event is retried until the API acknowledges or refuses it for a
+//! reason that retrying cannot change; a 401 is not such a reason (the
+//! token is signed again, with the API's clock, see `api_client`), so a
+//! result is never lost to clock skew. Progress events still waiting are
+//! merged, so a slow API sees the latest progress rather than a backlog.
 
-use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dcs_protocol::{JobEvent, JobEventKind};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::api_client::{ApiClient, Delivery};
 
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
@@ -20,112 +28,129 @@ pub struct Reporter {
 }
 
 struct Inner {
-    queue: Mutex<VecDeque<JobEvent>>,
-    /// Woken when an event is queued.
-    queued: Notify,
-    /// Woken when the queue becomes empty.
+    api: ApiClient,
+    /// Undelivered events by job, oldest first. A job is here exactly while
+    /// its sender runs.
+    queues: Mutex<HashMap<Uuid, VecDeque<JobEvent>>>,
+    /// Woken when the last queue empties.
     drained: Notify,
 }
 
 impl Reporter {
     pub fn start(api: ApiClient, _shutdown: CancellationToken) -> Self {
-        let reporter = Self {
+        // Senders outlive shutdown on purpose: `flush` bounds how long the
+        // process waits for them.
+        Self {
             inner: Arc::new(Inner {
-                queue: Mutex::new(VecDeque::new()),
-                queued: Notify::new(),
+                api,
+                queues: Mutex::new(HashMap::new()),
                 drained: Notify::new(),
             }),
-        };
-        // The sender outlives shutdown on purpose: `flush` bounds how long
-        // the process waits for it.
-        tokio::spawn(reporter.clone().send_loop(api));
-        reporter
+        }
     }
 
     pub fn report(&self, event: JobEvent) {
-        let mut queue = self.lock();
-        // The front may be on its way; only later entries are merged.
-        if queue.len() >= 2
-            && let Some(last) = queue.back_mut()
-            && last.snapshot_id == event.snapshot_id
-            && matches!(last.kind, JobEventKind::Pushing { .. })
-            && matches!(event.kind, JobEventKind::Pushing { .. })
-        {
-            *last = event;
-            return;
+        let mut queues = self.lock();
+        match queues.entry(event.snapshot_id) {
+            Entry::Occupied(mut queue) => {
+                let queue = queue.get_mut();
+                // The front may be on its way; only later entries are merged.
+                if queue.len() >= 2
+                    && let Some(last) = queue.back_mut()
+                    && matches!(last.kind, JobEventKind::Pushing { .. })
+                    && matches!(event.kind, JobEventKind::Pushing { .. })
+                {
+                    *last = event;
+                } else {
+                    queue.push_back(event);
+                }
+            }
+            Entry::Vacant(slot) => {
+                let id = event.snapshot_id;
+                slot.insert(VecDeque::from([event]));
+                tokio::spawn(self.clone().send_loop(id));
+            }
         }
-        queue.push_back(event);
-        drop(queue);
-        self.inner.queued.notify_one();
     }
 
+    /// Events not yet delivered, all jobs together.
     pub fn pending(&self) -> usize {
-        self.lock().len()
+        self.lock().values().map(VecDeque::len).sum()
+    }
+
+    /// Jobs with events not yet delivered: the API must not think them
+    /// forgotten while their result is on its way.
+    pub fn pending_jobs(&self) -> Vec<Uuid> {
+        self.lock().keys().copied().collect()
     }
 
     /// Waits until every queued event is delivered, at most `timeout`.
     pub async fn flush(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
-        while self.pending() > 0 {
+        loop {
             let drained = self.inner.drained.notified();
             if self.pending() == 0 {
-                break;
+                return;
             }
             if tokio::time::timeout_at(deadline, drained).await.is_err() {
                 tracing::warn!(
                     pending = self.pending(),
                     "shutting down with undelivered job events"
                 );
-                break;
+                return;
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<JobEvent>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, VecDeque<JobEvent>>> {
         self.inner
-            .queue
+            .queues
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn send_loop(self, api: ApiClient) {
-        let mut backoff = Duration::from_millis(100);
+    /// Delivers job `id`'s events in order; ends when its queue is empty.
+    async fn send_loop(self, id: Uuid) {
+        let mut backoff = FIRST_BACKOFF;
         loop {
-            let front = self.lock().front().cloned();
+            let front = self.lock().get(&id).and_then(|q| q.front().cloned());
             let Some(event) = front else {
-                self.inner.drained.notify_waiters();
-                self.inner.queued.notified().await;
-                continue;
+                return;
             };
-            match api.send_event(&event).await {
-                Delivery::Delivered => {
-                    backoff = Duration::from_millis(100);
-                    self.pop(&event);
-                }
+            match self.inner.api.send_event(&event).await {
+                Delivery::Delivered => backoff = FIRST_BACKOFF,
                 Delivery::Refused(reason) => {
-                    tracing::warn!(snapshot = %event.snapshot_id, seq = event.seq, %reason, "the API refused a job event; dropping it");
-                    self.pop(&event);
+                    tracing::warn!(snapshot = %id, seq = event.seq, %reason, "the API refused a job event; dropping it");
                 }
                 Delivery::Retry(reason) => {
-                    tracing::debug!(snapshot = %event.snapshot_id, seq = event.seq, %reason, "job event not delivered; retrying");
+                    tracing::debug!(snapshot = %id, seq = event.seq, %reason, "job event not delivered; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
                 }
+            }
+            if self.pop(id, event.seq) {
+                return;
             }
         }
     }
 
-    fn pop(&self, sent: &JobEvent) {
-        let mut queue = self.lock();
-        if queue
-            .front()
-            .is_some_and(|f| f.snapshot_id == sent.snapshot_id && f.seq == sent.seq)
-        {
+    /// Removes the delivered front; `true` when the job's queue is gone.
+    fn pop(&self, id: Uuid, seq: u64) -> bool {
+        let mut queues = self.lock();
+        let Some(queue) = queues.get_mut(&id) else {
+            return true;
+        };
+        if queue.front().is_some_and(|f| f.seq == seq) {
             queue.pop_front();
         }
-        if queue.is_empty() {
-            drop(queue);
+        if !queue.is_empty() {
+            return false;
+        }
+        queues.remove(&id);
+        if queues.is_empty() {
             self.inner.drained.notify_waiters();
         }
+        true
     }
 }

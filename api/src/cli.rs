@@ -130,7 +130,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     let database_url = args.database_url()?;
     tracing::info!(database = %crate::db::describe(database_url.as_deref()), "connecting");
-    let db = crate::db::connect(database_url.as_deref(), &args.data_dir).await?;
+    let request_timeout = Duration::from_secs(args.request_timeout_seconds.max(1));
+    let db = crate::db::connect_with(
+        database_url.as_deref(),
+        &args.data_dir,
+        Some(request_timeout),
+    )
+    .await?;
 
     let state = AppState::new(Shared {
         db: db.clone(),
@@ -175,10 +181,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     );
 
-    let stop = CancellationToken::new();
     let limits = crate::http::HttpLimits {
         max_body_bytes: args.max_body_bytes,
-        request_timeout: Duration::from_secs(args.request_timeout_seconds.max(1)),
+        request_timeout,
         ws: crate::http::WsLimits {
             max_message_bytes: args.ws_max_message_bytes,
             init_timeout: Duration::from_secs(args.ws_init_timeout_seconds.max(1)),
@@ -187,13 +192,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
 
+    let stop = CancellationToken::new();
     let dispatcher = tokio::spawn(crate::dispatch::run(state.clone(), stop.clone()));
     let webhook_worker = tokio::spawn(crate::webhooks::worker::run(state.clone(), stop.clone()));
     let bus_listener = tokio::spawn(state.bus.clone().listen(stop.clone()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(listen = %args.listen, "API serving");
     let metrics_server = match args.metrics_listen {
         Some(address) => {
             let listener = tokio::net::TcpListener::bind(address)
@@ -210,8 +215,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let shutdown = stop.clone();
+    tracing::info!(listen = %args.listen, "API serving");
     let router = crate::http::router_with(state, schema, limits, args.metrics_listen.is_none());
+    let shutdown = stop.clone();
     let server = axum::serve(
         listener,
         // The peer address limits unknown agent tokens per client.

@@ -8,6 +8,19 @@ use std::time::Duration;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 
 pub async fn connect(url: Option<&str>, data_dir: &Path) -> anyhow::Result<DatabaseConnection> {
+    connect_with(url, data_dir, None).await
+}
+
+/// Like `connect`; on Postgres, every statement of the returned pool is
+/// stopped by the server after `statement_timeout` (the request deadline:
+/// no statement outlives the request that started it, even one blocked on
+/// a lock, whose client-side future was dropped long ago). Migrations run
+/// before, without it.
+pub async fn connect_with(
+    url: Option<&str>,
+    data_dir: &Path,
+    statement_timeout: Option<Duration>,
+) -> anyhow::Result<DatabaseConnection> {
     let url = match url {
         Some(url) if !url.is_empty() => url.to_string(),
         _ => {
@@ -15,12 +28,7 @@ pub async fn connect(url: Option<&str>, data_dir: &Path) -> anyhow::Result<Datab
             format!("sqlite://{}?mode=rwc", file.display())
         }
     };
-    let mut options = ConnectOptions::new(url);
-    options
-        .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(10))
-        .sqlx_logging(false);
-    let db = Database::connect(options).await?;
+    let db = open(&url, None).await?;
     if db.get_database_backend() == DbBackend::Sqlite {
         // Readers do not block the writer (sqlx already enables foreign
         // keys and a busy timeout on each connection).
@@ -28,7 +36,32 @@ pub async fn connect(url: Option<&str>, data_dir: &Path) -> anyhow::Result<Datab
         db.execute_unprepared("PRAGMA journal_mode=WAL;").await?;
     }
     migration::run_migrations(&db).await?;
-    Ok(db)
+    match statement_timeout {
+        Some(timeout) if db.get_database_backend() == DbBackend::Postgres => {
+            let _ = db.close().await;
+            open(&url, Some(timeout)).await
+        }
+        _ => Ok(db),
+    }
+}
+
+async fn open(
+    url: &str,
+    statement_timeout: Option<Duration>,
+) -> anyhow::Result<DatabaseConnection> {
+    let mut options = ConnectOptions::new(url.to_string());
+    options
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    if let Some(timeout) = statement_timeout {
+        let value = format!("{}ms", timeout.as_millis().max(1));
+        options.map_sqlx_postgres_opts(move |pg| {
+            pg.application_name("dcs-api")
+                .options([("statement_timeout", value.as_str())])
+        });
+    }
+    Ok(Database::connect(options).await?)
 }
 
 /// The data directory (0700) and the SQLite file in it (0600): the file

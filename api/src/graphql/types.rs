@@ -279,6 +279,10 @@ impl Snapshot {
     ) -> Result<Vec<Snapshot>> {
         let who = principal(ctx)?;
         let state = state(ctx)?;
+        // Lists of cached lists resolve without ever waiting: give the
+        // runtime a turn now and then, or the request's deadline, its
+        // client's departure and SIGTERM are not noticed until it ends.
+        tokio::task::consume_budget().await;
         let loader = ctx.data::<AncestorsOf>()?;
         let key = LineageKey {
             root: self.0.id,
@@ -300,6 +304,7 @@ impl Snapshot {
     ) -> Result<Vec<Snapshot>> {
         let who = principal(ctx)?;
         let state = state(ctx)?;
+        tokio::task::consume_budget().await;
         let loader = ctx.data::<DescendantsOf>()?;
         let key = LineageKey {
             root: self.0.id,

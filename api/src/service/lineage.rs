@@ -124,6 +124,9 @@ async fn rows(
     let mut lists: HashMap<Uuid, Vec<snapshot::Model>> = HashMap::new();
     let mut seen: HashSet<(Uuid, Uuid)> = HashSet::new();
     for row in results {
+        // Thousands of rows decode without a pause: yield now and then so
+        // that an abandoned request's task is dropped here, not at the end.
+        tokio::task::consume_budget().await;
         let root: Uuid = row.try_get("", "lineage_root")?;
         let model = snapshot::Model::from_query_result(&row, "")
             .map_err(|e| ApiError::internal("reading a lineage row", &e))?;

@@ -2,8 +2,9 @@
 # The main job, locally: the whole stack with its working defaults.
 #
 # Starts containerd, runc and a registry (scripts/dev-env.sh), the API on
-# its embedded SQLite default, and one node agent; starts a labelled
-# "desktop" container as kubelet would; takes a first snapshot through
+# its embedded SQLite default, and one node agent; starts a "desktop" pod as
+# CRI would (a sandbox container carrying the pod's labels, owner included,
+# and the desktop container tied to it); takes a first snapshot through
 # GraphQL to show it works; then prints a sample token and request and keeps
 # the stack running until Ctrl-C (DCS_DETACH=1 leaves it running instead).
 set -euo pipefail
@@ -24,6 +25,8 @@ api_url=http://127.0.0.1:$api_port
 namespace=k8s.io
 data_dir=$local_dir/api-data
 prefix="$DCS_REGISTRY/workshops/{sub}"
+# The speaker the desktop belongs to, and whose token is printed below.
+speaker=alice
 
 stop_stack() {
   for name in agent api; do
@@ -55,22 +58,33 @@ setsid -f "$bin/dcs-agent" serve --containerd-socket "$DCS_CONTAINERD_SOCKET" \
 sleep 0.2
 pgrep -n -f "dcs-agent serve --containerd-socket $DCS_CONTAINERD_SOCKET --namespace $namespace --node-name local" >"$local_dir/agent.pid"
 
-echo "== A desktop container (pod workshop/desktop-0), as kubelet would start it"
+echo "== A desktop pod workshop/desktop-0 owned by $speaker, as CRI would start it"
 ctr=(ctr --address "$DCS_CONTAINERD_SOCKET" --namespace "$namespace")
 image=localhost/dcs-demo/busybox:1
 scripts/make-test-image.sh "$local_dir/busybox.tar" "$image" >/dev/null
 "${ctr[@]}" images import --snapshotter overlayfs "$local_dir/busybox.tar" >/dev/null
-"${ctr[@]}" tasks kill -s SIGKILL desktop-0 >/dev/null 2>&1 || true
+for old in desktop-0 desktop-0-sandbox; do
+  "${ctr[@]}" tasks kill -s SIGKILL "$old" >/dev/null 2>&1 || true
+done
 sleep 0.3
-"${ctr[@]}" tasks rm -f desktop-0 >/dev/null 2>&1 || true
-"${ctr[@]}" containers rm desktop-0 >/dev/null 2>&1 || true
-"${ctr[@]}" run -d --snapshotter overlayfs \
-  --label io.kubernetes.pod.name=desktop-0 --label io.kubernetes.pod.namespace=workshop \
-  --label io.kubernetes.container.name=desktop "$image" desktop-0 sleep infinity
+for old in desktop-0 desktop-0-sandbox; do
+  "${ctr[@]}" tasks rm -f "$old" >/dev/null 2>&1 || true
+  "${ctr[@]}" containers rm "$old" >/dev/null 2>&1 || true
+done
+# The pod's owner is read from its sandbox, the container CRI labels
+# io.cri-containerd.kind=sandbox and gives the pod's labels; never from the
+# desktop container itself, whose labels start as a copy of its image's.
+pod_uid=$(cat /proc/sys/kernel/random/uuid)
+pod_labels=(--label "io.kubernetes.pod.uid=$pod_uid" --label io.kubernetes.pod.name=desktop-0
+  --label io.kubernetes.pod.namespace=workshop)
+"${ctr[@]}" containers create --snapshotter overlayfs --label io.cri-containerd.kind=sandbox \
+  "${pod_labels[@]}" --label "dcs.io/owner=$speaker" "$image" desktop-0-sandbox
+"${ctr[@]}" run -d --snapshotter overlayfs --label io.cri-containerd.kind=container \
+  "${pod_labels[@]}" --label io.kubernetes.container.name=desktop "$image" desktop-0 sleep infinity
 "${ctr[@]}" tasks exec --exec-id setup desktop-0 sh -c \
   'echo "welcome to the workshop" > /etc/motd; mkdir -p /opt/workshop; echo "kubectl get pods -A" > /opt/workshop/step-1.txt'
 
-token=$(env -u DATABASE_URL "$bin/dcs-api" --data-dir "$data_dir" token --sub alice --role speaker --namespaces workshop)
+token=$(env -u DATABASE_URL "$bin/dcs-api" --data-dir "$data_dir" token --sub "$speaker" --role speaker --namespaces workshop)
 graphql() {
   local body=$1
   # shellcheck disable=SC2016
@@ -89,7 +103,7 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 
-target="$DCS_REGISTRY/workshops/alice/desktop:v1"
+target="$DCS_REGISTRY/workshops/$speaker/desktop:v1"
 request=$(printf '{"query":"mutation($input: CreateSnapshotInput!) { createSnapshot(input: $input) { id status } }","variables":{"input":{"podNamespace":"workshop","podName":"desktop-0","containerName":"desktop","target":"%s","message":"first snapshot","changes":["CMD [\\"cat\\", \\"/etc/motd\\"]"]}}}' "$target")
 echo "== First snapshot"
 created=$(graphql "$request")
@@ -109,15 +123,17 @@ The stack is running:
   agent    node "local", containerd namespace $namespace (log: $local_dir/agent.log)
   registry $DCS_REGISTRY
 
-A speaker token (alice, namespace "workshop"):
+A token of the desktop's owner ($speaker, namespace "workshop"):
   export TOKEN=$token
 
 Take a snapshot:
   curl -s $api_url/graphql -H "authorization: Bearer \$TOKEN" -H 'content-type: application/json' \\
-    -d '{"query":"mutation { createSnapshot(input: {podNamespace: \"workshop\", podName: \"desktop-0\", target: \"$DCS_REGISTRY/workshops/alice/desktop:v2\"}) { id status } }"}'
+    -d '{"query":"mutation { createSnapshot(input: {podNamespace: \"workshop\", podName: \"desktop-0\", target: \"$DCS_REGISTRY/workshops/$speaker/desktop:v2\"}) { id status } }"}'
 
 Follow it (WebSocket, graphql-transport-ws): subscription { snapshotEvents { snapshotId status bytesDone bytesTotal } }
 Mint other tokens: $bin/dcs-api --data-dir $data_dir token --sub bob --role speaker --namespaces workshop
+  (bob shares the namespace but not the desktop: he sees neither it nor its snapshots,
+  unless the API runs with --access-scope namespace)
 EOF2
 
 if [ "${DCS_DETACH:-0}" = 1 ]; then

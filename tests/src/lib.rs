@@ -6,6 +6,7 @@
 
 pub mod ctr;
 pub mod desktop;
+pub mod fake_agent;
 pub mod fake_kube;
 pub mod layer;
 pub mod stack;

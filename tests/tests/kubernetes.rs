@@ -58,26 +58,8 @@ async fn create_by_pod(
 /// Registers a node whose agent is nowhere (its URL refuses connections)
 /// with the shared-secret token, and reports these containers.
 async fn fake_node(api: &Api, node: &str, containers: Value) {
-    let http = http_client();
-    let instance = uuid::Uuid::new_v4();
-    let token = api.agent_token(node);
     let dead = format!("http://127.0.0.1:{}", e2e_tests::stack::free_port());
-    for (path, body) in [
-        ("/agent/v1/register", registration(node, instance, &dead)),
-        (
-            "/agent/v1/inventory",
-            json!({"node": node, "instanceId": instance, "containers": containers}),
-        ),
-    ] {
-        let response = http
-            .post(format!("{}{path}", api.url))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .expect("POST");
-        assert_eq!(response.status().as_u16(), 200, "{path}");
-    }
+    e2e_tests::fake_agent::register_node(api, node, &dead, containers).await;
 }
 
 fn registration(node: &str, instance: uuid::Uuid, url: &str) -> Value {

@@ -1107,30 +1107,8 @@ async fn the_agent_answers_401_to_unauthenticated_requests_on_every_path() {
 /// and reports its containers, as an agent would: for policy checks that
 /// must refuse before anything is dispatched.
 async fn fake_node(api: &Api, node: &str, containers: Value) {
-    let http = e2e_tests::stack::http_client();
-    let instance = uuid::Uuid::new_v4();
-    let token = api.agent_token(node);
     let dead = format!("http://127.0.0.1:{}", e2e_tests::stack::free_port());
-    for (path, body) in [
-        (
-            "/agent/v1/register",
-            json!({"node": node, "instanceId": instance, "url": dead, "version": "0",
-                   "containerdVersion": "0", "maxConcurrentJobs": 1}),
-        ),
-        (
-            "/agent/v1/inventory",
-            json!({"node": node, "instanceId": instance, "containers": containers}),
-        ),
-    ] {
-        let response = http
-            .post(format!("{}{path}", api.url))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .expect("POST");
-        assert_eq!(response.status().as_u16(), 200, "{path}");
-    }
+    e2e_tests::fake_agent::register_node(api, node, &dead, containers).await;
 }
 
 /// The speaker prefix is a template with the token's `sub`; a `sub` with a

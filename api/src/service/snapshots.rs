@@ -557,3 +557,64 @@ pub async fn children_of(
     }
     Ok(map)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::errors::Code;
+
+    fn request(target: &str) -> NewSnapshot {
+        NewSnapshot {
+            target: target.into(),
+            ..NewSnapshot::default()
+        }
+    }
+
+    fn refused(result: ApiResult<impl std::fmt::Debug>) -> bool {
+        matches!(result, Err(e) if e.code == Code::BadUserInput)
+    }
+
+    #[test]
+    fn targets_are_parsed_by_the_shared_parser_and_capped() {
+        let target = parse_target(" reg.example:5000/workshops/alice/app ").unwrap();
+        assert_eq!(
+            target.to_string(),
+            "reg.example:5000/workshops/alice/app:latest"
+        );
+        assert_eq!(
+            target.repository_path(),
+            "reg.example:5000/workshops/alice/app"
+        );
+        assert!(refused(parse_target(
+            "reg.example/workshops/alice/../bob:v1"
+        )));
+        assert!(refused(parse_target(
+            "reg.example/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        )));
+        let long = format!("reg.example/{}:v1", "a/".repeat(300));
+        assert!(long.len() > MAX_TARGET);
+        assert!(refused(parse_target(&long)));
+    }
+
+    #[test]
+    fn changes_and_excludes_are_capped_in_count_and_length() {
+        let ok = |r: &NewSnapshot| validate_options(r).is_ok();
+        let mut r = request("x");
+        r.changes = vec!["ENV A=1".into(); MAX_ITEMS];
+        r.excludes = vec!["/a".into(); MAX_ITEMS];
+        assert!(ok(&r));
+        r.changes.push("ENV A=1".into());
+        assert!(refused(validate_options(&r)));
+        r.changes.pop();
+        r.excludes.push("/a".into());
+        assert!(refused(validate_options(&r)));
+        r.excludes.pop();
+        r.excludes[0] = format!("/{}", "x".repeat(MAX_ITEM_LENGTH));
+        assert!(refused(validate_options(&r)));
+        r.excludes[0] = "/a".into();
+        r.changes[0] = format!("ENV A={}", "x".repeat(MAX_ITEM_LENGTH));
+        assert!(refused(validate_options(&r)));
+        r.changes[0] = "LABEL dcs.io/owner=mallory".into();
+        assert!(refused(validate_options(&r)));
+    }
+}

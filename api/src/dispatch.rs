@@ -185,7 +185,7 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
                 Ok(r) => format!("HTTP {}", r.status()),
                 Err(e) => crate::errors::describe_chain(&e),
             };
-            if attempts >= MAX_ATTEMPTS {
+            let Some(backoff) = retry_after(attempts) else {
                 let sentence = format!(
                     "the agent on node {} did not take the job after {attempts} attempts (last: {reason})",
                     node.name
@@ -193,8 +193,7 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
                 tracing::warn!(snapshot = %job.id, node = %node.name, %reason, attempts, "giving up dispatch");
                 fail(state, job, &sentence).await;
                 return false;
-            }
-            let backoff = backoff(attempts);
+            };
             row.next_dispatch_at = Set(Some(
                 crate::clock::now() + chrono::Duration::from_std(backoff).unwrap_or_default(),
             ));
@@ -244,6 +243,11 @@ async fn agent_reason(status: reqwest::StatusCode, response: reqwest::Response) 
 }
 
 /// 0.5 s, 1 s, 2 s, ... at most 10 s between attempts.
+/// When to send again after `attempts` failed sends; `None`: give up.
+fn retry_after(attempts: i32) -> Option<Duration> {
+    (attempts < MAX_ATTEMPTS).then(|| backoff(attempts))
+}
+
 fn backoff(attempts: i32) -> Duration {
     let exponent = attempts.clamp(1, 6) as u32 - 1;
     Duration::from_millis(500 * 2u64.pow(exponent)).min(Duration::from_secs(10))
@@ -302,5 +306,24 @@ pub async fn cancel_on_agent(state: &AppState, job: &snapshot::Model) {
             tracing::warn!(snapshot = %job.id, status = %r.status(), "agent refused the cancel")
         }
         Err(e) => tracing::warn!(snapshot = %job.id, error = %e, "agent unreachable for cancel"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_agent_is_tried_for_about_two_minutes_then_given_up() {
+        let waits: Vec<Duration> = (1..).map_while(retry_after).collect();
+        assert_eq!(waits.len() + 1, MAX_ATTEMPTS as usize, "sends in all");
+        assert_eq!(waits[0], Duration::from_millis(500));
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+        let total: Duration = waits.iter().sum();
+        assert!(
+            (Duration::from_secs(60)..=Duration::from_secs(180)).contains(&total),
+            "{total:?}"
+        );
+        assert_eq!(retry_after(MAX_ATTEMPTS), None);
     }
 }

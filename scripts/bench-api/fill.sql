@@ -1,7 +1,8 @@
--- Benchmark data: :rows snapshots (ids md5('bench' || i)), mostly with a parent a few
--- rows earlier, and a 200-generation lineage (ids md5('chain' || k)). Finished rows
--- only (PUSHED, some FAILED), so the in-flight index does not stop new snapshots.
--- psql -v rows=100000 -f fill.sql
+-- Benchmark data of scripts/bench-api.sh: :rows snapshots (ids md5('bench' || i)) of 100
+-- speakers, nine in ten built on the same speaker's previous one, and a lineage of
+-- :generations generations (ids md5('chain' || k)). Finished rows only (PUSHED, one in
+-- twenty FAILED), so the in-flight index does not stop new snapshots.
+--   psql -v rows=99800 -v generations=200 -f fill.sql
 \set ON_ERROR_STOP 1
 BEGIN;
 INSERT INTO snapshots (id, requested_by, owner, node, container_id, pod_namespace, pod_name,
@@ -15,7 +16,7 @@ SELECT md5('bench' || i)::uuid,
        'node-' || (i % 10), 'c-' || lpad((i % 1000)::text, 4, '0'), 'workshop',
        'desk-' || lpad((i % 1000)::text, 4, '0'), 'desktop',
        'registry.example/base/desktop:1', 'sha256:' || repeat('b', 64),
-       CASE WHEN i % 10 <> 0 AND i > 8 THEN md5('bench' || (i - 1 - i % 7))::uuid END,
+       CASE WHEN i % 10 <> 0 AND i > 100 THEN md5('bench' || (i - 100))::uuid END,
        'registry.example/workshops/speaker-' || (i % 100) || '/desk:v' || i,
        'registry.example/workshops/speaker-' || (i % 100) || '/desk',
        'snapshot ' || i,
@@ -49,6 +50,6 @@ SELECT md5('chain' || k)::uuid, 'speaker-0', 'speaker-0', 'node-0', 'c-lineage',
        'sha256:' || encode(sha256(('chain-l' || k)::bytea), 'hex'),
        1000, 4000, 5, 900, 4, 1, t, t, t, t, t
 FROM (SELECT k, now() - interval '400 days' + k * interval '1 hour' AS t
-      FROM generate_series(1, 200) k) g;
+      FROM generate_series(1, :generations) k) g;
 COMMIT;
 ANALYZE;

@@ -739,3 +739,45 @@ async fn sigterm_with_a_runaway_request_exits_within_the_grace_period() {
     assert!(api.log().contains("grace period"), "{}", api.log_tail());
     runaway.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_agent_tokens_are_rate_limited_before_token_review() {
+    let kube = e2e_tests::fake_kube::FakeKube::start().await;
+    let api = start_api(None, &["--kubernetes-api-url", &kube.url]).await;
+    let http = http_client();
+    let heartbeat = |token: String| {
+        http.post(format!("{}/agent/v1/heartbeat", api.url))
+            .bearer_auth(token)
+            .json(&json!({"node": "node-1"}))
+            .send()
+    };
+    let mut codes = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..100 {
+        let response = heartbeat(format!("garbage-{i}")).await.expect("heartbeat");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.expect("JSON error");
+        *codes
+            .entry(format!("{status} {}", body["code"].as_str().unwrap_or("?")))
+            .or_default() += 1;
+    }
+    let reviews = kube.token_reviews().len();
+    println!("100 unknown tokens: {codes:?}; {reviews} TokenReviews");
+    assert!(
+        reviews <= 5,
+        "{reviews} TokenReviews for 100 unknown tokens"
+    );
+    assert_eq!(codes.get("429 RATE_LIMITED").copied(), Some(100 - reviews));
+    assert_eq!(codes.get("401 UNAUTHENTICATED").copied(), Some(reviews));
+    // A token refused a moment ago is refused again without a review.
+    let before = kube.token_reviews().len();
+    let again = heartbeat("garbage-0".into()).await.unwrap();
+    assert_eq!(again.status().as_u16(), 401);
+    assert_eq!(kube.token_reviews().len(), before);
+    // Agents signing with the shared secret are not limited.
+    let good = heartbeat(api.agent_token("node-1")).await.unwrap();
+    assert!(
+        ![401, 429].contains(&good.status().as_u16()),
+        "{}",
+        good.status()
+    );
+}

@@ -10,6 +10,7 @@ pub struct ContainersQuery;
 #[Object]
 impl ContainersQuery {
     /// Containers the caller may snapshot, as the agents last reported them.
+    #[graphql(complexity = "crate::graphql::schema::unpaged_list_complexity(child_complexity)")]
     async fn containers(
         &self,
         ctx: &Context<'_>,

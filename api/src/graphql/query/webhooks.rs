@@ -16,6 +16,7 @@ pub fn parse_uuid(id: &ID, what: &str) -> Result<uuid::Uuid, ApiError> {
 #[Object]
 impl WebhooksQuery {
     /// Webhook endpoints (admins).
+    #[graphql(complexity = "crate::graphql::schema::unpaged_list_complexity(child_complexity)")]
     async fn webhook_endpoints(&self, ctx: &Context<'_>) -> Result<Vec<WebhookEndpoint>> {
         let who = principal(ctx)?;
         Ok(endpoints::list(state(ctx)?, who)

@@ -53,7 +53,8 @@ impl From<SnapshotStatus> for entity::SnapshotStatus {
 pub struct Me {
     pub sub: String,
     pub role: Role,
-    /// Pod namespaces whose containers a speaker may see and snapshot.
+    /// Pod namespaces in which a speaker may see and snapshot their own
+    /// desktops (every desktop there with namespace-wide access).
     pub namespaces: Vec<String>,
 }
 

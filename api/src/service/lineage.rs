@@ -62,7 +62,9 @@ pub async fn ancestors(
          FROM lineage l JOIN snapshots s ON s.id = l.id \
          ORDER BY l.root, l.depth"
     );
-    run(state, &sql, roots, first).await
+    let mut values: Vec<sea_orm::Value> = roots.iter().map(|id| (*id).into()).collect();
+    values.push((first as i64).into());
+    rows(state, &sql, values).await
 }
 
 /// Descendants of each root: children, grandchildren, ... breadth first
@@ -101,17 +103,6 @@ pub async fn descendants(
     values.push((first as i64).into());
     values.push((first as i64).into());
     rows(state, &sql, values).await
-}
-
-async fn run(
-    state: &AppState,
-    sql: &str,
-    roots: &[Uuid],
-    first: usize,
-) -> ApiResult<HashMap<Uuid, Vec<snapshot::Model>>> {
-    let mut values: Vec<sea_orm::Value> = roots.iter().map(|id| (*id).into()).collect();
-    values.push((first as i64).into());
-    rows(state, sql, values).await
 }
 
 /// The rows by root, in the statement's order, each snapshot once per root.

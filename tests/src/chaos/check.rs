@@ -47,34 +47,37 @@ const TERMINAL: [&str; 3] = ["PUSHED", "FAILED", "CANCELLED"];
 
 pub struct Settled {
     pub took: Duration,
-    /// (snapshot id, status) still in flight at the bound.
-    pub stuck: Vec<(String, String)>,
+    /// (snapshot id, status, container) still in flight at the bound.
+    pub stuck: Vec<(String, String, String)>,
 }
 
-/// Waits until no snapshot is in flight, at most `bound` after
-/// `parts_back`.
-pub(crate) async fn settle(shared: &Shared, parts_back: Instant, bound: Duration) -> Settled {
-    let q = "SELECT id, status FROM snapshots WHERE status IN ('QUEUED','DIFFING','PUSHING') ORDER BY created_at";
+/// Waits until no snapshot is in flight (those in `ignore`, already
+/// reported stuck, aside), at most `bound` after `parts_back`.
+pub(crate) async fn settle(
+    shared: &Shared,
+    parts_back: Instant,
+    bound: Duration,
+    ignore: &HashSet<String>,
+) -> Settled {
+    let q = "SELECT id, status, container_id FROM snapshots \
+             WHERE status IN ('QUEUED','DIFFING','PUSHING') ORDER BY created_at";
     loop {
-        let rows = shared.rows(q).await;
-        if let Ok(rows) = &rows
-            && rows.is_empty()
-        {
+        let rows: Option<Vec<(String, String, String)>> = shared.rows(q).await.ok().map(|rows| {
+            rows.into_iter()
+                .filter(|r| r.len() == 3 && !ignore.contains(&r[0]))
+                .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+                .collect()
+        });
+        if rows.as_ref().is_some_and(|r| r.is_empty()) {
             return Settled {
                 took: parts_back.elapsed(),
                 stuck: Vec::new(),
             };
         }
         if parts_back.elapsed() > bound {
-            let stuck = rows
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|r| r.len() == 2)
-                .map(|r| (r[0].clone(), r[1].clone()))
-                .collect();
             return Settled {
                 took: parts_back.elapsed(),
-                stuck,
+                stuck: rows.unwrap_or_default(),
             };
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -131,17 +134,22 @@ pub struct Checker {
     keys: HashSet<String>,
     registry_checked: HashSet<String>,
     snapshots: usize,
+    /// Snapshots reported not final (the next rounds do not wait for them).
+    pub stuck: HashSet<String>,
+    bound_seconds: u64,
 }
 
 impl Checker {
-    pub fn new(endpoint: String) -> Self {
+    pub fn new(endpoint: String, bound: Duration) -> Self {
         Self {
+            bound_seconds: bound.as_secs(),
             endpoint,
             violations: Vec::new(),
             warnings: Vec::new(),
             keys: HashSet::new(),
             registry_checked: HashSet::new(),
             snapshots: 0,
+            stuck: HashSet::new(),
         }
     }
 
@@ -158,15 +166,19 @@ impl Checker {
     }
 
     /// Snapshots still in flight at the bound.
-    pub fn not_final(&mut self, stuck: &[(String, String)]) -> Vec<Violation> {
+    pub fn not_final(&mut self, stuck: &[(String, String, String)]) -> Vec<Violation> {
         let mut out = Vec::new();
-        for (id, status) in stuck {
+        for (id, status, _) in stuck {
+            self.stuck.insert(id.clone());
             self.add(
                 &mut out,
                 Violation {
                     subject: id.clone(),
                     invariant: "final within the bound",
-                    detail: format!("still {status} when the bound ran out"),
+                    detail: format!(
+                        "still {status} {} s after every part was back",
+                        self.bound_seconds
+                    ),
                 },
             );
         }

@@ -177,6 +177,8 @@ pub(crate) struct Shared {
     pub stop: AtomicBool,
     pub flows: AtomicU64,
     pub cancels: AtomicU64,
+    /// (part, from the kill until it was up again).
+    pub recoveries: Mutex<Vec<(Target, Duration)>>,
 }
 
 impl Shared {
@@ -470,7 +472,7 @@ pub async fn run(options: Options) -> Result<Report, String> {
     let namespace = unique("chaos");
     let ctr = Ctr::new(&env.containerd_socket, &namespace);
     let image = ctr.import_busybox("overlayfs");
-    let desktops: Vec<String> = (0..options.desktops)
+    let mut desktops: Vec<String> = (0..options.desktops)
         .map(|i| {
             let id = unique(&format!("desk{i}"));
             ctr.desktop(&id, image)
@@ -506,6 +508,8 @@ pub async fn run(options: Options) -> Result<Report, String> {
             "--max-concurrent-jobs".into(),
             options.desktops.to_string(),
         ],
+        dcs_protocol::token::SharedSecret::new(agent_secret.as_bytes().to_vec())
+            .map_err(|e| e.to_string())?,
     );
     agent.start().await?;
 
@@ -531,6 +535,7 @@ pub async fn run(options: Options) -> Result<Report, String> {
         stop: AtomicBool::new(false),
         flows: AtomicU64::new(0),
         cancels: AtomicU64::new(0),
+        recoveries: Mutex::new(Vec::new()),
     });
 
     // The webhook endpoint.
@@ -549,29 +554,7 @@ pub async fn run(options: Options) -> Result<Report, String> {
         .to_string();
 
     // Every desktop known to the API before the first flow.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let data = shared
-            .graphql(0, &shared.alice, "{ containers { id state } }", json!({}))
-            .await
-            .unwrap_or_default();
-        let known = data["data"]["containers"]
-            .as_array()
-            .map(|list| {
-                desktops.iter().all(|d| {
-                    list.iter()
-                        .any(|c| c["id"] == d.as_str() && c["state"] == "running")
-                })
-            })
-            .unwrap_or(false);
-        if known {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(format!("the desktops never showed up in the API: {data}"));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_known(&shared, &desktops).await?;
 
     let monitor_task = tokio::spawn(monitor(shared.clone()));
     let supervisor_task = tokio::spawn(supervisor(shared.clone()));
@@ -583,7 +566,7 @@ pub async fn run(options: Options) -> Result<Report, String> {
 
     let plan = schedule(options.seed, options.crash_points, &options);
     let mut flow_rng = Rng::new(options.seed ^ 0xf10f_5eed);
-    let mut checker = check::Checker::new(endpoint.clone());
+    let mut checker = check::Checker::new(endpoint.clone(), options.terminal_bound);
     let mut crash_points: Vec<CrashPoint> = Vec::new();
     let rounds = options
         .crash_points
@@ -635,13 +618,19 @@ pub async fn run(options: Options) -> Result<Report, String> {
                 at: shared.started.elapsed(),
                 down: planned.down,
                 pg_crash: planned.pg_crash,
+                wall: chrono::Utc::now(),
             });
             let s = shared.clone();
             let target = planned.target;
             let down = planned.down;
             restarts.push(tokio::spawn(async move {
+                let killed = Instant::now();
                 tokio::time::sleep(down).await;
                 s.restart(target).await;
+                s.recoveries
+                    .lock()
+                    .expect("recoveries")
+                    .push((target, killed.elapsed()));
             }));
         }
         for r in restarts {
@@ -663,9 +652,29 @@ pub async fn run(options: Options) -> Result<Report, String> {
         }
 
         // Settle: every snapshot final within the bound.
-        let settle = check::settle(&shared, parts_back, options.terminal_bound).await;
+        let settle =
+            check::settle(&shared, parts_back, options.terminal_bound, &checker.stuck).await;
         settle_max = settle_max.max(settle.took);
         checker.not_final(&settle.stuck);
+        // A desktop whose snapshot never ends cannot take another one (the
+        // API refuses a second in flight): the next rounds use a new one.
+        for (_, _, container) in &settle.stuck {
+            if let Some(i) = desktops.iter().position(|d| d == container) {
+                let id = unique(&format!("desk{i}"));
+                ctr.desktop(&id, image)
+                    .pod(&format!("desktop-{i}-r{round}"))
+                    .owner("alice")
+                    .start();
+                shared.note(format!(
+                    "desktop {i} ({container}) is blocked by a snapshot that never ends; \
+                     replaced by {id}"
+                ));
+                desktops[i] = id;
+            }
+        }
+        if !settle.stuck.is_empty() {
+            wait_known(&shared, &desktops).await?;
+        }
         check::wait_deliveries(&shared, &endpoint, &receiver, Duration::from_secs(60)).await;
         let fresh = checker.check(&shared, &receiver).await;
         println!(
@@ -712,7 +721,19 @@ pub async fn run(options: Options) -> Result<Report, String> {
         duration: started.elapsed(),
         log_dir: dir.clone(),
         restarts: restart_counts(&shared).await,
+        recovery: recovery(&shared),
     };
+    let timeline: String = report
+        .crash_points
+        .iter()
+        .map(|c| format!("{c}\n"))
+        .collect();
+    let _ = std::fs::write(dir.join("crash-points.txt"), timeline);
+    let mut listing = String::new();
+    for v in &report.violations {
+        listing.push_str(&format!("{v}\n{}\n", dossier(&shared, &v.subject).await));
+    }
+    let _ = std::fs::write(dir.join("violations.txt"), listing);
 
     // Tear down: the agent first (it holds the desktops), then the rest.
     shared.agent.lock().await.proc().kill();
@@ -725,6 +746,96 @@ pub async fn run(options: Options) -> Result<Report, String> {
     let pg = shared.pg.clone();
     let _ = tokio::task::spawn_blocking(move || pg.lock().expect("pg").stop()).await;
     Ok(report)
+}
+
+/// What the database says of a snapshot, with times, for the listing of
+/// violations (to line up with `crash-points.txt` and the process logs).
+async fn dossier(shared: &Shared, id: &str) -> String {
+    if uuid::Uuid::parse_str(id).is_err() {
+        return String::new();
+    }
+    let row = shared
+        .rows(&format!(
+            "SELECT status, node, container_id, created_at, dispatched_at, agent_instance_id, \
+             dispatch_attempts, last_event_seq, updated_at, finished_at, failure_code, \
+             failure_reason FROM snapshots WHERE id = '{id}'"
+        ))
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let names = [
+        "status",
+        "node",
+        "container",
+        "created",
+        "dispatched",
+        "instance",
+        "attempts",
+        "last seq",
+        "updated",
+        "finished",
+        "failure code",
+        "failure reason",
+    ];
+    let mut out: String = names
+        .iter()
+        .zip(row.iter())
+        .map(|(n, v)| format!("    {n}: {v}\n"))
+        .collect();
+    for e in shared
+        .rows(&format!(
+            "SELECT created_at, coalesce(seq::text, '-'), kind, payload::text FROM snapshot_events \
+             WHERE snapshot_id = '{id}' ORDER BY id"
+        ))
+        .await
+        .unwrap_or_default()
+    {
+        out.push_str(&format!("    event {}\n", e.join(" ")));
+    }
+    out
+}
+
+/// Waits until the API lists every desktop as running.
+async fn wait_known(shared: &Shared, desktops: &[String]) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let data = shared
+            .graphql(0, &shared.alice, "{ containers { id state } }", json!({}))
+            .await
+            .unwrap_or_default();
+        let known = data["data"]["containers"]
+            .as_array()
+            .map(|list| {
+                desktops.iter().all(|d| {
+                    list.iter()
+                        .any(|c| c["id"] == d.as_str() && c["state"] == "running")
+                })
+            })
+            .unwrap_or(false);
+        if known {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the desktops never showed up in the API: {data}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn recovery(shared: &Shared) -> BTreeMap<&'static str, (Duration, Duration)> {
+    let mut all: BTreeMap<&'static str, Vec<Duration>> = BTreeMap::new();
+    for (target, took) in shared.recoveries.lock().expect("recoveries").iter() {
+        all.entry(target.name()).or_default().push(*took);
+    }
+    all.into_iter()
+        .map(|(name, list)| {
+            let total: Duration = list.iter().sum();
+            let max = list.iter().max().copied().unwrap_or_default();
+            (name, (total / list.len().max(1) as u32, max))
+        })
+        .collect()
 }
 
 async fn restart_counts(shared: &Shared) -> BTreeMap<&'static str, usize> {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use dcs_protocol::token::{AGENT_AUDIENCE, SharedSecret};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The directory holding this build's binaries: `target/<profile>` for a
@@ -111,11 +112,12 @@ impl Drop for Proc {
     }
 }
 
-async fn healthy(http: &reqwest::Client, url: &str) -> bool {
-    matches!(
-        http.get(url).timeout(Duration::from_secs(2)).send().await,
-        Ok(r) if r.status().is_success()
-    )
+async fn healthy(http: &reqwest::Client, url: &str, token: Option<&str>) -> bool {
+    let mut request = http.get(url).timeout(Duration::from_secs(2));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    matches!(request.send().await, Ok(r) if r.status().is_success())
 }
 
 /// A `dcs-api` replica.
@@ -168,7 +170,7 @@ impl ApiReplica {
         self.proc.spawn(command)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if healthy(&self.http, &format!("{}/healthz", self.url)).await {
+            if healthy(&self.http, &format!("{}/healthz", self.url), None).await {
                 return Ok(());
             }
             if let Some(status) = self.proc.exited() {
@@ -198,10 +200,13 @@ pub struct AgentProc {
     proc: Proc,
     args: Vec<String>,
     http: reqwest::Client,
+    secret: SharedSecret,
 }
 
 impl AgentProc {
-    pub fn new(node: &str, dir: &Path, args: Vec<String>) -> Self {
+    /// `secret`: the one shared with the API (the agent answers only
+    /// requests signed with it, `/healthz` included).
+    pub fn new(node: &str, dir: &Path, args: Vec<String>, secret: SharedSecret) -> Self {
         let port = crate::stack::free_port();
         let mut all = vec![
             "serve".to_string(),
@@ -217,6 +222,7 @@ impl AgentProc {
             proc: Proc::new("agent", dir),
             args: all,
             http: crate::stack::http_client(),
+            secret,
         }
     }
 
@@ -230,12 +236,9 @@ impl AgentProc {
         self.proc.spawn(command)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if healthy(
-                &self.http,
-                &format!("http://127.0.0.1:{}/healthz", self.port),
-            )
-            .await
-            {
+            let token = self.secret.sign("dcs-api", AGENT_AUDIENCE, &self.node);
+            let url = format!("http://127.0.0.1:{}/healthz", self.port);
+            if healthy(&self.http, &url, Some(&token)).await {
                 return Ok(());
             }
             if let Some(status) = self.proc.exited() {

@@ -348,7 +348,11 @@ impl FakeAgent {
                 at: chrono::Utc::now(),
                 kind: JobEventKind::Pushed(Box::new(pushed(target))),
             };
+            // Spread over the re-registration's transaction, so that
+            // some results land between its read and its writes.
+            let delay = Duration::from_millis(4 * i as u64);
             racers.push(tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
                 let mut last = Ok(());
                 for _ in 0..10 {
                     last = post(&shared, &token, i % 2, api_paths::EVENTS, &event).await;

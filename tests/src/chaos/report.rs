@@ -22,6 +22,31 @@ pub struct CrashPoint {
     pub at: Duration,
     pub down: Duration,
     pub pg_crash: PgCrash,
+    /// Wall-clock time of the kill (to line up with logs and events).
+    pub wall: chrono::DateTime<chrono::Utc>,
+}
+
+impl fmt::Display for CrashPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "#{} round {} {} kill {}{} (down {} ms) in flight: [{}]",
+            self.index,
+            self.round,
+            self.wall.format("%H:%M:%S%.3f"),
+            self.target.name(),
+            if self.target == Target::Postgres {
+                match self.pg_crash {
+                    PgCrash::KillGroup => " (kill -9 of every process)",
+                    PgCrash::Immediate => " (pg_ctl stop -m immediate)",
+                }
+            } else {
+                ""
+            },
+            self.down.as_millis(),
+            self.phases.join(" ")
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +67,9 @@ pub struct Report {
     pub log_dir: PathBuf,
     /// Starts of each process (1 + restarts).
     pub restarts: BTreeMap<&'static str, usize>,
+    /// Per process: how long from the kill until it was up again (mean,
+    /// max).
+    pub recovery: BTreeMap<&'static str, (Duration, Duration)>,
 }
 
 const PHASES: [&str; 4] = ["QUEUED", "DIFFING", "PUSHING", "idle"];
@@ -141,6 +169,19 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
+            "back up after a kill (mean / max): {}",
+            self.recovery
+                .iter()
+                .map(|(p, (mean, max))| format!(
+                    "{p} {:.1} / {:.1} s",
+                    mean.as_secs_f64(),
+                    max.as_secs_f64()
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+        writeln!(
+            f,
             "kills by process and phase of the snapshots in flight at the kill:"
         )?;
         writeln!(
@@ -193,8 +234,16 @@ impl fmt::Display for Report {
         for (invariant, n) in by_invariant {
             writeln!(f, "  {invariant}: {n}")?;
         }
-        for v in &self.violations {
+        for v in self.violations.iter().take(40) {
             writeln!(f, "  - {v}")?;
+        }
+        if self.violations.len() > 40 {
+            writeln!(
+                f,
+                "  ... {} more in {}",
+                self.violations.len() - 40,
+                self.log_dir.join("violations.txt").display()
+            )?;
         }
         writeln!(f, "logs: {}", self.log_dir.display())
     }

@@ -355,6 +355,13 @@ async fn namespace_wide_access_restores_sharing_within_a_namespace() {
     // Bob may cancel it (his desktop); it has finished, so: CONFLICT.
     let body = api.graphql(Some(&bob), CANCEL, json!({"id": snap})).await;
     assert_eq!(code(&body), "CONFLICT", "{body}");
+    // Carol, neither requester nor owner, sees it through the namespace,
+    // as before owners existed, but may not cancel it.
+    let carol = api.token("carol", "speaker", &["workshop"]);
+    let listed = api.data(&carol, LIST, json!({})).await;
+    assert_eq!(edge_ids(&listed), vec![snap.clone()], "{listed}");
+    let body = api.graphql(Some(&carol), CANCEL, json!({"id": snap})).await;
+    assert_eq!(code(&body), "FORBIDDEN", "{body}");
     // Outside the namespace, still nothing.
     let body = api
         .graphql(Some(&elsewhere), documents::SNAPSHOT, json!({"id": snap}))

@@ -4,9 +4,8 @@
 #   scripts/bench-api.sh            # full run (about 15 minutes on 2 cores)
 #   scripts/bench-api.sh --quick    # a few seconds per case, 10,000 rows (CI-sized)
 #
-# Installs what is missing (Debian's wrk and postgresql-15 with pgbench; `oha` from
-# crates.io with `cargo install`, for the open-loop run), builds the release `dcs-api` and
-# the helpers in scripts/bench-api/helper, starts a private PostgreSQL 15 (initdb in a
+# Installs what is missing (Debian's wrk, and postgresql-15 for pgbench), builds the
+# release `dcs-api` and the helpers in scripts/bench-api/helper, starts a private PostgreSQL 15 (initdb in a
 # temporary directory, 127.0.0.1 on a free port, max_connections 400 so that pgbench can
 # open 200 clients, pg_stat_statements loaded; the shared dev-env cluster allows only 100
 # connections and carries other people's tests), fills it with 100,000 snapshots (most
@@ -26,8 +25,10 @@
 # statements the API runs for one request (as Postgres' statement log shows them; see
 # scripts/bench-api/*.sql), one pgbench transaction per API request: "ratio" is API req/s
 # over pgbench req/s.
-#   open loop   `snapshots` at half the best closed-loop rate with 200 connections
-#               (oha -q, latency corrected for coordinated omission), and pgbench -R
+#   open loop   `snapshots` at half the best closed-loop rate over 200 connections (the
+#               helper's `load`: request i is due at i/rate and its latency counts from
+#               then, so waiting for a connection counts; Debian has neither vegeta nor
+#               wrk2, and oha does not build without its TLS features), and pgbench -R
 #   create      `createSnapshot` bursts: 200 concurrent calls, 5 times (1,000 snapshots)
 #   subscribe   500 WebSocket subscriptions (`snapshotEvents`, graphql-transport-ws) while
 #               snapshots are created at BENCH_SUB_RATE per second; delivery latency is
@@ -46,7 +47,6 @@
 #   BENCH_WRITE_RATE   background snapshots per second (default 5)
 #   BENCH_SUBSCRIBERS  subscriptions (default 500), BENCH_SUB_RATE snapshots/s while they
 #                      listen (default 10), BENCH_SUB_SECONDS (default 20; --quick 5)
-#   BENCH_TOOLS_DIR    where `cargo install oha` goes (default target/bench-api-tools)
 #   BENCH_KEEP         1: keep the work directory (logs, pgbench scripts, raw outputs)
 set -euo pipefail
 export LC_ALL=C
@@ -107,18 +107,6 @@ if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-# The open-loop generator: oha holds a request rate (-q) and corrects latencies for
-# coordinated omission. Only plain HTTP to 127.0.0.1 is needed: no TLS features.
-TOOLS=${BENCH_TOOLS_DIR:-$ROOT/target/bench-api-tools}
-OHA=$(command -v oha || true)
-if [[ -z $OHA ]]; then
-    OHA=$TOOLS/bin/oha
-    if [[ ! -x $OHA ]]; then
-        log "installing oha from crates.io into $TOOLS (a few minutes, once)"
-        cargo install --quiet --locked --no-default-features --root "$TOOLS" oha
-    fi
-fi
-
 # --- builds --------------------------------------------------------------------------
 if [[ -n ${DCS_API_BIN:-} ]]; then
     BIN=$DCS_API_BIN
@@ -353,16 +341,13 @@ for c in $CLIENTS; do
 done
 RATE=$((PEAK / 2))
 ((RATE > 0)) || die "no throughput measured"
-log "open loop: snapshots at $RATE req/s with 200 connections (oha, ${DURATION}s); pgbench -R"
-"$OHA" -z "${DURATION}s" -q "$RATE" -c 200 --latency-correction --no-tui --output-format json \
-    -m POST -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
-    -D "$WORK/snapshots.json" "$API/graphql" >"$WORK/oha.json" 2>"$WORK/oha.log" ||
-    die "oha failed: $(tail -5 "$WORK/oha.log")"
-OPEN_OK=$(jq -r '.statusCodeDistribution["200"] // 0' "$WORK/oha.json")
-OPEN_ALL=$(jq -r '[.statusCodeDistribution[]] | add // 0' "$WORK/oha.json")
-OPEN_ERR=$(jq -r '[.errorDistribution[]?] | add // 0' "$WORK/oha.json")
-API_R[open|200]=$(jq -r '"\(.summary.requestsPerSec | floor) \(.latencyPercentiles.p50 * 1000 * 10 | round / 10) \(.latencyPercentiles.p99 * 1000 * 10 | round / 10)"' "$WORK/oha.json")
-((OPEN_ALL - OPEN_OK + OPEN_ERR > 0)) && NOTE[open|200]="$((OPEN_ALL - OPEN_OK)) non-200, $OPEN_ERR errors"
+log "open loop: snapshots at $RATE req/s with 200 connections (${DURATION}s); pgbench -R"
+"$HELPER" load --url "$API/graphql" --token "$ADMIN" --body-file "$WORK/snapshots.json" \
+    --rate "$RATE" --connections 200 --seconds "$DURATION" >"$WORK/open.json" 2>"$WORK/open.log" ||
+    die "the open-loop generator failed: $(tail -5 "$WORK/open.log")"
+API_R[open|200]=$(jq -r '"\(.rps | floor) \(.p50Ms) \(.p99Ms)"' "$WORK/open.json")
+OPEN_ERR=$(jq -r .errors "$WORK/open.json")
+((OPEN_ERR > 0)) && NOTE[open|200]="$OPEN_ERR errors, first: $(jq -r .firstError "$WORK/open.json" | head -c 200)"
 pgbench_snapshots_script
 run_pgbench snapshots 200 "$DURATION" "$RATE"
 PGB_R[open|200]=$RESULT
@@ -443,8 +428,9 @@ for key in "${ORDER[@]}"; do
     printf '%-11s %8s %9s %9s %9s %12s %7s  %s\n' "${key%|*}" "${key#*|}" "$rps" "$p50" "$p99" "$pg" "$ratio" "$note"
 done
 echo
-echo "open: oha -q $RATE -c 200 (half the best closed-loop rate, $PEAK req/s), latency corrected for"
-echo "coordinated omission; pgbench -R $RATE -c 200 (latency includes the schedule lag)."
+echo "open: $RATE req/s (half the best closed-loop rate, $PEAK req/s) over at most 200 connections, latency"
+echo "from each request's due time (no coordinated omission); pgbench -R $RATE -c 200 (latency includes the"
+echo "schedule lag)."
 echo "create: bursts of $BURST concurrent createSnapshot; req/s over the bursts themselves."
 echo "subscribe: req/s = deliveries per second; p50/p99 from the event's at to its arrival."
 echo "Writes during the run: $WRITES; fake agent: $AGENT."

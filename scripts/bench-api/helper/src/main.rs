@@ -12,6 +12,11 @@
 //! - `create`: `createSnapshot` calls, in bursts of `--concurrency` (closed
 //!   loop, `--count` in all) or paced at `--rate` per second until SIGTERM or
 //!   `--seconds`. Prints a JSON summary.
+//! - `load`: an open-loop generator: POSTs one body at a fixed `--rate` over at
+//!   most `--connections` keep-alive connections for `--seconds`. Request i is
+//!   due at start + i/rate; its latency counts from that moment, so time spent
+//!   waiting for a free connection counts too (no coordinated omission).
+//!   Prints a JSON summary.
 //!
 //! Arguments are `--name value` pairs.
 
@@ -66,7 +71,7 @@ impl Args {
 fn main() -> anyhow::Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some((command, rest)) = argv.split_first() else {
-        bail!("usage: bench-api-helper agent|subscribe|create --name value ...");
+        bail!("usage: bench-api-helper agent|subscribe|create|load --name value ...");
     };
     let args = Args::parse(rest)?;
     let threads = args.number("threads", 2.0)? as usize;
@@ -79,6 +84,7 @@ fn main() -> anyhow::Result<()> {
             "agent" => agent(args).await,
             "subscribe" => subscribe(args).await,
             "create" => create(args).await,
+            "load" => load(args).await,
             other => bail!("unknown command {other}"),
         }
     })
@@ -605,4 +611,67 @@ fn summary(results: Vec<Result<f64, String>>, seconds: f64) -> anyhow::Result<()
                "firstError": errors.first().map(|e| e.chars().take(300).collect::<String>())})
     );
     Ok(())
+}
+
+// --- load ------------------------------------------------------------------------------
+
+async fn load(args: Args) -> anyhow::Result<()> {
+    let url = args.text("url")?;
+    let token = args.text("token")?;
+    let body = Bytes::from(std::fs::read(args.text("body-file")?)?);
+    let rate = args.number("rate", 100.0)?;
+    let connections = args.number("connections", 200.0)? as usize;
+    let seconds = args.number("seconds", 10.0)?;
+    if rate <= 0.0 {
+        bail!("--rate must be positive");
+    }
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(connections));
+    let results: Arc<Mutex<Vec<Result<f64, String>>>> = Arc::default();
+    let total = (rate * seconds).round() as u64;
+    let start = tokio::time::Instant::now() + Duration::from_millis(100);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due).await;
+        let slot = slots.clone().acquire_owned().await?;
+        let (http, url, token, body, results) =
+            (http.clone(), url.clone(), token.clone(), body.clone(), results.clone());
+        tasks.spawn(async move {
+            let sent = http
+                .post(&url)
+                .bearer_auth(&token)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body)
+                .send()
+                .await;
+            let outcome = match sent {
+                Ok(response) => {
+                    let status = response.status();
+                    match response.bytes().await {
+                        Ok(bytes) if status.is_success() && !contains(&bytes, b"\"errors\"") => {
+                            Ok(due.elapsed().as_secs_f64() * 1e3)
+                        }
+                        Ok(bytes) => Err(format!("{status}: {}", String::from_utf8_lossy(&bytes))),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            drop(slot);
+            results.lock().unwrap().push(outcome);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = start.elapsed().as_secs_f64();
+    let results = std::mem::take(&mut *results.lock().unwrap());
+    summary(results, elapsed)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }

@@ -16,7 +16,7 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 DCS_ENV_DIR=$(realpath -m "${DCS_ENV_DIR:-$REPO_ROOT/.dcs-env}")
 D=$DCS_ENV_DIR
 
-PACKAGES=(containerd runc docker-registry skopeo busybox-static postgresql-15
+PACKAGES=(containerd runc docker-registry skopeo busybox-static postgresql-15 faketime
           apache2-utils zstd protobuf-compiler gcc libc6-dev)
 PG_VERSION=15
 PG_CLUSTER=main

@@ -388,6 +388,8 @@ pub struct Agent {
     pub node: String,
     pub port: u16,
     args: Vec<String>,
+    /// A program the agent runs under (e.g. `faketime`), with its arguments.
+    wrapper: Vec<String>,
 }
 
 impl Agent {
@@ -427,13 +429,21 @@ impl Agent {
             node: node.to_string(),
             port,
             args,
+            wrapper: Vec::new(),
         };
         agent.launch(&api.data_dir);
         agent
     }
 
     fn launch(&mut self, log_dir: &Path) {
-        let mut command = Command::new(crate::agent_binary());
+        let mut command = match self.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(crate::agent_binary());
+                command
+            }
+            None => Command::new(crate::agent_binary()),
+        };
         command
             .env("RUST_LOG", "info")
             .env_remove("DCS_CONTAINERD_SOCKET")
@@ -735,6 +745,23 @@ async fn ws_first_answer(
 }
 
 impl Agent {
+    /// Like `start_with`, the agent running under `wrapper` (a program and
+    /// its arguments, e.g. `faketime -f -120s` for a node whose clock is off).
+    pub fn start_wrapped(
+        env: &TestEnv,
+        api: &Api,
+        node: &str,
+        namespace: &str,
+        wrapper: &[&str],
+        extra: &[&str],
+    ) -> Self {
+        let mut agent = Self::start_with(env, api, node, namespace, extra);
+        agent.wrapper = wrapper.iter().map(|w| w.to_string()).collect();
+        agent.process.kill();
+        agent.launch(&api.data_dir);
+        agent
+    }
+
     /// Like `start`, with more arguments for `dcs-agent serve`; a flag
     /// given here replaces the same flag of `start`'s defaults (except the
     /// repeatable `--insecure-registry`, which is added).
@@ -791,6 +818,7 @@ impl Agent {
             node: node.to_string(),
             port,
             args,
+            wrapper: Vec::new(),
         };
         agent.launch(&api.data_dir);
         agent

@@ -368,7 +368,7 @@ ORDER+=("create|$BURST")
 log "subscriptions: $SUBSCRIBERS sockets, snapshots at $SUB_RATE/s (with the background writer) for ${SUB_SECONDS}s"
 sleep 3 # the bursts' jobs finish
 "$HELPER" subscribe --url "ws://127.0.0.1:$API_PORT/graphql" --token "$ADMIN" --count "$SUBSCRIBERS" \
-    --ready-file "$WORK/subscribed" >"$WORK/subscribe.json" 2>"$WORK/subscribe.log" &
+    --ready-file "$WORK/subscribed" --settle-seconds 3 >"$WORK/subscribe.json" 2>"$WORK/subscribe.log" &
 SUB_PID=$!
 PIDS+=("$SUB_PID")
 for _ in $(seq 600); do
@@ -393,7 +393,7 @@ SUB_MISSING=$(jq -r .missing <<<"$SUB")
 SUB_ERRORS=$(jq -r .errors <<<"$SUB")
 SUB_P50=$(jq -r .p50Ms <<<"$SUB")
 SUB_P99=$(jq -r .p99Ms <<<"$SUB")
-SUB_RPS=$(awk -v d="$(jq -r .deliveries <<<"$SUB")" -v s="$SUB_SECONDS" 'BEGIN { printf "%.0f", d / (s + 3) }')
+SUB_RPS=$(jq -r '.deliveries / ([.windowSeconds, 0.001] | max) | floor' <<<"$SUB")
 API_R[subscribe|$SUBSCRIBERS]="$SUB_RPS $SUB_P50 $SUB_P99"
 NOTE[subscribe|$SUBSCRIBERS]="$SUB_EVENTS events, $(jq -r .deliveries <<<"$SUB") deliveries, $SUB_MISSING missing, $(jq -r .duplicates <<<"$SUB") duplicates, $SUB_ERRORS socket errors, max $(jq -r .maxMs <<<"$SUB") ms"
 ORDER+=("subscribe|$SUBSCRIBERS")
@@ -432,7 +432,8 @@ echo "open: $RATE req/s (half the best closed-loop rate, $PEAK req/s) over at mo
 echo "from each request's due time (no coordinated omission); pgbench -R $RATE -c 200 (latency includes the"
 echo "schedule lag)."
 echo "create: bursts of $BURST concurrent createSnapshot; req/s over the bursts themselves."
-echo "subscribe: req/s = deliveries per second; p50/p99 from the event's at to its arrival."
+echo "subscribe: req/s = deliveries per second; p50/p99 from the event's at to its arrival; events of the"
+echo "window from all sockets subscribed to 3 s before the end count."
 echo "Writes during the run: $WRITES; fake agent: $AGENT."
 echo
 read -r S200 S200_50 S200_99 <<<"${API_R[snapshots|200]:-0 0 0}"

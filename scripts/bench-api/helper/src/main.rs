@@ -324,9 +324,9 @@ async fn agent(args: Args) -> anyhow::Result<()> {
 
 #[derive(Default)]
 struct Received {
-    /// (snapshot, status, bytesDone) of each delivery, in arrival order.
-    keys: Vec<String>,
-    latencies_ms: Vec<f64>,
+    /// (snapshot, status, bytesDone), the event's `at` and its latency, for
+    /// each delivery in arrival order.
+    deliveries: Vec<(String, chrono::DateTime<chrono::Utc>, f64)>,
     errors: Vec<String>,
 }
 
@@ -380,23 +380,24 @@ async fn one_subscription(
         match value["type"].as_str() {
             Some("next") => {
                 let event = &value["payload"]["data"]["snapshotEvents"];
-                let at = event["at"]
+                let Some(at) = event["at"]
                     .as_str()
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-                if let Some(at) = at {
-                    let ms = (arrived - at.to_utc()).num_microseconds().unwrap_or(0) as f64 / 1e3;
-                    local.latencies_ms.push(ms);
-                }
-                local.keys.push(format!(
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                else {
+                    local.errors.push(format!("no at: {text}"));
+                    continue;
+                };
+                let at = at.to_utc();
+                let ms = (arrived - at).num_microseconds().unwrap_or(0) as f64 / 1e3;
+                let key = format!(
                     "{}/{}/{}",
                     event["snapshotId"].as_str().unwrap_or(""),
                     event["status"].as_str().unwrap_or(""),
                     event["bytesDone"]
-                ));
-                if local.keys.len() % 64 == 0 {
-                    let mut shared = sink.lock().unwrap();
-                    shared.keys.append(&mut local.keys);
-                    shared.latencies_ms.append(&mut local.latencies_ms);
+                );
+                local.deliveries.push((key, at, ms));
+                if local.deliveries.len() >= 64 {
+                    sink.lock().unwrap().deliveries.append(&mut local.deliveries);
                 }
             }
             Some("ping") => {
@@ -408,8 +409,7 @@ async fn one_subscription(
         }
     }
     let mut shared = sink.lock().unwrap();
-    shared.keys.append(&mut local.keys);
-    shared.latencies_ms.append(&mut local.latencies_ms);
+    shared.deliveries.append(&mut local.deliveries);
     shared.errors.append(&mut local.errors);
     Ok(())
 }
@@ -443,13 +443,18 @@ async fn subscribe(args: Args) -> anyhow::Result<()> {
         // Do not open 500 sockets in one instant.
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    let settle = chrono::Duration::milliseconds(args.number("settle-seconds", 3.0)? as i64 * 1000);
     let all = acked.acquire_many(count as u32).await?;
     all.forget();
     // The subscribe messages are on their way; give the server a moment to
     // register every stream before the caller starts writing.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // Only events of the window count: from here to `settle` before the end
+    // (events of other moments reach only the sockets open at the time).
+    let window_start = chrono::Utc::now();
     std::fs::write(&ready_file, "ready\n")?;
     terminated().await;
+    let window_end = chrono::Utc::now() - settle;
     for task in &tasks {
         task.abort();
     }
@@ -462,15 +467,23 @@ async fn subscribe(args: Args) -> anyhow::Result<()> {
     let mut deliveries = 0usize;
     let mut duplicates = 0usize;
     let mut errors = failures.lock().unwrap().clone();
+    let mut outside = 0usize;
     for sink in &sinks {
         let received = std::mem::take(&mut *sink.lock().unwrap());
-        deliveries += received.keys.len();
-        let total = received.keys.len();
-        let distinct: HashSet<String> = received.keys.into_iter().collect();
-        duplicates += total - distinct.len();
+        let mut distinct = HashSet::new();
+        for (key, at, ms) in received.deliveries {
+            if at < window_start || at > window_end {
+                outside += 1;
+                continue;
+            }
+            deliveries += 1;
+            latencies.push(ms);
+            if !distinct.insert(key) {
+                duplicates += 1;
+            }
+        }
         per_connection.push(distinct.len());
         union.extend(distinct);
-        latencies.extend(received.latencies_ms);
         errors.extend(received.errors);
     }
     latencies.sort_by(f64::total_cmp);
@@ -481,7 +494,8 @@ async fn subscribe(args: Args) -> anyhow::Result<()> {
         "{}",
         json!({"connections": count, "events": events, "deliveries": deliveries,
                "expectedDeliveries": events * count, "missing": missing,
-               "duplicates": duplicates,
+               "duplicates": duplicates, "outsideWindow": outside,
+               "windowSeconds": round1((window_end - window_start).num_milliseconds() as f64 / 1e3),
                "worstConnectionMissing": worst,
                "p50Ms": round1(percentile(&latencies, 50.0)),
                "p99Ms": round1(percentile(&latencies, 99.0)),

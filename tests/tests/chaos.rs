@@ -11,8 +11,12 @@
 
 use e2e_tests::chaos::{self, Options};
 
+/// The two stacks of this file would share two cores: one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeded_chaos_round_keeps_every_invariant() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let seed = std::env::var("DCS_CHAOS_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -51,5 +55,30 @@ async fn a_seeded_chaos_round_keeps_every_invariant() {
             .map(|v| v.to_string())
             .collect::<Vec<_>>()
             .join("\n")
+    );
+}
+
+/// The checker proves itself: the API without its transition guards
+/// (`DCS_TEST_UNGUARDED_TRANSITIONS=1`) lets a result and a re-registration
+/// both end one snapshot (the race probe forces that interleaving), and the
+/// checker must say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_reports_what_an_unguarded_api_lets_through() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut options = Options::new(7, 4);
+    options.per_round = 4;
+    options.unguarded = true;
+    options.probe_snapshots = 24;
+    let report = chaos::run(options)
+        .await
+        .unwrap_or_else(|e| panic!("the chaos stack could not be set up: {e}"));
+    println!("{report}");
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.invariant == "terminal status never changes"),
+        "without the guards the checker must see a terminal status change; it reported {:?}",
+        report.violations
     );
 }

@@ -411,6 +411,18 @@ pub async fn run(options: Options) -> Result<Report, String> {
             ));
         }
     }
+    let registry_up = crate::stack::http_client()
+        .get(format!("http://{}/v2/", env.registry))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success());
+    if !registry_up {
+        return Err(format!(
+            "the registry {} does not answer: run `scripts/dev-env.sh start`",
+            env.registry
+        ));
+    }
     parts::binary("dcs-api")?;
     parts::binary("dcs-agent")?;
     let dir = std::env::temp_dir().join(unique("dcs-chaos"));
@@ -708,6 +720,8 @@ pub async fn run(options: Options) -> Result<Report, String> {
     let report = Report {
         seed: options.seed,
         unguarded: options.unguarded,
+        per_round: options.per_round,
+        desktops: options.desktops,
         rounds,
         crash_points,
         statuses,

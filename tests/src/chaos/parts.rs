@@ -16,10 +16,10 @@ use tokio::net::{TcpListener, TcpStream};
 /// test (`target/<profile>/deps/<test>`) and for a binary
 /// (`target/<profile>/chaos`) alike.
 pub fn bin_dir() -> PathBuf {
-    if let Some(agent) = std::env::var_os("DCS_TEST_AGENT_BINARY") {
-        if let Some(dir) = Path::new(&agent).parent() {
-            return dir.to_path_buf();
-        }
+    if let Some(agent) = std::env::var_os("DCS_TEST_AGENT_BINARY")
+        && let Some(dir) = Path::new(&agent).parent()
+    {
+        return dir.to_path_buf();
     }
     let exe = std::env::current_exe().expect("own executable path");
     let mut dir = exe.parent().expect("executable directory").to_path_buf();

@@ -53,6 +53,8 @@ impl fmt::Display for CrashPoint {
 pub struct Report {
     pub seed: u64,
     pub unguarded: bool,
+    pub per_round: usize,
+    pub desktops: usize,
     pub rounds: usize,
     pub crash_points: Vec<CrashPoint>,
     pub statuses: BTreeMap<String, usize>,
@@ -109,10 +111,12 @@ impl fmt::Display for Report {
         writeln!(f, "=== chaos report ===")?;
         writeln!(
             f,
-            "seed {} (again: scripts/chaos.sh --seed {} --crash-points {}{})",
+            "seed {} (again: scripts/chaos.sh --seed {} --crash-points {} --per-round {} --desktops {}{})",
             self.seed,
             self.seed,
             self.crash_points.len(),
+            self.per_round,
+            self.desktops,
             if self.unguarded { " --self-test" } else { "" }
         )?;
         if self.unguarded {

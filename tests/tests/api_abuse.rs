@@ -609,22 +609,32 @@ async fn a_request_past_its_deadline_stops_its_work() {
     patient_extra.extend(["--request-timeout-seconds", "60"]);
     let patient = start_api(Some(&db), &patient_extra).await;
     let patient_pid = patient.pid().unwrap();
-    let leaving = http_client()
-        .post(format!("{}/graphql", patient.url))
-        .bearer_auth(admin_token(&patient))
-        .json(&json!({"query": RUNAWAY, "variables": {"id": newest}}))
-        .timeout(Duration::from_millis(1500))
-        .send()
-        .await;
-    if let Ok(response) = leaving {
-        panic!(
-            "the request should still run at 1.5 s: {} {}",
-            response.status(),
-            response.text().await.unwrap_or_default()
-        );
-    }
+    // A raw connection, closed by the client at 1.5 s without an answer.
+    let body = json!({"query": RUNAWAY, "variables": {"id": newest}}).to_string();
+    let patient_token = admin_token(&patient);
+    let port = patient.port;
+    let answered = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        write!(
+            stream,
+            "POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {patient_token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        let mut buffer = [0u8; 64];
+        let answered = matches!(stream.read(&mut buffer), Ok(n) if n > 0);
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        answered
+    })
+    .await
+    .unwrap();
+    assert!(!answered, "the request should still run at 1.5 s");
     // Undisturbed, this request works for more than 10 s.
-    let quiet = time_until_quiet(patient_pid, Duration::from_secs(5)).await;
+    let quiet = time_until_quiet(patient_pid, Duration::from_secs(3)).await;
     println!("quiet {quiet:?} after the client left");
     assert!(
         quiet.is_some(),
@@ -677,7 +687,8 @@ async fn a_request_past_its_deadline_stops_its_work() {
     let body = request.await.unwrap();
     assert_eq!(graphql_code(&body), "TIMEOUT", "{body}");
     let mut after = active_statements(&db);
-    let deadline = Instant::now() + Duration::from_secs(1);
+    // statement_timeout equals the deadline; allow for a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(3);
     while !after.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
         after = active_statements(&db);
@@ -762,8 +773,9 @@ async fn unknown_agent_tokens_are_rate_limited_before_token_review() {
     }
     let reviews = kube.token_reviews().len();
     println!("100 unknown tokens: {codes:?}; {reviews} TokenReviews");
+    // The limiter's burst for one client address.
     assert!(
-        reviews <= 5,
+        reviews <= 20,
         "{reviews} TokenReviews for 100 unknown tokens"
     );
     assert_eq!(codes.get("429 RATE_LIMITED").copied(), Some(100 - reviews));

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 /// Reviews of unknown tokens one client address may cause: a burst, then
-/// one per second. An agent needs one review per token rotation.
-const PER_CLIENT_BURST: f64 = 5.0;
+/// one per second. An agent needs one review per token rotation; a node
+/// (one address) may hold a few agents' worth of pods restarting at once.
+const PER_CLIENT_BURST: f64 = 20.0;
 const PER_CLIENT_PER_SECOND: f64 = 1.0;
 /// Reviews of unknown tokens all clients together may cause.
 const OVERALL_BURST: f64 = 50.0;

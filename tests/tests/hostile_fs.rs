@@ -279,8 +279,10 @@ fn swapped_names_never_leak_host_files_into_images() {
         },
     ];
     let setups = [
+        // Larger than the canary: a reader that sizes the file by the name
+        // and then follows the link reads the host file whole.
         format!(
-            "mkdir -p /p && echo harmless > /p/a && ln -s {} /p/b",
+            "mkdir -p /p && dd if=/dev/zero of=/p/a bs=1024 count=64 2>/dev/null && ln -s {} /p/b",
             secret.display()
         ),
         format!(

@@ -74,11 +74,27 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let report = match runtime.block_on(chaos::run(options)) {
-        Ok(report) => report,
-        Err(e) => {
+    let outcome = runtime.block_on(async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
+        tokio::select! {
+            report = chaos::run(options) => Some(report),
+            _ = tokio::signal::ctrl_c() => None,
+            _ = terminate.recv() => None,
+        }
+    });
+    let report = match outcome {
+        Some(Ok(report)) => report,
+        Some(Err(e)) => {
+            chaos::parts::kill_everything_started();
             eprintln!("chaos: the stack could not be set up: {e}");
             return ExitCode::FAILURE;
+        }
+        None => {
+            chaos::parts::kill_everything_started();
+            eprintln!("chaos: interrupted; every process it started is killed");
+            return ExitCode::from(130);
         }
     };
     println!("{report}");

@@ -423,10 +423,9 @@ pub async fn run(options: Options) -> Result<Report, String> {
             env.registry
         ));
     }
-    parts::binary("dcs-api")?;
-    parts::binary("dcs-agent")?;
     let dir = std::env::temp_dir().join(unique("dcs-chaos"));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let (api_binary, agent_binary) = parts::copy_binaries(&dir.join("bin"))?;
     println!("chaos: logs and state in {}", dir.display());
 
     // Postgres, private to this run.
@@ -473,8 +472,14 @@ pub async fn run(options: Options) -> Result<Report, String> {
             "1".to_string(),
         ));
     }
-    let mut a = ApiReplica::new("api-a", &dir, api_args.clone(), api_env.clone());
-    let mut b = ApiReplica::new("api-b", &dir, api_args, api_env);
+    let mut a = ApiReplica::new(
+        "api-a",
+        &dir,
+        api_binary.clone(),
+        api_args.clone(),
+        api_env.clone(),
+    );
+    let mut b = ApiReplica::new("api-b", &dir, api_binary, api_args, api_env);
     a.start().await?;
     b.start().await?;
     let front = Front::start(vec![a.port, b.port]).await;
@@ -500,6 +505,7 @@ pub async fn run(options: Options) -> Result<Report, String> {
     let mut agent = AgentProc::new(
         NODE,
         &dir,
+        agent_binary,
         vec![
             "--containerd-socket".into(),
             env.containerd_socket.to_string_lossy().to_string(),

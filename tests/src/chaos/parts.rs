@@ -41,6 +41,45 @@ pub fn binary(name: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// Processes (a pid) and process groups (a negative pgid) this run
+/// started and has not reaped, so that an interrupted run can end them.
+static LIVE: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+pub(crate) fn track(id: i32) {
+    LIVE.lock().expect("live").push(id);
+}
+
+pub(crate) fn untrack(id: i32) {
+    LIVE.lock().expect("live").retain(|x| *x != id);
+}
+
+/// SIGKILLs every process and process group the run started (for an
+/// interrupted run: Ctrl-C of `chaos`).
+pub fn kill_everything_started() {
+    for id in LIVE.lock().expect("live").drain(..) {
+        if let Some(pid) = rustix::process::Pid::from_raw(id.abs()) {
+            let _ = if id < 0 {
+                rustix::process::kill_process_group(pid, rustix::process::Signal::KILL)
+            } else {
+                rustix::process::kill_process(pid, rustix::process::Signal::KILL)
+            };
+        }
+    }
+}
+
+/// Copies of this build's `dcs-api` and `dcs-agent` in `dir`: restarts
+/// during the run use them, whatever is rebuilt meanwhile.
+pub fn copy_binaries(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for name in ["dcs-api", "dcs-agent"] {
+        let to = dir.join(name);
+        std::fs::copy(binary(name)?, &to).map_err(|e| format!("copy {name}: {e}"))?;
+        out.push(to);
+    }
+    Ok((out[0].clone(), out[1].clone()))
+}
+
 /// One child process, restarted any number of times; logs go to
 /// `<dir>/<name>-<n>.log`.
 pub struct Proc {
@@ -72,6 +111,7 @@ impl Proc {
             .stderr(file)
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", self.name))?;
+        track(child.id() as i32);
         self.child = Some(child);
         Ok(())
     }
@@ -81,13 +121,16 @@ impl Proc {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            untrack(child.id() as i32);
         }
     }
 
     /// `Some(status)` once the process has exited by itself.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         let status = self.child.as_mut()?.try_wait().ok()??;
-        self.child = None;
+        if let Some(child) = self.child.take() {
+            untrack(child.id() as i32);
+        }
         Some(status)
     }
 
@@ -126,13 +169,20 @@ pub struct ApiReplica {
     pub port: u16,
     pub url: String,
     proc: Proc,
+    binary: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
     http: reqwest::Client,
 }
 
 impl ApiReplica {
-    pub fn new(name: &str, dir: &Path, args: Vec<String>, env: Vec<(String, String)>) -> Self {
+    pub fn new(
+        name: &str,
+        dir: &Path,
+        binary: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Self {
         let port = crate::stack::free_port();
         let data_dir = dir.join(name);
         std::fs::create_dir_all(&data_dir).expect("replica data dir");
@@ -149,6 +199,7 @@ impl ApiReplica {
             port,
             url: format!("http://127.0.0.1:{port}"),
             proc: Proc::new(name, dir),
+            binary,
             args: all,
             env,
             http: crate::stack::http_client(),
@@ -159,7 +210,7 @@ impl ApiReplica {
     /// database is down) exits, and this says why.
     pub async fn start(&mut self) -> Result<(), String> {
         self.proc.kill();
-        let mut command = Command::new(binary("dcs-api")?);
+        let mut command = Command::new(&self.binary);
         command
             .env_remove("DATABASE_URL")
             .env("RUST_LOG", "info,tower_http=warn,sqlx=warn")
@@ -198,6 +249,7 @@ pub struct AgentProc {
     pub node: String,
     pub port: u16,
     proc: Proc,
+    binary: PathBuf,
     args: Vec<String>,
     http: reqwest::Client,
     secret: SharedSecret,
@@ -206,7 +258,13 @@ pub struct AgentProc {
 impl AgentProc {
     /// `secret`: the one shared with the API (the agent answers only
     /// requests signed with it, `/healthz` included).
-    pub fn new(node: &str, dir: &Path, args: Vec<String>, secret: SharedSecret) -> Self {
+    pub fn new(
+        node: &str,
+        dir: &Path,
+        binary: PathBuf,
+        args: Vec<String>,
+        secret: SharedSecret,
+    ) -> Self {
         let port = crate::stack::free_port();
         let mut all = vec![
             "serve".to_string(),
@@ -220,6 +278,7 @@ impl AgentProc {
             node: node.to_string(),
             port,
             proc: Proc::new("agent", dir),
+            binary,
             args: all,
             http: crate::stack::http_client(),
             secret,
@@ -228,7 +287,7 @@ impl AgentProc {
 
     pub async fn start(&mut self) -> Result<(), String> {
         self.proc.kill();
-        let mut command = Command::new(binary("dcs-agent")?);
+        let mut command = Command::new(&self.binary);
         command
             .env("RUST_LOG", "info")
             .env_remove("DCS_CONTAINERD_SOCKET")

@@ -173,6 +173,7 @@ impl Postgres {
             .spawn()
             .map_err(|e| format!("spawn postgres: {e}"))?;
         self.pgid = child.id();
+        super::parts::track(-(self.pgid as i32));
         self.child = Some(child);
         let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -220,6 +221,7 @@ impl Postgres {
         }
         let _ = child.wait();
         self.child = None;
+        super::parts::untrack(-(self.pgid as i32));
         // The next start needs every backend gone (shared memory still
         // attached refuses it).
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -260,11 +260,12 @@ async fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Commit(args) => {
+            let target = crate::registry::parse_target(&args.target).map_err(|e| e.to_string())?;
             let client = connect(&args.containerd).await?;
             let args = *args;
             let request = CommitRequest {
                 container_id: args.container,
-                target: args.target,
+                target,
                 compression: args.compression,
                 pause: !args.no_pause,
                 excludes: args.excludes,

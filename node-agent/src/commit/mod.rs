@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dcs_protocol::reference::Target;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -43,7 +44,9 @@ const LEASE_EXPIRY: Duration = Duration::from_secs(6 * 3600);
 pub struct CommitRequest {
     pub container_id: String,
     /// The tag to create, e.g. `registry.example/workshops/k8s-intro:v2`.
-    pub target: String,
+    /// Where to push: parsed once, by whoever took the request (the API
+    /// for jobs, the command line otherwise), and pushed exactly as it is.
+    pub target: Target,
     pub compression: Compression,
     /// Pause the container's task while its changes are read, for a
     /// consistent layer.
@@ -127,7 +130,7 @@ pub async fn commit(
     progress: Option<ProgressSink>,
 ) -> Result<CommitResult, CommitError> {
     let started = Instant::now();
-    let target = registry::parse_target(&request.target)?;
+    let target = registry::target_reference(&request.target);
     let excludes = Excludes::new(&request.excludes, request.default_excludes)?;
     tracing::debug!(
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -280,7 +283,7 @@ async fn commit_under_lease(
     push.layer_streamed = streamed;
     // Named only once the registry has it: a failed push leaves no local
     // tag either, and the lease lets the unreferenced content go.
-    let name = registry::parse_target(&request.target).map(|r| registry::image_name(&r))?;
+    let name = registry::image_name(&registry::target_reference(&request.target));
     client
         .put_image(&name, &built.manifest_descriptor, HashMap::new())
         .await?;

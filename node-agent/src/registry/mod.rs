@@ -90,14 +90,11 @@ pub struct PushReport {
 
 /// Parses a target reference; a tag is required (digests name content, they
 /// cannot be pushed to).
-pub fn parse_target(reference: &str) -> Result<Reference, RegistryError> {
-    let bad = |reason: String| RegistryError::BadReference {
+pub fn parse_target(reference: &str) -> Result<Target, RegistryError> {
+    reference::parse_target(reference).map_err(|reason| RegistryError::BadReference {
         reference: reference.to_string(),
         reason,
-    };
-    reference::parse_target(reference)
-        .map(|t| target_reference(&t))
-        .map_err(bad)
+    })
 }
 
 /// The oci-client form of a target the API already parsed.

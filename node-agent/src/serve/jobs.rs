@@ -172,17 +172,17 @@ impl Jobs {
             .map(|c| c.parse::<ConfigChange>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| SubmitError::BadRequest(e.to_string()))?;
-        // The API parsed and authorised the target; the commit takes it as
-        // text, whose one reading (the same parser) must be that target.
-        let target = request.target.to_string();
-        if crate::registry::reference::parse_target(&target).as_ref() != Ok(&request.target) {
+        // The API parsed and authorised the target; it is pushed exactly as
+        // sent, once it is known to be one the shared parser could produce.
+        let text = request.target.to_string();
+        if crate::registry::reference::parse_target(&text).as_ref() != Ok(&request.target) {
             return Err(SubmitError::BadRequest(format!(
-                "the target {target:?} is not a valid image reference"
+                "the target {text:?} is not a valid image reference"
             )));
         }
         Ok(CommitRequest {
             container_id: request.container_id.clone(),
-            target,
+            target: request.target.clone(),
             compression,
             pause: request.pause,
             excludes: request.excludes.clone(),

@@ -152,7 +152,22 @@ pub(crate) async fn worker(
             .then(|| rng.range(0, 1500));
         let first_replica = rng.below(2) as usize;
         if let Err(e) = change(&shared, &desk, kib, n).await {
-            shared.note(format!("changing desktop {index} failed: {e}"));
+            // Paused with nothing of it in flight: an agent still works on
+            // a job the API has already ended.
+            let last = shared
+                .rows(&format!(
+                    "SELECT id, status, coalesce(failure_reason, ''), finished_at FROM snapshots \
+                     WHERE container_id = '{desk}' ORDER BY created_at DESC LIMIT 1"
+                ))
+                .await
+                .ok()
+                .and_then(|r| r.into_iter().next())
+                .map(|r| r.join(" "))
+                .unwrap_or_default();
+            shared.note(format!(
+                "{} changing desktop {index} ({desk}) failed: {e}; its last snapshot: {last}",
+                chrono::Utc::now().format("%H:%M:%S%.3f")
+            ));
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }

@@ -753,6 +753,13 @@ pub async fn run(options: Options) -> Result<Report, String> {
     for v in &report.violations {
         listing.push_str(&format!("{v}\n{}\n", dossier(&shared, &v.subject).await));
     }
+    for w in &report.warnings {
+        let subject = w.split_whitespace().next().unwrap_or_default();
+        listing.push_str(&format!(
+            "warning: {w}\n{}\n",
+            dossier(&shared, subject).await
+        ));
+    }
     let _ = std::fs::write(dir.join("violations.txt"), listing);
 
     // Tear down: the agent first (it holds the desktops), then the rest.

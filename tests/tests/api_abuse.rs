@@ -793,3 +793,36 @@ async fn unknown_agent_tokens_are_rate_limited_before_token_review() {
         good.status()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_served_on_their_own_address_only() {
+    let metrics_port = e2e_tests::stack::free_port();
+    let listen = format!("127.0.0.1:{metrics_port}");
+    let api = start_api(None, &["--metrics-listen", &listen]).await;
+    let http = http_client();
+    let on_api = http
+        .get(format!("{}/metrics", api.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_api.status().as_u16(), 404, "/metrics on the API's port");
+    let body: Value = on_api.json().await.unwrap();
+    assert_eq!(graphql_code(&body), "NOT_FOUND");
+    let mut text = String::new();
+    for _ in 0..50 {
+        if let Ok(r) = http.get(format!("http://{listen}/metrics")).send().await {
+            assert!(r.status().is_success(), "{}", r.status());
+            text = r.text().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(text.contains("# EOF"), "OpenMetrics text: {text:?}");
+    // Nothing else there.
+    let other = http
+        .get(format!("http://{listen}/graphql"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 404);
+}

@@ -126,17 +126,36 @@ impl Bus {
 
     /// Publishes the changes every replica commits until `stop`;
     /// reconnects after errors. Does nothing on SQLite (one process).
+    ///
+    /// Notifications sent while the listener was disconnected (a database
+    /// restart or failover) are lost, so after a reconnect the snapshots
+    /// changed since shortly before the connection dropped are published
+    /// again: subscribers may see a status twice, never miss the last one.
     pub async fn listen(self, stop: CancellationToken) {
         let Some(db) = &self.postgres else {
             return;
         };
         let pool = db.get_postgres_connection_pool().clone();
+        let mut lost_since: Option<DateTime<Utc>> = None;
         loop {
             let listener = async {
                 let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(&pool).await?;
                 listener.listen(CHANNEL).await?;
+                // Listening again: what changed meanwhile goes out now.
+                if let Some(since) = lost_since.take()
+                    && let Err(e) = self.republish_since(db, since).await
+                {
+                    tracing::warn!(error = %e, "could not re-read the changes missed while disconnected");
+                    lost_since = Some(since);
+                }
                 loop {
-                    let notification = listener.recv().await?;
+                    // `None`: the connection dropped; notifications may have
+                    // been missed, which the outer loop makes up for.
+                    let Some(notification) = listener.try_recv().await? else {
+                        return Err(sea_orm::sqlx::Error::Protocol(
+                            "the listening connection was lost".into(),
+                        ));
+                    };
                     let Ok(wire) = serde_json::from_str::<Wire>(notification.payload()) else {
                         continue;
                     };
@@ -165,10 +184,42 @@ impl Bus {
                     }
                 }
             }
+            lost_since.get_or_insert(Utc::now() - MISSED_MARGIN);
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     }
+
+    /// Publishes the current state of every snapshot changed since `since`.
+    async fn republish_since(
+        &self,
+        db: &DatabaseConnection,
+        since: DateTime<Utc>,
+    ) -> Result<(), sea_orm::DbErr> {
+        use entity::prelude::Snapshot;
+        use entity::snapshot;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+        let changed = Snapshot::find()
+            .filter(snapshot::Column::UpdatedAt.gte(since))
+            .order_by_asc(snapshot::Column::UpdatedAt)
+            .limit(MAX_REPUBLISHED)
+            .all(db)
+            .await?;
+        tracing::info!(
+            count = changed.len(),
+            "publishing the snapshot changes made while disconnected"
+        );
+        for row in &changed {
+            let _ = self.sender.send(SnapshotChange::of(row));
+        }
+        Ok(())
+    }
 }
+
+/// How far before the moment the listener noticed the outage changes are
+/// re-read: a notification may have been lost a little before that.
+const MISSED_MARGIN: chrono::Duration = chrono::Duration::seconds(30);
+/// At most this many changes are published again after an outage.
+const MAX_REPUBLISHED: u64 = 10_000;
 
 fn parse_status(text: &str) -> Option<SnapshotStatus> {
     use SnapshotStatus as S;

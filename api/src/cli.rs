@@ -131,12 +131,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let database_url = args.database_url()?;
     tracing::info!(database = %crate::db::describe(database_url.as_deref()), "connecting");
     let request_timeout = Duration::from_secs(args.request_timeout_seconds.max(1));
-    let db = crate::db::connect_with(
-        database_url.as_deref(),
-        &args.data_dir,
-        Some(request_timeout),
-    )
-    .await?;
+    let pool = crate::db::PoolSettings {
+        max_connections: args.db_pool_size,
+        acquire_timeout: Duration::from_secs(args.db_acquire_timeout_seconds.max(1)),
+        statement_timeout: Some(
+            args.db_statement_timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(request_timeout),
+        ),
+    };
+    let db = crate::db::connect_with(database_url.as_deref(), &args.data_dir, &pool).await?;
+    if *crate::service::transitions::UNGUARDED {
+        tracing::warn!(
+            "DCS_TEST_UNGUARDED_TRANSITIONS is set: snapshot transitions are NOT guarded (test-only switch)"
+        );
+    }
 
     let state = AppState::new(Shared {
         db: db.clone(),

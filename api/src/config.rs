@@ -132,6 +132,22 @@ pub struct ServeArgs {
         global = true
     )]
     pub request_timeout_seconds: u64,
+    /// Database connections kept at most by this process.
+    #[arg(long, env = "DCS_DB_POOL_SIZE", default_value_t = 16, global = true)]
+    pub db_pool_size: u32,
+    /// How long a request waits for a database connection before it fails
+    /// with `UNAVAILABLE` (while the database is away, say).
+    #[arg(
+        long,
+        env = "DCS_DB_ACQUIRE_TIMEOUT_SECONDS",
+        default_value_t = 5,
+        global = true
+    )]
+    pub db_acquire_timeout_seconds: u64,
+    /// Postgres stops statements running longer than this; by default the
+    /// request deadline.
+    #[arg(long, env = "DCS_DB_STATEMENT_TIMEOUT_MS", global = true)]
+    pub db_statement_timeout_ms: Option<u64>,
     /// On SIGTERM, requests still running after this many seconds are
     /// abandoned and the process exits.
     #[arg(

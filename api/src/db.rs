@@ -8,18 +8,40 @@ use std::time::Duration;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 
 pub async fn connect(url: Option<&str>, data_dir: &Path) -> anyhow::Result<DatabaseConnection> {
-    connect_with(url, data_dir, None).await
+    connect_with(url, data_dir, &PoolSettings::default()).await
 }
 
-/// Like `connect`; on Postgres, every statement of the returned pool is
-/// stopped by the server after `statement_timeout` (the request deadline:
-/// no statement outlives the request that started it, even one blocked on
-/// a lock, whose client-side future was dropped long ago). Migrations run
-/// before, without it.
+/// How the process uses its database connections.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Connections kept at most, shared by requests, the dispatcher, the
+    /// webhook worker and the change listener.
+    pub max_connections: u32,
+    /// How long a caller waits for a free (or re-established) connection;
+    /// while the database is away, requests fail after this, not later.
+    pub acquire_timeout: Duration,
+    /// On Postgres, the server stops any statement running longer (set to
+    /// the request deadline: no statement outlives the request that
+    /// started it, even one blocked on a lock, whose client-side future
+    /// was dropped long ago). Migrations run before, without it.
+    pub statement_timeout: Option<Duration>,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: None,
+        }
+    }
+}
+
+/// Like `connect`, with these pool settings.
 pub async fn connect_with(
     url: Option<&str>,
     data_dir: &Path,
-    statement_timeout: Option<Duration>,
+    settings: &PoolSettings,
 ) -> anyhow::Result<DatabaseConnection> {
     let url = match url {
         Some(url) if !url.is_empty() => url.to_string(),
@@ -28,7 +50,11 @@ pub async fn connect_with(
             format!("sqlite://{}?mode=rwc", file.display())
         }
     };
-    let db = open(&url, None).await?;
+    let migrating = PoolSettings {
+        statement_timeout: None,
+        ..settings.clone()
+    };
+    let db = open(&url, &migrating).await?;
     if db.get_database_backend() == DbBackend::Sqlite {
         // Readers do not block the writer (sqlx already enables foreign
         // keys and a busy timeout on each connection).
@@ -36,25 +62,26 @@ pub async fn connect_with(
         db.execute_unprepared("PRAGMA journal_mode=WAL;").await?;
     }
     migration::run_migrations(&db).await?;
-    match statement_timeout {
-        Some(timeout) if db.get_database_backend() == DbBackend::Postgres => {
+    match settings.statement_timeout {
+        Some(_) if db.get_database_backend() == DbBackend::Postgres => {
             let _ = db.close().await;
-            open(&url, Some(timeout)).await
+            open(&url, settings).await
         }
         _ => Ok(db),
     }
 }
 
-async fn open(
-    url: &str,
-    statement_timeout: Option<Duration>,
-) -> anyhow::Result<DatabaseConnection> {
+async fn open(url: &str, settings: &PoolSettings) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_string());
     options
+        .max_connections(settings.max_connections.max(1))
         .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(settings.acquire_timeout)
+        // A connection the server dropped (restart, failover) is noticed
+        // before it is handed out, not by the request that gets it.
+        .test_before_acquire(true)
         .sqlx_logging(false);
-    if let Some(timeout) = statement_timeout {
+    if let Some(timeout) = settings.statement_timeout {
         let value = format!("{}ms", timeout.as_millis().max(1));
         options.map_sqlx_postgres_opts(move |pg| {
             pg.application_name("dcs-api")

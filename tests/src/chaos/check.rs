@@ -479,10 +479,16 @@ impl Checker {
                 if let (Some(id), Some(state)) = (fields.first(), fields.last())
                     && (*state == "PAUSED" || *state == "PAUSING")
                 {
-                    let last = snapshots
-                        .iter()
-                        .filter(|(_, r)| r.container == *id)
-                        .map(|(s, r)| format!("{s} {}", r.status))
+                    let last = shared
+                        .rows(&format!(
+                            "SELECT id, status, coalesce(failure_reason, ''), finished_at \
+                             FROM snapshots WHERE container_id = '{id}' \
+                             ORDER BY created_at DESC LIMIT 3"
+                        ))
+                        .await
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|r| r.join(" "))
                         .collect::<Vec<_>>();
                     self.add(
                         &mut out,
@@ -490,11 +496,21 @@ impl Checker {
                             subject: id.to_string(),
                             invariant: "no desktop left paused",
                             detail: format!(
-                                "task {state} with nothing in flight; its snapshots: {}",
-                                last.join(", ")
+                                "task {state} with nothing in flight; its last snapshots: {}",
+                                last.join("; ")
                             ),
                         },
                     );
+                    // Reported once; resumed so the next rounds can use it.
+                    let (resumed, _, err) = ctr(shared, &["tasks", "resume", id]);
+                    shared.note(format!(
+                        "resumed the paused desktop {id} after reporting it{}",
+                        if resumed {
+                            String::new()
+                        } else {
+                            format!(" (failed: {err})")
+                        }
+                    ));
                 }
             }
         } else {

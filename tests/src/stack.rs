@@ -290,6 +290,25 @@ impl Api {
     }
 
     /// Waits until `check` holds on a query's data, or fails the test.
+    /// Waits until `token`'s caller sees container `id` running; returns it
+    /// as the `containers` query shows it.
+    pub async fn wait_for_running_container(&self, token: &str, id: &str) -> Value {
+        let wait = Duration::from_secs(90);
+        let data = self
+            .wait_for(token, documents::CONTAINERS, json!({}), wait, |d| {
+                d["containers"].as_array().is_some_and(|list| {
+                    list.iter()
+                        .any(|c| c["id"] == id && c["state"] == "running")
+                })
+            })
+            .await;
+        data["containers"]
+            .as_array()
+            .and_then(|list| list.iter().find(|c| c["id"] == id))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub async fn wait_for(
         &self,
         token: &str,

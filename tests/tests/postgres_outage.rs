@@ -49,13 +49,7 @@ async fn a_postgres_restart_mid_flow_costs_no_snapshot() {
     );
     let _agent = Agent::start(&env, &api, "node-pg", &ctr.namespace);
     let alice = api.token("alice", "speaker", &["workshop"]);
-    let wanted = desk.clone();
-    api.wait_for(&alice, documents::CONTAINERS, json!({}), WAIT, move |d| {
-        d["containers"]
-            .as_array()
-            .is_some_and(|l| l.iter().any(|c| c["id"] == wanted.as_str()))
-    })
-    .await;
+    api.wait_for_running_container(&alice, &desk).await;
     let mut events = api.subscribe(&alice, documents::EVENTS, json!({})).await;
 
     let target = format!("{}/workshops/alice/{}:pg", env.registry, ctr.namespace);

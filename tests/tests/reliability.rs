@@ -148,21 +148,7 @@ impl Stack {
     }
 
     async fn wait_for_container(&self, desk: &str) {
-        let desk = desk.to_string();
-        self.api
-            .wait_for(
-                &self.alice,
-                documents::CONTAINERS,
-                json!({}),
-                WAIT,
-                move |d| {
-                    d["containers"].as_array().is_some_and(|list| {
-                        list.iter()
-                            .any(|c| c["id"] == desk.as_str() && c["state"] == "running")
-                    })
-                },
-            )
-            .await;
+        self.api.wait_for_running_container(&self.alice, desk).await;
     }
 
     fn target(&self, tag: &str) -> String {

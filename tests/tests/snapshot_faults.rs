@@ -70,20 +70,8 @@ impl Stack {
     }
 
     async fn wait_for_container(&self) {
-        let desk = self.desk.clone();
         self.api
-            .wait_for(
-                &self.alice,
-                documents::CONTAINERS,
-                json!({}),
-                WAIT,
-                move |d| {
-                    d["containers"].as_array().is_some_and(|list| {
-                        list.iter()
-                            .any(|c| c["id"] == desk.as_str() && c["state"] == "running")
-                    })
-                },
-            )
+            .wait_for_running_container(&self.alice, &self.desk)
             .await;
     }
 

@@ -10,21 +10,7 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn wait_for_container(api: &Api, token: &str, id: &str) -> Value {
-    let data = api
-        .wait_for(token, documents::CONTAINERS, json!({}), WAIT, |d| {
-            d["containers"].as_array().is_some_and(|list| {
-                list.iter()
-                    .any(|c| c["id"] == id && c["state"] == "running")
-            })
-        })
-        .await;
-    data["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .cloned()
-        .unwrap()
+    api.wait_for_running_container(token, id).await
 }
 
 async fn wait_for_status(api: &Api, token: &str, id: &str, status: &str) -> Value {

@@ -757,13 +757,7 @@ async fn signatures_verify_with_the_reference_crate_during_rotation_too() {
 // ---------------------------------------------------------------------------
 
 async fn wait_for_container(api: &Api, token: &str, id: &str) {
-    api.wait_for(token, documents::CONTAINERS, json!({}), WAIT, |d| {
-        d["containers"].as_array().is_some_and(|list| {
-            list.iter()
-                .any(|c| c["id"] == id && c["state"] == "running")
-        })
-    })
-    .await;
+    api.wait_for_running_container(token, id).await;
 }
 
 async fn wait_for_final(api: &Api, token: &str, id: &str) -> Value {

@@ -16,6 +16,11 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 const MIB: usize = 1024 * 1024;
 
+/// The tests that measure time, CPU or memory run one at a time (the
+/// suite runs tests in parallel): a runaway request of one would take the
+/// cores another measures.
+static MEASURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn start_api(database: Option<&Database>, extra: &[&str]) -> Api {
     Api::start_with(
         ApiOptions {
@@ -159,6 +164,7 @@ fn graphql_code(body: &Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_1_gb_unauthenticated_body_is_refused_without_being_buffered() {
+    let _one_at_a_time = MEASURING.lock().await;
     let api = start_api(None, &[]).await;
     let pid = api.pid().expect("API pid");
     let before = memory_kb(pid, "VmRSS");
@@ -454,6 +460,7 @@ fn seed_chain(db: &Database, length: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_lineage_and_alias_amplified_lists_are_refused_within_100_ms() {
+    let _one_at_a_time = MEASURING.lock().await;
     let db = Database::fresh();
     let api = start_api(Some(&db), &[]).await;
     let newest = seed_chain(&db, 500);
@@ -576,6 +583,7 @@ async fn time_until_quiet(pid: u32, limit: Duration) -> Option<Duration> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_its_deadline_stops_its_work() {
+    let _one_at_a_time = MEASURING.lock().await;
     let db = Database::fresh();
     let mut extra = NO_COST_LIMITS.to_vec();
     extra.extend(["--request-timeout-seconds", "2"]);
@@ -704,6 +712,7 @@ async fn a_request_past_its_deadline_stops_its_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_runaway_request_exits_within_the_grace_period() {
+    let _one_at_a_time = MEASURING.lock().await;
     let db = Database::fresh();
     let mut extra = NO_COST_LIMITS.to_vec();
     extra.extend([

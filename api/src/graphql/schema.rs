@@ -76,3 +76,55 @@ const MAX_FIELD_COMPLEXITY: usize = 1_000_000_000;
 pub fn sdl() -> String {
     build_schema(None, SchemaLimits::default()).sdl()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_complexity_multiplies_and_never_overflows() {
+        assert_eq!(list_complexity(100, 1), 100);
+        assert_eq!(list_complexity(100, 100), 10_000);
+        assert_eq!(list_complexity(-5, 10), 0);
+        // `first` beyond the maximum counts as the maximum.
+        assert_eq!(list_complexity(i32::MAX, 1), 1_000);
+        assert_eq!(list_complexity(1_000, usize::MAX), MAX_FIELD_COMPLEXITY);
+    }
+
+    /// Refused by validation, before any resolver runs (this schema has no
+    /// state: a resolver would answer UNAVAILABLE instead).
+    #[tokio::test]
+    async fn nested_and_aliased_lists_are_too_complex() {
+        let schema = build_schema(None, SchemaLimits::default());
+        let id = "00000000-0000-0000-0000-000000000000";
+        let aliased: String = (0..50)
+            .map(|i| format!("a{i}: snapshot(id: \"{id}\") {{ ancestors(first: 1000) {{ id }} }} "))
+            .collect();
+        for query in [
+            format!("{{ snapshot(id: \"{id}\") {{ ancestors {{ ancestors {{ id }} }} }} }}"),
+            format!(
+                "{{ snapshot(id: \"{id}\") {{ descendants(first: 1000) {{ ancestors(first: 3) {{ id }} }} }} }}"
+            ),
+            format!("{{ {aliased} }}"),
+        ] {
+            let response = schema.execute(query.as_str()).await;
+            let message = response
+                .errors
+                .first()
+                .map(|e| e.message.clone())
+                .unwrap_or_default();
+            assert!(message.contains("too complex"), "{query}: {message}");
+        }
+        // A flat list of the maximum length is fine.
+        let flat = format!("{{ snapshot(id: \"{id}\") {{ ancestors(first: 1000) {{ id }} }} }}");
+        let response = schema.execute(flat.as_str()).await;
+        assert!(
+            response
+                .errors
+                .iter()
+                .all(|e| !e.message.contains("too complex")),
+            "{:?}",
+            response.errors
+        );
+    }
+}

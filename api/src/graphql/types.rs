@@ -280,16 +280,18 @@ impl Snapshot {
     ) -> Result<Vec<Snapshot>> {
         let who = principal(ctx)?;
         let state = state(ctx)?;
-        // Lists of cached lists resolve without ever waiting: give the
-        // runtime a turn now and then, or the request's deadline, its
-        // client's departure and SIGTERM are not noticed until it ends.
-        tokio::task::consume_budget().await;
         let loader = ctx.data::<AncestorsOf>()?;
         let key = LineageKey {
             root: self.0.id,
             first: first as usize,
         };
         let chain = loader.load_one(key).await?.unwrap_or_default();
+        // Lists of cached lists resolve without ever waiting: give the
+        // runtime a turn now and then, or the request's deadline, its
+        // client's departure and SIGTERM are not noticed until it ends.
+        // (After the load, so that every row of a list has asked for its
+        // lineage before the loader's batch leaves: one query per list.)
+        tokio::task::consume_budget().await;
         Ok(visible(state, who, chain))
     }
 
@@ -305,13 +307,13 @@ impl Snapshot {
     ) -> Result<Vec<Snapshot>> {
         let who = principal(ctx)?;
         let state = state(ctx)?;
-        tokio::task::consume_budget().await;
         let loader = ctx.data::<DescendantsOf>()?;
         let key = LineageKey {
             root: self.0.id,
             first: first as usize,
         };
         let all = loader.load_one(key).await?.unwrap_or_default();
+        tokio::task::consume_budget().await;
         Ok(visible(state, who, all))
     }
 }

@@ -3,6 +3,7 @@ use async_graphql::{Context, ID, InputObject, Object, Result};
 use crate::errors::ApiError;
 use crate::graphql::context::{principal, state};
 use crate::graphql::types::{PageInfo, Snapshot, SnapshotConnection, SnapshotEdge, SnapshotStatus};
+use crate::service::lineage;
 use crate::service::snapshots::{self, Cursor, SnapshotFilter};
 
 #[derive(Default)]
@@ -49,6 +50,66 @@ async fn prefetch_lineage(ctx: &Context<'_>, rows: &[entity::snapshot::Model]) -
     Ok(())
 }
 
+/// The `first` of each `ancestors` / `descendants` the page's nodes ask
+/// for (aliases may ask with several), from the query itself.
+fn lineage_lengths(ctx: &Context<'_>, field: &str) -> Vec<usize> {
+    let mut lengths: Vec<usize> = ctx
+        .look_ahead()
+        .field("edges")
+        .field("node")
+        .field(field)
+        .selection_fields()
+        .iter()
+        .map(|f| {
+            f.arguments()
+                .ok()
+                .and_then(|args| {
+                    args.iter()
+                        .find(|(name, _)| name.as_str() == "first")
+                        .and_then(|(_, value)| match value {
+                            async_graphql::Value::Number(n) => n.as_u64(),
+                            _ => None,
+                        })
+                })
+                .map_or(lineage::DEFAULT_FIRST, |n| n as usize)
+        })
+        .filter(|n| (1..=lineage::MAX_FIRST).contains(n))
+        .collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    lengths
+}
+
+/// Loads the lineage lists the page's nodes will ask for, one recursive
+/// query per field and length, and hands them to the request's loaders:
+/// left to the loaders' batching window, the rows of a page on a busy
+/// machine ask in several batches (one query each).
+async fn prefetch_lineage_lists(ctx: &Context<'_>, ids: &[uuid::Uuid]) -> Result<()> {
+    use crate::graphql::loaders::{AncestorsOf, DescendantsOf, LineageKey};
+    let state = state(ctx)?;
+    let keyed = |first: usize, mut lists: std::collections::HashMap<uuid::Uuid, _>| {
+        ids.iter()
+            .map(|id| {
+                let key = LineageKey { root: *id, first };
+                (key, lists.remove(id).unwrap_or_default())
+            })
+            .collect::<Vec<(LineageKey, Vec<entity::snapshot::Model>)>>()
+    };
+    if let Some(loader) = ctx.data_opt::<AncestorsOf>() {
+        for first in lineage_lengths(ctx, "ancestors") {
+            let lists = lineage::ancestors(state, ids, first).await?;
+            loader.feed_many(keyed(first, lists)).await;
+        }
+    }
+    if let Some(loader) = ctx.data_opt::<DescendantsOf>() {
+        for first in lineage_lengths(ctx, "descendants") {
+            let lists = lineage::descendants(state, ids, first).await?;
+            loader.feed_many(keyed(first, lists)).await;
+        }
+    }
+    Ok(())
+}
+
 #[Object]
 impl SnapshotsQuery {
     async fn snapshot(&self, ctx: &Context<'_>, id: ID) -> Result<Snapshot> {
@@ -83,6 +144,8 @@ impl SnapshotsQuery {
         )
         .await?;
         prefetch_lineage(ctx, &rows).await?;
+        let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.id).collect();
+        prefetch_lineage_lists(ctx, &ids).await?;
         let edges: Vec<SnapshotEdge> = rows
             .into_iter()
             .map(|row| SnapshotEdge {

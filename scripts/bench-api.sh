@@ -283,14 +283,24 @@ printf '%s\n' "-Dns=workshop" "-Downer=alice" >"$WORK/containers.vars"
 
 # --- runners -----------------------------------------------------------------------------
 # Results: "case|clients" -> "req/s p50 p99"; pgbench the same.
-declare -A API_R PGB_R NOTE PG_NOTE
+declare -A API_R PGB_R NOTE PG_NOTE CPU
+# The API's CPU time per request (user + system, /proc/<pid>/stat): on a shared machine
+# throughput follows the neighbours' load, the cost of a request much less so.
+TICK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$API_PID/stat"; }
+cpu_start() { CPU0=$(cpu_ticks); }
+cpu_per() { # key count
+    CPU[$1]=$(awk -v a="$CPU0" -v b="$(cpu_ticks)" -v n="$2" -v t="$TICK" 'BEGIN { printf "%.2f", (n > 0) ? (b - a) * 1000 / t / n : 0 }')
+}
 run_wrk() { # case clients seconds -> RESULT="rps p50 p99"
     local threads=$(($2 < 2 ? $2 : 2)) line _ n us p50 p99 sock status gql
+    cpu_start
     line=$(BENCH_BODY_FILE=$WORK/$1.json BENCH_TOKEN=${TOKEN[$1]} \
         wrk -t "$threads" -c "$2" -d "${3}s" --timeout 10s -s "$HERE/graphql.lua" "$API/graphql" |
         tee -a "$WORK/wrk.log" | grep '^WRK ') || die "wrk gave no result for $1 at $2"
     # WRK requests duration_us p50 p99 socket non2xx gql
     read -r _ n us p50 p99 sock status gql <<<"$line"
+    cpu_per "$1|$2" "$n"
     if ((sock + status + gql > 0)); then
         NOTE[$1|$2]="errors: $sock socket, $status non-2xx, $gql GraphQL"
     fi
@@ -342,9 +352,11 @@ done
 RATE=$((PEAK / 2))
 ((RATE > 0)) || die "no throughput measured"
 log "open loop: snapshots at $RATE req/s with 200 connections (${DURATION}s); pgbench -R"
+cpu_start
 "$HELPER" load --url "$API/graphql" --token "$ADMIN" --body-file "$WORK/snapshots.json" \
     --rate "$RATE" --connections 200 --seconds "$DURATION" >"$WORK/open.json" 2>"$WORK/open.log" ||
     die "the open-loop generator failed: $(tail -5 "$WORK/open.log")"
+cpu_per "open|200" "$(jq -r .requests "$WORK/open.json")"
 API_R[open|200]=$(jq -r '"\(.rps | floor) \(.p50Ms) \(.p99Ms)"' "$WORK/open.json")
 OPEN_ERR=$(jq -r .errors "$WORK/open.json")
 ((OPEN_ERR > 0)) && NOTE[open|200]="$OPEN_ERR errors, first: $(jq -r .firstError "$WORK/open.json" | head -c 200)"
@@ -356,9 +368,11 @@ ORDER+=("open|200")
 
 # --- createSnapshot bursts ----------------------------------------------------------------
 log "createSnapshot: $BURSTS bursts of $BURST concurrent calls"
+cpu_start
 "$HELPER" create --api "$API" --token "$ADMIN" --first-container 100 --containers 900 \
     --concurrency "$BURST" --count "$((BURST * BURSTS))" --pause-ms 2000 >"$WORK/create.json" 2>"$WORK/create.log" ||
     die "the burst writer failed: $(tail -5 "$WORK/create.log")"
+cpu_per "create|$BURST" "$(jq -r .requests "$WORK/create.json")"
 API_R[create|$BURST]=$(jq -r '"\(.rps | floor) \(.p50Ms) \(.p99Ms)"' "$WORK/create.json")
 CREATE_ERR=$(jq -r .errors "$WORK/create.json")
 ((CREATE_ERR > 0)) && NOTE[create|$BURST]="$CREATE_ERR errors, first: $(jq -r .firstError "$WORK/create.json" | head -c 200)"
@@ -377,6 +391,7 @@ for _ in $(seq 600); do
     sleep 0.1
 done
 [[ -s $WORK/subscribed ]] || die "the subscriptions were not all open after 60 s"
+cpu_start
 EXTRA_RATE=$(awk -v a="$SUB_RATE" -v b="$WRITE_RATE" 'BEGIN { r = a - b; print (r > 0) ? r : 0 }')
 if [[ $EXTRA_RATE != 0 ]]; then
     "$HELPER" create --api "$API" --token "$ADMIN" --first-container 100 --containers 900 \
@@ -388,6 +403,7 @@ sleep 3 # the last jobs' events
 kill -TERM "$SUB_PID"
 wait "$SUB_PID" || die "the subscribers failed: $(tail -5 "$WORK/subscribe.log")"
 SUB=$(cat "$WORK/subscribe.json")
+cpu_per "subscribe|$SUBSCRIBERS" "$(jq -r '.deliveries + .outsideWindow' <<<"$SUB")"
 SUB_EVENTS=$(jq -r .events <<<"$SUB")
 SUB_MISSING=$(jq -r .missing <<<"$SUB")
 SUB_ERRORS=$(jq -r .errors <<<"$SUB")
@@ -413,7 +429,8 @@ echo
 echo "API load benchmark ($(nproc) cores; load average $LOAD_START at the start, $LOAD_END at the end;"
 echo "$ROWS snapshots, ${DURATION}s per run, background writes $WRITE_RATE snapshots/s; $(date -u +%FT%TZ))"
 echo
-printf '%-11s %8s %9s %9s %9s %12s %7s  %s\n' case clients "req/s" "p50 ms" "p99 ms" "pgbench r/s" ratio ""
+printf '%-11s %8s %9s %9s %9s %12s %7s %8s  %s\n' case clients "req/s" "p50 ms" "p99 ms" "pgbench r/s" ratio "API CPU" ""
+printf '%-11s %8s %9s %9s %9s %12s %7s %8s  %s\n' "" "" "" "" "" "" "" "ms/req" ""
 for key in "${ORDER[@]}"; do
     read -r rps p50 p99 <<<"${API_R[$key]}"
     pg="-" ratio="-" note=""
@@ -425,13 +442,16 @@ for key in "${ORDER[@]}"; do
     for extra in "${NOTE[$key]:-}" "${PG_NOTE[$key]:-}"; do
         [[ -n $extra ]] && note="${note:+$note; }$extra"
     done
-    printf '%-11s %8s %9s %9s %9s %12s %7s  %s\n' "${key%|*}" "${key#*|}" "$rps" "$p50" "$p99" "$pg" "$ratio" "$note"
+    printf '%-11s %8s %9s %9s %9s %12s %7s %8s  %s\n' "${key%|*}" "${key#*|}" "$rps" "$p50" "$p99" "$pg" "$ratio" \
+        "${CPU[$key]:--}" "$note"
 done
 echo
 echo "open: $RATE req/s (half the best closed-loop rate, $PEAK req/s) over at most 200 connections, latency"
 echo "from each request's due time (no coordinated omission); pgbench -R $RATE -c 200 (latency includes the"
 echo "schedule lag)."
 echo "create: bursts of $BURST concurrent createSnapshot; req/s over the bursts themselves."
+echo "API CPU: the dcs-api process's CPU time over the run per request (subscribe: per delivery, the"
+echo "writes that caused them included)."
 echo "subscribe: req/s = deliveries per second; p50/p99 from the event's at to its arrival; events of the"
 echo "window from all sockets subscribed to 3 s before the end count."
 echo "Writes during the run: $WRITES; fake agent: $AGENT."

@@ -138,6 +138,8 @@ pub(crate) async fn worker(
     options: Options,
 ) {
     let mut n = 0u64;
+    // Noted once per run of failures.
+    let mut failing = false;
     while creating.load(Ordering::Relaxed) {
         n += 1;
         // Mostly small changes, some of a few MiB.
@@ -151,7 +153,14 @@ pub(crate) async fn worker(
             .chance(options.cancel_chance)
             .then(|| rng.range(0, 1500));
         let first_replica = rng.below(2) as usize;
-        if let Err(e) = change(&shared, &desk, kib, n).await {
+        let changed = change(&shared, &desk, kib, n).await;
+        let first_failure = changed.is_err() && !failing;
+        failing = changed.is_err();
+        if let Err(e) = changed {
+            if !first_failure {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
             // Paused with nothing of it in flight: an agent still works on
             // a job the API has already ended.
             let last = shared

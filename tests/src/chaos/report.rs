@@ -219,9 +219,27 @@ impl fmt::Display for Report {
             )?;
         }
         if !self.notes.is_empty() {
-            writeln!(f, "notes ({}):", self.notes.len())?;
+            // The same note (first line, times aside) counted once.
+            let mut grouped: BTreeMap<String, usize> = BTreeMap::new();
             for n in &self.notes {
-                writeln!(f, "  - {}", n.lines().next().unwrap_or(""))?;
+                let first = n.lines().next().unwrap_or("");
+                let key: String = first
+                    .split_whitespace()
+                    .filter(|w| {
+                        !w.contains(':') || !w.chars().next().is_some_and(|c| c.is_ascii_digit())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                *grouped.entry(key).or_default() += 1;
+            }
+            writeln!(
+                f,
+                "notes ({}, {} distinct):",
+                self.notes.len(),
+                grouped.len()
+            )?;
+            for (n, count) in grouped.iter().take(30) {
+                writeln!(f, "  - {count} x {n}")?;
             }
         }
         if !self.warnings.is_empty() {

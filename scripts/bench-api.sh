@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: the GraphQL API under load, side by side with Postgres running the same SQL.
 #
-#   scripts/bench-api.sh            # full run (about 15 minutes on 2 cores)
-#   scripts/bench-api.sh --quick    # a few seconds per case, 10,000 rows (CI-sized)
+#   scripts/bench-api.sh            # full run (about 8 minutes on 2 cores, after the builds)
+#   scripts/bench-api.sh --quick    # a few seconds per case, 10,000 rows (about 2 minutes)
 #
 # Installs what is missing (Debian's wrk, and postgresql-15 for pgbench), builds the
 # release `dcs-api` and the helpers in scripts/bench-api/helper, starts a private PostgreSQL 15 (initdb in a

@@ -673,7 +673,7 @@ pub async fn run(options: Options) -> Result<Report, String> {
         let settle =
             check::settle(&shared, parts_back, options.terminal_bound, &checker.stuck).await;
         settle_max = settle_max.max(settle.took);
-        checker.not_final(&settle.stuck);
+        let stuck = checker.not_final(&settle.stuck);
         // A desktop whose snapshot never ends cannot take another one (the
         // API refuses a second in flight): the next rounds use a new one.
         for (_, _, container) in &settle.stuck {
@@ -694,7 +694,8 @@ pub async fn run(options: Options) -> Result<Report, String> {
             wait_known(&shared, &desktops).await?;
         }
         check::wait_deliveries(&shared, &endpoint, &receiver, Duration::from_secs(60)).await;
-        let fresh = checker.check(&shared, &receiver).await;
+        let mut fresh = stuck;
+        fresh.extend(checker.check(&shared, &receiver).await);
         println!(
             "round {round}/{rounds}: {} crash points, {:.0} s, settled in {:.1} s, {} snapshots so far, {} new violations{}",
             end - start,

@@ -773,6 +773,12 @@ pub async fn run(options: Options) -> Result<Report, String> {
     drop(ctr);
     let pg = shared.pg.clone();
     let _ = tokio::task::spawn_blocking(move || pg.lock().expect("pg").stop()).await;
+    // The binaries' copies are large; the database is kept for a look only
+    // when something broke (start it with `pg_ctl -D <dir>/pgdata`).
+    let _ = std::fs::remove_dir_all(dir.join("bin"));
+    if report.violations.is_empty() && report.warnings.is_empty() {
+        let _ = std::fs::remove_dir_all(dir.join("pgdata"));
+    }
     Ok(report)
 }
 

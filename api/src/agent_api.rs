@@ -11,16 +11,13 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::routing::post;
 use axum::{Json, Router};
-use dcs_protocol::token::API_AUDIENCE;
+use dcs_protocol::token::{AGENT_ISSUER, API_AUDIENCE};
 use dcs_protocol::{Ack, Heartbeat, Inventory, JobEvent, Registration, api_paths};
 
 use crate::auth::review_limit::{Decision, ReviewLimiter};
 use crate::errors::{ApiError, ApiResult, Code};
 use crate::service::{agent_events, containers, nodes};
 use crate::state::AppState;
-
-/// Issuer of agents' tokens.
-pub const AGENT_ISSUER: &str = "dcs-agent";
 
 /// An authenticated agent: the node its token names.
 pub struct AgentNode(pub String);

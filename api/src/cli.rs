@@ -12,7 +12,8 @@ use crate::auth::policy::Policy;
 use crate::auth::{JwtSigner, JwtVerifier, Role, parse_algorithm};
 use crate::config::{AuthArgs, ServeArgs};
 use crate::graphql::{SchemaLimits, build_schema, sdl};
-use crate::state::{AppState, Shared};
+use crate::startup::StateBuilder;
+use crate::webhooks::settings::WebhookSettings;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -147,40 +148,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
-    let state = AppState::new(Shared {
-        db: db.clone(),
-        verifier,
-        policy: Policy {
+    let webhooks = webhook_settings(&args)?;
+    let kubernetes = if args.kubernetes || args.kubernetes_api_url.is_some() {
+        Some(
+            crate::kubernetes::Kubernetes::connect(
+                args.kubernetes_api_url.as_deref(),
+                &args.agent_token_audience,
+                &args.agent_service_account,
+            )
+            .await
+            .context("connecting to the Kubernetes API")?,
+        )
+    } else {
+        None
+    };
+    let state = StateBuilder::new(db, verifier, agent_secret)
+        .policy(Policy {
             speaker_prefixes: args.speaker_repository_prefixes.clone(),
             access_scope: args.access_scope,
-        },
-        agent_secret,
-        bus: crate::bus::Bus::for_database(&db),
-        metrics: crate::metrics::Metrics::new(),
-        dispatch_wakeup: tokio::sync::Notify::new(),
-        agent_timeout: Duration::from_secs(args.agent_timeout_seconds),
-        agents: reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?,
-        webhooks: webhook_settings(&args)?,
-        agent_call_token_file: args.agent_call_token_file.clone(),
-        kubernetes: if args.kubernetes || args.kubernetes_api_url.is_some() {
-            Some(
-                crate::kubernetes::Kubernetes::connect(
-                    args.kubernetes_api_url.as_deref(),
-                    &args.agent_token_audience,
-                    &args.agent_service_account,
-                )
-                .await
-                .context("connecting to the Kubernetes API")?,
-            )
-        } else {
-            None
-        },
-        webhook_wakeup: tokio::sync::Notify::new(),
-    });
+        })
+        .agent_timeout(Duration::from_secs(args.agent_timeout_seconds))
+        .agent_call_token_file(args.agent_call_token_file.clone())
+        .webhooks(webhooks)
+        .kubernetes(kubernetes)
+        .build()?;
     let schema = build_schema(
         Some(state.clone()),
         SchemaLimits {
@@ -267,22 +258,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn webhook_settings(args: &ServeArgs) -> anyhow::Result<crate::webhooks::worker::WebhookSettings> {
-    use crate::webhooks::ssrf::{EgressPolicy, client};
-    let policy = std::sync::Arc::new(
-        EgressPolicy::new(args.webhook_allow_http, args.webhook_allow.iter())
-            .context("--webhook-allow")?,
-    );
-    let timeout = Duration::from_secs(args.webhook_timeout_seconds.max(1));
-    Ok(crate::webhooks::worker::WebhookSettings {
-        client: client(policy.clone(), timeout)?,
+fn webhook_settings(args: &ServeArgs) -> anyhow::Result<WebhookSettings> {
+    let policy = crate::webhooks::ssrf::EgressPolicy::new(
+        args.webhook_allow_http,
+        args.webhook_allow.iter(),
+    )
+    .context("--webhook-allow")?;
+    Ok(WebhookSettings::new(
         policy,
-        claim: Duration::from_secs(
+        Duration::from_secs(args.webhook_timeout_seconds.max(1)),
+        Duration::from_secs(
             args.webhook_claim_seconds
                 .max(args.webhook_timeout_seconds + 1),
         ),
-        schedule_scale: args.webhook_schedule_scale.clamp(0.0, 1.0),
-    })
+        args.webhook_schedule_scale.clamp(0.0, 1.0),
+    )?)
 }
 
 async fn wait_for_signal() {

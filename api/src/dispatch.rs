@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use dcs_protocol::{FailureCode, JobRequest, agent_paths};
+use dcs_protocol::{FailureCode, JobRequest};
 use entity::prelude::*;
 use entity::{NodeState, SnapshotStatus, snapshot};
 use sea_orm::sea_query::LockBehavior;
@@ -20,14 +20,13 @@ use sea_orm::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::service::agent_events::{fail_snapshots, record_event};
+use crate::service::agent_calls::cancel_on_agent;
+use crate::service::agent_events::fail_snapshots;
 use crate::service::nodes;
 use crate::service::snapshots::JobOptions;
 use crate::service::transitions::{self, Expected};
 use crate::state::AppState;
 
-/// Issuer of the tokens the API gives agents.
-pub const API_ISSUER: &str = "dcs-api";
 /// How long a claim on a job lasts before another replica may retry it.
 const CLAIM: Duration = Duration::from_secs(30);
 const BATCH: u64 = 16;
@@ -139,18 +138,7 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
         message: job.message.clone(),
         last_event_seq: job.last_event_seq.max(0) as u64,
     };
-    let token = state.agent_token(&node.name);
-    let response = state
-        .agents
-        .post(format!(
-            "{}{}",
-            node.url.trim_end_matches('/'),
-            agent_paths::JOBS
-        ))
-        .bearer_auth(token)
-        .json(&request)
-        .send()
-        .await;
+    let response = state.agents.send_job(&node.name, &node.url, &request).await;
     let attempts = job.dispatch_attempts + 1;
     let mut row: snapshot::ActiveModel = job.clone().into();
     row.dispatch_attempts = Set(attempts);
@@ -275,37 +263,6 @@ async fn fail_with(state: &AppState, job: snapshot::Model, code: FailureCode, re
             }
         }
         Err(e) => tracing::warn!(error = ?e, "recording a failure failed"),
-    }
-}
-
-/// Asks the agent running a snapshot to cancel it; the result comes back
-/// as the agent's event. Best effort: an unreachable agent is logged.
-pub async fn cancel_on_agent(state: &AppState, job: &snapshot::Model) {
-    let Ok(Some(node)) = Node::find_by_id(job.node.clone()).one(&state.db).await else {
-        return;
-    };
-    let token = state.agent_token(&node.name);
-    let url = format!(
-        "{}{}/{}",
-        node.url.trim_end_matches('/'),
-        agent_paths::JOBS,
-        job.id
-    );
-    match state.agents.delete(url).bearer_auth(token).send().await {
-        Ok(r) if r.status().is_success() => {
-            let _ = record_event(
-                &state.db,
-                job,
-                None,
-                "CANCEL_REQUESTED",
-                &serde_json::json!({}),
-            )
-            .await;
-        }
-        Ok(r) => {
-            tracing::warn!(snapshot = %job.id, status = %r.status(), "agent refused the cancel")
-        }
-        Err(e) => tracing::warn!(snapshot = %job.id, error = %e, "agent unreachable for cancel"),
     }
 }
 

@@ -7,6 +7,7 @@
 //! sent. `anyhow` appears only in `cli` and background tasks.
 
 pub mod agent_api;
+pub mod agents;
 pub mod auth;
 pub mod bus;
 pub mod cli;
@@ -21,5 +22,6 @@ pub mod kubernetes;
 pub mod metrics;
 pub mod random;
 pub mod service;
+pub mod startup;
 pub mod state;
 pub mod webhooks;

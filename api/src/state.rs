@@ -1,4 +1,6 @@
-//! What every request handler and background task shares.
+//! What every request handler and background task shares. Built by
+//! [`crate::startup`]; depends only on leaf modules, so that anything may
+//! depend on it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,10 +9,13 @@ use dcs_protocol::token::SharedSecret;
 use sea_orm::DatabaseConnection;
 use tokio::sync::Notify;
 
+use crate::agents::AgentClient;
 use crate::auth::JwtVerifier;
 use crate::auth::policy::Policy;
-use crate::bus::Bus;
+use crate::bus::{Bus, SnapshotChange};
+use crate::kubernetes::Kubernetes;
 use crate::metrics::Metrics;
+use crate::webhooks::settings::WebhookSettings;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
@@ -19,7 +24,7 @@ pub struct Shared {
     pub db: DatabaseConnection,
     pub verifier: JwtVerifier,
     pub policy: Policy,
-    /// Signs tokens to agents and checks theirs.
+    /// Checks agents' tokens (the agent client signs the API's own).
     pub agent_secret: SharedSecret,
     pub bus: Bus,
     pub metrics: Metrics,
@@ -27,46 +32,25 @@ pub struct Shared {
     pub dispatch_wakeup: Notify,
     /// An agent silent for this long is lost; its running jobs fail.
     pub agent_timeout: Duration,
-    /// Client for calls to agents.
-    pub agents: reqwest::Client,
-    pub webhooks: crate::webhooks::worker::WebhookSettings,
+    /// Calls to agents.
+    pub agents: AgentClient,
+    pub webhooks: WebhookSettings,
     /// Pod-name targeting and agents' service-account tokens; `None` when
     /// the API runs outside Kubernetes.
-    pub kubernetes: Option<crate::kubernetes::Kubernetes>,
-    /// In a cluster: the API's projected service-account token for calls
-    /// to agents (re-read at every call: kubelet rotates it).
-    pub agent_call_token_file: Option<std::path::PathBuf>,
+    pub kubernetes: Option<Kubernetes>,
     /// Wakes the webhook worker when a delivery is queued.
     pub webhook_wakeup: Notify,
 }
 
 impl AppState {
-    /// The bearer token for a call to the agent of `node`.
-    pub fn agent_token(&self, node: &str) -> String {
-        if let Some(path) = &self.agent_call_token_file {
-            match std::fs::read_to_string(path) {
-                Ok(token) => return token.trim().to_string(),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e,
-                    "cannot read the service-account token; using the shared secret"),
-            }
-        }
-        self.agent_secret.sign(
-            crate::dispatch::API_ISSUER,
-            dcs_protocol::token::AGENT_AUDIENCE,
-            node,
-        )
-    }
-
     pub fn new(shared: Shared) -> Self {
         Self(Arc::new(shared))
     }
-}
 
-impl AppState {
     /// Tells everyone who follows snapshots about a committed change:
     /// subscribers, metrics, and the webhook worker (the change may have
     /// queued deliveries).
-    pub fn announce(&self, change: crate::bus::SnapshotChange, status_changed: bool) {
+    pub fn announce(&self, change: SnapshotChange, status_changed: bool) {
         if status_changed {
             self.metrics.count_status(change.status);
         }

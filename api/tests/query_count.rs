@@ -13,7 +13,7 @@ use std::time::Duration;
 use api::auth::policy::Policy;
 use api::auth::{JwtSigner, JwtVerifier, Role};
 use api::graphql::{SchemaLimits, build_schema};
-use api::state::{AppState, Shared};
+use api::state::AppState;
 use chrono::{DateTime, Utc};
 use dcs_protocol::token::SharedSecret;
 use entity::{SnapshotStatus, snapshot};
@@ -79,33 +79,14 @@ async fn app() -> App {
         "dcs-api",
     )
     .expect("verifier");
-    let state = AppState::new(Shared {
-        db,
-        verifier,
-        policy: Policy {
-            speaker_prefixes: vec!["registry.test/workshops/{sub}".into()],
-            ..Policy::default()
-        },
-        agent_secret: SharedSecret::new(vec![b'a'; 40]).unwrap(),
-        bus: api::bus::Bus::new(),
-        metrics: api::metrics::Metrics::new(),
-        dispatch_wakeup: tokio::sync::Notify::new(),
-        agent_timeout: Duration::from_secs(20),
-        agents: reqwest::Client::builder().build().expect("HTTP client"),
-        webhooks: {
-            use api::webhooks::ssrf::{EgressPolicy, client};
-            let policy = Arc::new(EgressPolicy::default());
-            api::webhooks::worker::WebhookSettings {
-                client: client(policy.clone(), Duration::from_secs(5)).expect("webhook client"),
-                policy,
-                claim: Duration::from_secs(30),
-                schedule_scale: 1.0,
-            }
-        },
-        kubernetes: None,
-        agent_call_token_file: None,
-        webhook_wakeup: tokio::sync::Notify::new(),
-    });
+    let state =
+        api::startup::StateBuilder::new(db, verifier, SharedSecret::new(vec![b'a'; 40]).unwrap())
+            .policy(Policy {
+                speaker_prefixes: vec!["registry.test/workshops/{sub}".into()],
+                ..Policy::default()
+            })
+            .build()
+            .expect("shared state");
     let signer = JwtSigner::new(
         api::auth::parse_algorithm("HS256").expect("HS256"),
         Some(Path::new(&secret)),

@@ -377,7 +377,7 @@ async fn probe(args: ProbeArgs) -> Result<(), String> {
         .build()
         .map_err(|e| fail(e.to_string()))?;
     let token = secret.sign(
-        crate::serve::API_ISSUER,
+        dcs_protocol::token::API_ISSUER,
         dcs_protocol::token::AGENT_AUDIENCE,
         &args.node_name,
     );

@@ -9,6 +9,10 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+/// Issuer named in the tokens the API signs for agents.
+pub const API_ISSUER: &str = "dcs-api";
+/// Issuer named in the tokens agents sign for the API.
+pub const AGENT_ISSUER: &str = "dcs-agent";
 /// Audience of tokens the API presents to agents.
 pub const AGENT_AUDIENCE: &str = "dcs-agent";
 /// Audience of tokens agents present to the API.

@@ -1,6 +1,7 @@
 //! The operations behind the GraphQL resolvers and the agent callbacks.
 //! Each takes the shared state and returns domain errors with stable codes.
 
+pub mod agent_calls;
 pub mod agent_events;
 pub mod audit;
 pub mod containers;

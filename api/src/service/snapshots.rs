@@ -408,11 +408,11 @@ pub async fn cancel(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<sn
             state.announce(change, true);
             "cancelled"
         } else {
-            crate::dispatch::cancel_on_agent(state, &get(state, who, id).await?).await;
+            super::agent_calls::cancel_on_agent(state, &get(state, who, id).await?).await;
             "requested"
         }
     } else {
-        crate::dispatch::cancel_on_agent(state, &current).await;
+        super::agent_calls::cancel_on_agent(state, &current).await;
         "requested"
     };
     audit::record(

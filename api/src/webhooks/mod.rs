@@ -9,6 +9,7 @@ pub mod endpoints;
 pub mod events;
 pub mod outbox;
 pub mod schedule;
+pub mod settings;
 pub mod signing;
 pub mod ssrf;
 pub mod worker;

@@ -20,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::schedule;
 use super::signing::signature_header;
-use super::ssrf::EgressPolicy;
 use crate::state::AppState;
 
 /// Deliveries claimed at once.
@@ -31,19 +30,6 @@ const CONCURRENCY: usize = 128;
 const POLL: Duration = Duration::from_millis(250);
 /// Bytes of a response kept in the attempt log.
 const EXCERPT: usize = 1024;
-
-/// How the worker sends.
-pub struct WebhookSettings {
-    pub policy: Arc<EgressPolicy>,
-    /// A client that resolves names through the egress policy, follows no
-    /// redirects and gives up after the attempt timeout.
-    pub client: reqwest::Client,
-    /// How long a claimed delivery is reserved for its sender; longer than
-    /// the attempt timeout.
-    pub claim: Duration,
-    /// 1.0 in production; tests shrink the retry schedule.
-    pub schedule_scale: f64,
-}
 
 /// Runs until `stop`.
 pub async fn run(state: AppState, stop: CancellationToken) {

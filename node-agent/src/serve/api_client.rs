@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use dcs_protocol::token::{API_AUDIENCE, SharedSecret};
+use dcs_protocol::token::{AGENT_ISSUER, API_AUDIENCE, SharedSecret};
 use dcs_protocol::{
     Ack, ContainerSummary, Heartbeat, Inventory, JobEvent, Registration, api_paths,
 };
@@ -13,9 +13,6 @@ use uuid::Uuid;
 
 use super::inventory;
 use super::jobs::Jobs;
-
-/// Issuer name in the tokens agents sign.
-pub const AGENT_ISSUER: &str = "dcs-agent";
 
 #[derive(Clone)]
 pub struct ApiClient {

@@ -11,7 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use dcs_protocol::token::{AGENT_AUDIENCE, SharedSecret};
+use dcs_protocol::token::{AGENT_AUDIENCE, API_ISSUER, SharedSecret};
 use dcs_protocol::{JobRequest, agent_paths};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -20,9 +20,6 @@ use uuid::Uuid;
 use super::jobs::{Jobs, SubmitError};
 use super::metrics::Metrics;
 use crate::containerd::Containerd;
-
-/// Issuer the agent expects in the API's tokens.
-pub const API_ISSUER: &str = "dcs-api";
 
 #[derive(Clone)]
 pub struct AppState {

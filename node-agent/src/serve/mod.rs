@@ -32,7 +32,6 @@ use crate::containerd::Containerd;
 use crate::registry::RegistryOptions;
 
 pub use api_client::ApiClient;
-pub use http::API_ISSUER;
 
 /// Settings of the service, read once at start-up.
 #[derive(Debug, Clone)]

@@ -1,0 +1,37 @@
+//! How the delivery worker sends: a leaf the shared state can hold without
+//! depending on the worker that reads it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::ssrf::{EgressPolicy, client};
+
+pub struct WebhookSettings {
+    pub policy: Arc<EgressPolicy>,
+    /// A client that resolves names through the egress policy, follows no
+    /// redirects and gives up after the attempt timeout.
+    pub client: reqwest::Client,
+    /// How long a claimed delivery is reserved for its sender; longer than
+    /// the attempt timeout.
+    pub claim: Duration,
+    /// 1.0 in production; tests shrink the retry schedule.
+    pub schedule_scale: f64,
+}
+
+impl WebhookSettings {
+    /// Settings whose client obeys `policy` and gives up after `timeout`.
+    pub fn new(
+        policy: EgressPolicy,
+        timeout: Duration,
+        claim: Duration,
+        schedule_scale: f64,
+    ) -> reqwest::Result<Self> {
+        let policy = Arc::new(policy);
+        Ok(Self {
+            client: client(policy.clone(), timeout)?,
+            policy,
+            claim,
+            schedule_scale,
+        })
+    }
+}

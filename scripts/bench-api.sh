@@ -47,6 +47,7 @@
 #   BENCH_WRITE_RATE   background snapshots per second (default 5)
 #   BENCH_SUBSCRIBERS  subscriptions (default 500), BENCH_SUB_RATE snapshots/s while they
 #                      listen (default 10), BENCH_SUB_SECONDS (default 20; --quick 5)
+#   BENCH_BURSTS       createSnapshot bursts of 200 (default 5; --quick 2)
 #   BENCH_KEEP         1: keep the work directory (logs, pgbench scripts, raw outputs)
 set -euo pipefail
 export LC_ALL=C
@@ -102,6 +103,7 @@ command -v wrk >/dev/null || missing+=(wrk)
 command -v psql >/dev/null || missing+=(postgresql-client-15)
 command -v jq >/dev/null || missing+=(jq)
 command -v curl >/dev/null || missing+=(curl)
+command -v python3 >/dev/null || missing+=(python3)
 if ((${#missing[@]})); then
     log "installing ${missing[*]}"
     apt-get update -qq
@@ -411,7 +413,7 @@ SUB_P50=$(jq -r .p50Ms <<<"$SUB")
 SUB_P99=$(jq -r .p99Ms <<<"$SUB")
 SUB_RPS=$(jq -r '.deliveries / ([.windowSeconds, 0.001] | max) | floor' <<<"$SUB")
 API_R[subscribe|$SUBSCRIBERS]="$SUB_RPS $SUB_P50 $SUB_P99"
-NOTE[subscribe|$SUBSCRIBERS]="$SUB_EVENTS events, $(jq -r .deliveries <<<"$SUB") deliveries, $SUB_MISSING missing, $(jq -r .duplicates <<<"$SUB") duplicates, $SUB_ERRORS socket errors, max $(jq -r .maxMs <<<"$SUB") ms"
+NOTE[subscribe|$SUBSCRIBERS]=$(jq -r '"\(.events) events in \(.windowSeconds) s, \(.deliveries) deliveries, \(.missing) missing (at most \(.worstConnectionMissing) on one socket), \(.duplicates) duplicates, \(.errors) socket errors, max \(.maxMs) ms"' <<<"$SUB")
 ORDER+=("subscribe|$SUBSCRIBERS")
 
 # --- what Postgres saw ----------------------------------------------------------------------
@@ -452,8 +454,8 @@ echo "schedule lag)."
 echo "create: bursts of $BURST concurrent createSnapshot; req/s over the bursts themselves."
 echo "API CPU: the dcs-api process's CPU time over the run per request (subscribe: per delivery, the"
 echo "writes that caused them included)."
-echo "subscribe: req/s = deliveries per second; p50/p99 from the event's at to its arrival; events of the"
-echo "window from all sockets subscribed to 3 s before the end count."
+echo "subscribe: req/s = deliveries per second; p50/p99 from the event's at to its arrival; the events of"
+echo "a window count: from 1 s after every socket had its first event to 3 s before the end."
 echo "Writes during the run: $WRITES; fake agent: $AGENT."
 echo
 read -r S200 S200_50 S200_99 <<<"${API_R[snapshots|200]:-0 0 0}"

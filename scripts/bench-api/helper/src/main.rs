@@ -461,6 +461,21 @@ async fn subscribe(args: Args) -> anyhow::Result<()> {
     for task in tasks {
         let _ = task.await;
     }
+    // A socket listens from its first delivery on (the server may register
+    // a subscription well after its `subscribe` message was sent): the window
+    // starts a second after the last socket's first event.
+    let received: Vec<Received> = sinks
+        .iter()
+        .map(|sink| std::mem::take(&mut *sink.lock().unwrap()))
+        .collect();
+    let last_first = received
+        .iter()
+        .filter_map(|r| r.deliveries.first().map(|d| d.1))
+        .max();
+    let window_start = match last_first {
+        Some(at) => window_start.max(at + chrono::Duration::seconds(1)),
+        None => window_start,
+    };
     let mut union = HashSet::new();
     let mut per_connection = Vec::new();
     let mut latencies = Vec::new();
@@ -468,8 +483,7 @@ async fn subscribe(args: Args) -> anyhow::Result<()> {
     let mut duplicates = 0usize;
     let mut errors = failures.lock().unwrap().clone();
     let mut outside = 0usize;
-    for sink in &sinks {
-        let received = std::mem::take(&mut *sink.lock().unwrap());
+    for received in received {
         let mut distinct = HashSet::new();
         for (key, at, ms) in received.deliveries {
             if at < window_start || at > window_end {

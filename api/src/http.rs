@@ -6,6 +6,7 @@
 //! (database statements included), and per-connection limits on
 //! WebSockets (`ws`). Every refusal is JSON with a code.
 
+mod data;
 mod limits;
 mod scope;
 mod ws;
@@ -13,7 +14,6 @@ mod ws;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::dataloader::{DataLoader, HashMapCache};
 use std::str::FromStr as _;
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource, WebSocketProtocols};
@@ -32,12 +32,7 @@ use crate::auth::review_limit::ReviewLimiter;
 use crate::errors::Code;
 use crate::graphql::ApiSchema;
 use crate::graphql::context::Caller;
-use crate::graphql::loaders::{AncestorLoader, ChildrenLoader, DescendantLoader, SnapshotLoader};
 use crate::state::AppState;
-
-/// How long a DataLoader gathers keys before it queries: long enough that
-/// the rows of one list land in one batch even on a busy machine.
-const LOADER_DELAY: Duration = Duration::from_millis(5);
 
 /// What one request may cost.
 #[derive(Debug, Clone, Copy)]
@@ -126,49 +121,6 @@ pub fn metrics_router(app: AppState, max_body_bytes: usize) -> Router {
         .with_state(app)
 }
 
-/// Per-request data: the caller and fresh DataLoaders whose batches run in
-/// `scope` (aborted with the request).
-fn request_data(app: &AppState, caller: Caller, scope: &TaskScope) -> async_graphql::Data {
-    let mut data = async_graphql::Data::default();
-    data.insert(caller);
-    // Cached: a list query feeds them what it already read (see
-    // `snapshots`), and lineage walks reuse what earlier rows loaded.
-    let spawner = |scope: TaskScope| move |task| scope.spawn(task);
-    data.insert(
-        DataLoader::with_cache(
-            SnapshotLoader(app.clone()),
-            spawner(scope.clone()),
-            HashMapCache::default(),
-        )
-        .delay(LOADER_DELAY),
-    );
-    data.insert(
-        DataLoader::with_cache(
-            ChildrenLoader(app.clone()),
-            spawner(scope.clone()),
-            HashMapCache::default(),
-        )
-        .delay(LOADER_DELAY),
-    );
-    data.insert(
-        DataLoader::with_cache(
-            AncestorLoader(app.clone()),
-            spawner(scope.clone()),
-            HashMapCache::default(),
-        )
-        .delay(LOADER_DELAY),
-    );
-    data.insert(
-        DataLoader::with_cache(
-            DescendantLoader(app.clone()),
-            spawner(scope.clone()),
-            HashMapCache::default(),
-        )
-        .delay(LOADER_DELAY),
-    );
-    data
-}
-
 fn caller_from_token(app: &AppState, token: Option<&str>) -> Caller {
     match token {
         None => Caller::Anonymous,
@@ -240,7 +192,7 @@ async fn graphql_post(State(state): State<HttpState>, request: Request) -> Respo
     // Dropped when this handler ends, however it ends: at the deadline,
     // or when hyper drops it because the client went away.
     let _guard = scope.guard();
-    request.data = request_data(&state.app, caller, &scope);
+    request.data = data::request_data(&state.app, caller, &scope);
     let deadline = state.limits.request_timeout;
     let Ok(mut response) = tokio::time::timeout(deadline, state.schema.execute(request)).await
     else {

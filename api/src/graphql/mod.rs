@@ -2,6 +2,7 @@
 //! services, merged per domain, with the schema built once in `schema`.
 
 pub mod context;
+pub mod ids;
 pub mod loaders;
 pub mod mutation;
 pub mod query;

@@ -200,7 +200,7 @@ fn connection_init(
     match app.verifier.verify_with_expiry(token) {
         Ok((principal, exp)) => {
             *expires.lock().unwrap_or_else(|e| e.into_inner()) = Some(exp);
-            Ok(super::request_data(
+            Ok(super::data::request_data(
                 app,
                 Caller::Authenticated(principal),
                 scope,

@@ -1,7 +1,7 @@
 use async_graphql::{Context, ID, InputObject, Object, Result};
 
 use crate::graphql::context::{principal, state};
-use crate::graphql::query::parse_snapshot_id;
+use crate::graphql::ids::parse_id;
 use crate::graphql::types::Snapshot;
 use crate::service::audit;
 use crate::service::snapshots::{self, ContainerSelector, NewSnapshot};
@@ -105,7 +105,7 @@ impl SnapshotMutation {
                 return Err(refused.into());
             }
         };
-        let id = parse_snapshot_id(&id)?;
+        let id = parse_id(&id, "snapshot")?;
         Ok(Snapshot(snapshots::cancel(state(ctx)?, who, id).await?))
     }
 }

@@ -1,7 +1,7 @@
 use async_graphql::{Context, ID, InputObject, Object, Result};
 
 use crate::graphql::context::{principal, state};
-use crate::graphql::query::parse_uuid;
+use crate::graphql::ids::parse_id;
 use crate::graphql::webhooks::{
     WebhookDelivery, WebhookEndpoint, WebhookEndpointWithSecret, WebhookEventType,
 };
@@ -63,7 +63,7 @@ impl WebhookMutation {
         input: UpdateWebhookEndpointInput,
     ) -> Result<WebhookEndpoint> {
         let who = principal(ctx)?;
-        let id = parse_uuid(&id, "webhook endpoint")?;
+        let id = parse_id(&id, "webhook endpoint")?;
         let changes = EndpointChanges {
             url: input.url,
             event_types: input.event_types.map(wire),
@@ -82,7 +82,7 @@ impl WebhookMutation {
         id: ID,
     ) -> Result<WebhookEndpointWithSecret> {
         let who = principal(ctx)?;
-        let id = parse_uuid(&id, "webhook endpoint")?;
+        let id = parse_id(&id, "webhook endpoint")?;
         let (endpoint, secret) = endpoints::rotate(state(ctx)?, who, id).await?;
         Ok(WebhookEndpointWithSecret {
             endpoint: WebhookEndpoint(endpoint),
@@ -92,14 +92,14 @@ impl WebhookMutation {
 
     async fn delete_webhook_endpoint(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
         let who = principal(ctx)?;
-        let id = parse_uuid(&id, "webhook endpoint")?;
+        let id = parse_id(&id, "webhook endpoint")?;
         Ok(endpoints::delete(state(ctx)?, who, id).await?)
     }
 
     /// Queues a `ping` event to the endpoint.
     async fn send_test_webhook(&self, ctx: &Context<'_>, id: ID) -> Result<WebhookDelivery> {
         let who = principal(ctx)?;
-        let id = parse_uuid(&id, "webhook endpoint")?;
+        let id = parse_id(&id, "webhook endpoint")?;
         Ok(WebhookDelivery(
             endpoints::send_test(state(ctx)?, who, id).await?,
         ))
@@ -108,7 +108,7 @@ impl WebhookMutation {
     /// Sends a finished delivery again, with the same `webhook-id`.
     async fn redeliver_webhook(&self, ctx: &Context<'_>, id: ID) -> Result<WebhookDelivery> {
         let who = principal(ctx)?;
-        let id = parse_uuid(&id, "webhook delivery")?;
+        let id = parse_id(&id, "webhook delivery")?;
         Ok(WebhookDelivery(
             endpoints::redeliver(state(ctx)?, who, id).await?,
         ))

@@ -6,9 +6,6 @@ mod nodes;
 mod snapshots;
 mod webhooks;
 
-pub use snapshots::parse_id as parse_snapshot_id;
-pub use webhooks::parse_uuid;
-
 use async_graphql::MergedObject;
 
 #[derive(MergedObject, Default)]

@@ -1,7 +1,7 @@
 use async_graphql::{Context, ID, InputObject, Object, Result};
 
-use crate::errors::ApiError;
 use crate::graphql::context::{principal, state};
+use crate::graphql::ids::parse_id;
 use crate::graphql::types::{PageInfo, Snapshot, SnapshotConnection, SnapshotEdge, SnapshotStatus};
 use crate::service::lineage;
 use crate::service::snapshots::{self, Cursor, SnapshotFilter};
@@ -18,11 +18,6 @@ pub struct SnapshotsFilter {
     /// `registry/path`, without tag.
     pub repository: Option<String>,
     pub node: Option<String>,
-}
-
-pub fn parse_id(id: &ID) -> Result<uuid::Uuid, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::bad_input(format!("\"{}\" is not a snapshot id", id.as_str())))
 }
 
 /// Loads the page's parents and children in one query each and hands them
@@ -114,7 +109,7 @@ async fn prefetch_lineage_lists(ctx: &Context<'_>, ids: &[uuid::Uuid]) -> Result
 impl SnapshotsQuery {
     async fn snapshot(&self, ctx: &Context<'_>, id: ID) -> Result<Snapshot> {
         let who = principal(ctx)?;
-        let id = parse_id(&id)?;
+        let id = parse_id(&id, "snapshot")?;
         Ok(Snapshot(snapshots::get(state(ctx)?, who, id).await?))
     }
 

@@ -1,17 +1,12 @@
 use async_graphql::{Context, ID, Object, Result};
 
-use crate::errors::ApiError;
 use crate::graphql::context::{principal, state};
+use crate::graphql::ids::parse_id;
 use crate::graphql::webhooks::{WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint};
 use crate::webhooks::endpoints;
 
 #[derive(Default)]
 pub struct WebhooksQuery;
-
-pub fn parse_uuid(id: &ID, what: &str) -> Result<uuid::Uuid, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::bad_input(format!("\"{}\" is not a {what} id", id.as_str())))
-}
 
 #[Object]
 impl WebhooksQuery {
@@ -37,7 +32,7 @@ impl WebhooksQuery {
         let who = principal(ctx)?;
         let endpoint = endpoint
             .as_ref()
-            .map(|id| parse_uuid(id, "webhook endpoint"))
+            .map(|id| parse_id(id, "webhook endpoint"))
             .transpose()?;
         Ok(endpoints::deliveries(
             state(ctx)?,

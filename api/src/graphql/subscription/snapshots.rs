@@ -4,7 +4,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::bus::SnapshotChange;
 use crate::graphql::context::{principal, state};
-use crate::graphql::query::parse_snapshot_id;
+use crate::graphql::ids::parse_id;
 use crate::graphql::types::SnapshotEvent;
 use crate::service::snapshots;
 
@@ -38,7 +38,7 @@ impl SnapshotSubscription {
         let mut changes = state.bus.subscribe();
         let (only, current) = match id {
             Some(id) => {
-                let id = parse_snapshot_id(&id)?;
+                let id = parse_id(&id, "snapshot")?;
                 let current = snapshots::get(&state, &who, id).await?;
                 (Some(id), Some(SnapshotChange::of(&current)))
             }

@@ -1,0 +1,63 @@
+//! What each GraphQL request carries: the caller and fresh DataLoaders.
+//! Shared by the POST handler (`http`) and the WebSocket (`ws`), so neither
+//! reaches into the other.
+
+use std::time::Duration;
+
+use async_graphql::dataloader::{DataLoader, HashMapCache};
+
+use super::scope::TaskScope;
+use crate::graphql::context::Caller;
+use crate::graphql::loaders::{AncestorLoader, ChildrenLoader, DescendantLoader, SnapshotLoader};
+use crate::state::AppState;
+
+/// How long a DataLoader gathers keys before it queries: long enough that
+/// the rows of one list land in one batch even on a busy machine.
+const LOADER_DELAY: Duration = Duration::from_millis(5);
+
+/// Per-request data: the caller and fresh DataLoaders whose batches run in
+/// `scope` (aborted with the request).
+pub(super) fn request_data(
+    app: &AppState,
+    caller: Caller,
+    scope: &TaskScope,
+) -> async_graphql::Data {
+    let mut data = async_graphql::Data::default();
+    data.insert(caller);
+    // Cached: a list query feeds them what it already read (see
+    // `snapshots`), and lineage walks reuse what earlier rows loaded.
+    let spawner = |scope: TaskScope| move |task| scope.spawn(task);
+    data.insert(
+        DataLoader::with_cache(
+            SnapshotLoader(app.clone()),
+            spawner(scope.clone()),
+            HashMapCache::default(),
+        )
+        .delay(LOADER_DELAY),
+    );
+    data.insert(
+        DataLoader::with_cache(
+            ChildrenLoader(app.clone()),
+            spawner(scope.clone()),
+            HashMapCache::default(),
+        )
+        .delay(LOADER_DELAY),
+    );
+    data.insert(
+        DataLoader::with_cache(
+            AncestorLoader(app.clone()),
+            spawner(scope.clone()),
+            HashMapCache::default(),
+        )
+        .delay(LOADER_DELAY),
+    );
+    data.insert(
+        DataLoader::with_cache(
+            DescendantLoader(app.clone()),
+            spawner(scope.clone()),
+            HashMapCache::default(),
+        )
+        .delay(LOADER_DELAY),
+    );
+    data
+}

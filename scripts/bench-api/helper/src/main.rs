@@ -395,10 +395,9 @@ async fn one_subscription(
                     event["status"].as_str().unwrap_or(""),
                     event["bytesDone"]
                 );
-                local.deliveries.push((key, at, ms));
-                if local.deliveries.len() >= 64 {
-                    sink.lock().unwrap().deliveries.append(&mut local.deliveries);
-                }
+                // Straight into the shared record: the task is aborted at the
+                // end, and a local buffer would be lost with it.
+                sink.lock().unwrap().deliveries.push((key, at, ms));
             }
             Some("ping") => {
                 socket

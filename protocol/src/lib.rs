@@ -4,10 +4,12 @@
 //! shared secret (`token`); the bodies are the JSON types below (`messages`).
 
 pub mod changes;
+pub mod compression;
 pub mod messages;
 pub mod reference;
 pub mod token;
 
+pub use compression::Compression;
 pub use messages::*;
 
 /// Labels the API and the agents agree on.

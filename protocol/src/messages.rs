@@ -78,8 +78,7 @@ pub struct JobRequest {
     /// The target the API authorised, already parsed: the agent pushes
     /// exactly this.
     pub target: crate::reference::Target,
-    /// `gzip` or `zstd`.
-    pub compression: String,
+    pub compression: crate::Compression,
     pub pause: bool,
     pub excludes: Vec<String>,
     /// Dockerfile-style instructions (`CMD ["x"]`).

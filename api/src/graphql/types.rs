@@ -194,7 +194,7 @@ impl Snapshot {
         self.0.message.as_deref()
     }
     async fn compression(&self) -> String {
-        options(&self.0).compression
+        options(&self.0).compression.to_string()
     }
     async fn changes(&self) -> Vec<String> {
         options(&self.0).changes
@@ -334,7 +334,7 @@ fn options(model: &snapshot::Model) -> JobOptions {
     serde_json::from_value(model.options.clone()).unwrap_or(JobOptions {
         changes: Vec::new(),
         excludes: Vec::new(),
-        compression: "gzip".into(),
+        compression: dcs_protocol::Compression::Gzip,
         pause: true,
     })
 }

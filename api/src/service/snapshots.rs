@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use dcs_protocol::Compression;
 use dcs_protocol::changes::ConfigChange;
 use dcs_protocol::reference::{self, Target};
 use entity::prelude::*;
@@ -39,7 +40,7 @@ pub struct NewSnapshot {
     pub message: Option<String>,
     pub changes: Vec<String>,
     pub excludes: Vec<String>,
-    pub compression: Option<String>,
+    pub compression: Option<Compression>,
     pub pause: Option<bool>,
 }
 
@@ -49,7 +50,7 @@ pub struct NewSnapshot {
 pub struct JobOptions {
     pub changes: Vec<String>,
     pub excludes: Vec<String>,
-    pub compression: String,
+    pub compression: Compression,
     pub pause: bool,
 }
 
@@ -220,20 +221,10 @@ fn validate_options(request: &NewSnapshot) -> ApiResult<JobOptions> {
             "the message is longer than {MAX_MESSAGE} bytes"
         )));
     }
-    let compression = request
-        .compression
-        .clone()
-        .unwrap_or_else(|| "gzip".to_string())
-        .to_ascii_lowercase();
-    if compression != "gzip" && compression != "zstd" {
-        return Err(ApiError::bad_input(format!(
-            "unknown compression \"{compression}\" (use gzip or zstd)"
-        )));
-    }
     Ok(JobOptions {
         changes: request.changes.clone(),
         excludes: request.excludes.clone(),
-        compression,
+        compression: request.compression.unwrap_or_default(),
         pause: request.pause.unwrap_or(true),
     })
 }

@@ -2,7 +2,6 @@
 //! zstd (several times faster at a similar ratio; multi-threaded).
 
 use std::io::{self, Write};
-use std::str::FromStr;
 
 use super::pgzip::{ParallelGzipWriter, available_threads};
 use crate::image::media_type;
@@ -17,43 +16,14 @@ const ZSTD_JOB_SIZE: u32 = 1 << 20;
 /// gzip level 1: level 6 costs three times the CPU for a few percent.
 const GZIP_LEVEL: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    #[default]
-    Gzip,
-    Zstd,
-}
+/// The one type the API and the agent share (`dcs_protocol`).
+pub use dcs_protocol::Compression;
 
-impl Compression {
-    pub fn media_type(self) -> &'static str {
-        match self {
-            Self::Gzip => media_type::OCI_LAYER_GZIP,
-            Self::Zstd => media_type::OCI_LAYER_ZSTD,
-        }
-    }
-}
-
-impl FromStr for Compression {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "gzip" => Ok(Self::Gzip),
-            "zstd" => Ok(Self::Zstd),
-            other => Err(format!(
-                "unknown compression \"{other}\" (use gzip or zstd)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for Compression {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Gzip => "gzip",
-            Self::Zstd => "zstd",
-        })
+/// The OCI media type of a layer compressed so.
+pub fn layer_media_type(compression: Compression) -> &'static str {
+    match compression {
+        Compression::Gzip => media_type::OCI_LAYER_GZIP,
+        Compression::Zstd => media_type::OCI_LAYER_ZSTD,
     }
 }
 

@@ -115,7 +115,7 @@ pub fn write_layer<W: Write>(
             diff_id,
             size,
             uncompressed_size,
-            media_type: compression.media_type().to_string(),
+            media_type: compress::layer_media_type(compression).to_string(),
             stats,
         },
         out,

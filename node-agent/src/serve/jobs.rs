@@ -20,7 +20,7 @@ use super::reporter::Reporter;
 use crate::commit::{CommitError, CommitProgress, CommitRequest, CommitResult, commit};
 use crate::containerd::{self, Containerd};
 use crate::image::changes::ConfigChange;
-use crate::layer::{Compression, LayerError};
+use crate::layer::LayerError;
 use crate::lock::LockError;
 use crate::registry::{RegistryError, RegistryOptions};
 
@@ -162,10 +162,6 @@ impl Jobs {
     }
 
     fn commit_request(&self, request: &JobRequest) -> Result<CommitRequest, SubmitError> {
-        let compression: Compression = request
-            .compression
-            .parse()
-            .map_err(SubmitError::BadRequest)?;
         let changes = request
             .changes
             .iter()
@@ -183,7 +179,7 @@ impl Jobs {
         Ok(CommitRequest {
             container_id: request.container_id.clone(),
             target: request.target.clone(),
-            compression,
+            compression: request.compression,
             pause: request.pause,
             excludes: request.excludes.clone(),
             default_excludes: true,

@@ -79,8 +79,8 @@ impl SnapshotMutation {
             changes: input.changes,
             excludes: input.excludes,
             compression: input.compression.map(|c| match c {
-                Compression::Gzip => "gzip".to_string(),
-                Compression::Zstd => "zstd".to_string(),
+                Compression::Gzip => dcs_protocol::Compression::Gzip,
+                Compression::Zstd => dcs_protocol::Compression::Zstd,
             }),
             pause: input.pause,
         };

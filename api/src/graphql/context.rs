@@ -4,6 +4,7 @@ use async_graphql::Context;
 
 use crate::auth::Principal;
 use crate::errors::ApiError;
+use crate::service::audit;
 use crate::state::AppState;
 
 /// The outcome of authenticating a request, put into its context by the
@@ -31,4 +32,72 @@ pub fn principal<'a>(ctx: &'a Context<'_>) -> Result<&'a Principal, ApiError> {
 pub fn state<'a>(ctx: &'a Context<'_>) -> Result<&'a AppState, ApiError> {
     ctx.data_opt::<AppState>()
         .ok_or_else(|| ApiError::unavailable("the service is starting"))
+}
+
+/// A DataLoader the HTTP layer puts into every request (`http/data.rs`).
+/// Missing, it is the server's fault, not the caller's: an internal error
+/// with its code, where `ctx.data` would report a codeless one.
+pub fn loader<'a, T: std::any::Any + Send + Sync>(ctx: &'a Context<'_>) -> Result<&'a T, ApiError> {
+    ctx.data_opt::<T>().ok_or_else(|| {
+        ApiError::internal(
+            "a DataLoader is missing from the request context",
+            &std::any::type_name::<T>(),
+        )
+    })
+}
+
+/// The authenticated caller of an audited action. A refused or anonymous
+/// caller is recorded in the audit log (`action` on a `target_kind`, with
+/// `detail`) before the refusal is returned.
+pub async fn audited_principal<'a>(
+    ctx: &'a Context<'_>,
+    action: &str,
+    target_kind: &str,
+    detail: serde_json::Value,
+) -> Result<&'a Principal, ApiError> {
+    match principal(ctx) {
+        Ok(who) => Ok(who),
+        Err(refused) => {
+            audit::record_unauthenticated(
+                &state(ctx)?.db,
+                action,
+                target_kind,
+                &refused.message,
+                detail,
+            )
+            .await;
+            Err(refused)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
+
+    use super::*;
+
+    struct Query;
+
+    #[Object]
+    impl Query {
+        async fn needs_loader(&self, ctx: &Context<'_>) -> async_graphql::Result<u32> {
+            Ok(*loader::<u32>(ctx)?)
+        }
+    }
+
+    /// A loader missing from the context is the server's fault: INTERNAL,
+    /// not a codeless error a client would take for its own.
+    #[tokio::test]
+    async fn a_missing_loader_is_an_internal_error_with_its_code() {
+        let schema = Schema::new(Query, EmptyMutation, EmptySubscription);
+        let response = schema.execute("{ needsLoader }").await;
+        let error = &response.errors[0];
+        let code = error.extensions.as_ref().and_then(|e| e.get("code"));
+        assert_eq!(code, Some(&async_graphql::Value::from("INTERNAL")));
+        assert_eq!(error.message, "internal error; it has been logged");
+
+        let found = schema.execute(async_graphql::Request::new("{ needsLoader }").data(7u32));
+        assert_eq!(found.await.data.to_string(), "{needsLoader: 7}");
+    }
 }

@@ -4,7 +4,7 @@ use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::{container, node, snapshot};
 
-use super::context::{principal, state};
+use super::context::{loader, principal, state};
 use super::loaders::{AncestorsOf, ChildrenById, DescendantsOf, LineageKey, SnapshotsById};
 use crate::auth::Role;
 use crate::service::snapshots::{self, JobOptions};
@@ -253,7 +253,7 @@ impl Snapshot {
         };
         let who = principal(ctx)?;
         let state = state(ctx)?;
-        let loader = ctx.data::<SnapshotsById>()?;
+        let loader = loader::<SnapshotsById>(ctx)?;
         let parent = loader.load_one(id).await?;
         Ok(parent
             .filter(|p| snapshots::may_see(state, who, p))
@@ -264,7 +264,7 @@ impl Snapshot {
     async fn children(&self, ctx: &Context<'_>) -> Result<Vec<Snapshot>> {
         let who = principal(ctx)?;
         let state = state(ctx)?;
-        let loader = ctx.data::<ChildrenById>()?;
+        let loader = loader::<ChildrenById>(ctx)?;
         let children = loader.load_one(self.0.id).await?.unwrap_or_default();
         Ok(visible(state, who, children))
     }
@@ -280,7 +280,7 @@ impl Snapshot {
     ) -> Result<Vec<Snapshot>> {
         let who = principal(ctx)?;
         let state = state(ctx)?;
-        let loader = ctx.data::<AncestorsOf>()?;
+        let loader = loader::<AncestorsOf>(ctx)?;
         let key = LineageKey {
             root: self.0.id,
             first: first as usize,
@@ -307,7 +307,7 @@ impl Snapshot {
     ) -> Result<Vec<Snapshot>> {
         let who = principal(ctx)?;
         let state = state(ctx)?;
-        let loader = ctx.data::<DescendantsOf>()?;
+        let loader = loader::<DescendantsOf>(ctx)?;
         let key = LineageKey {
             root: self.0.id,
             first: first as usize,

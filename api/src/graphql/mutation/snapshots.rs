@@ -1,9 +1,8 @@
 use async_graphql::{Context, ID, InputObject, Object, Result};
 
-use crate::graphql::context::{principal, state};
+use crate::graphql::context::{audited_principal, state};
 use crate::graphql::ids::parse_id;
 use crate::graphql::types::Snapshot;
-use crate::service::audit;
 use crate::service::snapshots::{self, ContainerSelector, NewSnapshot};
 
 #[derive(Default)]
@@ -52,20 +51,8 @@ impl SnapshotMutation {
         ctx: &Context<'_>,
         input: CreateSnapshotInput,
     ) -> Result<Snapshot> {
-        let who = match principal(ctx) {
-            Ok(who) => who,
-            Err(refused) => {
-                audit::record_unauthenticated(
-                    &state(ctx)?.db,
-                    "createSnapshot",
-                    "snapshot",
-                    &refused.message,
-                    serde_json::json!({"target": input.target}),
-                )
-                .await;
-                return Err(refused.into());
-            }
-        };
+        let detail = serde_json::json!({"target": input.target});
+        let who = audited_principal(ctx, "createSnapshot", "snapshot", detail).await?;
         let request = NewSnapshot {
             container: ContainerSelector {
                 node: input.node,
@@ -91,20 +78,8 @@ impl SnapshotMutation {
 
     /// Cancels a snapshot that has not finished.
     async fn cancel_snapshot(&self, ctx: &Context<'_>, id: ID) -> Result<Snapshot> {
-        let who = match principal(ctx) {
-            Ok(who) => who,
-            Err(refused) => {
-                audit::record_unauthenticated(
-                    &state(ctx)?.db,
-                    "cancelSnapshot",
-                    "snapshot",
-                    &refused.message,
-                    serde_json::json!({"id": id.as_str()}),
-                )
-                .await;
-                return Err(refused.into());
-            }
-        };
+        let detail = serde_json::json!({"id": id.as_str()});
+        let who = audited_principal(ctx, "cancelSnapshot", "snapshot", detail).await?;
         let id = parse_id(&id, "snapshot")?;
         Ok(Snapshot(snapshots::cancel(state(ctx)?, who, id).await?))
     }

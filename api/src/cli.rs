@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::policy::Policy;
 use crate::auth::{JwtSigner, JwtVerifier, Role, parse_algorithm};
-use crate::config::{AuthArgs, ServeArgs};
+use crate::config::{AuthArgs, LogFormat, ServeArgs};
 use crate::graphql::{SchemaLimits, build_schema, sdl};
 use crate::startup::StateBuilder;
 use crate::webhooks::settings::WebhookSettings;
@@ -58,7 +58,7 @@ enum RoleArg {
 
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.serve.log_format);
+    init_logging(cli.serve.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -290,13 +290,13 @@ async fn wait_for_signal() {
     }
 }
 
-fn init_logging(format: &str) {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if format == "json" {
+    if format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use dcs_protocol::{FailureCode, JobRequest};
+use dcs_protocol::{FailureCode, JobAccepted, JobRequest};
 use entity::prelude::*;
 use entity::{NodeState, SnapshotStatus, snapshot};
 use sea_orm::sea_query::LockBehavior;
@@ -145,8 +145,16 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
     row.updated_at = Set(crate::clock::now());
     match response {
         Ok(r) if r.status().is_success() => {
+            // The instance that took the job, as it says; the node row read
+            // before sending may name one that restarted at the same address.
+            let taken_by = r
+                .json::<JobAccepted>()
+                .await
+                .ok()
+                .and_then(|a| a.instance_id)
+                .unwrap_or(node.instance_id);
             row.dispatched_at = Set(Some(crate::clock::now()));
-            row.agent_instance_id = Set(Some(node.instance_id));
+            row.agent_instance_id = Set(Some(taken_by));
             // Only if nothing recorded it yet: the agent's first event may
             // have (and then says which instance runs it), or a cancel won.
             let expected = Expected::in_flight().dispatched(false);

@@ -98,6 +98,11 @@ pub struct JobAccepted {
     pub snapshot_id: Uuid,
     /// `true` when it waits for a free slot.
     pub queued: bool,
+    /// The agent instance that took the job: the API records this one, not
+    /// the instance it believed it was calling (which may have restarted at
+    /// the same address meanwhile).
+    #[serde(default)]
+    pub instance_id: Option<Uuid>,
 }
 
 /// One step of a job, reported by the agent. `seq` starts at 1 and grows by

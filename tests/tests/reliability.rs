@@ -151,6 +151,27 @@ impl Stack {
         self.api.wait_for_running_container(&self.alice, desk).await;
     }
 
+    /// Waits until the agent of `node` is registered and ready (a new
+    /// agent takes a moment; a snapshot asked for before that is refused).
+    async fn wait_for_node(&self, node: &str) {
+        let admin = self.api.token("root", "admin", &[]);
+        let node = node.to_string();
+        self.api
+            .wait_for(
+                &admin,
+                "{ nodes { name state } }",
+                json!({}),
+                WAIT,
+                move |d| {
+                    d["nodes"].as_array().is_some_and(|list| {
+                        list.iter()
+                            .any(|n| n["name"] == node.as_str() && n["state"] == "READY")
+                    })
+                },
+            )
+            .await;
+    }
+
     fn target(&self, tag: &str) -> String {
         format!(
             "{}/workshops/alice/{}:{tag}",
@@ -258,6 +279,7 @@ async fn an_agent_answer_slower_than_its_first_event_still_records_the_dispatch(
     // The desktop is free again: a new agent resumes it and snapshots it.
     let _agent = s.agent("node-a", &[]);
     s.assert_desktop_runs(&desk).await;
+    s.wait_for_node("node-a").await;
     let next = s.create(&desk, &s.target("after")).await;
     s.wait_status(&next, &["PUSHED"], WAIT).await;
     s.assert_one_end(&next, "PUSHED");

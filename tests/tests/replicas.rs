@@ -83,6 +83,7 @@ async fn agent_handler(
         let accepted = JobAccepted {
             snapshot_id: job.snapshot_id,
             queued: false,
+            instance_id: None,
         };
         return (StatusCode::ACCEPTED, axum::Json(accepted)).into_response();
     }

@@ -5,7 +5,8 @@ use entity::prelude::*;
 use entity::{NodeState, SnapshotStatus, node, snapshot};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Set,
+    TransactionTrait,
 };
 
 use super::agent_events::{fail_snapshots, record_event};
@@ -112,13 +113,20 @@ const RECONCILE_GRACE: chrono::Duration = chrono::Duration::seconds(15);
 /// last, so at worst an untagged blob stays).
 async fn reconcile(state: &AppState, beat: &Heartbeat) -> ApiResult<()> {
     let quiet_since = crate::clock::now() - RECONCILE_GRACE;
+    // Jobs of this instance it does not list, and jobs recorded for an
+    // earlier instance of this node (a dispatch written late, after the
+    // restart's registration had looked): neither will ever report.
     let unknown = Snapshot::find()
         .filter(snapshot::Column::Node.eq(beat.node.clone()))
-        .filter(snapshot::Column::AgentInstanceId.eq(beat.instance_id))
+        .filter(snapshot::Column::AgentInstanceId.is_not_null())
+        .filter(
+            Condition::any()
+                .add(snapshot::Column::AgentInstanceId.ne(beat.instance_id))
+                .add(snapshot::Column::Id.is_not_in(beat.running_jobs.clone())),
+        )
         .filter(snapshot::Column::Status.is_in(SnapshotStatus::IN_FLIGHT))
         .filter(snapshot::Column::DispatchedAt.lt(quiet_since))
         .filter(snapshot::Column::UpdatedAt.lt(quiet_since))
-        .filter(snapshot::Column::Id.is_not_in(beat.running_jobs.clone()))
         .all(&state.db)
         .await?;
     if unknown.is_empty() {
@@ -143,21 +151,25 @@ async fn reconcile(state: &AppState, beat: &Heartbeat) -> ApiResult<()> {
             requeued = true;
         }
     }
-    let failed = fail_snapshots(
-        &txn,
-        &state.bus,
-        started,
-        Expected::in_flight()
-            .dispatched(true)
-            .on_instance(beat.instance_id)
-            .and(snapshot::Column::UpdatedAt.lt(quiet_since)),
-        FailureCode::AgentLost,
-        &format!(
-            "the agent on node {} no longer knows the job (it stopped without reporting a result)",
-            beat.node
-        ),
-    )
-    .await?;
+    let reason = format!(
+        "the agent on node {} no longer knows the job (it stopped without reporting a result)",
+        beat.node
+    );
+    let mut failed = Vec::new();
+    for job in started {
+        let expected = Expected::unchanged(&job).dispatched(true);
+        failed.extend(
+            fail_snapshots(
+                &txn,
+                &state.bus,
+                vec![job],
+                expected,
+                FailureCode::AgentLost,
+                &reason,
+            )
+            .await?,
+        );
+    }
     txn.commit().await?;
     for change in failed {
         state.announce(change, true);

@@ -382,19 +382,29 @@ struct PausedTask {
 
 impl PausedTask {
     async fn pause(client: &Containerd, container_id: &str) -> Result<Self, CommitError> {
-        client.pause_task(container_id).await?;
-        Ok(Self {
+        // The guard exists before the call: a commit dropped (cancelled)
+        // while containerd pauses the task still resumes it.
+        let mut guard = Self {
             client: client.clone(),
             container_id: container_id.to_string(),
             since: Instant::now(),
             resumed: false,
-        })
+        };
+        if let Err(e) = client.pause_task(container_id).await {
+            // Nothing was paused; nothing to resume.
+            guard.resumed = true;
+            return Err(e.into());
+        }
+        guard.since = Instant::now();
+        Ok(guard)
     }
 
-    /// Resumes; returns the outcome and how long the task was paused.
+    /// Resumes; returns the outcome and how long the task was paused. The
+    /// guard stays armed until containerd has answered, so a commit dropped
+    /// during the call still resumes the task.
     async fn resume(mut self) -> (Result<(), containerd::Error>, Duration) {
-        self.resumed = true;
         let result = self.client.resume_task(&self.container_id).await;
+        self.resumed = result.is_ok();
         (result, self.since.elapsed())
     }
 }

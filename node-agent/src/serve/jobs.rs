@@ -105,6 +105,7 @@ impl Jobs {
             return Ok(JobAccepted {
                 snapshot_id: request.snapshot_id,
                 queued: false,
+                instance_id: Some(self.inner.instance_id),
             });
         }
         let job = Arc::new(Job {
@@ -121,6 +122,7 @@ impl Jobs {
         Ok(JobAccepted {
             snapshot_id: request.snapshot_id,
             queued,
+            instance_id: Some(self.inner.instance_id),
         })
     }
 

@@ -222,6 +222,7 @@ async fn agent_handler(
             let accepted = JobAccepted {
                 snapshot_id: job.snapshot_id,
                 queued: false,
+                instance_id: None,
             };
             (StatusCode::ACCEPTED, axum::Json(accepted)).into_response()
         }

@@ -32,7 +32,21 @@ pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<(
     if current.node != node {
         return Err(ApiError::forbidden("this snapshot belongs to another node"));
     }
-    if (event.seq as i64) <= current.last_event_seq || current.status.is_terminal() {
+    if (event.seq as i64) <= current.last_event_seq {
+        return Ok(());
+    }
+    if current.status.is_terminal() {
+        // Work going on for a snapshot cancelled here before its dispatch
+        // was recorded (a replica died between the agent's 202 and the
+        // write): the agent must stop it, before it pushes the tag.
+        let working = matches!(
+            event.kind,
+            JobEventKind::Diffing | JobEventKind::Pushing { .. }
+        );
+        if working && current.status == SnapshotStatus::Cancelled {
+            drop(txn);
+            super::agent_calls::cancel_on_agent(state, &current).await;
+        }
         return Ok(());
     }
     // A job handed back and sent to a new instance: the old one's late

@@ -14,16 +14,26 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(120);
 
+/// Stops Postgres, keeps it down for two seconds (long enough for every
+/// part to notice), and starts it again.
 fn restart_postgres() {
-    let output = Command::new("pg_ctlcluster")
-        .args(["15", "main", "restart", "-m", "fast"])
-        .output()
-        .expect("run pg_ctlcluster (PostgreSQL 15)");
-    assert!(
-        output.status.success(),
-        "restarting Postgres failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let steps: [(&[&str], Duration); 2] = [
+        (&["stop", "-m", "fast"], Duration::from_secs(2)),
+        (&["start"], Duration::ZERO),
+    ];
+    for (action, pause) in steps {
+        let output = Command::new("pg_ctlcluster")
+            .args(["15", "main"])
+            .args(action)
+            .output()
+            .expect("run pg_ctlcluster (PostgreSQL 15)");
+        assert!(
+            output.status.success(),
+            "pg_ctlcluster {action:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::thread::sleep(pause);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -290,6 +290,54 @@ impl Api {
     }
 
     /// Waits until `check` holds on a query's data, or fails the test.
+    /// `createSnapshot` of `container` to `target` (gzip); the new id. The
+    /// snapshot must be accepted (`QUEUED`).
+    pub async fn create_snapshot(&self, token: &str, container: &str, target: &str) -> String {
+        let created = self
+            .data(
+                token,
+                documents::CREATE,
+                json!({"input": {"containerId": container, "target": target, "compression": "GZIP"}}),
+            )
+            .await;
+        assert_eq!(created["createSnapshot"]["status"], "QUEUED", "{created}");
+        created["createSnapshot"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The snapshot as `documents::SNAPSHOT` shows it to `token`'s caller.
+    pub async fn snapshot(&self, token: &str, id: &str) -> Value {
+        self.data(token, documents::SNAPSHOT, json!({"id": id}))
+            .await["snapshot"]
+            .clone()
+    }
+
+    /// Waits until the snapshot's status is one of `statuses`; returns it.
+    pub async fn wait_for_status(
+        &self,
+        token: &str,
+        id: &str,
+        statuses: &[&str],
+        timeout: Duration,
+    ) -> Value {
+        let statuses: Vec<String> = statuses.iter().map(|s| s.to_string()).collect();
+        self.wait_for(
+            token,
+            documents::SNAPSHOT,
+            json!({"id": id}),
+            timeout,
+            move |d| {
+                d["snapshot"]["status"]
+                    .as_str()
+                    .is_some_and(|s| statuses.iter().any(|w| w == s))
+            },
+        )
+        .await["snapshot"]
+            .clone()
+    }
+
     /// Waits until `token`'s caller sees container `id` running; returns it
     /// as the `containers` query shows it.
     pub async fn wait_for_running_container(&self, token: &str, id: &str) -> Value {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use e2e_tests::stack::{
-    Agent, Api, ApiOptions, Database, documents, metric_value, skopeo_inspect, task_status,
+    Agent, Api, ApiOptions, Database, metric_value, skopeo_inspect, task_status,
 };
 use e2e_tests::{Ctr, TestEnv, unique};
 use serde_json::{Value, json};
@@ -180,26 +180,11 @@ impl Stack {
     }
 
     async fn create(&self, desk: &str, target: &str) -> String {
-        let created = self
-            .api
-            .data(
-                &self.alice,
-                documents::CREATE,
-                json!({"input": {"containerId": desk, "target": target, "compression": "GZIP"}}),
-            )
-            .await;
-        assert_eq!(created["createSnapshot"]["status"], "QUEUED", "{created}");
-        created["createSnapshot"]["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        self.api.create_snapshot(&self.alice, desk, target).await
     }
 
     async fn snapshot(&self, id: &str) -> Value {
-        self.api
-            .data(&self.alice, documents::SNAPSHOT, json!({"id": id}))
-            .await["snapshot"]
-            .clone()
+        self.api.snapshot(&self.alice, id).await
     }
 
     /// Polls until the snapshot's status is one of `statuses`.

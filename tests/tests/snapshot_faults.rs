@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use e2e_tests::stack::{
-    Agent, Api, ApiOptions, Database, documents, free_port, metric_value, registry_digest,
-    skopeo_inspect, task_status,
+    Agent, Api, ApiOptions, Database, free_port, metric_value, registry_digest, skopeo_inspect,
+    task_status,
 };
 use e2e_tests::{Ctr, TestEnv, unique};
 use serde_json::{Value, json};
@@ -84,45 +84,20 @@ impl Stack {
     }
 
     async fn create(&self, target: &str) -> String {
-        let created = self
-            .api
-            .data(
-                &self.alice,
-                documents::CREATE,
-                json!({"input": {"containerId": self.desk, "target": target, "compression": "GZIP"}}),
-            )
-            .await;
-        assert_eq!(created["createSnapshot"]["status"], "QUEUED", "{created}");
-        created["createSnapshot"]["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        self.api
+            .create_snapshot(&self.alice, &self.desk, target)
+            .await
     }
 
     async fn snapshot(&self, id: &str) -> Value {
-        self.api
-            .data(&self.alice, documents::SNAPSHOT, json!({"id": id}))
-            .await["snapshot"]
-            .clone()
+        self.api.snapshot(&self.alice, id).await
     }
 
     /// Waits until the snapshot's status is one of `statuses`.
     async fn wait_status(&self, id: &str, statuses: &[&str], timeout: Duration) -> Value {
-        let statuses: Vec<String> = statuses.iter().map(|s| s.to_string()).collect();
         self.api
-            .wait_for(
-                &self.alice,
-                documents::SNAPSHOT,
-                json!({"id": id}),
-                timeout,
-                move |d| {
-                    d["snapshot"]["status"]
-                        .as_str()
-                        .is_some_and(|s| statuses.iter().any(|w| w == s))
-                },
-            )
-            .await["snapshot"]
-            .clone()
+            .wait_for_status(&self.alice, id, statuses, timeout)
+            .await
     }
 
     async fn node(&self, name: &str) -> Value {

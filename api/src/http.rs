@@ -277,12 +277,22 @@ async fn graphql_get(State(state): State<HttpState>, request: Request) -> Respon
         .on_upgrade(move |socket| ws::serve(socket, schema, protocol, app, limits))
 }
 
+/// How long `/readyz` waits for the database: under the Deployment's probe
+/// timeout (3 s), so that an outage is reported as one. Without a bound the
+/// check would wait for the pool's acquire timeout, which keeps retrying
+/// the connection, and a short outage would never be seen.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn ready(State(state): State<HttpState>) -> Response {
-    match state.app.db.ping().await {
-        Ok(()) => "ready".into_response(),
-        Err(e) => {
+    match tokio::time::timeout(READY_TIMEOUT, state.app.db.ping()).await {
+        Ok(Ok(())) => "ready".into_response(),
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "database not reachable");
             (StatusCode::SERVICE_UNAVAILABLE, "database not reachable").into_response()
+        }
+        Err(_) => {
+            tracing::warn!("database did not answer the readiness check in time");
+            (StatusCode::SERVICE_UNAVAILABLE, "database not answering").into_response()
         }
     }
 }

@@ -14,11 +14,11 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(120);
 
-/// Stops Postgres, keeps it down for two seconds (long enough for every
-/// part to notice), and starts it again.
+/// Stops Postgres, keeps it down for four seconds (longer than `/readyz`
+/// waits for the database, so every part notices), and starts it again.
 fn restart_postgres() {
     let steps: [(&[&str], Duration); 2] = [
-        (&["stop", "-m", "fast"], Duration::from_secs(2)),
+        (&["stop", "-m", "fast"], Duration::from_secs(4)),
         (&["start"], Duration::ZERO),
     ];
     for (action, pause) in steps {

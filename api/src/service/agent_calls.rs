@@ -7,7 +7,7 @@ use entity::prelude::*;
 use entity::snapshot;
 use sea_orm::EntityTrait;
 
-use super::agent_events::record_event;
+use super::event_log::record_event;
 use crate::state::AppState;
 
 /// Asks the agent running a snapshot to cancel it; the result comes back

@@ -3,12 +3,10 @@
 
 use dcs_protocol::{FailureCode, JobEvent, JobEventKind};
 use entity::prelude::*;
-use entity::{SnapshotStatus, snapshot, snapshot_event};
-use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QuerySelect, Set,
-    TransactionTrait,
-};
+use entity::{SnapshotStatus, snapshot};
+use sea_orm::{DatabaseTransaction, EntityTrait, QuerySelect, Set, TransactionTrait};
 
+use super::event_log::record_event;
 use super::transitions::{self, Expected};
 use crate::bus::SnapshotChange;
 use crate::errors::{ApiError, ApiResult};
@@ -152,26 +150,6 @@ pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<(
     if updated.status == SnapshotStatus::Queued {
         state.dispatch_wakeup.notify_one();
     }
-    Ok(())
-}
-
-pub(crate) async fn record_event<C: ConnectionTrait>(
-    db: &C,
-    snapshot: &snapshot::Model,
-    seq: Option<i64>,
-    kind: &str,
-    payload: &impl serde::Serialize,
-) -> ApiResult<()> {
-    snapshot_event::ActiveModel {
-        snapshot_id: Set(snapshot.id),
-        seq: Set(seq),
-        kind: Set(kind.to_string()),
-        payload: Set(serde_json::to_value(payload).unwrap_or_default()),
-        created_at: Set(crate::clock::now()),
-        ..Default::default()
-    }
-    .insert(db)
-    .await?;
     Ok(())
 }
 

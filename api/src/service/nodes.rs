@@ -9,7 +9,8 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use super::agent_events::{fail_snapshots, record_event};
+use super::agent_events::fail_snapshots;
+use super::event_log::record_event;
 use super::transitions::{self, Expected};
 use crate::errors::ApiResult;
 use crate::state::AppState;

@@ -15,8 +15,8 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::agent_events::record_event;
 use super::audit;
+use super::event_log::record_event;
 use crate::auth::Principal;
 use crate::bus::SnapshotChange;
 use crate::errors::{ApiError, ApiResult};

@@ -561,3 +561,96 @@ async fn cancel_snapshot_ends_cancelled_and_leaves_the_desktop_running() {
     );
     assert_eq!(task_status(&s.ctr, &s.desk).as_deref(), Some("RUNNING"));
 }
+
+/// A TCP front for the registry that holds every manifest PUT for
+/// `hold` before passing it on, and says when it has seen one: the moment
+/// the agent writes the tag, made long enough to cancel in.
+async fn slow_manifest_front(
+    registry: String,
+    hold: Duration,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (seen, seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(upstream) = tokio::net::TcpStream::connect(&registry).await else {
+                continue;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut upstream_read, mut upstream_write) = upstream.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut upstream_read, &mut client_write).await;
+                });
+                let mut buffer = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match client_read.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let chunk = &buffer[..n];
+                    let is_manifest_put = chunk.starts_with(b"PUT ")
+                        && chunk.windows(11).any(|w| w == b"/manifests/");
+                    if is_manifest_put {
+                        let _ = seen.send(());
+                        tokio::time::sleep(hold).await;
+                    }
+                    if upstream_write.write_all(chunk).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (address, seen_rx)
+}
+
+/// (f) A cancel that arrives while the agent writes the tag is too late:
+/// the commit finishes and the snapshot ends PUSHED with the registry's
+/// digest, never CANCELLED with its image in the registry anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_while_the_tag_is_written_ends_pushed() {
+    let env = TestEnv::get();
+    let (front, mut manifest_puts) =
+        slow_manifest_front(env.registry.clone(), Duration::from_secs(3)).await;
+    let s = stack(30, &[format!("{front}/workshops/{{sub}}")]).await;
+    let _agent = Agent::start_with(
+        &s.env,
+        &s.api,
+        "node-f",
+        &s.ctr.namespace,
+        &["--insecure-registry", &front],
+    );
+    s.wait_for_container().await;
+    s.ctr.exec(&s.desk, "echo late > /root/late");
+    let target = format!("{front}/workshops/alice/{}:late", s.ctr.namespace);
+    let id = s.create(&target).await;
+    tokio::time::timeout(WAIT, manifest_puts.recv())
+        .await
+        .expect("the agent never wrote the manifest")
+        .expect("the front stopped");
+    let cancel = "mutation($id: ID!) { cancelSnapshot(id: $id) { id status } }";
+    let answer = s.api.data(&s.alice, cancel, json!({"id": id})).await;
+    println!("cancel answered {answer}");
+    let done = s
+        .wait_status(&id, &["CANCELLED", "PUSHED", "FAILED"], WAIT)
+        .await;
+    assert_eq!(done["status"], "PUSHED", "{done}");
+    assert_eq!(
+        done["manifestDigest"].as_str().unwrap_or(""),
+        registry_digest(&target.replace(&front, &s.env.registry)),
+        "the PUSHED digest is the registry's"
+    );
+    let kinds = s.event_kinds(&id);
+    assert!(kinds.iter().any(|k| k == "CANCEL_REQUESTED"), "{kinds:?}");
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("PUSHED"),
+        "{kinds:?}"
+    );
+    let task = s.wait_task_running(Duration::from_secs(5)).await;
+    assert_eq!(task.as_deref(), Some("RUNNING"));
+}

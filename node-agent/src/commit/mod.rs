@@ -98,7 +98,15 @@ pub struct LayerReport {
 #[serde(tag = "phase", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CommitProgress {
     Diffing,
-    Pushing { done: u64, total: u64 },
+    Pushing {
+        done: u64,
+        total: u64,
+    },
+    /// Every blob is in the registry and the manifest, which writes the
+    /// tag, goes next: from here on the commit is not stopped by a cancel
+    /// (dropped mid-request, the tag may still be written, and the snapshot
+    /// would say CANCELLED with its image in the registry).
+    Tagging,
 }
 
 pub type ProgressSink = Arc<dyn Fn(CommitProgress) + Send + Sync>;
@@ -278,8 +286,12 @@ async fn commit_under_lease(
     });
     pusher.set_content_dir(content_dir(client, container).await);
     let mut push = pusher
-        .push(client, &built, &base.name, push_progress)
+        .push_blobs(client, &built, &base.name, push_progress)
         .await?;
+    if let Some(progress) = &progress {
+        progress(CommitProgress::Tagging);
+    }
+    pusher.put_manifest(&built).await?;
     push.layer_streamed = streamed;
     // Named only once the registry has it: a failed push leaves no local
     // tag either, and the lease lets the unreferenced content go.

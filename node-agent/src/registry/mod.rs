@@ -254,8 +254,9 @@ impl Pusher {
         }
     }
 
-    /// Pushes the blobs of `image` that the registry lacks, then its manifest.
-    pub async fn push(
+    /// Pushes the blobs of `image` that the registry lacks; the manifest
+    /// (which writes the tag) follows with [`Pusher::put_manifest`].
+    pub async fn push_blobs(
         &self,
         containerd: &Containerd,
         image: &BuiltImage,
@@ -321,8 +322,12 @@ impl Pusher {
             report.blobs_present += 1;
         }
         report.bytes_uploaded = sent.load(Ordering::Relaxed);
+        Ok(report)
+    }
 
-        // The manifest last, with the exact bytes whose digest we computed.
+    /// Writes the manifest, with the exact bytes whose digest we computed,
+    /// and so the tag: last, once every blob it names is in the registry.
+    pub async fn put_manifest(&self, image: &BuiltImage) -> Result<(), RegistryError> {
         let content_type =
             image
                 .manifest_descriptor
@@ -336,7 +341,7 @@ impl Pusher {
             .push_manifest_raw(&self.target, image.manifest.clone(), content_type)
             .await
             .map_err(|e| self.classify(e))?;
-        Ok(report)
+        Ok(())
     }
 
     async fn exists(&self, digest: &str) -> Result<bool, RegistryError> {

@@ -48,6 +48,9 @@ struct Inner {
 struct Job {
     cancel: CancellationToken,
     seq: AtomicU64,
+    /// Set when the commit starts writing the tag: a cancel after that
+    /// point no longer stops it (see `CommitProgress::Tagging`).
+    tagging: AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +114,7 @@ impl Jobs {
         let job = Arc::new(Job {
             cancel: CancellationToken::new(),
             seq: AtomicU64::new(request.last_event_seq),
+            tagging: AtomicBool::new(false),
         });
         jobs.insert(request.snapshot_id, job.clone());
         drop(jobs);
@@ -235,13 +239,28 @@ impl Jobs {
                         bytes_done: done,
                         bytes_total: total,
                     },
+                    CommitProgress::Tagging => {
+                        job.tagging.store(true, Ordering::SeqCst);
+                        return;
+                    }
                 };
                 this.report(snapshot_id, &job, kind);
             })
         };
+        // A cancel stops the commit until it starts writing the tag; after
+        // that it runs to its end, and the snapshot ends with what the
+        // registry holds (PUSHED, or FAILED if the manifest was refused).
+        // The flag is set inside the commit's own poll, before the
+        // manifest request goes out, so the two cannot interleave.
+        let cancelled = async {
+            job.cancel.cancelled().await;
+            if job.tagging.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+        };
         let outcome = tokio::select! {
             result = commit(&self.inner.containerd, &request, Some(progress)) => Some(result),
-            _ = job.cancel.cancelled() => None,
+            () = cancelled => None,
         };
         self.inner.metrics.running.dec();
         let (kind, label) = match outcome {

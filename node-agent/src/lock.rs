@@ -2,12 +2,9 @@
 //! `flock` on a file named after the container. The kernel drops the lock
 //! when the holder exits, so a crash never leaves a container locked.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-
-use rustix::fs::{FlockOperation, flock};
-use rustix::io::Errno;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -44,9 +41,10 @@ pub fn lock_container(state_dir: &Path, container_id: &str) -> Result<CommitLock
         .truncate(false)
         .open(&path)
         .map_err(|e| io_error(&path, e))?;
-    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+    // std's file lock is `flock` on Linux: the semantics described above.
+    match file.try_lock() {
         Ok(()) => {}
-        Err(Errno::WOULDBLOCK) => {
+        Err(TryLockError::WouldBlock) => {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
             let holder = match pid.trim() {
@@ -58,7 +56,7 @@ pub fn lock_container(state_dir: &Path, container_id: &str) -> Result<CommitLock
                 holder,
             });
         }
-        Err(e) => return Err(io_error(&path, e.into())),
+        Err(TryLockError::Error(e)) => return Err(io_error(&path, e)),
     }
     // Record the holder for the message above; failures here are harmless.
     let _ = file.set_len(0);

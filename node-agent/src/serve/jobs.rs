@@ -349,5 +349,6 @@ fn failure_code(error: &CommitError) -> FailureCode {
 }
 
 fn is_disk_full(error: &std::io::Error) -> bool {
-    error.raw_os_error() == Some(libc::ENOSPC) || error.to_string().contains("no space left")
+    // `StorageFull` is how std names ENOSPC.
+    error.kind() == std::io::ErrorKind::StorageFull || error.to_string().contains("no space left")
 }

@@ -6,6 +6,7 @@
 
 pub mod chaos;
 pub mod ctr;
+pub mod deploy_policy;
 pub mod desktop;
 pub mod fake_agent;
 pub mod fake_kube;
@@ -67,6 +68,24 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &id[..12])
 }
 
+/// A binary of this workspace's build (`dcs-agent`, `dcs-api`), next to the
+/// test executable's profile directory.
+pub fn built_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let binary = profile_dir.join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: build it first with `cargo build --bins`",
+        binary.display()
+    );
+    binary
+}
+
 /// The `dcs-agent` binary of this workspace's build, or the one named by
 /// `DCS_TEST_AGENT_BINARY` (to run a test against another version, e.g. to
 /// show that an attack test finds what an older agent let through).
@@ -74,19 +93,7 @@ pub fn agent_binary() -> PathBuf {
     if let Some(binary) = std::env::var_os("DCS_TEST_AGENT_BINARY") {
         return PathBuf::from(binary);
     }
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/dcs-agent
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
-    let binary = profile_dir.join("dcs-agent");
-    assert!(
-        binary.exists(),
-        "{} is missing: build it first with `cargo build --bins`",
-        binary.display()
-    );
-    binary
+    built_binary("dcs-agent")
 }
 
 /// Runs `dcs-agent` with these arguments.

@@ -14,17 +14,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::{TestEnv, unique};
 
-/// A binary of this workspace's build.
-pub fn binary(name: &str) -> PathBuf {
-    let path = crate::agent_binary().with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build it first with `cargo build --bins`",
-        path.display()
-    );
-    path
-}
-
 /// An HTTP client; ring is the one TLS provider of the workspace.
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -204,7 +193,7 @@ impl Api {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(binary("dcs-api"));
+        let mut command = Command::new(crate::built_binary("dcs-api"));
         command
             .env_remove("DATABASE_URL")
             .env("RUST_LOG", "info,tower_http=warn,sqlx=warn")

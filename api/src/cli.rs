@@ -184,6 +184,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let limits = crate::http::HttpLimits {
         max_body_bytes: args.max_body_bytes,
         request_timeout,
+        max_concurrent_requests: args.max_concurrent_requests,
         ws: crate::http::WsLimits {
             max_message_bytes: args.ws_max_message_bytes,
             init_timeout: Duration::from_secs(args.ws_init_timeout_seconds.max(1)),

@@ -132,6 +132,16 @@ pub struct ServeArgs {
         global = true
     )]
     pub request_timeout_seconds: u64,
+    /// GraphQL queries and mutations executed at once by this process;
+    /// more wait for a turn within their deadline (subscriptions are not
+    /// counted).
+    #[arg(
+        long,
+        env = "DCS_API_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 32,
+        global = true
+    )]
+    pub max_concurrent_requests: usize,
     /// Database connections kept at most by this process.
     #[arg(long, env = "DCS_DB_POOL_SIZE", default_value_t = 16, global = true)]
     pub db_pool_size: u32,

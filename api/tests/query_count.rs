@@ -292,7 +292,8 @@ async fn a_list_of_200_snapshots_with_parents_and_children_costs_a_constant_numb
     }
     let worse: Vec<String> = counts
         .iter()
-        .filter(|(_, statements)| statements.len() != ten_sql.len())
+        // Fewer is fine: a page that holds its rows' parents asks for none.
+        .filter(|(_, statements)| statements.len() > ten_sql.len())
         .map(|(label, statements)| {
             let kinds: Vec<&str> = statements
                 .iter()

@@ -15,6 +15,7 @@ mod m20261129_000004_create_snapshot_events;
 mod m20261129_000005_create_audit_log;
 mod m20261129_000006_create_webhooks;
 mod m20261202_000001_add_pod_owners;
+mod m20261202_000002_snapshot_statistics;
 
 /// The name of the partial unique index on `snapshots (node, container_id)`
 /// over the in-flight statuses.
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000005_create_audit_log::Migration),
             Box::new(m20261129_000006_create_webhooks::Migration),
             Box::new(m20261202_000001_add_pod_owners::Migration),
+            Box::new(m20261202_000002_snapshot_statistics::Migration),
         ]
     }
 }

@@ -20,22 +20,34 @@ pub struct SnapshotsFilter {
     pub node: Option<String>,
 }
 
-/// Loads the page's parents and children in one query each and hands them
-/// to the request's DataLoaders, so `parent` and `children` of every row
-/// cost no further query, whatever the timing.
+/// Loads the page's parents and children, each in one query and only when
+/// the query asks for them, and hands them to the request's DataLoaders, so
+/// `parent` and `children` of every row cost no further query, whatever the
+/// timing.
 async fn prefetch_lineage(ctx: &Context<'_>, rows: &[entity::snapshot::Model]) -> Result<()> {
     use crate::graphql::loaders::{ChildrenById, SnapshotsById};
     let state = state(ctx)?;
-    let parent_ids: Vec<uuid::Uuid> = rows.iter().filter_map(|r| r.parent_id).collect();
-    let parents = snapshots::by_ids(state, &parent_ids).await?;
-    let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.id).collect();
-    let mut children = snapshots::children_of(state, &ids).await?;
+    let node = ctx.look_ahead().field("edges").field("node");
     if let Some(loader) = ctx.data_opt::<SnapshotsById>() {
+        let mut parent_ids: Vec<uuid::Uuid> = Vec::new();
+        if node.field("parent").exists() {
+            parent_ids = rows.iter().filter_map(|r| r.parent_id).collect();
+            // Siblings share a parent: ask for each once.
+            parent_ids.sort_unstable();
+            parent_ids.dedup();
+            // Parents on the page itself are already here.
+            parent_ids.retain(|id| !rows.iter().any(|r| r.id == *id));
+        }
+        let parents = snapshots::by_ids(state, &parent_ids).await?;
         loader
             .feed_many(rows.iter().map(|r| (r.id, r.clone())).chain(parents))
             .await;
     }
-    if let Some(loader) = ctx.data_opt::<ChildrenById>() {
+    if node.field("children").exists()
+        && let Some(loader) = ctx.data_opt::<ChildrenById>()
+    {
+        let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.id).collect();
+        let mut children = snapshots::children_of(state, &ids).await?;
         // Rows without children are fed too: "none" is an answer.
         let all = ids
             .iter()

@@ -35,7 +35,7 @@ impl SnapshotSubscription {
         let state = state(ctx)?.clone();
         // Subscribe before reading the current state, so nothing falls in
         // between.
-        let mut changes = state.bus.subscribe();
+        let changes = state.bus.subscribe();
         let (only, current) = match id {
             Some(id) => {
                 let id = parse_id(&id, "snapshot")?;
@@ -44,41 +44,67 @@ impl SnapshotSubscription {
             }
             None => (None, None),
         };
-        let (sender, receiver) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            if let Some(current) = &current
-                && (sender.send(event(current)).await.is_err() || current.status.is_terminal())
+        // A stream polled by the WebSocket's own task: no task or channel
+        // per subscriber in between, so an event costs one wake-up per
+        // subscriber (500 subscribers means 500 of them per event). Dropped
+        // with the subscription.
+        let feed = Feed {
+            current,
+            changes,
+            only,
+            who,
+            state,
+            ended: false,
+        };
+        Ok(futures::stream::unfold(feed, |mut feed| async move {
+            let change = feed.next().await?;
+            feed.ended = feed.only.is_some() && change.status.is_terminal();
+            Some((event(&change), feed))
+        }))
+    }
+}
+
+/// What one subscription has yet to send.
+struct Feed {
+    /// The state at subscription time, sent first (subscriptions to one
+    /// snapshot).
+    current: Option<SnapshotChange>,
+    changes: tokio::sync::broadcast::Receiver<SnapshotChange>,
+    only: Option<uuid::Uuid>,
+    who: crate::auth::Principal,
+    state: crate::state::AppState,
+    /// A subscription to one snapshot ends with its terminal status.
+    ended: bool,
+}
+
+impl Feed {
+    async fn next(&mut self) -> Option<SnapshotChange> {
+        if self.ended {
+            return None;
+        }
+        if let Some(current) = self.current.take() {
+            return Some(current);
+        }
+        loop {
+            let change = match self.changes.recv().await {
+                Ok(change) => change,
+                Err(RecvError::Lagged(skipped)) => {
+                    tracing::warn!(skipped, "a subscriber fell behind");
+                    continue;
+                }
+                Err(RecvError::Closed) => return None,
+            };
+            if self.only.is_some_and(|id| id != change.snapshot_id) {
+                continue;
+            }
+            if !self
+                .state
+                .policy
+                .may_see_snapshot(&self.who, (&change).into())
             {
-                return;
+                continue;
             }
-            loop {
-                let change = tokio::select! {
-                    // The subscriber went away.
-                    _ = sender.closed() => return,
-                    change = changes.recv() => change,
-                };
-                let change = match change {
-                    Ok(change) => change,
-                    Err(RecvError::Lagged(skipped)) => {
-                        tracing::warn!(skipped, "a subscriber fell behind");
-                        continue;
-                    }
-                    Err(RecvError::Closed) => return,
-                };
-                if only.is_some_and(|id| id != change.snapshot_id) {
-                    continue;
-                }
-                if !state.policy.may_see_snapshot(&who, (&change).into()) {
-                    continue;
-                }
-                if sender.send(event(&change)).await.is_err() {
-                    return;
-                }
-                if only.is_some() && change.status.is_terminal() {
-                    return;
-                }
-            }
-        });
-        Ok(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            return Some(change);
+        }
     }
 }

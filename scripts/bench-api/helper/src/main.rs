@@ -619,25 +619,31 @@ async fn create(args: Args) -> anyhow::Result<()> {
         }
         // Throughput over the bursts themselves, not the pauses.
         let results = std::mem::take(&mut *results.lock().unwrap());
-        return summary(results, busy.as_secs_f64());
+        return summary(results, busy.as_secs_f64(), json!({}));
     }
     let results = std::mem::take(&mut *results.lock().unwrap());
-    summary(results, started.elapsed().as_secs_f64())
+    summary(results, started.elapsed().as_secs_f64(), json!({}))
 }
 
-fn summary(results: Vec<Result<f64, String>>, seconds: f64) -> anyhow::Result<()> {
+/// Prints the run's figures as one JSON object, with `extra`'s fields added.
+fn summary(
+    results: Vec<Result<f64, String>>,
+    seconds: f64,
+    extra: serde_json::Value,
+) -> anyhow::Result<()> {
     let mut latencies: Vec<f64> = results.iter().filter_map(|r| r.as_ref().ok()).copied().collect();
     let errors: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     latencies.sort_by(f64::total_cmp);
-    println!(
-        "{}",
-        json!({"requests": results.len(), "errors": errors.len(),
-               "seconds": round1(seconds),
-               "rps": round1(results.len() as f64 / seconds.max(1e-9)),
-               "p50Ms": round1(percentile(&latencies, 50.0)),
-               "p99Ms": round1(percentile(&latencies, 99.0)),
-               "firstError": errors.first().map(|e| e.chars().take(300).collect::<String>())})
-    );
+    let mut figures = json!({"requests": results.len(), "errors": errors.len(),
+           "seconds": round1(seconds),
+           "rps": round1(results.len() as f64 / seconds.max(1e-9)),
+           "p50Ms": round1(percentile(&latencies, 50.0)),
+           "p99Ms": round1(percentile(&latencies, 99.0)),
+           "firstError": errors.first().map(|e| e.chars().take(300).collect::<String>())});
+    if let (Some(figures), serde_json::Value::Object(extra)) = (figures.as_object_mut(), extra) {
+        figures.extend(extra);
+    }
+    println!("{figures}");
     Ok(())
 }
 
@@ -659,6 +665,9 @@ async fn load(args: Args) -> anyhow::Result<()> {
         .build()?;
     let slots = Arc::new(tokio::sync::Semaphore::new(connections));
     let results: Arc<Mutex<Vec<Result<f64, String>>>> = Arc::default();
+    // (second of the run the request was due in, its latency): to tell a
+    // tail spread over the run from a stall of a few hundred milliseconds.
+    let timeline: Arc<Mutex<Vec<(u64, f64)>>> = Arc::default();
     let total = (rate * seconds).round() as u64;
     let start = tokio::time::Instant::now() + Duration::from_millis(100);
     let mut tasks = tokio::task::JoinSet::new();
@@ -666,8 +675,15 @@ async fn load(args: Args) -> anyhow::Result<()> {
         let due = start + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(due).await;
         let slot = slots.clone().acquire_owned().await?;
-        let (http, url, token, body, results) =
-            (http.clone(), url.clone(), token.clone(), body.clone(), results.clone());
+        let (http, url, token, body, results, timeline) = (
+            http.clone(),
+            url.clone(),
+            token.clone(),
+            body.clone(),
+            results.clone(),
+            timeline.clone(),
+        );
+        let second = (i as f64 / rate) as u64;
         tasks.spawn(async move {
             let sent = http
                 .post(&url)
@@ -690,6 +706,9 @@ async fn load(args: Args) -> anyhow::Result<()> {
                 Err(e) => Err(e.to_string()),
             };
             drop(slot);
+            if let Ok(latency) = &outcome {
+                timeline.lock().unwrap().push((second, *latency));
+            }
             results.lock().unwrap().push(outcome);
         });
         while tasks.try_join_next().is_some() {}
@@ -697,7 +716,26 @@ async fn load(args: Args) -> anyhow::Result<()> {
     while tasks.join_next().await.is_some() {}
     let elapsed = start.elapsed().as_secs_f64();
     let results = std::mem::take(&mut *results.lock().unwrap());
-    summary(results, elapsed)
+    summary(results, elapsed, json!({"slowestSeconds": slowest_seconds(&timeline.lock().unwrap())}))
+}
+
+/// The three seconds of the run with the highest latency: second, max ms,
+/// requests due in it over 50 ms, requests due in it.
+fn slowest_seconds(timeline: &[(u64, f64)]) -> Vec<serde_json::Value> {
+    let mut by_second: std::collections::BTreeMap<u64, (f64, usize, usize)> = Default::default();
+    for (second, latency) in timeline {
+        let entry = by_second.entry(*second).or_default();
+        entry.0 = entry.0.max(*latency);
+        entry.1 += usize::from(*latency > 50.0);
+        entry.2 += 1;
+    }
+    let mut seconds: Vec<_> = by_second.into_iter().collect();
+    seconds.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
+    seconds
+        .into_iter()
+        .take(3)
+        .map(|(second, (max, slow, all))| json!([second, round1(max), slow, all]))
+        .collect()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

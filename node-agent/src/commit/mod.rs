@@ -11,12 +11,15 @@
 //! 4. the image record is created once its content is complete;
 //! 5. the registry gets its blobs first and the manifest last.
 
+mod lease;
+mod on_drop;
+mod paused;
 mod sink;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dcs_protocol::reference::Target;
 use serde::Serialize;
@@ -35,10 +38,10 @@ use crate::layer::{
 use crate::lock::{LockError, lock_container};
 use crate::registry::upload::UploadTee;
 use crate::registry::{self, PushReport, Pusher, RegistryError, RegistryOptions};
+use lease::LeaseGuard;
+pub use lease::recover_interrupted_commits;
+use paused::PausedTask;
 use sink::{ChannelReader, ContentSink};
-
-/// A lease outlives a crashed agent by this much at most.
-const LEASE_EXPIRY: Duration = Duration::from_secs(6 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct CommitRequest {
@@ -167,24 +170,14 @@ pub async fn commit(
         });
     }
 
-    let lease = LeaseGuard {
-        client: client.clone(),
-        lease: client
-            .create_lease(
-                &format!("dcs-commit-{}", uuid::Uuid::new_v4()),
-                LEASE_EXPIRY,
-                Some(&container.id),
-            )
-            .await?,
-        released: false,
-    };
+    let lease = LeaseGuard::create(client, &container.id).await?;
     let outcome = commit_under_lease(
         client,
         request,
         &container,
         &base,
         &excludes,
-        &lease.lease,
+        lease.lease(),
         &pusher,
         progress,
     )
@@ -347,95 +340,6 @@ async fn content_dir(
         .parent()?;
     let blobs = root.join("io.containerd.content.v1.content").join("blobs");
     blobs.is_dir().then_some(blobs)
-}
-
-/// Deletes the commit's lease when the commit ends, however it ends (also
-/// when it is cancelled): the image record holds what must stay.
-struct LeaseGuard {
-    client: Containerd,
-    lease: Lease,
-    released: bool,
-}
-
-impl LeaseGuard {
-    async fn release(mut self) {
-        self.released = true;
-        if let Err(e) = self.client.delete_lease(&self.lease).await {
-            tracing::warn!(lease = %self.lease.id, error = %e, "could not delete lease; it expires by itself");
-        }
-    }
-}
-
-impl Drop for LeaseGuard {
-    fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        let client = self.client.clone();
-        let lease = self.lease.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(e) = client.delete_lease(&lease).await {
-                    tracing::warn!(lease = %lease.id, error = %e, "could not delete lease; it expires by itself");
-                }
-            });
-        }
-    }
-}
-
-/// A paused task. If the commit is dropped half-way (cancelled), the task
-/// is resumed from `Drop`, so no path leaves a desktop frozen.
-struct PausedTask {
-    client: Containerd,
-    container_id: String,
-    since: Instant,
-    resumed: bool,
-}
-
-impl PausedTask {
-    async fn pause(client: &Containerd, container_id: &str) -> Result<Self, CommitError> {
-        // The guard exists before the call: a commit dropped (cancelled)
-        // while containerd pauses the task still resumes it.
-        let mut guard = Self {
-            client: client.clone(),
-            container_id: container_id.to_string(),
-            since: Instant::now(),
-            resumed: false,
-        };
-        if let Err(e) = client.pause_task(container_id).await {
-            // Nothing was paused; nothing to resume.
-            guard.resumed = true;
-            return Err(e.into());
-        }
-        guard.since = Instant::now();
-        Ok(guard)
-    }
-
-    /// Resumes; returns the outcome and how long the task was paused. The
-    /// guard stays armed until containerd has answered, so a commit dropped
-    /// during the call still resumes the task.
-    async fn resume(mut self) -> (Result<(), containerd::Error>, Duration) {
-        let result = self.client.resume_task(&self.container_id).await;
-        self.resumed = result.is_ok();
-        (result, self.since.elapsed())
-    }
-}
-
-impl Drop for PausedTask {
-    fn drop(&mut self) {
-        if self.resumed {
-            return;
-        }
-        let client = self.client.clone();
-        let id = self.container_id.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(e) = client.resume_task(&id).await {
-                    tracing::error!(container = %id, error = %e, "could not resume a paused task");
-                }
-            });
-        }
-    }
 }
 
 /// Builds the layer into the content store: from the overlay upper

@@ -62,8 +62,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let containerd = Containerd::connect(&config.containerd_socket, &config.namespace)
         .await
         .context("containerd")?;
-    let dropped = containerd
-        .recover_own_leases()
+    let dropped = crate::commit::recover_interrupted_commits(&containerd)
         .await
         .context("cleaning up leftover leases")?;
     if dropped > 0 {

@@ -1,0 +1,58 @@
+//! The container's task, paused while its changes are read.
+
+use std::time::{Duration, Instant};
+
+use crate::containerd::{self, Containerd};
+
+use super::CommitError;
+use super::on_drop::SpawnOnDrop;
+
+/// A paused task. If the commit is dropped half-way (cancelled), the task
+/// is resumed from `Drop`, so no path leaves a desktop frozen.
+pub(super) struct PausedTask {
+    client: Containerd,
+    container_id: String,
+    since: Instant,
+    resume_on_drop: SpawnOnDrop,
+}
+
+impl PausedTask {
+    pub(super) async fn pause(
+        client: &Containerd,
+        container_id: &str,
+    ) -> Result<Self, CommitError> {
+        // The guard exists before the call: a commit dropped (cancelled)
+        // while containerd pauses the task still resumes it.
+        let mut guard = Self {
+            client: client.clone(),
+            container_id: container_id.to_string(),
+            since: Instant::now(),
+            resume_on_drop: SpawnOnDrop::new(resume_task(client.clone(), container_id.to_string())),
+        };
+        if let Err(e) = client.pause_task(container_id).await {
+            // Nothing was paused; nothing to resume.
+            guard.resume_on_drop.disarm();
+            return Err(e.into());
+        }
+        guard.since = Instant::now();
+        Ok(guard)
+    }
+
+    /// Resumes; returns the outcome and how long the task was paused. The
+    /// guard stays armed until containerd has answered, so a commit dropped
+    /// during the call still resumes the task (and a failed resume is
+    /// tried once more from `Drop`).
+    pub(super) async fn resume(mut self) -> (Result<(), containerd::Error>, Duration) {
+        let result = self.client.resume_task(&self.container_id).await;
+        if result.is_ok() {
+            self.resume_on_drop.disarm();
+        }
+        (result, self.since.elapsed())
+    }
+}
+
+async fn resume_task(client: Containerd, container_id: String) {
+    if let Err(e) = client.resume_task(&container_id).await {
+        tracing::error!(container = %container_id, error = %e, "could not resume a paused task");
+    }
+}

@@ -3,13 +3,14 @@
 //! Output is JSON on stdout; an error is one sentence on stderr with a
 //! non-zero exit code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::commit::{CommitRequest, commit};
-use crate::containerd::Containerd;
+use crate::containerd::{ContainerInfo, Containerd};
 use crate::image::changes::ConfigChange;
 use crate::layer::Compression;
 use crate::registry::RegistryOptions;
@@ -189,78 +190,63 @@ struct CommitArgs {
     state_dir: PathBuf,
 }
 
+/// Runs the command line; the process's exit code. A failure is printed
+/// as one line: `dcs-agent: ` and the error with its causes.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            // One sentence, like every other error of this program.
+            // One sentence, like every other error of this program (clap's
+            // own report spans several lines).
             let text = e.to_string();
             let first = text.lines().next().unwrap_or_default();
             eprintln!("dcs-agent: {}", first.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };
-    init_logging(cli.log_format);
-    install_crypto_provider();
-    // One-shot commands run on one thread: the layer pipeline has its own
-    // threads, and fewer threads mean fewer allocator arenas (a smaller
-    // peak RSS). The service takes every core.
-    let runtime = match cli.command {
-        Command::Serve(_) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
-        _ => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-    };
-    let runtime = match runtime {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("dcs-agent: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli.command)) {
+    match start(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("dcs-agent: {message}");
+        Err(error) => {
+            // Sources that repeat what their error already says are left
+            // out (see `describe_error`).
+            eprintln!("dcs-agent: {}", crate::describe_error(error.as_ref()));
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(command: Command) -> Result<(), String> {
+fn start(cli: Cli) -> anyhow::Result<()> {
+    init_logging(cli.log_format);
+    install_crypto_provider();
+    // One-shot commands run on one thread: the layer pipeline has its own
+    // threads, and fewer threads mean fewer allocator arenas (a smaller
+    // peak RSS). The service takes every core.
+    let mut runtime = match cli.command {
+        Command::Serve(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Containers { containerd, json } => {
             let client = connect(&containerd).await?;
-            let containers = client.list_containers().await.map_err(|e| e.to_string())?;
+            let containers = client.list_containers().await?;
             if json {
                 println!("{}", to_json(&containers)?);
             } else {
-                println!(
-                    "{:<24} {:<10} {:<12} {:<40} IMAGE",
-                    "CONTAINER", "STATE", "SNAPSHOTTER", "POD"
-                );
-                for c in containers {
-                    let pod = match (&c.pod_namespace, &c.pod_name, &c.container_name) {
-                        (Some(ns), Some(pod), Some(name)) => format!("{ns}/{pod}/{name}"),
-                        _ => "-".into(),
-                    };
-                    let state = serde_json::to_value(c.runtime_state)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default();
-                    println!(
-                        "{:<24} {:<10} {:<12} {:<40} {}",
-                        c.id, state, c.snapshotter, pod, c.image
-                    );
-                }
+                print_table(&containers);
             }
             Ok(())
         }
         Command::Commit(args) => {
-            let target = crate::registry::parse_target(&args.target).map_err(|e| e.to_string())?;
+            let target = crate::registry::parse_target(&args.target)?;
             let client = connect(&args.containerd).await?;
             let args = *args;
             let request = CommitRequest {
@@ -279,27 +265,45 @@ async fn run(command: Command) -> Result<(), String> {
                 },
                 state_dir: args.state_dir,
             };
-            let result = commit(&client, &request, None)
-                .await
-                .map_err(|e| e.to_string())?;
+            let result = commit(&client, &request, None).await?;
             println!("{}", to_json(&result)?);
             Ok(())
         }
         Command::Serve(args) => serve(*args).await,
-        Command::Probe(args) => probe(*args).await,
+        Command::Probe(args) => {
+            let name = match args.check {
+                ProbeCheck::Live => "live",
+                ProbeCheck::Ready => "ready",
+            };
+            probe(*args).await.with_context(|| format!("probe {name}"))
+        }
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), String> {
+fn print_table(containers: &[ContainerInfo]) {
+    println!(
+        "{:<24} {:<10} {:<12} {:<40} IMAGE",
+        "CONTAINER", "STATE", "SNAPSHOTTER", "POD"
+    );
+    for c in containers {
+        let pod = match (&c.pod_namespace, &c.pod_name, &c.container_name) {
+            (Some(ns), Some(pod), Some(name)) => format!("{ns}/{pod}/{name}"),
+            _ => "-".into(),
+        };
+        let state = serde_json::to_value(c.runtime_state)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        println!(
+            "{:<24} {:<10} {:<12} {:<40} {}",
+            c.id, state, c.snapshotter, pod, c.image
+        );
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     validate_namespace(&args.containerd.namespace)?;
-    let secret = std::fs::read(&args.shared_secret_file).map_err(|e| {
-        format!(
-            "cannot read the shared secret {}: {e}",
-            args.shared_secret_file.display()
-        )
-    })?;
-    let shared_secret =
-        dcs_protocol::token::SharedSecret::new(secret).map_err(|e| e.to_string())?;
+    let shared_secret = read_shared_secret(&args.shared_secret_file)?;
     let advertise_url = args.advertise_url.unwrap_or_else(|| {
         let port = args.listen.port();
         match std::env::var("POD_IP") {
@@ -310,6 +314,18 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             _ => format!("http://{}", args.listen),
         }
     });
+    let api_reviewer = if args.kubernetes || args.kubernetes_api_url.is_some() {
+        let reviewer = crate::serve::kube_auth::TokenReviewer::connect(
+            args.kubernetes_api_url.as_deref(),
+            &args.api_token_audience,
+            &args.api_service_account,
+        )
+        .await
+        .context("cannot reach the Kubernetes API")?;
+        Some(std::sync::Arc::new(reviewer))
+    } else {
+        None
+    };
     let config = crate::serve::ServeConfig {
         containerd_socket: args.containerd.containerd_socket,
         namespace: args.containerd.namespace,
@@ -327,38 +343,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         heartbeat_interval: std::time::Duration::from_secs(args.heartbeat_seconds.max(1)),
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
         service_account_token_file: args.service_account_token_file,
-        api_reviewer: if args.kubernetes || args.kubernetes_api_url.is_some() {
-            Some(std::sync::Arc::new(
-                crate::serve::kube_auth::TokenReviewer::connect(
-                    args.kubernetes_api_url.as_deref(),
-                    &args.api_token_audience,
-                    &args.api_service_account,
-                )
-                .await
-                .map_err(|e| format!("cannot reach the Kubernetes API: {e:#}"))?,
-            ))
-        } else {
-            None
-        },
+        api_reviewer,
     };
-    crate::serve::run(config)
-        .await
-        .map_err(|e| format!("{e:#}"))
+    crate::serve::run(config).await
 }
 
-async fn probe(args: ProbeArgs) -> Result<(), String> {
-    let name = match args.check {
-        ProbeCheck::Live => "live",
-        ProbeCheck::Ready => "ready",
-    };
-    let fail = |reason: String| format!("probe {name}: {reason}");
-    let secret = std::fs::read(&args.shared_secret_file).map_err(|e| {
-        fail(format!(
-            "cannot read the shared secret {}: {e}",
-            args.shared_secret_file.display()
-        ))
-    })?;
-    let secret = dcs_protocol::token::SharedSecret::new(secret).map_err(|e| fail(e.to_string()))?;
+/// Asks the local agent's health endpoint, signed like the API's requests.
+async fn probe(args: ProbeArgs) -> anyhow::Result<()> {
+    let secret = read_shared_secret(&args.shared_secret_file)?;
     let host = match args.listen.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
@@ -374,22 +366,16 @@ async fn probe(args: ProbeArgs) -> Result<(), String> {
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
-        .build()
-        .map_err(|e| fail(e.to_string()))?;
+        .build()?;
     let token = secret.sign(
         dcs_protocol::token::API_ISSUER,
         dcs_protocol::token::AGENT_AUDIENCE,
         &args.node_name,
     );
     let url = format!("http://{host}:{}{path}", args.listen.port());
-    let response = client
-        .get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .map_err(|e| fail(crate::describe_error(&e)))?;
+    let response = client.get(url).bearer_auth(token).send().await?;
     if !response.status().is_success() {
-        return Err(fail(format!("the agent answered {}", response.status())));
+        bail!("the agent answered {}", response.status());
     }
     if let ProbeCheck::Live = args.check {
         // containerd replaces its socket when it restarts; a container that
@@ -400,42 +386,35 @@ async fn probe(args: ProbeArgs) -> Result<(), String> {
         );
         tokio::time::timeout(timeout, connect)
             .await
-            .map_err(|_| fail("containerd did not answer in time".into()))?
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|_| anyhow!("containerd did not answer in time"))??;
     }
     Ok(())
 }
 
-fn validate_namespace(namespace: &str) -> Result<(), String> {
+fn read_shared_secret(path: &Path) -> anyhow::Result<dcs_protocol::token::SharedSecret> {
+    let secret = std::fs::read(path)
+        .with_context(|| format!("cannot read the shared secret {}", path.display()))?;
+    Ok(dcs_protocol::token::SharedSecret::new(secret)?)
+}
+
+fn validate_namespace(namespace: &str) -> anyhow::Result<()> {
     if namespace.is_empty()
         || !namespace
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
     {
-        return Err(format!("invalid containerd namespace \"{namespace}\""));
+        bail!("invalid containerd namespace \"{namespace}\"");
     }
     Ok(())
 }
 
-async fn connect(args: &ContainerdArgs) -> Result<Containerd, String> {
-    if args.namespace.is_empty()
-        || !args
-            .namespace
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
-    {
-        return Err(format!(
-            "invalid containerd namespace \"{}\"",
-            args.namespace
-        ));
-    }
-    Containerd::connect(&args.containerd_socket, &args.namespace)
-        .await
-        .map_err(|e| e.to_string())
+async fn connect(args: &ContainerdArgs) -> anyhow::Result<Containerd> {
+    validate_namespace(&args.namespace)?;
+    Ok(Containerd::connect(&args.containerd_socket, &args.namespace).await?)
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, String> {
-    serde_json::to_string_pretty(value).map_err(|e| format!("cannot print the result: {e}"))
+fn to_json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    serde_json::to_string_pretty(value).context("cannot print the result")
 }
 
 fn init_logging(format: LogFormat) {

@@ -5,8 +5,10 @@
 //! changes, pushed to a registry.
 //!
 //! Error policy: every module has its own `thiserror` enum whose messages are
-//! one sentence a user can act on; `anyhow` appears only in `main` and in
-//! background tasks. Registry credentials never reach an error message or a log.
+//! one sentence a user can act on; `anyhow` appears only in the command
+//! line (`cli`, which prints an error as one line) and in the service's
+//! start-up and background tasks. Registry credentials never reach an
+//! error message or a log.
 
 pub mod cli;
 pub mod commit;

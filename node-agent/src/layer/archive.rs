@@ -1,9 +1,11 @@
 //! A small tar writer for layer entries: ustar headers, with PAX records
 //! for what ustar cannot hold (long names, big numbers, extended attributes).
 //!
-//! Our own writer rather than a general one because a layer needs exact
-//! control of names (raw bytes, trailing `/` on directories) and of the
-//! `SCHILY.xattr.*` records, and never anything a layer must not contain.
+//! Our own writer rather than the `tar` crate's `Builder` because a layer
+//! needs exact control of names (raw bytes, trailing `/` on directories)
+//! and of the `SCHILY.xattr.*` records, and never anything a layer must not
+//! contain. The header fields are set through `tar::Header`, except the
+//! checksum (see `set_checksum`).
 
 use std::io::{self, Read, Write};
 
@@ -27,15 +29,15 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
-    fn type_flag(self) -> u8 {
+    fn entry_type(self) -> tar::EntryType {
         match self {
-            Self::File => b'0',
-            Self::HardLink => b'1',
-            Self::Symlink => b'2',
-            Self::CharDevice => b'3',
-            Self::BlockDevice => b'4',
-            Self::Directory => b'5',
-            Self::Fifo => b'6',
+            Self::File => tar::EntryType::Regular,
+            Self::HardLink => tar::EntryType::Link,
+            Self::Symlink => tar::EntryType::Symlink,
+            Self::CharDevice => tar::EntryType::Char,
+            Self::BlockDevice => tar::EntryType::Block,
+            Self::Directory => tar::EntryType::Directory,
+            Self::Fifo => tar::EntryType::Fifo,
         }
     }
 }
@@ -165,29 +167,34 @@ impl<W: Write> TarWriter<W> {
             self.write_pax(&name, &pax)?;
         }
 
-        let mut header = [0u8; BLOCK];
-        put_bytes(&mut header[0..100], &ustar_name);
-        put_octal(&mut header[100..108], u64::from(entry.mode & 0o7777));
-        put_octal(&mut header[108..116], clamp(entry.uid, MAX_OCTAL_7));
-        put_octal(&mut header[116..124], clamp(entry.gid, MAX_OCTAL_7));
-        put_octal(&mut header[124..136], clamp(size, MAX_OCTAL_11));
+        // Numbers too big for their octal field were written as PAX records
+        // above; the field holds 0 (the `tar` crate would write binary).
+        let mut header = tar::Header::new_ustar();
+        put_bytes(&mut header.as_old_mut().name, &ustar_name);
+        header.set_mode(entry.mode & 0o7777);
+        header.set_uid(clamp(entry.uid, MAX_OCTAL_7));
+        header.set_gid(clamp(entry.gid, MAX_OCTAL_7));
+        header.set_size(clamp(size, MAX_OCTAL_11));
         let mtime = if entry.mtime < 0 {
             0
         } else {
             entry.mtime as u64
         };
-        put_octal(&mut header[136..148], clamp(mtime, MAX_OCTAL_11));
-        header[156] = entry.kind.type_flag();
-        put_bytes(&mut header[157..257], &truncate(&entry.link, 100));
-        header[257..263].copy_from_slice(b"ustar\0");
-        header[263..265].copy_from_slice(b"00");
-        if matches!(entry.kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
-            put_octal(&mut header[329..337], u64::from(entry.device_major));
-            put_octal(&mut header[337..345], u64::from(entry.device_minor));
+        header.set_mtime(clamp(mtime, MAX_OCTAL_11));
+        header.set_entry_type(entry.kind.entry_type());
+        put_bytes(
+            &mut header.as_old_mut().linkname,
+            &truncate(&entry.link, 100),
+        );
+        if let Some(ustar) = header.as_ustar_mut() {
+            if matches!(entry.kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
+                ustar.set_device_major(entry.device_major);
+                ustar.set_device_minor(entry.device_minor);
+            }
+            put_bytes(&mut ustar.prefix, &ustar_prefix);
         }
-        put_bytes(&mut header[345..500], &ustar_prefix);
         set_checksum(&mut header);
-        self.out.write_all(&header)?;
+        self.out.write_all(header.as_bytes())?;
 
         if size > 0 {
             self.copy_data(data, size)?;
@@ -242,18 +249,16 @@ impl<W: Write> TarWriter<W> {
             .unwrap_or(b"entry");
         let mut pax_name = b"PaxHeaders/".to_vec();
         pax_name.extend_from_slice(base);
-        let mut header = [0u8; BLOCK];
-        put_bytes(&mut header[0..100], &truncate(&pax_name, 100));
-        put_octal(&mut header[100..108], 0o644);
-        put_octal(&mut header[108..116], 0);
-        put_octal(&mut header[116..124], 0);
-        put_octal(&mut header[124..136], body.len() as u64);
-        put_octal(&mut header[136..148], 0);
-        header[156] = b'x';
-        header[257..263].copy_from_slice(b"ustar\0");
-        header[263..265].copy_from_slice(b"00");
+        let mut header = tar::Header::new_ustar();
+        put_bytes(&mut header.as_old_mut().name, &truncate(&pax_name, 100));
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_size(body.len() as u64);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::XHeader);
         set_checksum(&mut header);
-        self.out.write_all(&header)?;
+        self.out.write_all(header.as_bytes())?;
         self.out.write_all(&body)?;
         let tail = body.len() % BLOCK;
         if tail != 0 {
@@ -308,19 +313,15 @@ fn put_bytes(field: &mut [u8], value: &[u8]) {
     field[..n].copy_from_slice(&value[..n]);
 }
 
-/// Zero-padded octal with a NUL terminator, as ustar readers expect.
-fn put_octal(field: &mut [u8], value: u64) {
-    let digits = field.len() - 1;
-    let text = format!("{value:0digits$o}");
-    field[..digits].copy_from_slice(&text.as_bytes()[text.len() - digits..]);
-    field[digits] = 0;
-}
-
-fn set_checksum(header: &mut [u8; BLOCK]) {
-    header[148..156].fill(b' ');
-    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+/// The checksum as GNU tar and Go's archive/tar (containerd) write it, six
+/// digits, NUL, space; the `tar` crate writes seven digits and a NUL, which
+/// would change every layer's bytes and digest.
+fn set_checksum(header: &mut tar::Header) {
+    let bytes = header.as_mut_bytes();
+    bytes[148..156].fill(b' ');
+    let sum: u32 = bytes.iter().map(|&b| u32::from(b)).sum();
     let text = format!("{sum:06o}\0 ");
-    header[148..156].copy_from_slice(text.as_bytes());
+    bytes[148..156].copy_from_slice(text.as_bytes());
 }
 
 #[cfg(test)]
@@ -411,6 +412,67 @@ mod tests {
         assert_eq!(seen[3].4, b"abc\0\0\0\0\0\0\0");
         assert_eq!(seen[4].3.as_deref(), Some(link.link.as_slice()));
         assert_eq!(seen[5].1, tar::EntryType::Char);
+    }
+
+    /// Layers must be byte-for-byte what they were (digests, the
+    /// differential tests against containerd's diff): one archive with
+    /// every kind of entry and every PAX record, pinned by its digest.
+    #[test]
+    fn archive_bytes_do_not_change() {
+        let mut writer = TarWriter::new(Vec::new());
+        let mut dir = Entry::empty(b"etc".to_vec(), EntryKind::Directory);
+        dir.mode = 0o1777;
+        dir.xattrs = vec![("security.capability".into(), vec![1, 0, 0, 2])];
+        writer.append(&dir, None).unwrap();
+        let data = b"some data";
+        writer
+            .append(&file("etc/caf\u{e9} x", data), Some(&mut &data[..]))
+            .unwrap();
+        let long_name = format!("{}/{}", "d".repeat(120), "f".repeat(150));
+        writer
+            .append(&file(&long_name, b"z"), Some(&mut &b"z"[..]))
+            .unwrap();
+        let split_name = format!("{}/{}", "a".repeat(150), "b".repeat(90));
+        writer
+            .append(&file(&split_name, b""), Some(&mut &b""[..]))
+            .unwrap();
+        let mut big = file("big", b"");
+        big.uid = u64::from(u32::MAX);
+        big.mtime = -5;
+        writer.append(&big, Some(&mut &b""[..])).unwrap();
+        let mut future = file("future", b"");
+        future.mtime = 0o100_000_000_000;
+        writer.append(&future, Some(&mut &b""[..])).unwrap();
+        let mut link = Entry::empty(b"link".to_vec(), EntryKind::Symlink);
+        link.link = format!("/{}", "t".repeat(200)).into_bytes();
+        writer.append(&link, None).unwrap();
+        let mut hard = Entry::empty(b"hard".to_vec(), EntryKind::HardLink);
+        hard.link = b"etc/caf\xc3\xa9 x".to_vec();
+        writer.append(&hard, None).unwrap();
+        for (name, kind) in [
+            ("dev/null", EntryKind::CharDevice),
+            ("dev/sda", EntryKind::BlockDevice),
+        ] {
+            let mut dev = Entry::empty(name.as_bytes().to_vec(), kind);
+            dev.mode = 0o666;
+            dev.device_major = 4_000_000_000;
+            dev.device_minor = 3;
+            writer.append(&dev, None).unwrap();
+        }
+        writer
+            .append(&Entry::empty(b"fifo".to_vec(), EntryKind::Fifo), None)
+            .unwrap();
+        writer
+            .append(
+                &Entry::empty(b"etc/.wh.gone".to_vec(), EntryKind::File),
+                None,
+            )
+            .unwrap();
+        let bytes = writer.finish().unwrap();
+        assert_eq!(
+            crate::image::sha256_digest(&bytes),
+            "sha256:ad6b122e270093cd7f90e5873e2128f217eb81a9af3baee292c365c1e4c60c42"
+        );
     }
 
     #[test]

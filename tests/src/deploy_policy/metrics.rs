@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::bundle::Bundle;
-use super::reachability::{policies_selecting, ports_admit, selector_matches};
+use super::reachability::{ingress_rules, policies_selecting, ports_admit, selector_matches};
 use super::settings::{env_value, flag_value};
 use super::{API, API_PORT, NAMESPACE};
 
@@ -56,15 +56,7 @@ pub(super) fn check_metrics(bundle: &Bundle, problems: &mut Vec<String>) {
     };
     let mut monitoring_admitted = false;
     for policy in policies_selecting(bundle, api, "Ingress") {
-        let what = format!(
-            "NetworkPolicy {}",
-            policy.metadata.name.clone().unwrap_or_default()
-        );
-        let rules = policy
-            .spec
-            .as_ref()
-            .and_then(|s| s.ingress.clone())
-            .unwrap_or_default();
+        let (what, rules) = ingress_rules(policy);
         for (i, rule) in rules.iter().enumerate() {
             if !ports_admit(rule.ports.as_ref(), port, port_name.as_deref()) {
                 continue;

@@ -7,7 +7,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::bundle::Bundle;
 use super::reachability::{
-    connection_allowed, egress_anywhere_allowed, policies_selecting, selector_matches,
+    connection_allowed, egress_anywhere_allowed, ingress_rules, policies_selecting,
+    selector_matches,
 };
 use super::settings::env_flag;
 use super::{AGENT, AGENT_PORT, API, API_PORT, KUBE_API_PORTS, POSTGRES_PORT};
@@ -46,15 +47,7 @@ pub(super) fn check_network(bundle: &Bundle, problems: &mut Vec<String>) {
         ));
     }
     for policy in &agent_ingress {
-        let what = format!(
-            "NetworkPolicy {}",
-            policy.metadata.name.clone().unwrap_or_default()
-        );
-        let rules = policy
-            .spec
-            .as_ref()
-            .and_then(|s| s.ingress.clone())
-            .unwrap_or_default();
+        let (what, rules) = ingress_rules(policy);
         for (i, rule) in rules.iter().enumerate() {
             let peers = rule.from.clone().unwrap_or_default();
             if peers.is_empty() {

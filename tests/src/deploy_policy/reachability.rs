@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -191,4 +193,18 @@ pub(super) fn egress_anywhere_allowed(
                     to_ok && port_ok
                 })
         })
+}
+
+/// `NetworkPolicy <name>` for messages, and the policy's ingress rules.
+pub(super) fn ingress_rules(policy: &NetworkPolicy) -> (String, Vec<NetworkPolicyIngressRule>) {
+    let what = format!(
+        "NetworkPolicy {}",
+        policy.metadata.name.clone().unwrap_or_default()
+    );
+    let rules = policy
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress.clone())
+        .unwrap_or_default();
+    (what, rules)
 }

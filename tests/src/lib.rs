@@ -12,9 +12,11 @@ pub mod fake_agent;
 pub mod fake_kube;
 pub mod layer;
 pub mod stack;
+pub mod webhook_receiver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 pub use ctr::Ctr;
 
@@ -94,6 +96,28 @@ pub fn agent_binary() -> PathBuf {
         return PathBuf::from(binary);
     }
     built_binary("dcs-agent")
+}
+
+/// Waits for `attempt` to give a value, trying every `every`: a bounded
+/// wait. Once `timeout` has passed, fails the test with what `explain`
+/// makes of the last attempt's answer.
+pub async fn poll<T, L>(
+    timeout: Duration,
+    every: Duration,
+    mut attempt: impl AsyncFnMut() -> Result<T, L>,
+    explain: impl FnOnce(L) -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match attempt().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?}: {}", explain(last));
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// Runs `dcs-agent` with these arguments.

@@ -22,14 +22,13 @@ const MIB: usize = 1024 * 1024;
 static MEASURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn start_api(database: Option<&Database>, extra: &[&str]) -> Api {
-    Api::start_with(
-        ApiOptions {
-            database_url: database.map(|d| d.url.clone()),
-            speaker_prefixes: vec!["registry.test/workshops/{sub}".into()],
-            agent_timeout_seconds: 10,
-        },
-        extra.iter().map(|s| s.to_string()).collect(),
-    )
+    Api::builder(ApiOptions {
+        database_url: database.map(|d| d.url.clone()),
+        speaker_prefixes: vec!["registry.test/workshops/{sub}".into()],
+        agent_timeout_seconds: 10,
+    })
+    .args(extra)
+    .start()
     .await
 }
 

@@ -12,7 +12,7 @@
 //!
 //! Both layers are compared entry by entry (without whiteouts), and by
 //! their effect: each is applied, with a small in-memory model of OCI layer
-//! application, onto the base image's files, and the resulting trees must be
+//! application (`e2e_tests::layer::apply`), onto the base image's files, and the resulting trees must be
 //! equal.
 
 use std::collections::BTreeMap;
@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use e2e_tests::layer::apply::{apply_all, comparable_entry, is_whiteout, link_path};
 use e2e_tests::layer::{self, LayerEntry, sha256_hex};
 use e2e_tests::{Ctr, TestEnv, commit, unique};
 use node_agent::containerd::Containerd;
@@ -314,179 +315,6 @@ fn base_image(dir: &Path, name: &str) -> BaseImage {
         name: name.to_string(),
         layers,
     }
-}
-
-// ---------------------------------------------------------------------------
-// A model of OCI layer application.
-// ---------------------------------------------------------------------------
-
-/// A file in an unpacked image, as far as this comparison cares.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Node {
-    kind: char,
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    size: u64,
-    link: String,
-    content: String,
-    device: (u32, u32),
-    /// The one xattr both writers keep.
-    capability: Option<Vec<u8>>,
-    /// Names sharing this number are hardlinks of one file.
-    inode: u64,
-}
-
-#[derive(Debug, Default)]
-struct Tree {
-    nodes: BTreeMap<String, Node>,
-    next_inode: u64,
-}
-
-fn split_name(path: &str) -> (&str, &str) {
-    match path.rfind('/') {
-        Some(i) => (&path[..i], &path[i + 1..]),
-        None => ("", path),
-    }
-}
-
-fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
-        name.to_string()
-    } else {
-        format!("{dir}/{name}")
-    }
-}
-
-fn link_path(link: &str) -> String {
-    link.trim_start_matches("./")
-        .trim_start_matches('/')
-        .to_string()
-}
-
-impl Tree {
-    fn remove_tree(&mut self, path: &str) {
-        self.nodes.remove(path);
-        self.remove_children(path);
-    }
-
-    fn remove_children(&mut self, dir: &str) {
-        let prefix = if dir.is_empty() {
-            String::new()
-        } else {
-            format!("{dir}/")
-        };
-        self.nodes
-            .retain(|p, _| !(p.starts_with(&prefix) && p.len() > prefix.len()));
-    }
-
-    /// Applies one layer: whiteouts and opaque markers act on the lower
-    /// layers only, then the layer's entries are added (hardlinks last, so
-    /// that their targets exist whatever the entry order).
-    fn apply(&mut self, entries: &BTreeMap<String, LayerEntry>) {
-        for path in entries.keys() {
-            let (dir, name) = split_name(path);
-            if name == ".wh..wh..opq" {
-                self.remove_children(dir);
-            } else if let Some(gone) = name.strip_prefix(".wh.") {
-                self.remove_tree(&join(dir, gone));
-            }
-        }
-        for hardlinks in [false, true] {
-            for (path, entry) in entries {
-                let (_, name) = split_name(path);
-                if path.is_empty() || path == "." || name.starts_with(".wh.") {
-                    continue;
-                }
-                if (entry.kind == 'h') != hardlinks {
-                    continue;
-                }
-                let node = if entry.kind == 'h' {
-                    let target = link_path(&entry.link);
-                    self.nodes
-                        .get(&target)
-                        .unwrap_or_else(|| {
-                            panic!("hardlink {path} points at {target}, which does not exist")
-                        })
-                        .clone()
-                } else {
-                    self.next_inode += 1;
-                    Node {
-                        kind: entry.kind,
-                        mode: entry.mode,
-                        uid: entry.uid,
-                        gid: entry.gid,
-                        size: entry.size,
-                        link: entry.link.clone(),
-                        content: entry.content_sha256.clone(),
-                        device: if matches!(entry.kind, 'c' | 'b') {
-                            entry.device
-                        } else {
-                            (0, 0)
-                        },
-                        capability: entry.xattrs.get("security.capability").cloned(),
-                        inode: self.next_inode,
-                    }
-                };
-                let both_dirs =
-                    node.kind == 'd' && self.nodes.get(path).is_some_and(|old| old.kind == 'd');
-                if !both_dirs {
-                    self.remove_tree(path);
-                }
-                self.nodes.insert(path.clone(), node);
-            }
-        }
-    }
-
-    /// The tree without excluded paths, each node with the first name of its
-    /// hardlink group instead of an inode number.
-    fn comparable(&self) -> BTreeMap<String, (Node, String)> {
-        let kept: BTreeMap<&String, &Node> =
-            self.nodes.iter().filter(|(p, _)| !is_excluded(p)).collect();
-        let mut first_name: BTreeMap<u64, String> = BTreeMap::new();
-        for (path, node) in &kept {
-            first_name
-                .entry(node.inode)
-                .or_insert_with(|| (*path).clone());
-        }
-        kept.into_iter()
-            .map(|(path, node)| {
-                let group = first_name[&node.inode].clone();
-                let mut node = node.clone();
-                node.inode = 0;
-                (path.clone(), (node, group))
-            })
-            .collect()
-    }
-}
-
-fn apply_all(base: &[BTreeMap<String, LayerEntry>], top: &BTreeMap<String, LayerEntry>) -> Tree {
-    let mut tree = Tree::default();
-    for layer in base {
-        tree.apply(layer);
-    }
-    tree.apply(top);
-    tree
-}
-
-/// An entry as the direct comparison sees it: xattrs reduced to the one
-/// containerd keeps, hardlink targets normalised.
-fn comparable_entry(entry: &LayerEntry) -> LayerEntry {
-    let mut entry = entry.clone();
-    entry
-        .xattrs
-        .retain(|name, _| name.as_str() == "security.capability");
-    if entry.kind == 'h' {
-        entry.link = link_path(&entry.link);
-    }
-    if !matches!(entry.kind, 'c' | 'b') {
-        entry.device = (0, 0);
-    }
-    entry
-}
-
-fn is_whiteout(path: &str) -> bool {
-    split_name(path).1.starts_with(".wh.")
 }
 
 /// Asserts that two maps are equal, listing every difference.
@@ -924,8 +752,8 @@ fn overlay_commit_matches_containerd_diff() {
 
     // By effect: both applied onto the base image give the same tree.
     let base_layers: Vec<_> = base.layers.iter().map(|l| layer::entries(l)).collect();
-    let our_tree = apply_all(&base_layers, &ours).comparable();
-    let their_tree = apply_all(&base_layers, &theirs).comparable();
+    let our_tree = apply_all(&base_layers, &ours).comparable(is_excluded);
+    let their_tree = apply_all(&base_layers, &theirs).comparable(is_excluded);
     assert_same("trees", &our_tree, &their_tree);
     // The model itself is not vacuous.
     assert!(!our_tree.contains_key("data/recreate/old1"));

@@ -19,14 +19,13 @@ const DUMMY_REGISTRY: &str = "127.0.0.1:5999";
 async fn api_with_kube(db: &Database, kube_url: &str, registry: &str, extra: &[&str]) -> Api {
     let mut args = vec!["--kubernetes-api-url".to_string(), kube_url.to_string()];
     args.extend(extra.iter().map(|s| s.to_string()));
-    Api::start_with(
-        ApiOptions {
-            database_url: Some(db.url.clone()),
-            speaker_prefixes: vec![format!("{registry}/workshops/{{sub}}")],
-            agent_timeout_seconds: 60,
-        },
-        args,
-    )
+    Api::builder(ApiOptions {
+        database_url: Some(db.url.clone()),
+        speaker_prefixes: vec![format!("{registry}/workshops/{{sub}}")],
+        agent_timeout_seconds: 60,
+    })
+    .args(args)
+    .start()
     .await
 }
 
@@ -670,20 +669,16 @@ async fn a_pod_named_by_a_speaker_is_snapshotted_with_service_account_tokens_bot
         "dcs.io/owner",
         "alice",
     ));
-    let agent = Agent::start_with(
-        &env,
-        &api,
-        "node-1",
-        &namespace,
-        &[
+    let agent = Agent::builder(&env, &api, "node-1", &namespace)
+        .args([
             "--shared-secret-file",
             unrelated_secret.to_str().unwrap(),
             "--service-account-token-file",
             agent_token_file.to_str().unwrap(),
             "--kubernetes-api-url",
             &kube.url,
-        ],
-    );
+        ])
+        .start();
     let alice = api.token("alice", "speaker", &["workshop"]);
     api.wait_for(&alice, documents::CONTAINERS, json!({}), WAIT, |d| {
         d["containers"]
@@ -829,13 +824,9 @@ async fn a_token_review_answer_without_audiences_authenticates_no_one() {
     let namespace = unique("k8s-aud");
     // This agent registers with the shared secret; it reviews the API's
     // tokens with the fake.
-    let agent = Agent::start_with(
-        &env,
-        &api,
-        "node-9",
-        &namespace,
-        &["--kubernetes-api-url", &kube.url],
-    );
+    let agent = Agent::builder(&env, &api, "node-9", &namespace)
+        .args(["--kubernetes-api-url", &kube.url])
+        .start();
     let http = http_client();
     let deadline = Instant::now() + WAIT;
     loop {

@@ -144,7 +144,9 @@ impl Stack {
     }
 
     fn agent(&self, node: &str, extra: &[&str]) -> Agent {
-        Agent::start_with(&self.env, &self.api, node, &self.ctr.namespace, extra)
+        Agent::builder(&self.env, &self.api, node, &self.ctr.namespace)
+            .args(extra)
+            .start()
     }
 
     async fn wait_for_container(&self, desk: &str) {
@@ -431,20 +433,15 @@ async fn a_job_handed_back_and_sent_again_keeps_its_events() {
 async fn an_agent_clock_two_minutes_behind_loses_no_result() {
     let s = stack(30).await;
     let desk = s.desktop(1);
-    let agent = Agent::start_wrapped(
-        &s.env,
-        &s.api,
-        "node-e",
-        &s.ctr.namespace,
-        &[
+    let agent = Agent::builder(&s.env, &s.api, "node-e", &s.ctr.namespace)
+        .wrapper([
             "env",
             "FAKETIME_DONT_FAKE_MONOTONIC=1",
             "faketime",
             "-f",
             "-120s",
-        ],
-        &[],
-    );
+        ])
+        .start();
     s.wait_for_container(&desk).await;
     let id = s.create(&desk, &s.target("skewed")).await;
     let pushed = s.wait_status(&id, &["PUSHED"], WAIT).await;

@@ -209,16 +209,15 @@ async fn two_replicas(db: &Database) -> (Api, Api) {
         agent_timeout_seconds: 30,
     };
     let a = Api::start(options()).await;
-    let b = Api::start_with(
-        options(),
-        vec![
+    let b = Api::builder(options())
+        .args(vec![
             "--jwt-secret-file".into(),
             a.data_dir.join("jwt-secret").to_string_lossy().to_string(),
             "--agent-secret-file".into(),
             a.agent_secret_file().to_string_lossy().to_string(),
-        ],
-    )
-    .await;
+        ])
+        .start()
+        .await;
     (a, b)
 }
 

@@ -268,13 +268,9 @@ async fn agent_killed_during_a_commit_fails_the_snapshot_and_a_restarted_agent_w
 async fn registry_down_fails_with_the_registry_error() {
     let dead = format!("127.0.0.1:{}", free_port());
     let s = stack(20, &[format!("{dead}/workshops/{{sub}}")]).await;
-    let agent = Agent::start_with(
-        &s.env,
-        &s.api,
-        "node-b",
-        &s.ctr.namespace,
-        &["--insecure-registry", &dead],
-    );
+    let agent = Agent::builder(&s.env, &s.api, "node-b", &s.ctr.namespace)
+        .args(["--insecure-registry", &dead])
+        .start();
     s.wait_for_container().await;
     s.ctr.exec(&s.desk, "echo change > /root/change");
 
@@ -617,13 +613,9 @@ async fn a_cancel_while_the_tag_is_written_ends_pushed() {
     let (front, mut manifest_puts) =
         slow_manifest_front(env.registry.clone(), Duration::from_secs(3)).await;
     let s = stack(30, &[format!("{front}/workshops/{{sub}}")]).await;
-    let _agent = Agent::start_with(
-        &s.env,
-        &s.api,
-        "node-f",
-        &s.ctr.namespace,
-        &["--insecure-registry", &front],
-    );
+    let _agent = Agent::builder(&s.env, &s.api, "node-f", &s.ctr.namespace)
+        .args(["--insecure-registry", &front])
+        .start();
     s.wait_for_container().await;
     s.ctr.exec(&s.desk, "echo late > /root/late");
     let target = format!("{front}/workshops/alice/{}:late", s.ctr.namespace);

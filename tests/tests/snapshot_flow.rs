@@ -5,22 +5,9 @@ use std::time::Duration;
 
 use e2e_tests::stack::{Agent, Api, ApiOptions, Database, documents, registry_digest};
 use e2e_tests::{Ctr, TestEnv, unique};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn wait_for_container(api: &Api, token: &str, id: &str) -> Value {
-    api.wait_for_running_container(token, id).await
-}
-
-async fn wait_for_status(api: &Api, token: &str, id: &str, status: &str) -> Value {
-    api.wait_for(token, documents::SNAPSHOT, json!({"id": id}), WAIT, |d| {
-        let s = &d["snapshot"]["status"];
-        s == status || s == "FAILED" || s == "CANCELLED"
-    })
-    .await["snapshot"]
-        .clone()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speaker_snapshots_a_desktop_and_lineage_is_recorded_on_postgres() {
@@ -42,7 +29,7 @@ async fn speaker_snapshots_a_desktop_and_lineage_is_recorded_on_postgres() {
     let _agent = Agent::start(&env, &api, "node-1", &namespace);
     let alice = api.token("alice", "speaker", &["workshop"]);
 
-    let container = wait_for_container(&api, &alice, "desk-1").await;
+    let container = api.wait_for_running_container(&alice, "desk-1").await;
     assert_eq!(container["podName"], "desktop-0");
     assert_eq!(container["containerName"], "desktop");
     ctr.exec(
@@ -89,7 +76,7 @@ async fn speaker_snapshots_a_desktop_and_lineage_is_recorded_on_postgres() {
         api.log_tail()
     );
 
-    let first = wait_for_status(&api, &alice, &first_id, "PUSHED").await;
+    let first = api.wait_for_end(&alice, &first_id, WAIT).await;
     assert_eq!(first["status"], "PUSHED", "{first}");
     let digest = first["manifestDigest"].as_str().unwrap();
     assert_eq!(registry_digest(&target), digest, "the registry serves it");
@@ -105,7 +92,7 @@ async fn speaker_snapshots_a_desktop_and_lineage_is_recorded_on_postgres() {
         .pod("desktop-1")
         .owner("alice")
         .start();
-    let second_container = wait_for_container(&api, &alice, "desk-2").await;
+    let second_container = api.wait_for_running_container(&alice, "desk-2").await;
     assert_eq!(second_container["imageDigest"], digest);
     ctr.exec("desk-2", "echo v2 > /opt/tools/version");
     let target2 = format!("{}/workshops/alice/desktop:v2", env.registry);
@@ -120,7 +107,7 @@ async fn speaker_snapshots_a_desktop_and_lineage_is_recorded_on_postgres() {
         .as_str()
         .unwrap()
         .to_string();
-    let second = wait_for_status(&api, &alice, &second_id, "PUSHED").await;
+    let second = api.wait_for_end(&alice, &second_id, WAIT).await;
     assert_eq!(second["status"], "PUSHED", "{second}");
     assert_eq!(second["parent"]["id"], first_id.as_str());
 
@@ -163,7 +150,7 @@ async fn speaker_snapshots_a_desktop_and_lineage_is_recorded_on_postgres() {
     );
     let third_id = third["createSnapshot"]["id"].as_str().unwrap();
     assert_eq!(
-        wait_for_status(&api, &alice, third_id, "PUSHED").await["status"],
+        api.wait_for_end(&alice, third_id, WAIT).await["status"],
         "PUSHED"
     );
 }
@@ -187,7 +174,7 @@ async fn the_same_flow_runs_on_the_sqlite_default() {
         .start();
     let _agent = Agent::start(&env, &api, "node-1", &namespace);
     let bob = api.token("bob", "speaker", &["workshop"]);
-    wait_for_container(&api, &bob, "desk").await;
+    api.wait_for_running_container(&bob, "desk").await;
     ctr.exec("desk", "echo sqlite > /root/marker");
     let target = format!("{}/workshops/bob/desk:v1", env.registry);
     let created = api
@@ -198,7 +185,7 @@ async fn the_same_flow_runs_on_the_sqlite_default() {
         )
         .await;
     let id = created["createSnapshot"]["id"].as_str().unwrap();
-    let done = wait_for_status(&api, &bob, id, "PUSHED").await;
+    let done = api.wait_for_end(&bob, id, WAIT).await;
     assert_eq!(done["status"], "PUSHED", "{done}");
     assert_eq!(
         registry_digest(&target),

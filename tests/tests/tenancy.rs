@@ -25,14 +25,13 @@ const CANCEL: &str = "mutation($id: ID!) { cancelSnapshot(id: $id) { id status }
 const ONE_EVENTS: &str = "subscription($id: ID) { snapshotEvents(id: $id) { snapshotId status } }";
 
 async fn api(db: &Database, env: &TestEnv, extra: &[&str]) -> Api {
-    Api::start_with(
-        ApiOptions {
-            database_url: Some(db.url.clone()),
-            speaker_prefixes: vec![format!("{}/workshops/{{sub}}", env.registry)],
-            agent_timeout_seconds: 20,
-        },
-        extra.iter().map(|s| s.to_string()).collect(),
-    )
+    Api::builder(ApiOptions {
+        database_url: Some(db.url.clone()),
+        speaker_prefixes: vec![format!("{}/workshops/{{sub}}", env.registry)],
+        agent_timeout_seconds: 20,
+    })
+    .args(extra)
+    .start()
     .await
 }
 

@@ -1,7 +1,8 @@
 //! Outbound webhooks through the real `dcs-api` (and, end to end, the real
 //! `dcs-agent`, containerd and registry) on real Postgres, delivered to real
-//! HTTP receivers started by the test (a small HTTP/1.1 server on a loopback
-//! port that records every request and answers as scripted).
+//! HTTP receivers started by the test (`e2e_tests::webhook_receiver`: a
+//! small HTTP/1.1 server on a loopback port that records every request and
+//! answers as scripted).
 //!
 //! Signatures are checked with the Standard Webhooks reference crate
 //! (`standardwebhooks`), an implementation independent of the API's.
@@ -14,330 +15,19 @@
 //! `deliveries_survive_api_crashes` (default 50; `scripts/stress-webhooks.sh`
 //! runs 500).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
 use e2e_tests::stack::{Agent, Api, ApiOptions, Database, documents, free_port, registry_digest};
-use e2e_tests::{Ctr, TestEnv, unique};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use e2e_tests::webhook_receiver::{KillPoint, Received, Receiver, Reply, ok, status, with_header};
+use e2e_tests::{Ctr, TestEnv, poll, unique};
 use serde_json::{Value, json};
 use standardwebhooks::{Webhook, WebhookError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-// ---------------------------------------------------------------------------
-// The receiver: a tiny HTTP/1.1 server (keep-alive, Content-Length bodies).
-// ---------------------------------------------------------------------------
-
-/// One request as the receiver got it.
-#[derive(Clone, Debug)]
-struct Received {
-    method: String,
-    path: String,
-    headers: HeaderMap,
-    body: Vec<u8>,
-    at: Instant,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-
-    fn id(&self) -> String {
-        self.header("webhook-id").to_string()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("the body is JSON")
-    }
-}
-
-/// How the receiver answers one request.
-#[derive(Clone, Debug)]
-enum Reply {
-    Answer {
-        code: u16,
-        headers: Vec<(String, String)>,
-        body: String,
-    },
-    /// Waits, then answers.
-    After(Duration, Box<Reply>),
-}
-
-fn status(code: u16) -> Reply {
-    Reply::Answer {
-        code,
-        headers: Vec::new(),
-        body: format!("answer {code}"),
-    }
-}
-
-fn ok() -> Reply {
-    status(200)
-}
-
-fn with_header(code: u16, name: &str, value: &str) -> Reply {
-    Reply::Answer {
-        code,
-        headers: vec![(name.to_string(), value.to_string())],
-        body: format!("answer {code}"),
-    }
-}
-
-/// A crash to cause from inside the receiver, at an exact point.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum KillPoint {
-    /// SIGKILL the API when a request with a webhook-id not seen before
-    /// arrives, before answering it.
-    BeforeAnswer,
-    /// SIGKILL the API right after a 2xx to such a request is written.
-    AfterAnswer,
-}
-
-#[derive(Default)]
-struct ReceiverState {
-    requests: Vec<Received>,
-    script: VecDeque<Reply>,
-    default: Option<Reply>,
-    /// (webhook-id, status) of every response fully written.
-    answered: Vec<(String, u16)>,
-    /// Armed crash: the point and the API's pid.
-    kill: Option<(KillPoint, u32)>,
-    /// Ids seen before (for the kill trigger).
-    seen: HashSet<String>,
-    /// Times the armed crash fired.
-    kills: usize,
-}
-
-#[derive(Clone)]
-struct Receiver {
-    port: u16,
-    state: Arc<Mutex<ReceiverState>>,
-}
-
-impl Receiver {
-    async fn start(default: Reply) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let state = Arc::new(Mutex::new(ReceiverState {
-            default: Some(default),
-            ..Default::default()
-        }));
-        let shared = state.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(serve(shared.clone(), stream));
-            }
-        });
-        Self { port, state }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// Answers the next requests so, then the default again.
-    fn script(&self, replies: Vec<Reply>) {
-        self.state.lock().unwrap().script.extend(replies);
-    }
-
-    fn set_default(&self, reply: Reply) {
-        self.state.lock().unwrap().default = Some(reply);
-    }
-
-    fn arm_kill(&self, point: KillPoint, pid: u32) {
-        self.state.lock().unwrap().kill = Some((point, pid));
-    }
-
-    /// Disarms; true if the crash fired meanwhile.
-    fn disarm(&self) -> bool {
-        let mut state = self.state.lock().unwrap();
-        let fired = state.kill.is_none();
-        state.kill = None;
-        fired
-    }
-
-    fn kills(&self) -> usize {
-        self.state.lock().unwrap().kills
-    }
-
-    fn requests(&self) -> Vec<Received> {
-        self.state.lock().unwrap().requests.clone()
-    }
-
-    fn requests_for(&self, id: &str) -> Vec<Received> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.id() == id)
-            .collect()
-    }
-
-    fn answered(&self) -> Vec<(String, u16)> {
-        self.state.lock().unwrap().answered.clone()
-    }
-
-    /// Waits until at least `count` requests carry `id`; returns them.
-    async fn wait_for(&self, id: &str, count: usize, timeout: Duration) -> Vec<Received> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let found = self.requests_for(id);
-            if found.len() >= count {
-                return found;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the receiver got {} of {count} requests with webhook-id {id} in {timeout:?}; \
-                 it got {} requests in all",
-                found.len(),
-                self.requests().len()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn reason(code: u16) -> &'static str {
-    match code {
-        200 => "OK",
-        204 => "No Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        303 => "See Other",
-        307 => "Temporary Redirect",
-        308 => "Permanent Redirect",
-        410 => "Gone",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Whatever",
-    }
-}
-
-fn kill_pid(pid: u32) {
-    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-    }
-}
-
-async fn serve(state: Arc<Mutex<ReceiverState>>, mut stream: TcpStream) {
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
-    let mut chunk = vec![0u8; 16 * 1024];
-    loop {
-        let head_end = loop {
-            if let Some(i) = find(&buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let mut lines = head.split("\r\n");
-        let mut request_line = lines.next().unwrap_or_default().split(' ');
-        let method = request_line.next().unwrap_or_default().to_string();
-        let path = request_line.next().unwrap_or_default().to_string();
-        let mut headers = HeaderMap::new();
-        let mut length = 0usize;
-        for line in lines.filter(|l| !l.is_empty()) {
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse().unwrap_or(0);
-            }
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.trim().as_bytes()),
-                HeaderValue::from_str(value),
-            ) {
-                headers.append(name, value);
-            }
-        }
-        while buf.len() < head_end + length {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body = buf[head_end..head_end + length].to_vec();
-        buf.drain(..head_end + length);
-        let received = Received {
-            method,
-            path,
-            headers,
-            body,
-            at: Instant::now(),
-        };
-        let id = received.id();
-        let (mut reply, kill_after) = {
-            let mut s = state.lock().unwrap();
-            s.requests.push(received);
-            let reply = s
-                .script
-                .pop_front()
-                .or_else(|| s.default.clone())
-                .unwrap_or_else(ok);
-            let fresh = s.seen.insert(id.clone());
-            let mut kill_after = None;
-            if fresh && let Some((point, pid)) = s.kill {
-                s.kill = None;
-                s.kills += 1;
-                match point {
-                    KillPoint::BeforeAnswer => kill_pid(pid),
-                    KillPoint::AfterAnswer => kill_after = Some(pid),
-                }
-            }
-            (reply, kill_after)
-        };
-        let (code, extra, text) = loop {
-            match reply {
-                Reply::After(delay, next) => {
-                    tokio::time::sleep(delay).await;
-                    reply = *next;
-                }
-                Reply::Answer {
-                    code,
-                    headers,
-                    body,
-                } => break (code, headers, body),
-            }
-        };
-        let mut response = format!(
-            "HTTP/1.1 {code} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n",
-            reason(code),
-            text.len()
-        );
-        for (name, value) in extra {
-            response.push_str(&format!("{name}: {value}\r\n"));
-        }
-        response.push_str("\r\n");
-        response.push_str(&text);
-        let written = stream.write_all(response.as_bytes()).await.is_ok();
-        if let Some(pid) = kill_after {
-            kill_pid(pid);
-        }
-        if !written {
-            return;
-        }
-        state.lock().unwrap().answered.push((id, code));
-    }
-}
 
 // ---------------------------------------------------------------------------
 // GraphQL and API helpers.
@@ -373,7 +63,10 @@ fn options(db: &Database, speaker_prefixes: Vec<String>) -> ApiOptions {
 }
 
 async fn api_with(db: &Database, extra: &[&str]) -> Api {
-    Api::start_with(options(db, Vec::new()), webhook_args(extra)).await
+    Api::builder(options(db, Vec::new()))
+        .args(webhook_args(extra))
+        .start()
+        .await
 }
 
 /// Creates an endpoint; returns its id and secret.
@@ -431,19 +124,16 @@ async fn wait_delivery(
     timeout: Duration,
     check: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let d = delivery(api, token, endpoint, id).await;
-        if check(&d) {
-            return d;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for delivery {id}: {d}\nAPI log:\n{}",
-            api.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll(
+        timeout,
+        Duration::from_millis(50),
+        async || {
+            let d = delivery(api, token, endpoint, id).await;
+            if check(&d) { Ok(d) } else { Err(d) }
+        },
+        |d| format!("delivery {id}: {d}\nAPI log:\n{}", api.log_tail()),
+    )
+    .await
 }
 
 async fn endpoint(api: &Api, token: &str, id: &str) -> Value {
@@ -462,40 +152,14 @@ fn check_secret_shape(secret: &str) {
     let encoded = secret
         .strip_prefix("whsec_")
         .unwrap_or_else(|| panic!("{secret} lacks the whsec_ prefix"));
-    let key = base64_decode(encoded).unwrap_or_else(|| panic!("{secret} is not base64"));
+    let key = STANDARD
+        .decode(encoded)
+        .unwrap_or_else(|e| panic!("{secret} is not base64: {e}"));
     assert!(
         (24..=64).contains(&key.len()),
         "{secret} holds {} bytes",
         key.len()
     );
-}
-
-/// Standard base64 (with padding), strictly: `None` for anything else.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = text.as_bytes();
-    if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    let padding = bytes.iter().rev().take_while(|b| **b == b'=').count();
-    if padding > 2 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    for chunk in bytes.chunks(4) {
-        let mut n = 0u32;
-        for &b in chunk {
-            let v = if b == b'=' {
-                0
-            } else {
-                TABLE.iter().position(|t| *t == b)? as u32
-            };
-            n = (n << 6) | v;
-        }
-        out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
-    }
-    out.truncate(out.len() - padding);
-    Some(out)
 }
 
 fn unix_now() -> i64 {
@@ -756,21 +420,6 @@ async fn signatures_verify_with_the_reference_crate_during_rotation_too() {
 // 2. End to end: a real snapshot, a real agent, a real registry.
 // ---------------------------------------------------------------------------
 
-async fn wait_for_container(api: &Api, token: &str, id: &str) {
-    api.wait_for_running_container(token, id).await;
-}
-
-async fn wait_for_final(api: &Api, token: &str, id: &str) -> Value {
-    api.wait_for(token, documents::SNAPSHOT, json!({"id": id}), WAIT, |d| {
-        matches!(
-            d["snapshot"]["status"].as_str(),
-            Some("PUSHED" | "FAILED" | "CANCELLED")
-        )
-    })
-    .await["snapshot"]
-        .clone()
-}
-
 /// The requests of one event (by `data.snapshotId`), and their webhook-ids.
 fn requests_of_snapshot(rx: &Receiver, snapshot: &str) -> Vec<Received> {
     rx.requests()
@@ -785,10 +434,12 @@ async fn a_pushed_snapshot_sends_one_signed_event_with_the_registry_digest() {
     let env = TestEnv::get();
     let db = Database::fresh();
     let dead = format!("127.0.0.1:{}", free_port());
-    let api = Api::start_with(
-        options(&db, vec![format!("{}/workshops/{{sub}}", env.registry)]),
-        webhook_args(&["--webhook-schedule-scale", "0.001"]),
-    )
+    let api = Api::builder(options(
+        &db,
+        vec![format!("{}/workshops/{{sub}}", env.registry)],
+    ))
+    .args(webhook_args(&["--webhook-schedule-scale", "0.001"]))
+    .start()
     .await;
     let admin = api.token("root", "admin", &[]);
     let alice = api.token("alice", "speaker", &["workshop"]);
@@ -811,14 +462,10 @@ async fn a_pushed_snapshot_sends_one_signed_event_with_the_registry_digest() {
         .pod("desktop-0")
         .owner("alice")
         .start();
-    let _agent = Agent::start_with(
-        &env,
-        &api,
-        "node-1",
-        &namespace,
-        &["--insecure-registry", &dead],
-    );
-    wait_for_container(&api, &alice, "desk-1").await;
+    let _agent = Agent::builder(&env, &api, "node-1", &namespace)
+        .args(["--insecure-registry", &dead])
+        .start();
+    api.wait_for_running_container(&alice, "desk-1").await;
     ctr.exec(
         "desk-1",
         "mkdir -p /opt/tools && echo v1 > /opt/tools/version",
@@ -838,7 +485,7 @@ async fn a_pushed_snapshot_sends_one_signed_event_with_the_registry_digest() {
         .as_str()
         .unwrap()
         .to_string();
-    let first = wait_for_final(&api, &alice, &first_id).await;
+    let first = api.wait_for_end(&alice, &first_id, WAIT).await;
     assert_eq!(first["status"], "PUSHED", "{first}");
     let pushed_at = Instant::now();
 
@@ -982,7 +629,7 @@ async fn a_pushed_snapshot_sends_one_signed_event_with_the_registry_digest() {
         .pod("desktop-1")
         .owner("alice")
         .start();
-    wait_for_container(&api, &alice, "desk-2").await;
+    api.wait_for_running_container(&alice, "desk-2").await;
     ctr.exec("desk-2", "echo v2 > /opt/tools/version");
     let target2 = format!("{}/workshops/alice/{namespace}:v2", env.registry);
     let created = api
@@ -996,7 +643,7 @@ async fn a_pushed_snapshot_sends_one_signed_event_with_the_registry_digest() {
         .as_str()
         .unwrap()
         .to_string();
-    let second = wait_for_final(&api, &alice, &second_id).await;
+    let second = api.wait_for_end(&alice, &second_id, WAIT).await;
     assert_eq!(second["status"], "PUSHED", "{second}");
     let deadline = Instant::now() + WAIT;
     let second_request = loop {
@@ -1030,7 +677,7 @@ async fn a_pushed_snapshot_sends_one_signed_event_with_the_registry_digest() {
         .as_str()
         .unwrap()
         .to_string();
-    let failed = wait_for_final(&api, &admin, &failed_id).await;
+    let failed = api.wait_for_end(&admin, &failed_id, WAIT).await;
     assert_eq!(failed["status"], "FAILED", "{failed}");
     let deadline = Instant::now() + WAIT;
     let failed_request = loop {
@@ -1111,7 +758,10 @@ async fn deliveries_survive_api_crashes() {
         "--webhook-timeout-seconds",
         "1",
     ]);
-    let mut api = Api::start_with(options(&db, Vec::new()), args.clone()).await;
+    let mut api = Api::builder(options(&db, Vec::new()))
+        .args(args.clone())
+        .start()
+        .await;
     let admin = api.token("root", "admin", &[]);
     let rx = Receiver::start(ok()).await;
     let (endpoint_id, secret) =
@@ -1157,7 +807,7 @@ async fn deliveries_survive_api_crashes() {
                 // Wait for the receiver to fire (it kills on the first
                 // request of a new webhook-id), at most 3 s.
                 let deadline = Instant::now() + Duration::from_secs(3);
-                while rx.state.lock().unwrap().kill.is_some() && Instant::now() < deadline {
+                while rx.is_armed() && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 rx.disarm();

@@ -1,5 +1,8 @@
 //! Reading layers back: the entries of a (compressed) layer tar, to compare
-//! what the agent wrote with what containerd writes and with expectations.
+//! what the agent wrote with what containerd writes and with expectations;
+//! [`apply`] models unpacking them into a root file system.
+
+pub mod apply;
 
 use std::collections::BTreeMap;
 use std::io::Read;

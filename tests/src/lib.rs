@@ -11,6 +11,7 @@ pub mod desktop;
 pub mod fake_agent;
 pub mod fake_kube;
 pub mod layer;
+pub mod matrix;
 pub mod stack;
 pub mod webhook_receiver;
 

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use e2e_tests::matrix::Failures;
 use e2e_tests::stack::{
     Agent, Api, ApiOptions, Database, WsOutcome, documents, jwt, metric_value, registry_digest,
     skopeo_inspect,
@@ -37,21 +38,29 @@ fn ids_of(list: &Value) -> Vec<String> {
     ids
 }
 
-/// The first error's `extensions.code`, failing the test when the request
-/// succeeded.
-fn error_code(body: &Value, case: &str) -> String {
-    assert!(
-        body["errors"].is_array(),
-        "{case}: expected a refusal, got {body}"
-    );
-    assert!(
+/// Checks that `body` refuses a case with error `code` whose message says
+/// `says`; records what does not hold.
+fn check_refusal(failures: &mut Failures, body: &Value, case: &str, code: &str, says: &str) {
+    if !failures.check(body["errors"].is_array(), || {
+        format!("{case}: expected a refusal, got {body}")
+    }) {
+        return;
+    }
+    failures.check(
         body["data"].is_null() || body["data"]["createSnapshot"].is_null(),
-        "{case}: refused, yet data came back: {body}"
+        || format!("{case}: refused, yet data came back: {body}"),
     );
-    body["errors"][0]["extensions"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{case}: an error without extensions.code: {body}"))
-        .to_string()
+    let Some(found) = body["errors"][0]["extensions"]["code"].as_str() else {
+        failures.check(false, || {
+            format!("{case}: an error without extensions.code: {body}")
+        });
+        return;
+    };
+    failures.check_eq(found, code, || format!("{case}: {body}"));
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    failures.check(message.contains(says), || {
+        format!("{case}: the message should say \"{says}\": {body}")
+    });
 }
 
 /// Collects what a subscription delivers until it is quiet for `quiet`.
@@ -343,6 +352,8 @@ async fn create_snapshot_auth_matrix_refuses_with_the_right_code_and_dispatches_
         says: "target",
     }];
 
+    // Every case is tried, and every failure reported together.
+    let mut failures = Failures::new("the createSnapshot auth matrix");
     let http = e2e_tests::stack::http_client();
     for case in unauthenticated.iter().chain(&refused).chain(&bad_input) {
         let mut request = http
@@ -358,15 +369,7 @@ async fn create_snapshot_auth_matrix_refuses_with_the_right_code_and_dispatches_
             .json()
             .await
             .expect("JSON");
-        let code = error_code(&body, case.name);
-        assert_eq!(code, case.code, "{}: {body}", case.name);
-        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
-        assert!(
-            message.contains(case.says),
-            "{}: the message should say \"{}\": {body}",
-            case.name,
-            case.says
-        );
+        check_refusal(&mut failures, &body, case.name, case.code, case.says);
     }
     // Queries with the bad tokens are refused the same way.
     for case in &unauthenticated {
@@ -383,13 +386,16 @@ async fn create_snapshot_auth_matrix_refuses_with_the_right_code_and_dispatches_
             .json()
             .await
             .expect("JSON");
-        assert_eq!(
-            body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
-            "me with {}: {body}",
-            case.name
+        failures.check_eq(
+            &body["errors"][0]["extensions"]["code"],
+            &json!("UNAUTHENTICATED"),
+            || format!("me with {}: {body}", case.name),
         );
-        assert!(body["data"].is_null(), "me with {}: {body}", case.name);
+        failures.check(body["data"].is_null(), || {
+            format!("me with {}: {body}", case.name)
+        });
     }
+    failures.assert_none();
 
     // Nothing was written or dispatched.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -851,6 +857,8 @@ async fn agent_endpoints_of_the_api_require_a_valid_agent_token() {
             )),
         ),
     ];
+    // Every path with every token, every failure reported together.
+    let mut failures = Failures::new("the API's agent endpoints without a valid token");
     let http = e2e_tests::stack::http_client();
     for (path, body) in &bodies {
         for (name, header) in &tokens {
@@ -859,21 +867,21 @@ async fn agent_endpoints_of_the_api_require_a_valid_agent_token() {
                 request = request.header("Authorization", header);
             }
             let response = request.send().await.expect("POST");
-            assert_eq!(response.status().as_u16(), 401, "{path} with {name}");
+            failures.check_eq(response.status().as_u16(), 401, || {
+                format!("{path} with {name}")
+            });
             let answer: Value = response.json().await.unwrap_or_default();
-            assert_eq!(
-                answer["code"], "UNAUTHENTICATED",
-                "{path} with {name}: {answer}"
-            );
+            failures.check_eq(&answer["code"], &json!("UNAUTHENTICATED"), || {
+                format!("{path} with {name}: {answer}")
+            });
         }
         // Other methods are not a way around it either.
         let response = http.get(format!("{}{path}", api.url)).send().await.unwrap();
-        assert!(
-            !response.status().is_success(),
-            "GET {path}: {}",
-            response.status()
-        );
+        failures.check(!response.status().is_success(), || {
+            format!("GET {path}: {}", response.status())
+        });
     }
+    failures.assert_none();
     assert_eq!(
         db.query("SELECT count(*) FROM nodes"),
         "0",
@@ -1019,6 +1027,8 @@ async fn the_agent_answers_401_to_unauthenticated_requests_on_every_path() {
     ];
     let methods = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"];
     let http = e2e_tests::stack::http_client();
+    // Every path, method and token, every failure reported together.
+    let mut failures = Failures::new("the agent's endpoints without a valid token");
     let mut checked = 0;
     for path in &paths {
         for method in methods {
@@ -1037,15 +1047,18 @@ async fn the_agent_answers_401_to_unauthenticated_requests_on_every_path() {
                 let response = request.send().await.expect("request to the agent");
                 let status = response.status().as_u16();
                 let text = response.text().await.unwrap_or_default();
-                assert_eq!(status, 401, "{method} {path} with {name}: {status} {text}");
-                assert!(
+                failures.check_eq(status, 401, || {
+                    format!("{method} {path} with {name}: {status} {text}")
+                });
+                failures.check(
                     !text.contains("dcs_agent") && text != "ok" && text != "ready",
-                    "{method} {path} with {name} leaked: {text}"
+                    || format!("{method} {path} with {name} leaked: {text}"),
                 );
                 checked += 1;
             }
         }
     }
+    failures.assert_none();
     println!("{checked} unauthenticated requests answered 401");
     // The API's token gets through (so the 401s are about the token).
     let good = agent.api_token(&api);

@@ -430,8 +430,9 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// ring is the one TLS crypto provider of this program (see FACTS.md);
-/// reqwest and oci-client use the process default.
+/// ring is the one TLS crypto provider of this program (rustls refuses to
+/// pick one when two are compiled in); reqwest and oci-client use the
+/// process default.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -26,38 +26,26 @@ pub(super) fn request_data(
     data.insert(caller);
     // Cached: a list query feeds them what it already read (see
     // `snapshots`), and lineage walks reuse what earlier rows loaded.
-    let spawner = |scope: TaskScope| move |task| scope.spawn(task);
-    data.insert(
-        DataLoader::with_cache(
-            SnapshotLoader(app.clone()),
-            spawner(scope.clone()),
-            HashMapCache::default(),
-        )
-        .delay(LOADER_DELAY),
-    );
-    data.insert(
-        DataLoader::with_cache(
-            ChildrenLoader(app.clone()),
-            spawner(scope.clone()),
-            HashMapCache::default(),
-        )
-        .delay(LOADER_DELAY),
-    );
-    data.insert(
-        DataLoader::with_cache(
-            AncestorLoader(app.clone()),
-            spawner(scope.clone()),
-            HashMapCache::default(),
-        )
-        .delay(LOADER_DELAY),
-    );
-    data.insert(
-        DataLoader::with_cache(
-            DescendantLoader(app.clone()),
-            spawner(scope.clone()),
-            HashMapCache::default(),
-        )
-        .delay(LOADER_DELAY),
-    );
+    insert_loader(&mut data, SnapshotLoader(app.clone()), scope);
+    insert_loader(&mut data, ChildrenLoader(app.clone()), scope);
+    insert_loader(&mut data, AncestorLoader(app.clone()), scope);
+    insert_loader(&mut data, DescendantLoader(app.clone()), scope);
     data
+}
+
+/// One cached DataLoader whose batches run in `scope`.
+fn insert_loader<L, K>(data: &mut async_graphql::Data, loader: L, scope: &TaskScope)
+where
+    L: async_graphql::dataloader::Loader<K>,
+    K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
+{
+    let scope = scope.clone();
+    data.insert(
+        DataLoader::with_cache(
+            loader,
+            move |task| scope.spawn(task),
+            HashMapCache::default(),
+        )
+        .delay(LOADER_DELAY),
+    );
 }

@@ -50,6 +50,7 @@ DB=dcs_bench_lineage_$$
 SERVER_URL=$DATABASE_URL
 DB_URL="${DATABASE_URL%/*}/$DB"
 PIDS=()
+# shellcheck disable=SC2317 # run by the EXIT trap, which shellcheck 0.9 does not follow
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done

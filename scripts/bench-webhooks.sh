@@ -169,11 +169,11 @@ profile_end() { # phase events
 wait_done() { # endpoint count
     local deadline=$((SECONDS + 600))
     while :; do
-        local done
-        done=$(q "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = '$1' AND status = 'SUCCEEDED'")
+        local succeeded
+        succeeded=$(q "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = '$1' AND status = 'SUCCEEDED'")
         OWN=$((OWN + 1))
-        [[ $done -ge $2 ]] && return 0
-        [[ $SECONDS -lt $deadline ]] || { log "timed out: $done of $2"; return 1; }
+        [[ $succeeded -ge $2 ]] && return 0
+        [[ $SECONDS -lt $deadline ]] || { log "timed out: $succeeded of $2"; return 1; }
         sleep 0.2
     done
 }

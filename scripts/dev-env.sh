@@ -249,8 +249,8 @@ kill_runc_containers() {
             runc --root "$runc_root" kill -a "$id" KILL 2>/dev/null || true
             runc --root "$runc_root" delete -f "$id" 2>/dev/null || true
         done < <(runc --root "$runc_root" list -f json 2>/dev/null \
-                 | { command -v jq >/dev/null && jq -r '.[]? | [.id, .bundle] | @tsv' \
-                     || sed -n 's/.*"id":"\([^"]*\)".*"bundle":"\([^"]*\)".*/\1\t\2/p'; })
+                 | if command -v jq >/dev/null; then jq -r '.[]? | [.id, .bundle] | @tsv'
+                   else sed -n 's/.*"id":"\([^"]*\)".*"bundle":"\([^"]*\)".*/\1\t\2/p'; fi)
     done
 }
 
@@ -314,6 +314,7 @@ registry_port() {
 # http_status PORT PATH: HTTP status code of GET http://127.0.0.1:PORT/PATH, or 000.
 http_status() {
     local port=$1 path=$2 line
+    # shellcheck disable=SC2016 # $0 and $1 are the inner bash's arguments
     line=$(timeout 3 bash -c '
         exec 3<>"/dev/tcp/127.0.0.1/$0" || exit 1
         printf "GET %s HTTP/1.0\r\nHost: 127.0.0.1:%s\r\n\r\n" "$1" "$0" >&3

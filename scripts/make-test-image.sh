@@ -102,7 +102,7 @@ build_layer() {
     local tar_opts=(--format=gnu --sort=name --mtime="@$EPOCH" --numeric-owner)
     local top
     # Entry names like "bin/sh" (no "./" prefix), as docker/buildkit layers have them.
-    mapfile -t top < <(cd "$ROOTFS" && ls -A | LC_ALL=C sort)
+    mapfile -t top < <(cd "$ROOTFS" && shopt -s dotglob && printf '%s\n' * | LC_ALL=C sort)
     ( cd "$ROOTFS" &&
       tar -cf "$WORK/layer.tar" "${tar_opts[@]}" --owner=0 --group=0 \
           --exclude=home/speaker -- "${top[@]}" &&

@@ -104,6 +104,7 @@ for _ in $(seq 1 50); do
 done
 
 target="$DCS_REGISTRY/workshops/$speaker/desktop:v1"
+# shellcheck disable=SC2016 # $input is the GraphQL variable, not the shell's
 request=$(printf '{"query":"mutation($input: CreateSnapshotInput!) { createSnapshot(input: $input) { id status } }","variables":{"input":{"podNamespace":"workshop","podName":"desktop-0","containerName":"desktop","target":"%s","message":"first snapshot","changes":["CMD [\\"cat\\", \\"/etc/motd\\"]"]}}}' "$target")
 echo "== First snapshot"
 created=$(graphql "$request")

@@ -187,7 +187,34 @@ pub struct JobResult {
     pub base_digest: String,
     pub paused_ms: u64,
     pub duration_ms: u64,
-    pub method: String,
+    pub method: CommitMethod,
+}
+
+/// How the agent read the container's changes. Lowercase with a dash on
+/// the wire (`overlay`, `diff-service`), as the agent's CLI prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitMethod {
+    /// The overlay snapshotter's upper directory, read directly.
+    Overlay,
+    /// containerd's Diff service (any other snapshotter, or an overlay
+    /// feature the direct reader does not handle).
+    DiffService,
+}
+
+impl CommitMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Overlay => "overlay",
+            Self::DiffService => "diff-service",
+        }
+    }
+}
+
+impl std::fmt::Display for CommitMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[cfg(test)]
@@ -218,5 +245,20 @@ mod tests {
             reason: "x".into(),
         };
         assert_eq!(serde_json::to_value(&failed).unwrap()["code"], "DISK_FULL");
+    }
+
+    #[test]
+    fn commit_methods_keep_their_wire_names() {
+        for (method, text) in [
+            (CommitMethod::Overlay, "overlay"),
+            (CommitMethod::DiffService, "diff-service"),
+        ] {
+            assert_eq!(serde_json::to_value(method).unwrap(), text);
+            assert_eq!(method.to_string(), text);
+            assert_eq!(
+                serde_json::from_value::<CommitMethod>(text.into()).unwrap(),
+                method
+            );
+        }
     }
 }

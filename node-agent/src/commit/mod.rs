@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use dcs_protocol::CommitMethod;
 use dcs_protocol::reference::Target;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -81,7 +82,7 @@ pub struct CommitResult {
     pub base_image: String,
     pub base_digest: String,
     /// `overlay` (upper directory read directly) or `diff-service`.
-    pub method: &'static str,
+    pub method: CommitMethod,
     pub stats: WalkStats,
     pub push: PushReport,
 }
@@ -354,7 +355,7 @@ async fn read_changes(
     lease: &Lease,
     tee: &mut Option<UploadTee>,
     paused: &mut Option<PausedTask>,
-) -> Result<(LayerSummary, &'static str), CommitError> {
+) -> Result<(LayerSummary, CommitMethod), CommitError> {
     let mounts = client
         .snapshot_mounts(&container.snapshotter, &container.snapshot_key)
         .await?;
@@ -373,7 +374,7 @@ async fn read_changes(
         )
         .await
         {
-            Ok(summary) => return Ok((summary, "overlay")),
+            Ok(summary) => return Ok((summary, CommitMethod::Overlay)),
             Err(CommitError::Layer(LayerError::OverlayFeature { path, feature })) => {
                 tracing::info!(path = %path.display(), feature, "overlay feature found; using the Diff service");
             }
@@ -389,7 +390,7 @@ async fn read_changes(
     }
     let summary =
         diff_service_layer(client, container, mounts, excludes, compression, lease, tee).await?;
-    Ok((summary, "diff-service"))
+    Ok((summary, CommitMethod::DiffService))
 }
 
 /// The fallback: containerd computes an uncompressed diff between the

@@ -319,7 +319,7 @@ fn job_result(r: CommitResult) -> JobResult {
         base_digest: r.base_digest,
         paused_ms: r.paused_ms,
         duration_ms: r.duration_ms,
-        method: r.method.to_string(),
+        method: r.method,
     }
 }
 

@@ -416,7 +416,7 @@ fn pushed(target: &str) -> JobResult {
         base_digest: digest("base"),
         paused_ms: 1,
         duration_ms: 10,
-        method: "overlayfs".into(),
+        method: dcs_protocol::CommitMethod::Overlay,
     }
 }
 

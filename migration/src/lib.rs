@@ -16,6 +16,7 @@ mod m20261129_000005_create_audit_log;
 mod m20261129_000006_create_webhooks;
 mod m20261202_000001_add_pod_owners;
 mod m20261202_000002_snapshot_statistics;
+mod m20261202_000003_snapshot_statistics_sample;
 
 /// The name of the partial unique index on `snapshots (node, container_id)`
 /// over the in-flight statuses.
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000006_create_webhooks::Migration),
             Box::new(m20261202_000001_add_pod_owners::Migration),
             Box::new(m20261202_000002_snapshot_statistics::Migration),
+            Box::new(m20261202_000003_snapshot_statistics_sample::Migration),
         ]
     }
 }

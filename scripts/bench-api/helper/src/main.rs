@@ -172,7 +172,7 @@ impl AgentState {
             "layerSize": 1234, "layerMediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
             "uncompressedSize": 4096, "baseImage": "registry.example/base/desktop:1",
             "baseDigest": format!("sha256:{}", "e".repeat(64)),
-            "pausedMs": 3, "durationMs": 40, "method": "overlayfs"});
+            "pausedMs": 3, "durationMs": 40, "method": "overlay"});
         let kinds = [
             json!({"type": "DIFFING"}),
             json!({"type": "PUSHING", "bytesDone": 500, "bytesTotal": 1000}),

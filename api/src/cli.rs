@@ -9,7 +9,7 @@ use dcs_protocol::token::SharedSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::policy::Policy;
-use crate::auth::{JwtSigner, JwtVerifier, Role, parse_algorithm};
+use crate::auth::{JwtSigner, JwtVerifier, Role};
 use crate::config::{AuthArgs, LogFormat, ServeArgs};
 use crate::graphql::{SchemaLimits, build_schema, sdl};
 use crate::startup::StateBuilder;
@@ -103,10 +103,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn signer(auth: &AuthArgs, data_dir: &std::path::Path) -> anyhow::Result<JwtSigner> {
-    let algorithm = parse_algorithm(&auth.jwt_algorithm)?;
     let secret = auth.secret_file(data_dir)?;
     Ok(JwtSigner::new(
-        algorithm,
+        auth.jwt_algorithm,
         secret.as_deref(),
         auth.jwt_private_key_file.as_deref(),
         &auth.jwt_issuer,
@@ -115,10 +114,9 @@ fn signer(auth: &AuthArgs, data_dir: &std::path::Path) -> anyhow::Result<JwtSign
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let algorithm = parse_algorithm(&args.auth.jwt_algorithm)?;
     let secret_file = args.auth.secret_file(&args.data_dir)?;
     let verifier = JwtVerifier::new(
-        algorithm,
+        args.auth.jwt_algorithm,
         secret_file.as_deref(),
         args.auth.jwt_public_key_file.as_deref(),
         &args.auth.jwt_issuer,

@@ -17,10 +17,12 @@ pub struct AuthArgs {
     #[arg(
         long,
         env = "DCS_JWT_ALGORITHM",
+        value_enum,
+        ignore_case = true,
         default_value = "HS256",
         global = true
     )]
-    pub jwt_algorithm: String,
+    pub jwt_algorithm: crate::auth::JwtAlgorithm,
     /// HS256 secret [default: <data-dir>/jwt-secret, created if missing].
     #[arg(long, env = "DCS_JWT_SECRET_FILE", global = true)]
     pub jwt_secret_file: Option<PathBuf>,
@@ -46,7 +48,7 @@ pub struct AuthArgs {
 impl AuthArgs {
     /// The HS256 secret file; a local default is created when none is set.
     pub fn secret_file(&self, data_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
-        if !self.jwt_algorithm.eq_ignore_ascii_case("HS256") {
+        if self.jwt_algorithm != crate::auth::JwtAlgorithm::Hs256 {
             return Ok(self.jwt_secret_file.clone());
         }
         match &self.jwt_secret_file {

@@ -69,10 +69,8 @@ async fn app() -> App {
     }
     let secret = dir.path().join("jwt-secret");
     std::fs::write(&secret, "s".repeat(48)).unwrap();
-    // The algorithm type is `jsonwebtoken`'s, not a dependency of these
-    // tests: take it from the API's own parser.
     let verifier = JwtVerifier::new(
-        api::auth::parse_algorithm("HS256").expect("HS256"),
+        api::auth::JwtAlgorithm::Hs256,
         Some(Path::new(&secret)),
         None,
         "dcs",
@@ -88,7 +86,7 @@ async fn app() -> App {
             .build()
             .expect("shared state");
     let signer = JwtSigner::new(
-        api::auth::parse_algorithm("HS256").expect("HS256"),
+        api::auth::JwtAlgorithm::Hs256,
         Some(Path::new(&secret)),
         None,
         "dcs",

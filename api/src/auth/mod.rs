@@ -58,8 +58,6 @@ pub struct Claims {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("unsupported JWT algorithm \"{0}\" (use HS256, RS256 or ES256)")]
-    Algorithm(String),
     #[error("{0} needs {1}")]
     Missing(&'static str, &'static str),
     #[error("cannot read {path}: {reason}")]
@@ -68,12 +66,28 @@ pub enum KeyError {
     WeakSecret,
 }
 
-pub fn parse_algorithm(name: &str) -> Result<Algorithm, KeyError> {
-    match name.to_ascii_uppercase().as_str() {
-        "HS256" => Ok(Algorithm::HS256),
-        "RS256" => Ok(Algorithm::RS256),
-        "ES256" => Ok(Algorithm::ES256),
-        other => Err(KeyError::Algorithm(other.to_string())),
+/// The algorithm user tokens must be signed with: one of three, named in
+/// upper case on the command line (any case accepted there, as always).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JwtAlgorithm {
+    /// HMAC with a shared secret.
+    #[value(name = "HS256")]
+    Hs256,
+    /// RSA, checked with a public key.
+    #[value(name = "RS256")]
+    Rs256,
+    /// ECDSA P-256, checked with a public key.
+    #[value(name = "ES256")]
+    Es256,
+}
+
+impl From<JwtAlgorithm> for Algorithm {
+    fn from(a: JwtAlgorithm) -> Self {
+        match a {
+            JwtAlgorithm::Hs256 => Self::HS256,
+            JwtAlgorithm::Rs256 => Self::RS256,
+            JwtAlgorithm::Es256 => Self::ES256,
+        }
     }
 }
 
@@ -113,14 +127,14 @@ impl std::fmt::Debug for JwtVerifier {
 impl JwtVerifier {
     /// `secret` for HS256; `public_key` (PEM) for RS256 and ES256.
     pub fn new(
-        algorithm: Algorithm,
+        algorithm: JwtAlgorithm,
         secret: Option<&Path>,
         public_key: Option<&Path>,
         issuer: &str,
         audience: &str,
     ) -> Result<Self, KeyError> {
         let key = match algorithm {
-            Algorithm::HS256 => {
+            JwtAlgorithm::Hs256 => {
                 let path = secret.ok_or(KeyError::Missing("HS256", "a secret file"))?;
                 let bytes = read(path)?;
                 let bytes = bytes.trim_ascii();
@@ -129,18 +143,17 @@ impl JwtVerifier {
                 }
                 DecodingKey::from_secret(bytes).map_err(|e| key_error(path, e))?
             }
-            Algorithm::RS256 => {
+            JwtAlgorithm::Rs256 => {
                 let path = public_key.ok_or(KeyError::Missing("RS256", "a public key file"))?;
                 DecodingKey::from_rsa_pem(&read(path)?).map_err(|e| key_error(path, e))?
             }
-            Algorithm::ES256 => {
+            JwtAlgorithm::Es256 => {
                 let path = public_key.ok_or(KeyError::Missing("ES256", "a public key file"))?;
                 DecodingKey::from_ec_pem(&read(path)?).map_err(|e| key_error(path, e))?
             }
-            other => return Err(KeyError::Algorithm(format!("{other:?}"))),
         };
         Ok(Self {
-            algorithm,
+            algorithm: algorithm.into(),
             key,
             issuer: issuer.to_string(),
             audience: audience.to_string(),
@@ -207,30 +220,29 @@ pub struct JwtSigner {
 impl JwtSigner {
     /// `secret` for HS256; `private_key` (PEM) for RS256 and ES256.
     pub fn new(
-        algorithm: Algorithm,
+        algorithm: JwtAlgorithm,
         secret: Option<&Path>,
         private_key: Option<&Path>,
         issuer: &str,
         audience: &str,
     ) -> Result<Self, KeyError> {
         let key = match algorithm {
-            Algorithm::HS256 => {
+            JwtAlgorithm::Hs256 => {
                 let path = secret.ok_or(KeyError::Missing("HS256", "a secret file"))?;
                 let bytes = read(path)?;
                 EncodingKey::from_secret(bytes.trim_ascii()).map_err(|e| key_error(path, e))?
             }
-            Algorithm::RS256 => {
+            JwtAlgorithm::Rs256 => {
                 let path = private_key.ok_or(KeyError::Missing("RS256", "a private key file"))?;
                 EncodingKey::from_rsa_pem(&read(path)?).map_err(|e| key_error(path, e))?
             }
-            Algorithm::ES256 => {
+            JwtAlgorithm::Es256 => {
                 let path = private_key.ok_or(KeyError::Missing("ES256", "a private key file"))?;
                 EncodingKey::from_ec_pem(&read(path)?).map_err(|e| key_error(path, e))?
             }
-            other => return Err(KeyError::Algorithm(format!("{other:?}"))),
         };
         Ok(Self {
-            algorithm,
+            algorithm: algorithm.into(),
             key,
             issuer: issuer.to_string(),
             audience: audience.to_string(),
@@ -279,8 +291,9 @@ mod tests {
     fn the_auth_matrix() {
         let (_dir, good, other) = files();
         let verifier =
-            JwtVerifier::new(Algorithm::HS256, Some(&good), None, "dcs", "dcs-api").unwrap();
-        let signer = JwtSigner::new(Algorithm::HS256, Some(&good), None, "dcs", "dcs-api").unwrap();
+            JwtVerifier::new(JwtAlgorithm::Hs256, Some(&good), None, "dcs", "dcs-api").unwrap();
+        let signer =
+            JwtSigner::new(JwtAlgorithm::Hs256, Some(&good), None, "dcs", "dcs-api").unwrap();
         let ok = signer.mint(
             "alice",
             Role::Speaker,
@@ -292,15 +305,16 @@ mod tests {
         assert_eq!(principal.namespaces, vec!["ws".to_string()]);
 
         let message = |token: &str| verifier.verify(token).unwrap_err().message;
-        let wrong_key = JwtSigner::new(Algorithm::HS256, Some(&other), None, "dcs", "dcs-api")
+        let wrong_key = JwtSigner::new(JwtAlgorithm::Hs256, Some(&other), None, "dcs", "dcs-api")
             .unwrap()
             .mint("alice", Role::Admin, &[], Duration::from_secs(60));
         assert_eq!(message(&wrong_key), "the token's signature is invalid");
-        let wrong_issuer = JwtSigner::new(Algorithm::HS256, Some(&good), None, "evil", "dcs-api")
-            .unwrap()
-            .mint("alice", Role::Admin, &[], Duration::from_secs(60));
+        let wrong_issuer =
+            JwtSigner::new(JwtAlgorithm::Hs256, Some(&good), None, "evil", "dcs-api")
+                .unwrap()
+                .mint("alice", Role::Admin, &[], Duration::from_secs(60));
         assert!(message(&wrong_issuer).contains("issuer"));
-        let wrong_audience = JwtSigner::new(Algorithm::HS256, Some(&good), None, "dcs", "other")
+        let wrong_audience = JwtSigner::new(JwtAlgorithm::Hs256, Some(&good), None, "dcs", "other")
             .unwrap()
             .mint("alice", Role::Admin, &[], Duration::from_secs(60));
         assert!(message(&wrong_audience).contains("audience"));

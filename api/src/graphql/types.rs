@@ -68,7 +68,8 @@ impl Node {
     }
     /// `READY` or `LOST`.
     async fn state(&self) -> String {
-        format!("{:?}", self.0.state).to_uppercase()
+        // The stored text of the state, which is what the schema's String says.
+        sea_orm::ActiveEnum::to_value(&self.0.state)
     }
     async fn agent_version(&self) -> &str {
         &self.0.version

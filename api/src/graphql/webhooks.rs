@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use entity::{webhook_attempt, webhook_delivery, webhook_endpoint};
 
 use super::context::state;
-use crate::webhooks::{SNAPSHOT_FAILED, SNAPSHOT_PUSHED, endpoints};
+use crate::webhooks::{EventType, endpoints};
 
 /// Events an endpoint can subscribe to.
 #[derive(Enum, Copy, Clone, PartialEq, Eq, Debug)]
@@ -16,11 +16,11 @@ pub enum WebhookEventType {
     SnapshotFailed,
 }
 
-impl WebhookEventType {
-    pub fn wire(self) -> &'static str {
-        match self {
-            Self::SnapshotPushed => SNAPSHOT_PUSHED,
-            Self::SnapshotFailed => SNAPSHOT_FAILED,
+impl From<WebhookEventType> for EventType {
+    fn from(t: WebhookEventType) -> Self {
+        match t {
+            WebhookEventType::SnapshotPushed => Self::SnapshotPushed,
+            WebhookEventType::SnapshotFailed => Self::SnapshotFailed,
         }
     }
 }

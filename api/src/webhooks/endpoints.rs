@@ -10,7 +10,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::signing::generate_secret;
-use super::{SNAPSHOT_FAILED, SNAPSHOT_PUSHED, events, outbox};
+use super::{EventType, events, outbox};
 use crate::auth::Principal;
 use crate::errors::{ApiError, ApiResult};
 use crate::service::audit;
@@ -28,18 +28,25 @@ fn admin(who: &Principal) -> ApiResult<()> {
     }
 }
 
-fn check_event_types(types: &[String]) -> ApiResult<()> {
+fn check_event_types(types: &[EventType]) -> ApiResult<()> {
     if types.is_empty() {
         return Err(ApiError::bad_input("name at least one event type"));
     }
     for t in types {
-        if t != SNAPSHOT_PUSHED && t != SNAPSHOT_FAILED {
+        if !t.is_subscribable() {
             return Err(ApiError::bad_input(format!(
-                "unknown event type \"{t}\" (use {SNAPSHOT_PUSHED} or {SNAPSHOT_FAILED})"
+                "unknown event type \"{t}\" (use {} or {})",
+                EventType::SnapshotPushed,
+                EventType::SnapshotFailed
             )));
         }
     }
     Ok(())
+}
+
+/// How an endpoint's event types are stored: a JSON list of their names.
+fn stored(types: &[EventType]) -> serde_json::Value {
+    json!(types.iter().map(|t| t.as_str()).collect::<Vec<_>>())
 }
 
 /// Checks a target URL against the egress policy, resolving its host.
@@ -55,7 +62,7 @@ async fn check_url(state: &AppState, url: &str) -> ApiResult<String> {
 
 pub struct NewEndpoint {
     pub url: String,
-    pub event_types: Vec<String>,
+    pub event_types: Vec<EventType>,
     pub description: Option<String>,
 }
 
@@ -81,7 +88,7 @@ pub async fn create(
         id: Set(Uuid::new_v4()),
         url: Set(url),
         description: Set(input.description),
-        event_types: Set(json!(input.event_types)),
+        event_types: Set(stored(&input.event_types)),
         enabled: Set(true),
         secret: Set(secret.clone()),
         previous_secret: Set(None),
@@ -125,7 +132,7 @@ async fn get(state: &AppState, id: Uuid) -> ApiResult<webhook_endpoint::Model> {
 #[derive(Default)]
 pub struct EndpointChanges {
     pub url: Option<String>,
-    pub event_types: Option<Vec<String>>,
+    pub event_types: Option<Vec<EventType>>,
     pub enabled: Option<bool>,
     pub description: Option<String>,
 }
@@ -144,7 +151,7 @@ pub async fn update(
     }
     if let Some(types) = changes.event_types {
         check_event_types(&types)?;
-        row.event_types = Set(json!(types));
+        row.event_types = Set(stored(&types));
     }
     if let Some(enabled) = changes.enabled {
         row.enabled = Set(enabled);
@@ -227,7 +234,7 @@ pub async fn send_test(
     admin(who)?;
     let endpoint = get(state, id).await?;
     let body = events::ping(endpoint.id, &who.sub);
-    let delivery = outbox::insert(&state.db, endpoint.id, super::PING, &body).await?;
+    let delivery = outbox::insert(&state.db, endpoint.id, EventType::Ping, &body).await?;
     state.webhook_wakeup.notify_one();
     Ok(delivery)
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use entity::snapshot;
 use serde_json::{Value, json};
 
-use super::{PING, SNAPSHOT_FAILED, SNAPSHOT_PUSHED};
+use super::EventType;
 
 pub const VERSION: u32 = 1;
 /// Longest free text (messages, failure reasons) in a body.
@@ -31,9 +31,9 @@ fn time(t: Option<DateTime<Utc>>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn envelope(event_type: &str, at: DateTime<Utc>, data: Value) -> String {
+fn envelope(event_type: EventType, at: DateTime<Utc>, data: Value) -> String {
     json!({
-        "type": event_type,
+        "type": event_type.as_str(),
         "version": VERSION,
         "timestamp": at.to_rfc3339_opts(SecondsFormat::Millis, true),
         "data": data,
@@ -46,10 +46,10 @@ fn envelope(event_type: &str, at: DateTime<Utc>, data: Value) -> String {
 pub fn snapshot_event(
     snapshot: &snapshot::Model,
     parent_image: Option<&str>,
-) -> Option<(&'static str, String)> {
+) -> Option<(EventType, String)> {
     let event_type = match snapshot.status {
-        entity::SnapshotStatus::Pushed => SNAPSHOT_PUSHED,
-        entity::SnapshotStatus::Failed => SNAPSHOT_FAILED,
+        entity::SnapshotStatus::Pushed => EventType::SnapshotPushed,
+        entity::SnapshotStatus::Failed => EventType::SnapshotFailed,
         _ => return None,
     };
     let mut data = json!({
@@ -77,7 +77,7 @@ pub fn snapshot_event(
             "durationMs": snapshot.duration_ms,
         },
     });
-    if event_type == SNAPSHOT_PUSHED {
+    if event_type == EventType::SnapshotPushed {
         data["manifestDigest"] = json!(snapshot.manifest_digest);
         data["configDigest"] = json!(snapshot.config_digest);
         data["layerDigest"] = json!(snapshot.layer_digest);
@@ -95,7 +95,7 @@ pub fn snapshot_event(
 /// The body of a test delivery.
 pub fn ping(endpoint_id: uuid::Uuid, requested_by: &str) -> String {
     envelope(
-        PING,
+        EventType::Ping,
         crate::clock::now(),
         json!({"endpointId": endpoint_id, "requestedBy": requested_by}),
     )
@@ -147,7 +147,7 @@ mod tests {
             owner: Some("alice".into()),
         };
         let (kind, body) = snapshot_event(&model, None).unwrap();
-        assert_eq!(kind, SNAPSHOT_FAILED);
+        assert_eq!(kind, EventType::SnapshotFailed);
         assert!(body.len() < 20_000, "{}", body.len());
         let value: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(value["version"], 1);

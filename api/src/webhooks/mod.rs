@@ -14,8 +14,36 @@ pub mod signing;
 pub mod ssrf;
 pub mod worker;
 
-/// Event types an endpoint can subscribe to.
-pub const SNAPSHOT_PUSHED: &str = "snapshot.pushed";
-pub const SNAPSHOT_FAILED: &str = "snapshot.failed";
-/// Sent by `sendTestWebhook`, whatever the endpoint subscribes to.
-pub const PING: &str = "ping";
+/// The `type` of a webhook event. Text (`snapshot.pushed`) only at the
+/// edges: the event body, the stored rows (an endpoint's `event_types`, a
+/// delivery's `event_type`) and the GraphQL fields that say `String`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// An endpoint can subscribe to this one.
+    SnapshotPushed,
+    /// An endpoint can subscribe to this one.
+    SnapshotFailed,
+    /// Sent by `sendTestWebhook`, whatever the endpoint subscribes to.
+    Ping,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SnapshotPushed => "snapshot.pushed",
+            Self::SnapshotFailed => "snapshot.failed",
+            Self::Ping => "ping",
+        }
+    }
+
+    /// Whether an endpoint may name it in its `event_types`.
+    pub fn is_subscribable(self) -> bool {
+        self != Self::Ping
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -6,15 +6,17 @@ use entity::{DeliveryStatus, snapshot, webhook_delivery, webhook_endpoint};
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 use uuid::Uuid;
 
-use super::events;
+use super::{EventType, events};
 use crate::errors::ApiResult;
 
-/// Whether an endpoint subscribes to an event type.
-pub fn subscribes(endpoint: &webhook_endpoint::Model, event_type: &str) -> bool {
-    endpoint
-        .event_types
-        .as_array()
-        .is_some_and(|types| types.iter().any(|t| t.as_str() == Some(event_type)))
+/// Whether an endpoint subscribes to an event type (stored as the list of
+/// their names).
+pub fn subscribes(endpoint: &webhook_endpoint::Model, event_type: EventType) -> bool {
+    endpoint.event_types.as_array().is_some_and(|types| {
+        types
+            .iter()
+            .any(|t| t.as_str() == Some(event_type.as_str()))
+    })
 }
 
 /// Enqueues the event of a finished snapshot for every enabled endpoint
@@ -46,7 +48,7 @@ pub async fn enqueue_for_snapshot<C: ConnectionTrait>(
 pub async fn insert<C: ConnectionTrait>(
     db: &C,
     endpoint_id: Uuid,
-    event_type: &str,
+    event_type: EventType,
     body: &str,
 ) -> ApiResult<webhook_delivery::Model> {
     let id = Uuid::new_v4();
@@ -55,7 +57,7 @@ pub async fn insert<C: ConnectionTrait>(
         id: Set(id),
         endpoint_id: Set(endpoint_id),
         message_id: Set(format!("msg_{}", id.simple())),
-        event_type: Set(event_type.to_string()),
+        event_type: Set(event_type.as_str().to_string()),
         payload: Set(body.to_string()),
         status: Set(DeliveryStatus::Pending),
         attempts: Set(0),

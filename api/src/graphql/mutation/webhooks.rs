@@ -5,6 +5,7 @@ use crate::graphql::ids::parse_id;
 use crate::graphql::webhooks::{
     WebhookDelivery, WebhookEndpoint, WebhookEndpointWithSecret, WebhookEventType,
 };
+use crate::webhooks::EventType;
 use crate::webhooks::endpoints::{self, EndpointChanges, NewEndpoint};
 
 #[derive(Default)]
@@ -27,8 +28,8 @@ pub struct UpdateWebhookEndpointInput {
     pub description: Option<String>,
 }
 
-fn wire(types: Vec<WebhookEventType>) -> Vec<String> {
-    types.into_iter().map(|t| t.wire().to_string()).collect()
+fn typed(types: Vec<WebhookEventType>) -> Vec<EventType> {
+    types.into_iter().map(EventType::from).collect()
 }
 
 #[Object]
@@ -45,7 +46,7 @@ impl WebhookMutation {
             who,
             NewEndpoint {
                 url: input.url,
-                event_types: wire(input.event_types),
+                event_types: typed(input.event_types),
                 description: input.description,
             },
         )
@@ -66,7 +67,7 @@ impl WebhookMutation {
         let id = parse_id(&id, "webhook endpoint")?;
         let changes = EndpointChanges {
             url: input.url,
-            event_types: input.event_types.map(wire),
+            event_types: input.event_types.map(typed),
             enabled: input.enabled,
             description: input.description,
         };

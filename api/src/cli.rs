@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::policy::Policy;
 use crate::auth::{JwtSigner, JwtVerifier, Role};
-use crate::config::{AuthArgs, LogFormat, ServeArgs};
+use crate::config::{AuthArgs, ServeArgs};
 use crate::graphql::{SchemaLimits, build_schema, sdl};
 use crate::startup::StateBuilder;
 use crate::webhooks::settings::WebhookSettings;
@@ -58,7 +58,7 @@ enum RoleArg {
 
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.serve.log_format);
+    dcs_support::logging::init(cli.serve.log_format, "info");
     let _ = rustls::crypto::ring::default_provider().install_default();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -286,18 +286,5 @@ async fn wait_for_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == LogFormat::Json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

@@ -198,7 +198,7 @@ pub struct ServeArgs {
     #[arg(long, env = "DCS_API_METRICS_LISTEN", global = true)]
     pub metrics_listen: Option<SocketAddr>,
     #[arg(long, value_enum, default_value = "text", global = true)]
-    pub log_format: LogFormat,
+    pub log_format: dcs_support::logging::LogFormat,
     /// Use the Kubernetes API: pods by name, agents by service-account
     /// token (TokenReview).
     #[arg(long, env = "DCS_KUBERNETES", global = true)]
@@ -327,11 +327,4 @@ fn ensure_secret(path: &Path) -> anyhow::Result<PathBuf> {
     file.write_all(text.as_bytes())?;
     tracing::info!(path = %path.display(), "created a local secret");
     Ok(path.to_path_buf())
-}
-
-/// How log lines are written: text for people, JSON for collectors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }

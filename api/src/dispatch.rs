@@ -179,7 +179,7 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
         other => {
             let reason = match other {
                 Ok(r) => format!("HTTP {}", r.status()),
-                Err(e) => crate::errors::describe_chain(&e),
+                Err(e) => dcs_support::describe_chain(&e),
             };
             let Some(backoff) = retry_after(attempts) else {
                 let sentence = format!(

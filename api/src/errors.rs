@@ -125,18 +125,3 @@ impl axum::response::IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
-
-/// An error with its sources, joined: transport errors keep the useful part
-/// ("connection refused") in their sources. For logs and attempt records.
-pub fn describe_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !message.contains(&text) {
-            message = format!("{message}: {text}");
-        }
-        source = s.source();
-    }
-    message
-}

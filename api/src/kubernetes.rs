@@ -2,13 +2,9 @@
 //! containerd container is its container (pod-name targeting), and who
 //! presents a service-account token (TokenReview, for agents).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use dcs_support::token_review::{self, TokenReviewer};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 
 use crate::errors::{ApiError, ApiResult};
 
@@ -16,8 +12,6 @@ use crate::errors::{ApiError, ApiResult};
 pub const OWNER_LABEL: &str = dcs_protocol::labels::OWNER;
 const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
 const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
-/// A reviewed token is trusted this long before it is reviewed again.
-const REVIEW_CACHE: Duration = Duration::from_secs(30);
 
 /// A pod's container, resolved to what the agents know.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,11 +25,18 @@ pub struct ResolvedContainer {
 
 pub struct Kubernetes {
     client: kube::Client,
-    /// Audience agents' projected tokens carry.
-    agent_audience: String,
-    /// `system:serviceaccount:<namespace>:<name>` of the agents.
-    agent_username: String,
-    reviewed: Mutex<HashMap<String, (String, Instant)>>,
+    /// Reviews the agents' projected tokens (their audience, their service
+    /// account); remembers the node of each reviewed token.
+    agents: TokenReviewer<String>,
+}
+
+impl std::fmt::Debug for Kubernetes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `kube::Client` has no Debug.
+        f.debug_struct("Kubernetes")
+            .field("agents", &self.agents)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Kubernetes {
@@ -46,19 +47,10 @@ impl Kubernetes {
         agent_audience: &str,
         agent_service_account: &str,
     ) -> anyhow::Result<Self> {
-        let config = match api_url {
-            Some(url) => kube::Config::new(url.parse()?),
-            None => kube::Config::infer().await?,
-        };
-        let (namespace, name) = agent_service_account
-            .split_once(':')
+        let client = token_review::client(api_url).await?;
+        let agents = TokenReviewer::new(client.clone(), agent_audience, agent_service_account)
             .ok_or_else(|| anyhow::anyhow!("--agent-service-account must be <namespace>:<name>"))?;
-        Ok(Self {
-            client: kube::Client::try_from(config)?,
-            agent_audience: agent_audience.to_string(),
-            agent_username: format!("system:serviceaccount:{namespace}:{name}"),
-            reviewed: Mutex::new(HashMap::new()),
-        })
+        Ok(Self { client, agents })
     }
 
     /// A pod by namespace and name; `None` when there is no such pod.
@@ -74,50 +66,19 @@ impl Kubernetes {
     /// service-account token for the agents' audience; `None` when the
     /// token is not one.
     pub async fn agent_node(&self, token: &str) -> ApiResult<Option<String>> {
-        if let Some(node) = self.cached(token) {
+        if let Some(node) = self.agents.cached(token) {
             return Ok(Some(node));
         }
-        let review = TokenReview {
-            spec: TokenReviewSpec {
-                token: Some(token.to_string()),
-                audiences: Some(vec![self.agent_audience.clone()]),
-            },
-            ..Default::default()
-        };
-        let reviews: Api<TokenReview> = Api::all(self.client.clone());
-        let answer = reviews
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(unavailable)?;
-        let Some(status) = answer.status else {
+        let Some(user) = self.agents.review(token).await.map_err(unavailable)? else {
             return Ok(None);
         };
-        let audience_ok = status
-            .audiences
-            .as_ref()
-            .is_some_and(|a| a.iter().any(|x| x == &self.agent_audience));
-        if status.authenticated != Some(true) || !audience_ok {
-            return Ok(None);
-        }
-        let Some(user) = status.user else {
-            return Ok(None);
-        };
-        if user.username.as_deref() != Some(self.agent_username.as_str()) {
-            return Ok(None);
-        }
         let extra = user.extra.unwrap_or_default();
         let first = |key: &str| extra.get(key).and_then(|v| v.first()).cloned();
         // Newer clusters put the node in the token; otherwise ask the pod.
         let node = match (first(NODE_NAME_EXTRA), first(POD_NAME_EXTRA)) {
             (Some(node), _) => node,
             (None, Some(pod)) => {
-                let namespace = self
-                    .agent_username
-                    .split(':')
-                    .nth(2)
-                    .unwrap_or_default()
-                    .to_string();
-                let pods: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+                let pods: Api<Pod> = Api::namespaced(self.client.clone(), self.agents.namespace());
                 match pods.get_opt(&pod).await.map_err(unavailable)? {
                     Some(p) => match p.spec.and_then(|s| s.node_name) {
                         Some(node) => node,
@@ -128,17 +89,8 @@ impl Kubernetes {
             }
             (None, None) => return Ok(None),
         };
-        if let Ok(mut cache) = self.reviewed.lock() {
-            cache.retain(|_, (_, at)| at.elapsed() < REVIEW_CACHE);
-            cache.insert(token.to_string(), (node.clone(), Instant::now()));
-        }
+        self.agents.remember(token, node.clone());
         Ok(Some(node))
-    }
-
-    fn cached(&self, token: &str) -> Option<String> {
-        let cache = self.reviewed.lock().ok()?;
-        let (node, at) = cache.get(token)?;
-        (at.elapsed() < REVIEW_CACHE).then(|| node.clone())
     }
 }
 

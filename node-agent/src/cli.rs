@@ -26,7 +26,7 @@ pub struct Cli {
     command: Command,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
-    log_format: LogFormat,
+    log_format: dcs_support::logging::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,15 +209,15 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // Sources that repeat what their error already says are left
-            // out (see `describe_error`).
-            eprintln!("dcs-agent: {}", crate::describe_error(error.as_ref()));
+            // out (see `dcs_support::describe_chain`).
+            eprintln!("dcs-agent: {}", dcs_support::describe_chain(error.as_ref()));
             ExitCode::FAILURE
         }
     }
 }
 
 fn start(cli: Cli) -> anyhow::Result<()> {
-    init_logging(cli.log_format);
+    dcs_support::logging::init(cli.log_format, "warn");
     install_crypto_provider();
     // One-shot commands run on one thread: the layer pipeline has its own
     // threads, and fewer threads mean fewer allocator arenas (a smaller
@@ -315,7 +315,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
     let api_reviewer = if args.kubernetes || args.kubernetes_api_url.is_some() {
-        let reviewer = crate::serve::kube_auth::TokenReviewer::connect(
+        let reviewer = crate::serve::kube_auth::ApiTokenReviewer::connect(
             args.kubernetes_api_url.as_deref(),
             &args.api_token_audience,
             &args.api_service_account,
@@ -417,29 +417,9 @@ fn to_json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
     serde_json::to_string_pretty(value).context("cannot print the result")
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == LogFormat::Json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 /// ring is the one TLS crypto provider of this program (rustls refuses to
 /// pick one when two are compiled in); reqwest and oci-client use the
 /// process default.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// How log lines are written: text for people, JSON for collectors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }

@@ -18,19 +18,3 @@ pub mod layer;
 pub mod lock;
 pub mod registry;
 pub mod serve;
-
-/// The messages of an error and its sources, joined: transport errors keep
-/// the useful part ("connection refused") in their sources.
-pub fn describe_error(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = s.source();
-    }
-    message
-}

@@ -241,7 +241,7 @@ fn describe(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         return "the receiver did not answer in time".into();
     }
-    crate::errors::describe_chain(error)
+    dcs_support::describe_chain(error)
 }
 
 async fn record(

@@ -23,7 +23,6 @@ use containerd_client::services::v1::version_client::VersionClient;
 use containerd_client::tonic::Request;
 use containerd_client::tonic::transport::Channel;
 
-pub use crate::describe_error;
 pub use containers::{ContainerInfo, LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE};
 pub use content::BlobWriter;
 pub use descriptor::{from_proto_descriptor, to_proto_descriptor};
@@ -57,7 +56,7 @@ impl Containerd {
         let channel = tokio::time::timeout(CONNECT_TIMEOUT, containerd_client::connect(socket))
             .await
             .map_err(|_| timeout())?
-            .map_err(|e| connect_error(crate::describe_error(&e)))?;
+            .map_err(|e| connect_error(dcs_support::describe_chain(&e)))?;
         let client = Self {
             channel,
             namespace: namespace.to_string(),

@@ -84,7 +84,7 @@ impl StreamingUpload {
             .request(reqwest::Method::POST, &target.uploads_url)
             .send()
             .await
-            .map_err(|e| rejected(crate::describe_error(&e)))?;
+            .map_err(|e| rejected(dcs_support::describe_chain(&e)))?;
         if response.status() != reqwest::StatusCode::ACCEPTED {
             return Err(rejected(format!(
                 "HTTP {} opening an upload",
@@ -107,7 +107,7 @@ impl StreamingUpload {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| crate::describe_error(&e))?;
+                .map_err(|e| dcs_support::describe_chain(&e))?;
             if response.status() != reqwest::StatusCode::ACCEPTED {
                 return Err(format!("HTTP {} streaming the layer", response.status()));
             }

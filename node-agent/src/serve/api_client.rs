@@ -132,7 +132,7 @@ impl ApiClient {
                 Delivery::Refused(format!("{status}: {}", truncate(&text)))
             }
             Ok(r) => Delivery::Retry(format!("HTTP {}", r.status())),
-            Err(e) => Delivery::Retry(crate::containerd::describe_error(&e)),
+            Err(e) => Delivery::Retry(dcs_support::describe_chain(&e)),
         }
     }
 
@@ -144,7 +144,7 @@ impl ApiClient {
             .json(body)
             .send()
             .await
-            .map_err(|e| crate::containerd::describe_error(&e))?;
+            .map_err(|e| dcs_support::describe_chain(&e))?;
         self.learn_clock(&response);
         if !response.status().is_success() {
             return Err(format!("HTTP {}", response.status()));

@@ -31,7 +31,7 @@ pub struct AppState {
     /// Cancelled when the agent stops taking jobs.
     pub accepting: CancellationToken,
     /// In a cluster: checks the API's service-account tokens.
-    pub reviewer: Option<Arc<super::kube_auth::TokenReviewer>>,
+    pub reviewer: Option<Arc<super::kube_auth::ApiTokenReviewer>>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -54,7 +54,7 @@ pub struct ServeConfig {
     pub service_account_token_file: Option<PathBuf>,
     /// In a cluster: accept the API's service-account tokens, checked by
     /// TokenReview (besides tokens signed with the shared secret).
-    pub api_reviewer: Option<Arc<kube_auth::TokenReviewer>>,
+    pub api_reviewer: Option<Arc<kube_auth::ApiTokenReviewer>>,
 }
 
 /// Runs until SIGTERM or SIGINT.

@@ -37,6 +37,7 @@ impl AgentClient {
     }
 
     /// Hands a job to the agent at `url` (the node's registered URL).
+    #[tracing::instrument(skip_all, fields(snapshot_id = %request.snapshot_id, node = %node))]
     pub async fn send_job(
         &self,
         node: &str,
@@ -57,6 +58,7 @@ impl AgentClient {
 
     /// Asks the agent at `url` to cancel a job; its result comes back as
     /// the agent's event.
+    #[tracing::instrument(skip_all, fields(snapshot_id = %job, node = %node))]
     pub async fn cancel_job(
         &self,
         node: &str,

@@ -97,6 +97,7 @@ async fn claim(state: &AppState) -> Result<Vec<snapshot::Model>, sea_orm::DbErr>
 }
 
 /// Sends one claimed job to its agent and records the outcome.
+#[tracing::instrument(skip_all, fields(snapshot_id = %job.id, node = %job.node))]
 async fn send(state: &AppState, job: snapshot::Model) -> bool {
     state.metrics.dispatch_attempts.inc();
     let node = match Node::find_by_id(job.node.clone()).one(&state.db).await {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
+use tracing::Instrument as _;
 
 use crate::commit::{CommitRequest, commit};
 use crate::containerd::{ContainerInfo, Containerd};
@@ -265,7 +266,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 },
                 state_dir: args.state_dir,
             };
-            let result = commit(&client, &request, None).await?;
+            // The same span the service's jobs have (`serve::jobs`), so a
+            // commit's logs read alike from the CLI and from the service.
+            let span = tracing::info_span!(
+                "commit",
+                container_id = %request.container_id,
+                snapshot_id = request.snapshot_id.as_deref().unwrap_or_default(),
+            );
+            let result = commit(&client, &request, None).instrument(span).await?;
             println!("{}", to_json(&result)?);
             Ok(())
         }

@@ -12,6 +12,7 @@ use crate::state::AppState;
 
 /// Asks the agent running a snapshot to cancel it; the result comes back
 /// as the agent's event. Best effort: an unreachable agent is logged.
+#[tracing::instrument(skip_all, fields(snapshot_id = %job.id, node = %job.node))]
 pub async fn cancel_on_agent(state: &AppState, job: &snapshot::Model) {
     let Ok(Some(node)) = Node::find_by_id(job.node.clone()).one(&state.db).await else {
         return;

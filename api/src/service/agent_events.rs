@@ -17,6 +17,7 @@ use crate::state::AppState;
 /// the job are acknowledged without effect, so the agent's retries are
 /// harmless. The first event of a job also records its dispatch, in case it
 /// arrived before the dispatcher could record the agent's answer.
+#[tracing::instrument(skip_all, fields(snapshot_id = %event.snapshot_id, node = %node, seq = event.seq))]
 pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<()> {
     state.metrics.agent_events.inc();
     let txn = state.db.begin().await?;

@@ -10,6 +10,7 @@ use crate::errors::ApiResult;
 use crate::state::AppState;
 
 /// Replaces a node's container list with the one the agent sent.
+#[tracing::instrument(skip_all, fields(node = %inventory.node, containers = inventory.containers.len()))]
 pub async fn replace_inventory(state: &AppState, inventory: Inventory) -> ApiResult<Ack> {
     let Some(node) = Node::find_by_id(inventory.node.clone())
         .one(&state.db)

@@ -17,6 +17,7 @@ use crate::state::AppState;
 
 /// Records (or refreshes) an agent. A new instance id means the agent
 /// restarted: the jobs the old instance had cannot finish, so they fail.
+#[tracing::instrument(skip_all, fields(node = %registration.node))]
 pub async fn register(state: &AppState, registration: Registration) -> ApiResult<()> {
     let now = crate::clock::now();
     let txn = state.db.begin().await?;
@@ -89,6 +90,7 @@ pub async fn register(state: &AppState, registration: Registration) -> ApiResult
 /// Marks the agent alive; `known: false` asks it to register again. The
 /// heartbeat also says which jobs the agent has: those it no longer knows
 /// are settled (see [`reconcile`]).
+#[tracing::instrument(skip_all, fields(node = %beat.node))]
 pub async fn heartbeat(state: &AppState, beat: Heartbeat) -> ApiResult<Ack> {
     let Some(node) = Node::find_by_id(beat.node.clone()).one(&state.db).await? else {
         return Ok(Ack { known: false });

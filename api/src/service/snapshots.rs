@@ -66,12 +66,16 @@ const MAX_LIST: usize = 100;
 
 /// Validates, authorises, records the snapshot as `QUEUED` and wakes the
 /// dispatcher. The row is written before anything is sent to an agent.
+#[tracing::instrument(skip_all, fields(who = %who.sub, snapshot_id = tracing::field::Empty))]
 pub async fn create(
     state: &AppState,
     who: &Principal,
     request: NewSnapshot,
 ) -> ApiResult<snapshot::Model> {
     let result = create_inner(state, who, &request).await;
+    if let Ok(s) = &result {
+        tracing::Span::current().record("snapshot_id", tracing::field::display(s.id));
+    }
     let (outcome, id) = match &result {
         Ok(s) => ("ok".to_string(), Some(s.id.to_string())),
         Err(e) => (e.code.as_str().to_lowercase(), None),
@@ -327,6 +331,7 @@ async fn find_pod_container(
 }
 
 /// A snapshot the caller may see.
+#[tracing::instrument(skip_all, fields(snapshot_id = %id))]
 pub async fn get(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<snapshot::Model> {
     let found = Snapshot::find_by_id(id)
         .one(&state.db)
@@ -351,6 +356,7 @@ pub fn visibility(state: &AppState, who: &Principal) -> Condition {
 
 /// Cancels a snapshot: at once when no agent has it yet, else by asking the
 /// agent (the final status arrives with its event).
+#[tracing::instrument(skip_all, fields(who = %who.sub, snapshot_id = %id))]
 pub async fn cancel(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<snapshot::Model> {
     let current = get(state, who, id).await?;
     // Seen but not cancellable happens only with namespace-wide access.

@@ -98,6 +98,7 @@ impl Jobs {
 
     /// Starts a job; a job already known is not started twice (the API
     /// retries dispatch when an answer is lost).
+    #[tracing::instrument(skip_all, fields(snapshot_id = %request.snapshot_id, container_id = %request.container_id))]
     pub fn submit(&self, request: JobRequest) -> Result<JobAccepted, SubmitError> {
         if !self.inner.accepting.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);
@@ -131,6 +132,7 @@ impl Jobs {
     }
 
     /// Asks a job to stop; `false` when there is no such job.
+    #[tracing::instrument(skip_all, fields(snapshot_id = %id))]
     pub fn cancel(&self, id: Uuid) -> bool {
         match self.lock().get(&id) {
             Some(job) => {
@@ -209,6 +211,7 @@ impl Jobs {
         });
     }
 
+    #[tracing::instrument(name = "commit", skip_all, fields(snapshot_id = %snapshot_id, container_id = %request.container_id))]
     async fn run(self, snapshot_id: Uuid, request: CommitRequest, job: Arc<Job>) {
         let permit = tokio::select! {
             permit = self.inner.slots.clone().acquire_owned() => permit.ok(),

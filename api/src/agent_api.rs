@@ -20,6 +20,7 @@ use crate::service::{agent_events, containers, nodes};
 use crate::state::AppState;
 
 /// An authenticated agent: the node its token names.
+#[derive(Debug)]
 pub struct AgentNode(pub String);
 
 impl FromRequestParts<AppState> for AgentNode {

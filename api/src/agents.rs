@@ -11,6 +11,8 @@ use dcs_protocol::{JobRequest, agent_paths};
 use uuid::Uuid;
 
 /// The API's client for its agents, owned by the shared state.
+/// (Debug: the shared secret prints redacted.)
+#[derive(Debug)]
 pub struct AgentClient {
     http: reqwest::Client,
     /// Signs tokens to agents (and, in `agent_api`, checks theirs).

@@ -49,7 +49,7 @@ struct Wire {
     at: DateTime<Utc>,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Bus {
     sender: broadcast::Sender<SnapshotChange>,
     /// This replica, for the logs of whoever reads the channel.

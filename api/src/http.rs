@@ -69,6 +69,15 @@ pub struct HttpState {
     pub turns: Arc<tokio::sync::Semaphore>,
 }
 
+impl std::fmt::Debug for HttpState {
+    // The schema has no Debug; the limits say how this server is set up.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpState")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
 impl axum::extract::FromRef<HttpState> for AppState {
     fn from_ref(state: &HttpState) -> AppState {
         state.app.clone()

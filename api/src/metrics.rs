@@ -10,6 +10,7 @@ pub struct StatusLabel {
     pub status: String,
 }
 
+#[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     /// Snapshots reaching each status.

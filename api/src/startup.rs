@@ -22,6 +22,7 @@ use crate::webhooks::ssrf::EgressPolicy;
 
 /// The state's parts that have no sensible default are given to `new`;
 /// the rest default to the server's defaults and may be overridden.
+#[derive(Debug)]
 pub struct StateBuilder {
     db: DatabaseConnection,
     verifier: JwtVerifier,

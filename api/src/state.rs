@@ -17,9 +17,10 @@ use crate::kubernetes::Kubernetes;
 use crate::metrics::Metrics;
 use crate::webhooks::settings::WebhookSettings;
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct AppState(Arc<Shared>);
 
+#[derive(Debug)]
 pub struct Shared {
     pub db: DatabaseConnection,
     pub verifier: JwtVerifier,

@@ -5,6 +5,11 @@
 //! only where the builder cannot say it (the partial unique index), and then
 //! in a form both backends accept.
 
+// `MigrationTrait` is an `#[async_trait]` whose methods take
+// `&SchemaManager` with its lifetime elided; an impl that writes
+// `SchemaManager<'_>` no longer matches the trait (E0195).
+#![allow(elided_lifetimes_in_paths)]
+
 pub use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{DatabaseConnection, DbBackend, TransactionTrait};
 
@@ -22,6 +27,7 @@ mod m20261202_000003_snapshot_statistics_sample;
 /// over the in-flight statuses.
 pub const SNAPSHOTS_ONE_IN_FLIGHT_INDEX: &str = "idx_snapshots_one_in_flight";
 
+#[derive(Debug)]
 pub struct Migrator;
 
 #[async_trait::async_trait]

@@ -3,7 +3,7 @@ use sea_orm_migration::{prelude::*, schema::*};
 use crate::SNAPSHOTS_ONE_IN_FLIGHT_INDEX;
 
 #[derive(DeriveMigrationName)]
-pub struct Migration;
+pub(crate) struct Migration;
 
 /// The plain indexes: name and columns.
 fn indexes() -> Vec<(&'static str, Vec<Snapshots>)> {

@@ -1,7 +1,7 @@
 use sea_orm_migration::{prelude::*, schema::*};
 
 #[derive(DeriveMigrationName)]
-pub struct Migration;
+pub(crate) struct Migration;
 
 const AT_INDEX: &str = "idx_audit_log_at";
 const ACTOR_INDEX: &str = "idx_audit_log_actor";

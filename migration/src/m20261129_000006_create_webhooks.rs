@@ -4,7 +4,7 @@
 use sea_orm_migration::{prelude::*, schema::*};
 
 #[derive(DeriveMigrationName)]
-pub struct Migration;
+pub(crate) struct Migration;
 
 const DUE_INDEX: &str = "idx_webhook_deliveries_status_next_attempt";
 const ENDPOINT_INDEX: &str = "idx_webhook_deliveries_endpoint_created";

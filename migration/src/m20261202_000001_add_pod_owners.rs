@@ -6,7 +6,7 @@
 use sea_orm_migration::{prelude::*, schema::*};
 
 #[derive(DeriveMigrationName)]
-pub struct Migration;
+pub(crate) struct Migration;
 
 const SNAPSHOTS_OWNER_INDEX: &str = "idx_snapshots_owner";
 

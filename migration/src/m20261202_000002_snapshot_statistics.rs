@@ -13,7 +13,7 @@ use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 
 #[derive(DeriveMigrationName)]
-pub struct Migration;
+pub(crate) struct Migration;
 
 /// Read and written, never selected by.
 const UNQUERIED_COLUMNS: [&str; 21] = [

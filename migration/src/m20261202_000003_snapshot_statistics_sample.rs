@@ -21,7 +21,7 @@ use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 
 #[derive(DeriveMigrationName)]
-pub struct Migration;
+pub(crate) struct Migration;
 
 /// Selected by, joined on or sorted by.
 const QUERIED_COLUMNS: [&str; 15] = [

@@ -217,6 +217,17 @@ pub struct JwtSigner {
     audience: String,
 }
 
+impl std::fmt::Debug for JwtSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("JwtSigner")
+            .field("algorithm", &self.algorithm)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
 impl JwtSigner {
     /// `secret` for HS256; `private_key` (PEM) for RS256 and ES256.
     pub fn new(

@@ -79,6 +79,19 @@ pub struct ReviewLimiter {
     inner: Mutex<Inner>,
 }
 
+impl std::fmt::Debug for ReviewLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The counts only: the keys are token hashes and client addresses.
+        let mut out = f.debug_struct("ReviewLimiter");
+        if let Ok(inner) = self.inner.lock() {
+            out.field("accepted", &inner.accepted.len())
+                .field("refused", &inner.refused.len())
+                .field("clients", &inner.clients.len());
+        }
+        out.finish_non_exhaustive()
+    }
+}
+
 impl Default for ReviewLimiter {
     fn default() -> Self {
         Self {

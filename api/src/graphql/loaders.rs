@@ -15,6 +15,7 @@ use crate::state::AppState;
 pub type SnapshotsById = DataLoader<SnapshotLoader, HashMapCache>;
 pub type ChildrenById = DataLoader<ChildrenLoader, HashMapCache>;
 
+#[derive(Debug)]
 pub struct SnapshotLoader(pub AppState);
 
 impl Loader<Uuid> for SnapshotLoader {
@@ -27,6 +28,7 @@ impl Loader<Uuid> for SnapshotLoader {
 }
 
 /// Children by parent id.
+#[derive(Debug)]
 pub struct ChildrenLoader(pub AppState);
 
 impl Loader<Uuid> for ChildrenLoader {
@@ -59,6 +61,7 @@ pub type AncestorsOf = DataLoader<AncestorLoader, HashMapCache>;
 pub type DescendantsOf = DataLoader<DescendantLoader, HashMapCache>;
 
 /// Ancestors, nearest first (`service::lineage::ancestors`).
+#[derive(Debug)]
 pub struct AncestorLoader(pub AppState);
 
 impl Loader<LineageKey> for AncestorLoader {
@@ -82,6 +85,7 @@ impl Loader<LineageKey> for AncestorLoader {
 }
 
 /// Descendants, breadth first (`service::lineage::descendants`).
+#[derive(Debug)]
 pub struct DescendantLoader(pub AppState);
 
 impl Loader<LineageKey> for DescendantLoader {

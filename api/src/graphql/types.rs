@@ -49,7 +49,7 @@ impl From<SnapshotStatus> for entity::SnapshotStatus {
 }
 
 /// The caller, as the token describes them.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Debug)]
 pub struct Me {
     pub sub: String,
     pub role: Role,
@@ -59,6 +59,7 @@ pub struct Me {
 }
 
 /// A node and its agent.
+#[derive(Debug)]
 pub struct Node(pub node::Model);
 
 #[Object]
@@ -89,6 +90,7 @@ impl Node {
 }
 
 /// A container on a node, as its agent last reported it.
+#[derive(Debug)]
 pub struct Container(pub container::Model);
 
 #[Object]
@@ -131,14 +133,14 @@ impl Container {
 }
 
 /// Progress of the current phase.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Debug)]
 pub struct Progress {
     pub bytes_done: i64,
     pub bytes_total: i64,
 }
 
 /// A snapshot: one commit of a container, and the image it made.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Snapshot(pub snapshot::Model);
 
 #[Object]
@@ -341,26 +343,26 @@ fn options(model: &snapshot::Model) -> JobOptions {
 }
 
 /// A page of snapshots, newest first.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Debug)]
 pub struct SnapshotConnection {
     pub edges: Vec<SnapshotEdge>,
     pub page_info: PageInfo,
 }
 
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Debug)]
 pub struct SnapshotEdge {
     pub cursor: String,
     pub node: Snapshot,
 }
 
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Debug)]
 pub struct PageInfo {
     pub has_next_page: bool,
     pub end_cursor: Option<String>,
 }
 
 /// A change of a snapshot, as subscriptions deliver it.
-#[derive(SimpleObject, Clone)]
+#[derive(SimpleObject, Clone, Debug)]
 pub struct SnapshotEvent {
     pub snapshot_id: ID,
     pub status: SnapshotStatus,

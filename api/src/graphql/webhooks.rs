@@ -56,6 +56,16 @@ impl From<WebhookDeliveryStatus> for entity::DeliveryStatus {
 /// rotation.
 pub struct WebhookEndpoint(pub webhook_endpoint::Model);
 
+impl std::fmt::Debug for WebhookEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the model's Debug: it holds the signing secrets.
+        f.debug_struct("WebhookEndpoint")
+            .field("id", &self.0.id)
+            .field("url", &self.0.url)
+            .finish_non_exhaustive()
+    }
+}
+
 #[Object]
 impl WebhookEndpoint {
     async fn id(&self) -> ID {
@@ -113,7 +123,16 @@ pub struct WebhookEndpointWithSecret {
     pub secret: String,
 }
 
+impl std::fmt::Debug for WebhookEndpointWithSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookEndpointWithSecret")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One event for one endpoint, and its attempts.
+#[derive(Debug)]
 pub struct WebhookDelivery(pub webhook_delivery::Model);
 
 #[Object]
@@ -166,6 +185,7 @@ impl WebhookDelivery {
     }
 }
 
+#[derive(Debug)]
 pub struct WebhookAttempt(pub webhook_attempt::Model);
 
 #[Object]

@@ -39,7 +39,7 @@ fn too_large(path: &str, limit: usize) -> Response {
 }
 
 /// Refuses a declared body above the limit before reading it.
-pub async fn refuse_large_bodies(
+pub(super) async fn refuse_large_bodies(
     State(limit): State<usize>,
     request: Request,
     next: Next,
@@ -62,7 +62,7 @@ pub async fn refuse_large_bodies(
 }
 
 /// Unknown paths.
-pub async fn not_found(uri: Uri) -> Response {
+pub(super) async fn not_found(uri: Uri) -> Response {
     error_response(
         uri.path(),
         StatusCode::NOT_FOUND,
@@ -72,7 +72,7 @@ pub async fn not_found(uri: Uri) -> Response {
 }
 
 /// A known path with a method it does not serve.
-pub async fn method_not_allowed(uri: Uri) -> Response {
+pub(super) async fn method_not_allowed(uri: Uri) -> Response {
     error_response(
         uri.path(),
         StatusCode::METHOD_NOT_ALLOWED,
@@ -83,7 +83,7 @@ pub async fn method_not_allowed(uri: Uri) -> Response {
 
 /// Why a body could not be read.
 #[derive(Debug, PartialEq, Eq)]
-pub enum BodyError {
+pub(super) enum BodyError {
     TooLarge,
     /// The connection failed while the body was read.
     Broken,
@@ -91,7 +91,7 @@ pub enum BodyError {
 
 /// The whole body, if it is at most `limit` bytes; stops reading at once
 /// when it is not.
-pub async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
+pub(super) async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
     let mut stream = body.into_data_stream();
     let mut bytes = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -105,7 +105,7 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
 }
 
 /// The response to a body `read_body` refused.
-pub fn body_error(path: &str, error: BodyError, limit: usize) -> Response {
+pub(super) fn body_error(path: &str, error: BodyError, limit: usize) -> Response {
     match error {
         BodyError::TooLarge => too_large(path, limit),
         BodyError::Broken => error_response(

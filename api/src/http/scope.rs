@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use tokio::task::AbortHandle;
 
-#[derive(Clone, Default)]
+#[derive(Clone, Default, Debug)]
 pub struct TaskScope(Arc<Mutex<Vec<AbortHandle>>>);
 
 impl TaskScope {
@@ -28,6 +28,7 @@ impl TaskScope {
     }
 }
 
+#[derive(Debug)]
 pub struct ScopeGuard(TaskScope);
 
 impl Drop for ScopeGuard {

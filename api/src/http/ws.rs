@@ -52,7 +52,7 @@ const CLOSE_INIT_TIMEOUT: u16 = 4408;
 const INPUT_QUEUE: usize = 64;
 
 /// Serves one upgraded connection until either side ends it.
-pub async fn serve(
+pub(super) async fn serve(
     socket: WebSocket,
     schema: ApiSchema,
     protocol: WebSocketProtocols,

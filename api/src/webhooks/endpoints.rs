@@ -60,6 +60,7 @@ async fn check_url(state: &AppState, url: &str) -> ApiResult<String> {
         .map_err(|e| ApiError::bad_input(e.to_string()))
 }
 
+#[derive(Debug)]
 pub struct NewEndpoint {
     pub url: String,
     pub event_types: Vec<EventType>,
@@ -129,7 +130,7 @@ async fn get(state: &AppState, id: Uuid) -> ApiResult<webhook_endpoint::Model> {
         .ok_or_else(|| ApiError::not_found("no such webhook endpoint"))
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct EndpointChanges {
     pub url: Option<String>,
     pub event_types: Option<Vec<EventType>>,

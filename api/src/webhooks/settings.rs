@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::ssrf::{EgressPolicy, client};
 
+#[derive(Debug)]
 pub struct WebhookSettings {
     pub policy: Arc<EgressPolicy>,
     /// A client that resolves names through the egress policy, follows no

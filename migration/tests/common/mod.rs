@@ -1,7 +1,7 @@
 //! Shared by the migration tests: the checks run against every backend, and
 //! fresh PostgreSQL databases.
 
-pub mod postgres;
+pub(crate) mod postgres;
 
 use anyhow::{Context, Result, bail, ensure};
 use chrono::{DateTime, Duration, Utc};
@@ -28,7 +28,7 @@ const TABLES: [&str; 5] = [
 /// Everything the schema promises, on whatever backend `db` is: apply the
 /// migrations, write and read every table through the entities, check the
 /// constraints, roll everything back and apply it again.
-pub async fn exercise_schema(db: &DatabaseConnection) -> Result<()> {
+pub(crate) async fn exercise_schema(db: &DatabaseConnection) -> Result<()> {
     run_migrations(db).await.context("first up")?;
     // A second start-up finds nothing to do.
     run_migrations(db).await.context("second up")?;
@@ -62,7 +62,7 @@ pub async fn exercise_schema(db: &DatabaseConnection) -> Result<()> {
 }
 
 /// Three connections, as three API replicas, run the migrations at once.
-pub async fn concurrent_start_ups(database: &postgres::TestDatabase) -> Result<()> {
+pub(crate) async fn concurrent_start_ups(database: &postgres::TestDatabase) -> Result<()> {
     // Connected first, then released together.
     let mut connections = Vec::new();
     for _ in 0..3 {
@@ -479,7 +479,7 @@ async fn foreign_keys(db: &DatabaseConnection) -> Result<()> {
 }
 
 /// One snapshot with a layer size, created at [`t0`].
-pub async fn insert_sample_snapshot(db: &DatabaseConnection) -> Result<snapshot::Model> {
+pub(crate) async fn insert_sample_snapshot(db: &DatabaseConnection) -> Result<snapshot::Model> {
     let mut row = snapshot_row("node-s", "c-1", SnapshotStatus::Pushed, t0());
     row.layer_size = Set(Some(1 << 40));
     Ok(row.insert(db).await?)

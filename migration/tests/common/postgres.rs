@@ -7,7 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use sea_orm_migration::sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use uuid::Uuid;
 
-pub struct TestDatabase {
+pub(crate) struct TestDatabase {
     server_url: String,
     name: String,
     url: String,
@@ -15,7 +15,7 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     /// Creates `dcs_migration_<random>` on the server of `DATABASE_URL`.
-    pub async fn create() -> Result<Self> {
+    pub(crate) async fn create() -> Result<Self> {
         let server_url = std::env::var("DATABASE_URL").map_err(|_| {
             anyhow!(
                 "DATABASE_URL is not set: this test needs PostgreSQL \
@@ -43,14 +43,14 @@ impl TestDatabase {
         })
     }
 
-    pub async fn connect(&self) -> Result<DatabaseConnection> {
+    pub(crate) async fn connect(&self) -> Result<DatabaseConnection> {
         connect(&self.url)
             .await
             .with_context(|| format!("connecting to {}", redact(&self.url)))
     }
 
     /// Drops the database; call after closing every connection to it.
-    pub async fn drop(self) -> Result<()> {
+    pub(crate) async fn drop(self) -> Result<()> {
         let admin = admin_connection(&self.server_url).await?;
         admin
             .execute_unprepared(&format!(

@@ -153,6 +153,16 @@ pub struct Pusher {
     content_dir: std::sync::Mutex<Option<PathBuf>>,
 }
 
+impl std::fmt::Debug for Pusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the credentials (`auth`, `authorization`).
+        f.debug_struct("Pusher")
+            .field("target", &self.target)
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Pusher {
     pub fn new(target: Reference, options: &RegistryOptions) -> Result<Self, RegistryError> {
         let registry = target.resolve_registry().to_string();

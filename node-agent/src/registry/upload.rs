@@ -29,6 +29,15 @@ pub struct UploadTarget {
     pub authorization: Option<String>,
 }
 
+impl std::fmt::Debug for UploadTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the `Authorization` value.
+        f.debug_struct("UploadTarget")
+            .field("uploads_url", &self.uploads_url)
+            .finish_non_exhaustive()
+    }
+}
+
 impl UploadTarget {
     pub fn new(
         client: reqwest::Client,
@@ -65,6 +74,7 @@ impl UploadTarget {
 }
 
 /// An upload in progress.
+#[derive(Debug)]
 pub struct StreamingUpload {
     target: UploadTarget,
     sender: Option<mpsc::Sender<Bytes>>,
@@ -183,6 +193,7 @@ impl StreamingUpload {
 }
 
 /// The pipeline's side of a streaming upload.
+#[derive(Debug)]
 pub struct UploadTee {
     sender: Option<mpsc::Sender<Bytes>>,
 }

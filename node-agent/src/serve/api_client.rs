@@ -14,7 +14,8 @@ use uuid::Uuid;
 use super::inventory;
 use super::jobs::Jobs;
 
-#[derive(Clone)]
+/// (Debug: the shared secret prints redacted.)
+#[derive(Clone, Debug)]
 pub struct ApiClient {
     http: reqwest::Client,
     base: String,
@@ -191,7 +192,7 @@ fn truncate(text: &str) -> String {
 
 /// Registers, then heartbeats; registers again whenever the API has
 /// forgotten this agent (a restarted API, or one that declared it lost).
-pub async fn keep_registered(
+pub(super) async fn keep_registered(
     api: ApiClient,
     registration: Registration,
     inventory: inventory::Inventory,

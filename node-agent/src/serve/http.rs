@@ -22,7 +22,7 @@ use super::metrics::Metrics;
 use crate::containerd::Containerd;
 
 #[derive(Clone)]
-pub struct AppState {
+pub(super) struct AppState {
     pub jobs: Jobs,
     pub secret: SharedSecret,
     pub node: String,
@@ -34,7 +34,7 @@ pub struct AppState {
     pub reviewer: Option<Arc<super::kube_auth::ApiTokenReviewer>>,
 }
 
-pub fn router(state: AppState) -> Router {
+pub(super) fn router(state: AppState) -> Router {
     Router::new()
         .route(agent_paths::JOBS, post(submit_job))
         .route(&format!("{}/{{id}}", agent_paths::JOBS), delete(cancel_job))

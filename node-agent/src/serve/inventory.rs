@@ -25,18 +25,18 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 const RESYNC: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
-pub struct Inventory {
+pub(super) struct Inventory {
     containerd: Containerd,
     api: ApiClient,
 }
 
 impl Inventory {
-    pub fn new(containerd: Containerd, api: ApiClient) -> Self {
+    pub(super) fn new(containerd: Containerd, api: ApiClient) -> Self {
         Self { containerd, api }
     }
 
     /// The containers now, as the API wants them.
-    pub async fn snapshot(&self) -> Result<Vec<ContainerSummary>, crate::containerd::Error> {
+    pub(super) async fn snapshot(&self) -> Result<Vec<ContainerSummary>, crate::containerd::Error> {
         let containers = self.containerd.list_containers().await?;
         let owners = pod_owners(&containers);
         let mut list = Vec::with_capacity(containers.len());
@@ -69,7 +69,7 @@ impl Inventory {
         Ok(list)
     }
 
-    pub async fn push_now(&self) {
+    pub(super) async fn push_now(&self) {
         match self.snapshot().await {
             Ok(list) => {
                 if let Err(e) = self.api.inventory(list).await {
@@ -81,7 +81,7 @@ impl Inventory {
     }
 
     /// Follows containerd's events until shutdown.
-    pub async fn watch(self, shutdown: CancellationToken) {
+    pub(super) async fn watch(self, shutdown: CancellationToken) {
         loop {
             let events = match self.containerd.subscribe_changes().await {
                 Ok(events) => events,

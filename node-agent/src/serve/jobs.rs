@@ -25,7 +25,7 @@ use crate::lock::LockError;
 use crate::registry::{RegistryError, RegistryOptions};
 
 #[derive(Clone)]
-pub struct Jobs {
+pub(super) struct Jobs {
     inner: Arc<Inner>,
 }
 
@@ -54,7 +54,7 @@ struct Job {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
+pub(super) enum SubmitError {
     #[error("the agent is shutting down")]
     ShuttingDown,
     #[error("{0}")]
@@ -62,7 +62,7 @@ pub enum SubmitError {
 }
 
 impl Jobs {
-    pub fn new(
+    pub(super) fn new(
         containerd: Containerd,
         reporter: Reporter,
         metrics: Arc<Metrics>,
@@ -88,7 +88,7 @@ impl Jobs {
     }
 
     /// Snapshots this agent is working on or still reporting on.
-    pub fn ids(&self) -> Vec<Uuid> {
+    pub(super) fn ids(&self) -> Vec<Uuid> {
         let mut ids: Vec<Uuid> = self.lock().keys().copied().collect();
         ids.extend(self.inner.reporter.pending_jobs());
         ids.sort();
@@ -99,7 +99,7 @@ impl Jobs {
     /// Starts a job; a job already known is not started twice (the API
     /// retries dispatch when an answer is lost).
     #[tracing::instrument(skip_all, fields(snapshot_id = %request.snapshot_id, container_id = %request.container_id))]
-    pub fn submit(&self, request: JobRequest) -> Result<JobAccepted, SubmitError> {
+    pub(super) fn submit(&self, request: JobRequest) -> Result<JobAccepted, SubmitError> {
         if !self.inner.accepting.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);
         }
@@ -133,7 +133,7 @@ impl Jobs {
 
     /// Asks a job to stop; `false` when there is no such job.
     #[tracing::instrument(skip_all, fields(snapshot_id = %id))]
-    pub fn cancel(&self, id: Uuid) -> bool {
+    pub(super) fn cancel(&self, id: Uuid) -> bool {
         match self.lock().get(&id) {
             Some(job) => {
                 job.cancel.cancel();
@@ -146,7 +146,7 @@ impl Jobs {
     /// Stops taking jobs, hands back those without a slot, and waits for
     /// the running ones, at most `grace`; the ones still running then are
     /// cancelled (their task resumed, their lease released).
-    pub async fn shutdown(&self, grace: Duration) {
+    pub(super) async fn shutdown(&self, grace: Duration) {
         self.inner.accepting.store(false, Ordering::SeqCst);
         self.inner.hand_back.cancel();
         self.inner.tracker.close();

@@ -10,11 +10,11 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Outcome {
+pub(super) struct Outcome {
     pub outcome: String,
 }
 
-pub struct Metrics {
+pub(super) struct Metrics {
     registry: Registry,
     pub commits: Family<Outcome, Counter>,
     pub running: Gauge<i64, AtomicI64>,
@@ -23,7 +23,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         let mut registry = Registry::with_prefix("dcs_agent");
         let commits = Family::<Outcome, Counter>::default();
         let running = Gauge::<i64, AtomicI64>::default();
@@ -50,7 +50,7 @@ impl Metrics {
         }
     }
 
-    pub fn encode(&self) -> String {
+    pub(super) fn encode(&self) -> String {
         let mut text = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text

@@ -23,7 +23,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
-pub struct Reporter {
+pub(super) struct Reporter {
     inner: Arc<Inner>,
 }
 
@@ -37,7 +37,7 @@ struct Inner {
 }
 
 impl Reporter {
-    pub fn start(api: ApiClient, _shutdown: CancellationToken) -> Self {
+    pub(super) fn start(api: ApiClient, _shutdown: CancellationToken) -> Self {
         // Senders outlive shutdown on purpose: `flush` bounds how long the
         // process waits for them.
         Self {
@@ -49,7 +49,7 @@ impl Reporter {
         }
     }
 
-    pub fn report(&self, event: JobEvent) {
+    pub(super) fn report(&self, event: JobEvent) {
         let mut queues = self.lock();
         match queues.entry(event.snapshot_id) {
             Entry::Occupied(mut queue) => {
@@ -74,18 +74,18 @@ impl Reporter {
     }
 
     /// Events not yet delivered, all jobs together.
-    pub fn pending(&self) -> usize {
+    pub(super) fn pending(&self) -> usize {
         self.lock().values().map(VecDeque::len).sum()
     }
 
     /// Jobs with events not yet delivered: the API must not think them
     /// forgotten while their result is on its way.
-    pub fn pending_jobs(&self) -> Vec<Uuid> {
+    pub(super) fn pending_jobs(&self) -> Vec<Uuid> {
         self.lock().keys().copied().collect()
     }
 
     /// Waits until every queued event is delivered, at most `timeout`.
-    pub async fn flush(&self, timeout: Duration) {
+    pub(super) async fn flush(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let drained = self.inner.drained.notified();

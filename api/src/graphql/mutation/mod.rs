@@ -5,5 +5,5 @@ mod webhooks;
 
 use async_graphql::MergedObject;
 
-#[derive(MergedObject, Default)]
+#[derive(MergedObject, Default, Debug)]
 pub struct Mutation(snapshots::SnapshotMutation, webhooks::WebhookMutation);

@@ -5,11 +5,11 @@ use crate::graphql::ids::parse_id;
 use crate::graphql::types::Snapshot;
 use crate::service::snapshots::{self, ContainerSelector, NewSnapshot};
 
-#[derive(Default)]
-pub struct SnapshotMutation;
+#[derive(Default, Debug)]
+pub(super) struct SnapshotMutation;
 
 /// Layer compression.
-#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Compression {
     /// Read by every runtime.
     Gzip,
@@ -20,7 +20,7 @@ pub enum Compression {
 /// What to snapshot and where to push it. Name the container by
 /// `containerId`, or by `podNamespace` + `podName` (+ `containerName`).
 #[derive(InputObject)]
-pub struct CreateSnapshotInput {
+pub(super) struct CreateSnapshotInput {
     pub container_id: Option<String>,
     pub pod_namespace: Option<String>,
     pub pod_name: Option<String>,

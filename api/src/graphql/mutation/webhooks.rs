@@ -8,11 +8,11 @@ use crate::graphql::webhooks::{
 use crate::webhooks::EventType;
 use crate::webhooks::endpoints::{self, EndpointChanges, NewEndpoint};
 
-#[derive(Default)]
-pub struct WebhookMutation;
+#[derive(Default, Debug)]
+pub(super) struct WebhookMutation;
 
 #[derive(InputObject)]
-pub struct CreateWebhookEndpointInput {
+pub(super) struct CreateWebhookEndpointInput {
     /// HTTPS URL of the receiver.
     pub url: String,
     pub event_types: Vec<WebhookEventType>,
@@ -20,7 +20,7 @@ pub struct CreateWebhookEndpointInput {
 }
 
 #[derive(InputObject)]
-pub struct UpdateWebhookEndpointInput {
+pub(super) struct UpdateWebhookEndpointInput {
     pub url: Option<String>,
     pub event_types: Option<Vec<WebhookEventType>>,
     /// Re-enabling clears the reason and the failing streak.

@@ -4,8 +4,8 @@ use crate::graphql::context::{principal, state};
 use crate::graphql::types::Container;
 use crate::service::containers::{self, ContainerFilter};
 
-#[derive(Default)]
-pub struct ContainersQuery;
+#[derive(Default, Debug)]
+pub(super) struct ContainersQuery;
 
 #[Object]
 impl ContainersQuery {

@@ -3,8 +3,8 @@ use async_graphql::{Context, Object, Result};
 use crate::graphql::context::principal;
 use crate::graphql::types::Me;
 
-#[derive(Default)]
-pub struct MeQuery;
+#[derive(Default, Debug)]
+pub(super) struct MeQuery;
 
 #[Object]
 impl MeQuery {

@@ -8,7 +8,7 @@ mod webhooks;
 
 use async_graphql::MergedObject;
 
-#[derive(MergedObject, Default)]
+#[derive(MergedObject, Default, Debug)]
 pub struct Query(
     me::MeQuery,
     nodes::NodesQuery,

@@ -4,8 +4,8 @@ use crate::graphql::context::{principal, state};
 use crate::graphql::types::Node;
 use crate::service::nodes;
 
-#[derive(Default)]
-pub struct NodesQuery;
+#[derive(Default, Debug)]
+pub(super) struct NodesQuery;
 
 #[Object]
 impl NodesQuery {

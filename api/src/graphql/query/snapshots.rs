@@ -6,12 +6,12 @@ use crate::graphql::types::{PageInfo, Snapshot, SnapshotConnection, SnapshotEdge
 use crate::service::lineage;
 use crate::service::snapshots::{self, Cursor, SnapshotFilter};
 
-#[derive(Default)]
-pub struct SnapshotsQuery;
+#[derive(Default, Debug)]
+pub(super) struct SnapshotsQuery;
 
 /// Filters of `snapshots`; all optional, combined with AND.
 #[derive(InputObject, Default)]
-pub struct SnapshotsFilter {
+pub(super) struct SnapshotsFilter {
     /// The `sub` of who requested them.
     pub owner: Option<String>,
     pub status: Option<SnapshotStatus>,

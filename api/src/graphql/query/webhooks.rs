@@ -5,8 +5,8 @@ use crate::graphql::ids::parse_id;
 use crate::graphql::webhooks::{WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint};
 use crate::webhooks::endpoints;
 
-#[derive(Default)]
-pub struct WebhooksQuery;
+#[derive(Default, Debug)]
+pub(super) struct WebhooksQuery;
 
 #[Object]
 impl WebhooksQuery {

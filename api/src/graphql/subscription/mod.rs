@@ -4,5 +4,5 @@ mod snapshots;
 
 use async_graphql::MergedSubscription;
 
-#[derive(MergedSubscription, Default)]
+#[derive(MergedSubscription, Default, Debug)]
 pub struct Subscription(snapshots::SnapshotSubscription);

@@ -8,8 +8,8 @@ use crate::graphql::ids::parse_id;
 use crate::graphql::types::SnapshotEvent;
 use crate::service::snapshots;
 
-#[derive(Default)]
-pub struct SnapshotSubscription;
+#[derive(Default, Debug)]
+pub(super) struct SnapshotSubscription;
 
 fn event(change: &SnapshotChange) -> SnapshotEvent {
     SnapshotEvent {

@@ -159,6 +159,11 @@ impl Containerd {
 }
 
 impl BlobWriter {
+    /// The name containerd knows this write by (its ingest).
+    pub fn reference(&self) -> &str {
+        &self.reference
+    }
+
     pub async fn write(&mut self, data: Vec<u8>) -> Result<(), Error> {
         let message = self.message(WriteAction::Write, data);
         if self.sender.send(message).await.is_err() {

@@ -11,6 +11,7 @@
 //! 4. the image record is created once its content is complete;
 //! 5. the registry gets its blobs first and the manifest last.
 
+mod flush;
 mod lease;
 mod on_drop;
 mod paused;
@@ -33,12 +34,13 @@ use crate::image::changes::ConfigChange;
 use crate::image::{Descriptor, media_type};
 use crate::layer::exclude::ExcludeError;
 use crate::layer::{
-    Compression, Excludes, LayerError, LayerSource, LayerSummary, OverlayUpper, WalkStats,
-    write_layer,
+    Compression, Excludes, LayerError, LayerSource, LayerSummary, OverlayUpper, Pass, Record,
+    WalkStats, write_layer,
 };
 use crate::lock::{LockError, lock_container};
-use crate::registry::upload::UploadTee;
+use crate::registry::upload::{StreamingUpload, UploadTee};
 use crate::registry::{self, PushReport, Pusher, RegistryError, RegistryOptions};
+use flush::IngestFlusher;
 use lease::LeaseGuard;
 pub use lease::recover_interrupted_commits;
 use paused::PausedTask;
@@ -75,7 +77,14 @@ pub struct CommitResult {
     pub manifest_digest: String,
     pub config_digest: String,
     pub layer: LayerReport,
+    /// What changed while the bulk was read, written while paused: a
+    /// second layer on top of `layer` (see `read_while_running`); `None`
+    /// when nothing changed, so an idle desktop gets one layer.
+    pub delta_layer: Option<LayerReport>,
+    /// How long the desktop was paused.
     pub paused_ms: u64,
+    /// How long the change was read while the desktop ran, before the pause.
+    pub prepare_ms: u64,
     pub duration_ms: u64,
     pub diff_ms: u64,
     pub push_ms: u64,
@@ -84,6 +93,8 @@ pub struct CommitResult {
     /// `overlay` (upper directory read directly) or `diff-service`.
     pub method: CommitMethod,
     pub stats: WalkStats,
+    /// What the delta layer holds, when there is one.
+    pub delta_stats: Option<WalkStats>,
     pub push: PushReport,
 }
 
@@ -95,6 +106,31 @@ pub struct LayerReport {
     pub size: u64,
     pub uncompressed_size: u64,
     pub media_type: String,
+}
+
+impl LayerReport {
+    fn of(summary: &LayerSummary) -> Self {
+        Self {
+            digest: summary.digest.clone(),
+            diff_id: summary.diff_id.clone(),
+            size: summary.size,
+            uncompressed_size: summary.uncompressed_size,
+            media_type: summary.media_type.clone(),
+        }
+    }
+
+    fn new_layer(&self) -> NewLayer {
+        NewLayer {
+            descriptor: Descriptor {
+                media_type: self.media_type.clone(),
+                digest: self.digest.clone(),
+                size: self.size as i64,
+                annotations: Default::default(),
+                platform: None,
+            },
+            diff_id: self.diff_id.clone(),
+        }
+    }
 }
 
 /// Phases reported while a commit runs.
@@ -212,6 +248,283 @@ async fn commit_under_lease(
     let diff_started = Instant::now();
     let pause = request.pause && client.task_state(&container.id).await? == TaskState::Running;
     tracing::debug!(pause, "task state read");
+    let upper = overlay_upper(client, container).await?;
+    let read = match upper {
+        // The desktop keeps running while the bulk is read.
+        Some(upper) if pause => {
+            let layering = Layering::from_env();
+            read_while_running(
+                client, container, upper, excludes, request, lease, pusher, layering,
+            )
+            .await?
+        }
+        _ => read_in_one_pass(client, container, excludes, request, lease, pusher, pause).await?,
+    };
+    let diff_ms = diff_started.elapsed().as_millis() as u64;
+    let push_started = Instant::now();
+    let streamed = match read.upload {
+        Some((upload, tee)) => upload
+            .finish(&read.layers[0].digest, tee)
+            .await
+            .unwrap_or(false),
+        None => false,
+    };
+    tracing::debug!(streamed, "streaming layer upload");
+
+    let new_layers: Vec<NewLayer> = read.layers.iter().map(LayerReport::new_layer).collect();
+    let options = CommitOptions {
+        changes: request.changes.clone(),
+        message: request.message.clone(),
+        snapshot_id: request.snapshot_id.clone(),
+    };
+    let built = build_image(base, &new_layers, &options, chrono::Utc::now());
+    write_documents(client, lease, &built).await?;
+
+    let push_progress = progress.clone().map(|p| {
+        Arc::new(move |done, total| p(CommitProgress::Pushing { done, total }))
+            as registry::ProgressFn
+    });
+    pusher.set_content_dir(content_dir(client, container).await);
+    let mut push = pusher
+        .push_blobs(client, &built, &base.name, push_progress)
+        .await?;
+    if let Some(progress) = &progress {
+        progress(CommitProgress::Tagging);
+    }
+    pusher.put_manifest(&built).await?;
+    push.layer_streamed = streamed;
+    // Named only once the registry has it: a failed push leaves no local
+    // tag either, and the lease lets the unreferenced content go.
+    let name = registry::image_name(&registry::target_reference(&request.target));
+    client
+        .put_image(&name, &built.manifest_descriptor, HashMap::new())
+        .await?;
+
+    let mut layers = read.layers.into_iter();
+    let layer = layers
+        .next()
+        .ok_or_else(|| CommitError::Interrupted("the commit produced no layer".to_string()))?;
+    Ok(CommitResult {
+        image: String::new(),
+        manifest_digest: built.manifest_descriptor.digest.clone(),
+        config_digest: built.config_descriptor.digest.clone(),
+        layer,
+        delta_layer: layers.next(),
+        paused_ms: read.paused_ms,
+        prepare_ms: read.prepare_ms,
+        duration_ms: 0,
+        diff_ms,
+        push_ms: push_started.elapsed().as_millis() as u64,
+        base_image: base.name.clone(),
+        base_digest: base.manifest_descriptor.digest.clone(),
+        method: read.method,
+        stats: read.stats,
+        delta_stats: read.delta_stats,
+        push,
+    })
+}
+
+/// The new layers as read, before the image is built and pushed.
+struct ReadLayers {
+    /// The layer, or the bulk layer and the delta on top of it.
+    layers: Vec<LayerReport>,
+    method: CommitMethod,
+    stats: WalkStats,
+    delta_stats: Option<WalkStats>,
+    paused_ms: u64,
+    prepare_ms: u64,
+    /// The streaming upload of `layers[0]`, to finish.
+    upload: Option<(StreamingUpload, Option<UploadTee>)>,
+}
+
+/// When something changed while the bulk was read: a small second layer
+/// (the default), or one layer read again whole while paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layering {
+    Delta,
+    OneLayer,
+}
+
+impl Layering {
+    /// `DCS_ONE_LAYER=1` (or `true`) asks for one layer always.
+    pub fn from_env() -> Self {
+        match std::env::var("DCS_ONE_LAYER").as_deref() {
+            Ok("1" | "true") => Self::OneLayer,
+            _ => Self::Delta,
+        }
+    }
+}
+
+/// The overlay upper directory of the container, when its snapshot is
+/// one overlay mount.
+async fn overlay_upper(
+    client: &Containerd,
+    container: &containerd::ContainerInfo,
+) -> Result<Option<OverlayUpper>, CommitError> {
+    let mounts = client
+        .snapshot_mounts(&container.snapshotter, &container.snapshot_key)
+        .await?;
+    Ok(match mounts.as_slice() {
+        [mount] => OverlayUpper::from_mount(&mount.r#type, &mount.options),
+        _ => None,
+    })
+}
+
+/// A paused commit on the overlay fast path, with a pause that does not
+/// grow with the change:
+/// 1. the bulk pass reads and writes everything while the desktop runs
+///    (streamed to the registry as it is compressed), recording what it saw;
+/// 2. the desktop is paused; the delta pass walks the metadata only, and
+///    reads again what changed since the bulk pass saw it (see
+///    `layer::record`); whiteouts for what is gone;
+/// 3. the desktop resumes.
+///
+/// The image is base + bulk + delta, which equals the file system at the
+/// pause. An idle desktop's delta is empty and is left out. With
+/// `Layering::OneLayer`, a non-empty delta makes the commit read everything
+/// again while paused (the old, long pause; only when something changed).
+#[allow(clippy::too_many_arguments)]
+async fn read_while_running(
+    client: &Containerd,
+    container: &containerd::ContainerInfo,
+    upper: OverlayUpper,
+    excludes: &Excludes,
+    request: &CommitRequest,
+    lease: &Lease,
+    pusher: &Pusher,
+    layering: Layering,
+) -> Result<ReadLayers, CommitError> {
+    let prepare_started = Instant::now();
+    let upload = pusher.start_streaming_upload().await;
+    let mut tee = upload.as_ref().and_then(|u| u.tee());
+    let bulk_source =
+        LayerSource::OverlayPass(upper.clone(), Pass::Bulk, Box::new(Record::starting_now()));
+    let mut bulk = match build_layer(
+        client,
+        bulk_source,
+        excludes,
+        request.compression,
+        lease,
+        &mut tee,
+    )
+    .await
+    {
+        Ok(bulk) => bulk,
+        Err(CommitError::Layer(LayerError::OverlayFeature { path, feature })) => {
+            tracing::info!(path = %path.display(), feature, "overlay feature found; using the Diff service");
+            if let Some(upload) = upload {
+                let _ = upload.finish("", None).await;
+            }
+            return read_in_one_pass(client, container, excludes, request, lease, pusher, true)
+                .await;
+        }
+        Err(e) => return Err(e),
+    };
+    let prepare_ms = prepare_started.elapsed().as_millis() as u64;
+    let record = bulk.record.take();
+    tracing::debug!(
+        prepare_ms,
+        entries = record.as_ref().map_or(0, |r| r.len()),
+        "bulk layer read while running"
+    );
+
+    let paused = PausedTask::pause(client, &container.id).await?;
+    // `None`: the record gave up (too many entries to remember).
+    let delta = match record {
+        Some(record) if !record.overflowed() => {
+            let source = LayerSource::OverlayPass(upper.clone(), Pass::Delta, record);
+            Some(
+                build_layer(
+                    client,
+                    source,
+                    excludes,
+                    request.compression,
+                    lease,
+                    &mut None,
+                )
+                .await,
+            )
+        }
+        _ => None,
+    };
+    let redo = match &delta {
+        None => true,
+        Some(Ok(delta)) => delta.stats.entries > 0 && layering == Layering::OneLayer,
+        Some(Err(_)) => false,
+    };
+    let whole = if redo {
+        tracing::info!("reading the change again while paused, for one layer");
+        let source = LayerSource::Overlay(upper);
+        Some(
+            build_layer(
+                client,
+                source,
+                excludes,
+                request.compression,
+                lease,
+                &mut None,
+            )
+            .await,
+        )
+    } else {
+        None
+    };
+    // Resume even when reading failed: a speaker's desktop must never stay
+    // frozen because of a failed snapshot.
+    let (resumed, held) = paused.resume().await;
+    resumed?;
+    let paused_ms = held.as_millis() as u64;
+
+    if let Some(whole) = whole {
+        let whole = whole?;
+        // The streamed bulk layer is not part of the image: cancel it.
+        if let Some(upload) = upload {
+            let _ = upload.finish(&bulk.digest, None).await;
+        }
+        return Ok(ReadLayers {
+            layers: vec![LayerReport::of(&whole)],
+            method: CommitMethod::Overlay,
+            stats: whole.stats,
+            delta_stats: None,
+            paused_ms,
+            prepare_ms,
+            upload: None,
+        });
+    }
+    let Some(delta) = delta else {
+        return Err(CommitError::Interrupted("no delta layer".to_string()));
+    };
+    let delta = delta?;
+    let mut layers = vec![LayerReport::of(&bulk)];
+    let mut delta_stats = None;
+    if delta.stats.entries > 0 {
+        layers.push(LayerReport::of(&delta));
+        delta_stats = Some(delta.stats);
+    }
+    Ok(ReadLayers {
+        layers,
+        method: CommitMethod::Overlay,
+        stats: bulk.stats,
+        delta_stats,
+        paused_ms,
+        prepare_ms,
+        upload: upload.map(|u| (u, tee)),
+    })
+}
+
+/// One pass over the change: unpaused (`--no-pause`, or a task that is not
+/// running), or paused for the whole read (the Diff service, which reads
+/// by path, is always paused).
+#[allow(clippy::too_many_arguments)]
+async fn read_in_one_pass(
+    client: &Containerd,
+    container: &containerd::ContainerInfo,
+    excludes: &Excludes,
+    request: &CommitRequest,
+    lease: &Lease,
+    pusher: &Pusher,
+    pause: bool,
+) -> Result<ReadLayers, CommitError> {
     let mut paused = if pause {
         Some(PausedTask::pause(client, &container.id).await?)
     } else {
@@ -248,72 +561,14 @@ async fn commit_under_lease(
         resumed?;
     }
     let (summary, method) = layer?;
-    let diff_ms = diff_started.elapsed().as_millis() as u64;
-    let push_started = Instant::now();
-    let streamed = match upload {
-        Some(upload) => upload.finish(&summary.digest, tee).await.unwrap_or(false),
-        None => false,
-    };
-    tracing::debug!(streamed, "streaming layer upload");
-
-    let new_layer = NewLayer {
-        descriptor: Descriptor {
-            media_type: summary.media_type.clone(),
-            digest: summary.digest.clone(),
-            size: summary.size as i64,
-            annotations: Default::default(),
-            platform: None,
-        },
-        diff_id: summary.diff_id.clone(),
-    };
-    let options = CommitOptions {
-        changes: request.changes.clone(),
-        message: request.message.clone(),
-        snapshot_id: request.snapshot_id.clone(),
-    };
-    let built = build_image(base, &new_layer, &options, chrono::Utc::now());
-    write_documents(client, lease, &built).await?;
-
-    let push_progress = progress.clone().map(|p| {
-        Arc::new(move |done, total| p(CommitProgress::Pushing { done, total }))
-            as registry::ProgressFn
-    });
-    pusher.set_content_dir(content_dir(client, container).await);
-    let mut push = pusher
-        .push_blobs(client, &built, &base.name, push_progress)
-        .await?;
-    if let Some(progress) = &progress {
-        progress(CommitProgress::Tagging);
-    }
-    pusher.put_manifest(&built).await?;
-    push.layer_streamed = streamed;
-    // Named only once the registry has it: a failed push leaves no local
-    // tag either, and the lease lets the unreferenced content go.
-    let name = registry::image_name(&registry::target_reference(&request.target));
-    client
-        .put_image(&name, &built.manifest_descriptor, HashMap::new())
-        .await?;
-
-    Ok(CommitResult {
-        image: String::new(),
-        manifest_digest: built.manifest_descriptor.digest.clone(),
-        config_digest: built.config_descriptor.digest.clone(),
-        layer: LayerReport {
-            digest: summary.digest,
-            diff_id: summary.diff_id,
-            size: summary.size,
-            uncompressed_size: summary.uncompressed_size,
-            media_type: summary.media_type,
-        },
-        paused_ms,
-        duration_ms: 0,
-        diff_ms,
-        push_ms: push_started.elapsed().as_millis() as u64,
-        base_image: base.name.clone(),
-        base_digest: base.manifest_descriptor.digest.clone(),
+    Ok(ReadLayers {
+        layers: vec![LayerReport::of(&summary)],
         method,
         stats: summary.stats,
-        push,
+        delta_stats: None,
+        paused_ms,
+        prepare_ms: 0,
+        upload: upload.map(|u| (u, tee)),
     })
 }
 
@@ -323,14 +578,14 @@ async fn content_dir(
     client: &Containerd,
     container: &containerd::ContainerInfo,
 ) -> Option<PathBuf> {
-    let mounts = client
-        .snapshot_mounts(&container.snapshotter, &container.snapshot_key)
-        .await
-        .ok()?;
-    let upper = match mounts.as_slice() {
-        [mount] => OverlayUpper::from_mount(&mount.r#type, &mount.options)?,
-        _ => return None,
-    };
+    let upper = overlay_upper(client, container).await.ok()??;
+    let blobs = content_root(&upper)?.join("blobs");
+    blobs.is_dir().then_some(blobs)
+}
+
+/// containerd's content store directory, next to the overlay snapshotter's
+/// directory that holds `upper`.
+fn content_root(upper: &OverlayUpper) -> Option<PathBuf> {
     let root = upper
         .path
         .ancestors()
@@ -339,8 +594,8 @@ async fn content_dir(
                 .is_some_and(|n| n == "io.containerd.snapshotter.v1.overlayfs")
         })?
         .parent()?;
-    let blobs = root.join("io.containerd.content.v1.content").join("blobs");
-    blobs.is_dir().then_some(blobs)
+    let content = root.join("io.containerd.content.v1.content");
+    content.is_dir().then_some(content)
 }
 
 /// Builds the layer into the content store: from the overlay upper
@@ -468,8 +723,14 @@ async fn build_layer(
     lease: &Lease,
     tee: &mut Option<UploadTee>,
 ) -> Result<LayerSummary, CommitError> {
+    let store = match &source {
+        LayerSource::Overlay(upper) | LayerSource::OverlayPass(upper, ..) => content_root(upper),
+        LayerSource::Tar(..) => None,
+    };
     // The tee comes back only if the layer was written whole.
-    let mut sink = ContentSink::new(client.blob_writer(lease), tee.take());
+    let writer = client.blob_writer(lease);
+    let flusher = IngestFlusher::start(store.as_deref(), writer.reference());
+    let mut sink = ContentSink::new(writer, tee.take(), flusher);
     let excludes = excludes.clone();
     let (result, sink) = tokio::task::spawn_blocking(move || {
         let result = match write_layer(source, &excludes, compression, &mut sink) {

@@ -4,6 +4,7 @@ use std::io::{self, Read, Write};
 
 use tokio::sync::mpsc;
 
+use super::flush::IngestFlusher;
 use crate::containerd::{BlobWriter, Error};
 use crate::registry::upload::UploadTee;
 
@@ -18,15 +19,20 @@ pub struct ContentSink {
     tee: Option<UploadTee>,
     buffer: Vec<u8>,
     failed: bool,
+    flusher: IngestFlusher,
+    written: u64,
 }
 
 impl ContentSink {
-    pub fn new(writer: BlobWriter, tee: Option<UploadTee>) -> Self {
+    /// `flusher` writes the blob back to disk as it grows (see `flush`).
+    pub fn new(writer: BlobWriter, tee: Option<UploadTee>, flusher: IngestFlusher) -> Self {
         Self {
             writer,
             tee,
             buffer: Vec::with_capacity(CHUNK),
             failed: false,
+            flusher,
+            written: 0,
         }
     }
 
@@ -58,10 +64,13 @@ impl ContentSink {
         if let Some(tee) = &mut self.tee {
             tee.offer(&chunk);
         }
+        self.written += chunk.len() as u64;
         self.writer.blocking_write(chunk).map_err(|e| {
             self.failed = true;
             io::Error::other(e.to_string())
-        })
+        })?;
+        self.flusher.written(self.written);
+        Ok(())
     }
 }
 

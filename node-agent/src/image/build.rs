@@ -36,15 +36,16 @@ pub struct BuiltImage {
     pub layers: Vec<Descriptor>,
 }
 
-/// Builds the config and manifest of `base` plus `layer`.
+/// Builds the config and manifest of `base` plus the new layers (one, or
+/// a commit's bulk layer and the delta of what changed while it was read).
 pub fn build_image(
     base: &BaseImage,
-    layer: &NewLayer,
+    new_layers: &[NewLayer],
     options: &CommitOptions,
     created: DateTime<Utc>,
 ) -> BuiltImage {
     let created_text = created.to_rfc3339_opts(SecondsFormat::Secs, true);
-    let config = derive_config(&base.config, layer, options, &created_text);
+    let config = derive_config(&base.config, new_layers, options, &created_text);
     let config = serde_json::to_vec(&config).unwrap_or_default();
     let config_descriptor = Descriptor {
         media_type: media_type::OCI_CONFIG.to_string(),
@@ -63,7 +64,7 @@ pub fn build_image(
             ..d.clone()
         })
         .collect();
-    layers.push(layer.descriptor.clone());
+    layers.extend(new_layers.iter().map(|l| l.descriptor.clone()));
 
     let mut annotations = BTreeMap::from([
         (annotation::BASE_NAME.to_string(), base.name.clone()),
@@ -103,7 +104,12 @@ pub fn build_image(
 /// The base config plus the new layer's diff_id, a history entry and the
 /// requested changes. The history names what changed but never values or
 /// command arguments: those can hold secrets, and history is public.
-fn derive_config(base: &Value, layer: &NewLayer, options: &CommitOptions, created: &str) -> Value {
+fn derive_config(
+    base: &Value,
+    new_layers: &[NewLayer],
+    options: &CommitOptions,
+    created: &str,
+) -> Value {
     let mut config = base.clone();
     let Some(root) = config.as_object_mut() else {
         return config;
@@ -123,7 +129,7 @@ fn derive_config(base: &Value, layer: &NewLayer, options: &CommitOptions, create
             *diff_ids = json!([]);
         }
         if let Some(list) = diff_ids.as_array_mut() {
-            list.push(json!(layer.diff_id));
+            list.extend(new_layers.iter().map(|l| json!(l.diff_id)));
         }
     }
 
@@ -144,6 +150,13 @@ fn derive_config(base: &Value, layer: &NewLayer, options: &CommitOptions, create
     }
     if let Some(list) = history.as_array_mut() {
         list.push(entry);
+        // One history entry per layer (none is empty).
+        for _ in new_layers.iter().skip(1) {
+            list.push(json!({
+                "created": created,
+                "created_by": "dcs-agent commit (changed while the snapshot was read)"
+            }));
+        }
     }
 
     let container_config = root.entry("config").or_insert(Value::Null);
@@ -212,7 +225,7 @@ mod tests {
             message: Some("tools for the workshop".into()),
             snapshot_id: Some("snap-1".into()),
         };
-        let built = build_image(&base(), &new_layer(), &options, Utc::now());
+        let built = build_image(&base(), &[new_layer()], &options, Utc::now());
         let config: Value = serde_json::from_slice(&built.config).unwrap();
         assert_eq!(config["x-unknown"], json!(1));
         assert_eq!(
@@ -250,5 +263,27 @@ mod tests {
             built.manifest_descriptor.digest,
             sha256_digest(&built.manifest)
         );
+    }
+
+    #[test]
+    fn a_delta_layer_gets_its_diff_id_and_history_entry() {
+        let mut delta = new_layer();
+        delta.descriptor.digest = "sha256:ff".into();
+        delta.diff_id = "sha256:99".into();
+        let built = build_image(
+            &base(),
+            &[new_layer(), delta],
+            &CommitOptions::default(),
+            Utc::now(),
+        );
+        let config: Value = serde_json::from_slice(&built.config).unwrap();
+        assert_eq!(
+            config["rootfs"]["diff_ids"],
+            json!(["sha256:cc", "sha256:ee", "sha256:99"])
+        );
+        assert_eq!(config["history"].as_array().unwrap().len(), 3);
+        let manifest: Manifest = serde_json::from_slice(&built.manifest).unwrap();
+        let digests: Vec<&str> = manifest.layers.iter().map(|l| l.digest.as_str()).collect();
+        assert_eq!(digests, ["sha256:aa", "sha256:dd", "sha256:ff"]);
     }
 }

@@ -10,6 +10,9 @@ pub mod filter;
 pub mod overlay;
 pub mod pgzip;
 pub mod pinned;
+pub mod record;
+#[cfg(test)]
+mod two_pass_tests;
 pub mod xattr;
 
 use std::io::{self, BufWriter, Read, Write};
@@ -21,6 +24,7 @@ use compress::Compressor;
 use digest::DigestWriter;
 pub use exclude::Excludes;
 pub use overlay::{OverlayUpper, WalkStats};
+pub use record::Record;
 
 /// Buffer between the tar writer and the hashing/compressing stages, so
 /// 512-byte headers do not each go through them.
@@ -60,11 +64,23 @@ impl LayerError {
 
 /// Where the layer's entries come from.
 pub enum LayerSource {
-    /// An overlay upper directory: the fast path.
+    /// An overlay upper directory: the fast path, in one pass.
     Overlay(OverlayUpper),
+    /// An overlay upper directory, one of the two passes of a commit that
+    /// reads while the desktop runs (see `record`).
+    OverlayPass(OverlayUpper, Pass, Box<Record>),
     /// An uncompressed layer tar (from containerd's Diff service), to be
     /// filtered and recompressed, with the hardlink plan of a first pass.
     Tar(Box<dyn Read + Send>, filter::Promotions),
+}
+
+/// Which pass of a commit that reads while the desktop runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Everything, while the desktop runs; fills the record.
+    Bulk,
+    /// While paused: what changed since the bulk pass.
+    Delta,
 }
 
 /// The layer that was written.
@@ -80,6 +96,9 @@ pub struct LayerSummary {
     pub uncompressed_size: u64,
     pub media_type: String,
     pub stats: WalkStats,
+    /// The record of an `OverlayPass`, handed back for the next pass.
+    #[serde(skip)]
+    pub record: Option<Box<Record>>,
 }
 
 /// Writes the layer from `source` to `out`, compressed; returns what was
@@ -95,8 +114,18 @@ pub fn write_layer<W: Write>(
     let uncompressed = DigestWriter::new(compressor);
     let mut tar = TarWriter::new(BufWriter::with_capacity(TAR_BUFFER, uncompressed));
 
+    let mut record = None;
     let stats = match source {
         LayerSource::Overlay(upper) => overlay::write_changes(&upper, excludes, &mut tar)?,
+        LayerSource::OverlayPass(upper, pass, mut recorded) => {
+            let mode = match pass {
+                Pass::Bulk => overlay::WalkMode::Bulk(&mut recorded),
+                Pass::Delta => overlay::WalkMode::Delta(&mut recorded),
+            };
+            let stats = overlay::write_changes_with(&upper, excludes, mode, &mut tar)?;
+            record = Some(recorded);
+            stats
+        }
         LayerSource::Tar(reader, promotions) => {
             filter::copy_filtered(reader, excludes, &promotions, &mut tar)?
         }
@@ -117,6 +146,7 @@ pub fn write_layer<W: Write>(
             uncompressed_size,
             media_type: compress::layer_media_type(compression).to_string(),
             stats,
+            record,
         },
         out,
     ))

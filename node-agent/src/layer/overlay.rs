@@ -20,6 +20,7 @@ use super::LayerError;
 use super::archive::{Entry, EntryKind, TarWriter, Xattrs};
 use super::exclude::Excludes;
 use super::pinned::{Pinned, entry_proc_path, list_names, reopen_directory};
+use super::record::{Compared, Record};
 use super::xattr::{XattrTarget, read_xattrs};
 
 /// What the walk found, for reports and tests.
@@ -70,14 +71,39 @@ impl OverlayUpper {
 /// back up (checked to be the same directory).
 const OPEN_DIRECTORIES: usize = 64;
 
+/// What a walk writes.
+pub enum WalkMode<'a> {
+    /// Every entry, nothing recorded: a commit without a pause, or one
+    /// whose whole read is paused.
+    Whole,
+    /// Every entry, while the desktop runs, each noted in the record (see
+    /// `record`); a directory moved away under the walk is left for the
+    /// paused pass instead of failing the commit.
+    Bulk(&'a mut Record),
+    /// While paused: only what differs from the record, and whiteouts for
+    /// what the bulk pass wrote that is gone.
+    Delta(&'a mut Record),
+}
+
+/// Walks the upper directory and writes all of the layer's entries, in
+/// path order: one pass (see `write_changes_with`).
+pub fn write_changes<W: Write>(
+    upper: &OverlayUpper,
+    excludes: &Excludes,
+    tar: &mut TarWriter<W>,
+) -> Result<WalkStats, LayerError> {
+    write_changes_with(upper, excludes, WalkMode::Whole, tar)
+}
+
 /// Walks the upper directory and writes the layer's entries, in path order.
 ///
 /// Every entry is read through descriptors (see `pinned`): a name that
 /// changes while we walk is recorded as what it was when pinned, never
 /// followed. The walk is iterative, so depth costs memory for names only.
-pub fn write_changes<W: Write>(
+pub fn write_changes_with<W: Write>(
     upper: &OverlayUpper,
     excludes: &Excludes,
+    mode: WalkMode<'_>,
     tar: &mut TarWriter<W>,
 ) -> Result<WalkStats, LayerError> {
     let read_error = |source| LayerError::Read {
@@ -86,18 +112,35 @@ pub fn write_changes<W: Write>(
     };
     let root = Pinned::open_root(&upper.path).map_err(read_error)?;
     let root_dir = root.open_directory().map_err(read_error)?;
+    if matches!(mode, WalkMode::Bulk(_)) {
+        // Cleans every dirty page of the file system, so that a store
+        // through a shared mapping after this moves its file's ctime (see
+        // `record`). Costs the write-back of what is dirty, while running.
+        rustix::fs::syncfs(&root_dir).map_err(|e| read_error(e.into()))?;
+    }
     let mut walker = Walker {
         upper,
         excludes,
         tar,
+        mode,
         hardlinks: HashMap::new(),
         stats: WalkStats::default(),
         stack: Vec::new(),
         open: 0,
         shallowest_open: 1,
     };
-    walker.push_directory(Vec::new(), Vec::new(), root.identity(), root_dir)?;
+    walker.push_directory(Vec::new(), Vec::new(), root.identity(), root_dir, false)?;
     walker.run()?;
+    if let WalkMode::Delta(record) = &mut walker.mode {
+        for gone in record.deleted() {
+            let name_at = gone.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+            let mut whiteout = gone[..name_at].to_vec();
+            whiteout.extend_from_slice(b".wh.");
+            whiteout.extend_from_slice(&gone[name_at..]);
+            walker.append(&Entry::empty(whiteout, EntryKind::File), None, &gone)?;
+            walker.stats.whiteouts += 1;
+        }
+    }
     Ok(walker.stats)
 }
 
@@ -112,12 +155,16 @@ struct Frame {
     fd: Option<OwnedFd>,
     /// Names still to visit, last first.
     pending: Vec<Vec<u8>>,
+    /// Delta pass: this directory is written with an opaque marker, so
+    /// everything below it is written too, changed or not.
+    whole: bool,
 }
 
-struct Walker<'a, W: Write> {
+struct Walker<'a, 'm, W: Write> {
     upper: &'a OverlayUpper,
     excludes: &'a Excludes,
     tar: &'a mut TarWriter<W>,
+    mode: WalkMode<'m>,
     /// First path written for each (device, inode) with several links.
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
     stats: WalkStats,
@@ -129,7 +176,7 @@ struct Walker<'a, W: Write> {
     shallowest_open: usize,
 }
 
-impl<W: Write> Walker<'_, W> {
+impl<W: Write> Walker<'_, '_, W> {
     fn run(&mut self) -> Result<(), LayerError> {
         while let Some(top) = self.stack.last_mut() {
             let Some(name) = top.pending.pop() else {
@@ -141,7 +188,17 @@ impl<W: Write> Walker<'_, W> {
             };
             let last = top.pending.is_empty();
             let depth = self.stack.len() - 1;
-            self.ensure_open(depth)?;
+            if let Err(e) = self.ensure_open(depth) {
+                match (&self.mode, self.moved_at(depth)) {
+                    // Moved while the desktop runs: the paused pass finds
+                    // it where it is now.
+                    (WalkMode::Bulk(_), Some(at)) => {
+                        self.drop_frames(at);
+                        continue;
+                    }
+                    _ => return Err(e),
+                }
+            }
             let frame = &self.stack[depth];
             let mut relative = frame.relative.clone();
             if !relative.is_empty() {
@@ -160,6 +217,25 @@ impl<W: Write> Walker<'_, W> {
             }
         }
         Ok(())
+    }
+
+    /// After `ensure_open(depth)` failed: the frame it could not re-open,
+    /// the shallowest of the closed frames right above `depth`.
+    fn moved_at(&self, depth: usize) -> Option<usize> {
+        (1..=depth)
+            .rev()
+            .take_while(|&i| self.stack[i].fd.is_none())
+            .last()
+    }
+
+    /// Forgets frames `at` and deeper, with their names still to visit.
+    fn drop_frames(&mut self, at: usize) {
+        for frame in self.stack.drain(at..) {
+            if frame.fd.is_some() {
+                self.open -= 1;
+            }
+        }
+        self.shallowest_open = self.shallowest_open.min(self.stack.len());
     }
 
     fn dir_fd(&self, depth: usize) -> BorrowedFd<'_> {
@@ -220,6 +296,7 @@ impl<W: Write> Walker<'_, W> {
         relative: Vec<u8>,
         identity: (u64, u64),
         fd: OwnedFd,
+        whole: bool,
     ) -> Result<(), LayerError> {
         let mut pending = list_names(fd.as_fd()).map_err(|e| self.read_error(&relative, e))?;
         pending.reverse();
@@ -229,6 +306,7 @@ impl<W: Write> Walker<'_, W> {
             identity,
             fd: Some(fd),
             pending,
+            whole,
         });
         self.open += 1;
         let deepest = self.stack.len() - 1;
@@ -250,10 +328,20 @@ impl<W: Write> Walker<'_, W> {
         };
         let file_type = pinned.file_type();
         let rdev = pinned.stat.st_rdev;
+        let whole = self.stack[depth].whole;
 
         // Whiteouts first: on some kernels all whiteouts share one inode, so
         // they must never reach the hardlink bookkeeping.
         if file_type == FileType::CharacterDevice && rdev == 0 {
+            match &mut self.mode {
+                WalkMode::Whole => {}
+                WalkMode::Bulk(record) => record.note_whiteout(&relative),
+                WalkMode::Delta(record) => {
+                    if record.compare_whiteout(&relative) == Compared::Same && !whole {
+                        return Ok(());
+                    }
+                }
+            }
             let mut whiteout = relative[..relative.len() - name.len()].to_vec();
             whiteout.extend_from_slice(b".wh.");
             whiteout.extend_from_slice(&name);
@@ -264,6 +352,24 @@ impl<W: Write> Walker<'_, W> {
         if file_type == FileType::Socket {
             self.stats.sockets_skipped += 1;
             return Ok(());
+        }
+
+        // The paused pass skips what the bulk pass wrote as it is now, but
+        // still looks inside unchanged directories. (Compared even below an
+        // opaque marker, where all is written: it marks the entry as found,
+        // so it gets no whiteout.)
+        if let WalkMode::Delta(record) = &mut self.mode
+            && record.compare(&relative, &pinned.stat) == Compared::Same
+            && !whole
+        {
+            if file_type != FileType::Directory {
+                return Ok(());
+            }
+            record.directory_now(&relative, false);
+            let fd = pinned
+                .open_directory()
+                .map_err(|e| self.read_error(&relative, e))?;
+            return self.push_directory(name, relative, pinned.identity(), fd, false);
         }
 
         let (xattrs, overlay) = if file_type == FileType::Symlink {
@@ -289,27 +395,49 @@ impl<W: Write> Walker<'_, W> {
             FileType::Directory => {
                 entry.kind = EntryKind::Directory;
                 self.append(&entry, None, &relative)?;
-                if overlay.opaque {
+                // In the delta, a marker the bulk layer already has for this
+                // same directory would hide the bulk layer's own entries.
+                let marker = overlay.opaque
+                    && match &self.mode {
+                        WalkMode::Delta(record) => {
+                            whole || !record.was_opaque(&relative, &pinned.stat)
+                        }
+                        _ => true,
+                    };
+                if marker {
                     let mut marker = relative.clone();
                     marker.extend_from_slice(b"/.wh..wh..opq");
                     self.append(&Entry::empty(marker, EntryKind::File), None, &relative)?;
                     self.stats.opaque_directories += 1;
                 }
+                let below_whole = match &mut self.mode {
+                    WalkMode::Whole => false,
+                    WalkMode::Bulk(record) => {
+                        record.note(&relative, &pinned.stat, None, overlay.opaque);
+                        false
+                    }
+                    WalkMode::Delta(record) => {
+                        record.directory_now(&relative, marker);
+                        whole || marker
+                    }
+                };
                 let fd = pinned
                     .open_directory()
                     .map_err(|e| self.read_error(&relative, e))?;
                 let identity = pinned.identity();
-                return self.push_directory(name, relative, identity, fd);
+                return self.push_directory(name, relative, identity, fd, below_whole);
             }
             FileType::Symlink => {
                 entry.kind = EntryKind::Symlink;
                 entry.link = pinned
                     .link_target()
                     .map_err(|e| self.read_error(&relative, e))?;
+                self.note(&relative, &pinned.stat);
                 return self.append(&entry, None, &relative);
             }
             FileType::Fifo => {
                 entry.kind = EntryKind::Fifo;
+                self.note(&relative, &pinned.stat);
                 return self.append(&entry, None, &relative);
             }
             FileType::CharacterDevice | FileType::BlockDevice => {
@@ -320,6 +448,7 @@ impl<W: Write> Walker<'_, W> {
                 };
                 entry.device_major = rustix::fs::major(rdev);
                 entry.device_minor = rustix::fs::minor(rdev);
+                self.note(&relative, &pinned.stat);
                 return self.append(&entry, None, &relative);
             }
             FileType::RegularFile => {}
@@ -328,13 +457,17 @@ impl<W: Write> Walker<'_, W> {
         }
 
         // A regular file, or a further name of one already written.
+        let key = pinned.identity();
         if pinned.stat.st_nlink > 1 {
-            let key = pinned.identity();
             if let Some(first) = self.hardlinks.get(&key) {
                 entry.kind = EntryKind::HardLink;
                 entry.link = first.clone();
                 entry.size = 0;
                 self.stats.hardlinks += 1;
+                // Recorded as the first name was: its data is this name's.
+                if let WalkMode::Bulk(record) = &mut self.mode {
+                    record.note_link(&relative, first);
+                }
                 return self.append(&entry, None, &relative);
             }
             self.hardlinks.insert(key, relative.clone());
@@ -345,7 +478,29 @@ impl<W: Write> Walker<'_, W> {
             .map_err(|e| self.read_error(&relative, e))?;
         self.stats.files += 1;
         self.stats.file_bytes += entry.size;
-        self.append(&entry, Some(&mut file), &relative)
+        if !matches!(self.mode, WalkMode::Bulk(_)) {
+            return self.append(&entry, Some(&mut file), &relative);
+        }
+        // Waits for a write(2) in progress on the file (ext4 takes the inode
+        // lock for SEEK_DATA), so none spans our read unseen (see `record`).
+        // ENXIO: no data at all. SEEK_DATA moves the offset past a leading
+        // hole: back to the start.
+        let _ = rustix::fs::seek(&file, rustix::fs::SeekFrom::Data(0));
+        rustix::fs::seek(&file, rustix::fs::SeekFrom::Start(0))
+            .map_err(|e| self.read_error(&relative, e.into()))?;
+        self.append(&entry, Some(&mut file), &relative)?;
+        let after = rustix::fs::fstat(&file).map_err(|e| self.read_error(&relative, e.into()))?;
+        if let WalkMode::Bulk(record) = &mut self.mode {
+            record.note(&relative, &pinned.stat, Some(&after), false);
+        }
+        Ok(())
+    }
+
+    /// Bulk pass: notes an entry without data.
+    fn note(&mut self, relative: &[u8], stat: &Stat) {
+        if let WalkMode::Bulk(record) = &mut self.mode {
+            record.note(relative, stat, None, false);
+        }
     }
 
     fn append(

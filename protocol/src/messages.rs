@@ -185,7 +185,12 @@ pub struct JobResult {
     pub uncompressed_size: u64,
     pub base_image: String,
     pub base_digest: String,
+    /// How long the desktop was paused.
     pub paused_ms: u64,
+    /// How long the change was read while the desktop ran, before the
+    /// pause (0 when the commit did not pause). Absent from older agents.
+    #[serde(default)]
+    pub prepare_ms: u64,
     pub duration_ms: u64,
     pub method: CommitMethod,
 }

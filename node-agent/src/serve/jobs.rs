@@ -321,6 +321,7 @@ fn job_result(r: CommitResult) -> JobResult {
         base_image: r.base_image,
         base_digest: r.base_digest,
         paused_ms: r.paused_ms,
+        prepare_ms: r.prepare_ms,
         duration_ms: r.duration_ms,
         method: r.method,
     }

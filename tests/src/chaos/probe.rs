@@ -415,6 +415,7 @@ fn pushed(target: &str) -> JobResult {
         base_image: crate::BUSYBOX_IMAGE.into(),
         base_digest: digest("base"),
         paused_ms: 1,
+        prepare_ms: 2,
         duration_ms: 10,
         method: dcs_protocol::CommitMethod::Overlay,
     }

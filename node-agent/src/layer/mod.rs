@@ -135,9 +135,10 @@ pub fn write_layer<W: Write>(
     let uncompressed = buffered
         .into_inner()
         .map_err(|e| LayerError::Write(e.into_error()))?;
-    let (compressor, diff_id, uncompressed_size) = uncompressed.finish();
+    let (compressor, diff_id, uncompressed_size) =
+        uncompressed.finish().map_err(LayerError::Write)?;
     let compressed = compressor.finish().map_err(LayerError::Write)?;
-    let (out, digest, size) = compressed.finish();
+    let (out, digest, size) = compressed.finish().map_err(LayerError::Write)?;
     Ok((
         LayerSummary {
             digest,

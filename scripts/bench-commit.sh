@@ -18,12 +18,21 @@
 #   2. One-line change (`echo x >> /etc/motd`) on a ~650 MB / ~50,000-file base whose
 #      blobs are already in the registry, vs the same change on the tiny base.
 #   3. Peak RSS (`/usr/bin/time -v`) of `dcs-agent commit` on a 1 GB change, zstd and gzip.
+#   4. 1 GB change in 10,000 files, nothing writing, beside the floor measured in the
+#      same rounds: `tar` of the upper directory, hashed (`openssl dgst -sha256`) and
+#      piped through `zstd -T0 -1` (or `pigz -1`) whose output is hashed too. Paused ms,
+#      prepare ms (read while running), end to end (push included), ratio to the floor,
+#      peak RSS. Targets: paused <= 300 ms; end to end <= 1.5x the floor.
+#   5. Case 4 with a process in the container appending a line to 20 of the files
+#      every 10 ms during the commit: the pause may add the time to read those again.
+#   6. Peak RSS of a commit of a 5 GB change (5 x case 4's files), zstd: <= 64 MB.
 #
 # Environment:
 #   DCS_AGENT_BIN       use this binary instead of `cargo build --release -p node-agent`
 #   BENCH_RUNS          timed runs of multi-second measurements (default 3)
 #   BENCH_FAST_RUNS     timed runs of sub-second measurements (default 5)
-#   BENCH_CASES         cases to run (default "1 2 3")
+#   BENCH_CASES         cases to run (default "1 2 3 4 5 6"); a quiet window is at most
+#                       ~10 minutes, so run them a few at a time
 #   BENCH_NAMESPACE     containerd namespace (default bench)
 #   BENCH_KEEP_CACHE    1 (default): keep the base images (busybox, big-base) in the
 #                       namespace and the registry for the next run; 0: remove them too
@@ -47,7 +56,7 @@ fi
 NS=${BENCH_NAMESPACE:-bench}
 RUNS=${BENCH_RUNS:-3}
 FAST_RUNS=${BENCH_FAST_RUNS:-5}
-CASES=${BENCH_CASES:-1 2 3}
+CASES=${BENCH_CASES:-1 2 3 4 5 6}
 KEEP_CACHE=${BENCH_KEEP_CACHE:-1}
 REG=$DCS_REGISTRY
 CTR=(ctr -a "$DCS_CONTAINERD_SOCKET" -n "$NS")
@@ -61,18 +70,22 @@ BIG_MB=${BENCH_BIG_MB:-650}
 log() { printf '[bench %s load %s] %s\n' "$(date +%T)" "$(cut -d" " -f1 /proc/loadavg)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-for tool in ctr jq curl openssl mawk python3 skopeo; do
+for tool in ctr jq curl openssl mawk python3 skopeo tar zstd; do
     command -v "$tool" >/dev/null || die "$tool is missing"
 done
 if [[ ! -x /usr/bin/time ]]; then
     log "installing Debian package time (for /usr/bin/time -v)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q time >/dev/null
 fi
+if ! command -v pigz >/dev/null; then
+    log "installing Debian package pigz (the gzip floor)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q pigz >/dev/null
+fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dcs-bench.XXXXXX")
 STATE=$WORK/agent-state
 mkdir -p "$STATE"
-CONTAINERS=(bench-c1 bench-c3 bench-big bench-tiny bench-gen)
+CONTAINERS=(bench-c1 bench-c3 bench-big bench-tiny bench-gen bench-c4 bench-c6)
 TEMP_IMAGES=()
 
 remove_container() {
@@ -80,6 +93,7 @@ remove_container() {
     "${CTR[@]}" containers rm "$1" >/dev/null 2>&1 || true
 }
 
+# shellcheck disable=SC2317 # runs from the EXIT trap, which shellcheck does not follow
 cleanup() {
     local rc=$?
     set +e
@@ -159,16 +173,38 @@ forget_top_layer() { # REPO TAG
 }
 
 # agent CONTAINER TARGET COMPRESSION: one commit; JSON in $WORK/out.json;
-# prints "wall durationMs diffMs pushMs pausedMs bytesUploaded layerSize"
+# prints "wall durationMs diffMs pushMs pausedMs bytesUploaded layerSize prepareMs
+# maxRssKB deltaUncompressed" (prepareMs and deltaUncompressed 0 from agents without them)
 agent() {
     local t0 t1
     t0=$EPOCHREALTIME
-    "$AGENT" commit --containerd-socket "$DCS_CONTAINERD_SOCKET" --namespace "$NS" \
+    /usr/bin/time -f '%M' -o "$WORK/rss.txt" \
+        "$AGENT" commit --containerd-socket "$DCS_CONTAINERD_SOCKET" --namespace "$NS" \
         --container "$1" --target "$2" --insecure-registry "$REG" --compression "$3" \
         --state-dir "$STATE" >"$WORK/out.json" || die "dcs-agent commit $1 -> $2 failed"
     t1=$EPOCHREALTIME
-    printf '%s %s\n' "$(elapsed "$t0" "$t1")" \
-        "$(jq -r '"\(.durationMs) \(.diffMs) \(.pushMs) \(.pausedMs) \(.push.bytesUploaded) \(.layer.size)"' "$WORK/out.json")"
+    printf '%s %s %s %s\n' "$(elapsed "$t0" "$t1")" \
+        "$(jq -r '"\(.durationMs) \(.diffMs) \(.pushMs) \(.pausedMs) \(.push.bytesUploaded) \(.layer.size) \(.prepareMs // 0)"' "$WORK/out.json")" \
+        "$(tail -n 1 "$WORK/rss.txt")" "$(jq -r '.deltaLayer.uncompressedSize // 0' "$WORK/out.json")"
+}
+
+# upper_dir CONTAINER: the host path of the container's overlay upper directory
+upper_dir() {
+    "${CTR[@]}" snapshots --snapshotter overlayfs mounts /mnt "$1" |
+        tr ',' '\n' | sed -n 's/^upperdir=//p' | head -n 1
+}
+
+# floor CONTAINER COMPRESSOR...: seconds of the floor pipeline on the container's
+# upper directory: tar, hashed, compressed, the compressed stream hashed
+floor() {
+    local upper t0 t1
+    upper=$(upper_dir "$1")
+    [[ -d $upper ]] || die "no upper directory for $1"
+    shift
+    t0=$EPOCHREALTIME
+    tar -C "$upper" -cf - . | tee >(openssl dgst -sha256 >/dev/null) | "$@" | openssl dgst -sha256 >/dev/null
+    t1=$EPOCHREALTIME
+    printf '%s\n' "$(elapsed "$t0" "$t1")"
 }
 
 # diff_service CONTAINER: seconds of `ctr snapshots diff` (blob goes to stdout -> size)
@@ -181,7 +217,7 @@ diff_service() {
     printf '%s %s\n' "$(elapsed "$t0" "$t1")" "$size"
 }
 
-# A measurement spec is "SERIES|diff|CONTAINER" or
+# A measurement spec is "SERIES|diff|CONTAINER", "SERIES|floor|CONTAINER|COMPRESSOR" or
 # "SERIES|agent|CONTAINER|TARGET|COMPRESSION[|forget]" (forget: unlink the new layer from
 # the target repository first, so that the push uploads it).
 # interleave N WARMUP SPEC...: (one warm-up round if WARMUP is 1, then) N rounds, each
@@ -198,6 +234,10 @@ interleave() {
             if [[ $kind == diff ]]; then
                 line=$(diff_service "$container")
                 label="Diff service, $container"
+            elif [[ $kind == floor ]]; then
+                # shellcheck disable=SC2086 # the compressor's words
+                line=$(floor "$container" $target)
+                label="floor ($target), $container"
             else
                 if [[ -n $forget ]]; then
                     repo=${target#*/}
@@ -438,6 +478,7 @@ case3() {
     log "case 3: peak RSS on a 1 GB change"
     gen_change "$WORK/c3" 200
     run_container bench-c3 "$TINY_IMAGE" --mount "type=bind,src=$WORK/c3,dst=/var/tmp,options=rbind:ro"
+    # shellcheck disable=SC2016 # expanded by the container's shell
     cexec bench-c3 /bin/busybox sh -c \
         'for i in 1 2 3 4 5; do busybox cp -a /var/tmp/data /data$i || exit 1; done; busybox touch -r /bin/busybox /'
     rm -rf "$WORK/c3"
@@ -465,11 +506,156 @@ case3() {
     remove_container bench-c3
 }
 
+# ------------------------------------------------------------------ cases 4-6
+
+# gen_files DIR: DIR/data with 10,000 files (100 directories of 100) in 1 GiB, half
+# pseudo-random (incompressible), half log-like text; fixed seeds and mtimes.
+gen_files() {
+    python3 - "$1/data" "$EPOCH" <<'EOF'
+import os, random, sys
+root, epoch = sys.argv[1], int(sys.argv[2])
+rng = random.Random(10000)
+pool = 16 << 20
+rand_pool = rng.randbytes(pool)
+words = ("desktop workshop speaker container image layer registry config node agent commit "
+         "overlay snapshot manifest digest GET POST status=200 bytes= dur= user= INFO WARN").split()
+lines, n = [], 0
+while n < pool:
+    line = " ".join(rng.choice(words) for _ in range(rng.randint(4, 14))) + f" {rng.randint(0, 99999)}\n"
+    lines.append(line); n += len(line)
+text_pool = "".join(lines).encode()[:pool]
+size = (1 << 30) // 10000
+for d in range(100):
+    dir = os.path.join(root, f"d{d:02d}")
+    os.makedirs(dir, exist_ok=True)
+    for f in range(100):
+        src = rand_pool if (d * 100 + f) % 2 == 0 else text_pool
+        off = rng.randrange(0, pool - size)
+        path = os.path.join(dir, f"f{f:03d}.dat")
+        with open(path, "wb") as out:
+            out.write(src[off:off + size])
+        os.utime(path, (epoch, epoch))
+    os.utime(dir, (epoch, epoch))
+os.utime(root, (epoch, epoch))
+EOF
+}
+
+# files_container ID COPIES: a container whose change is COPIES x the 1 GiB of
+# gen_files (as /data1 ...)
+files_container() {
+    local id=$1 copies=$2
+    gen_files "$WORK/$id"
+    run_container "$id" "$TINY_IMAGE" --mount "type=bind,src=$WORK/$id,dst=/var/tmp,options=rbind:ro"
+    cexec "$id" /bin/busybox sh -c "for i in \$(busybox seq 1 $copies); do busybox cp -a /var/tmp/data /data\$i || exit 1; done; busybox touch -r /bin/busybox /"
+    rm -rf "${WORK:?}/$id"
+}
+
+# The appender of case 5: a line into 20 of the files every 10 ms, until /run/stop
+# (under /run, which commits exclude) appears.
+start_appender() {
+    # shellcheck disable=SC2016 # expanded by the container's shell
+    "${CTR[@]}" tasks exec --exec-id "appender-$RANDOM" "$1" /bin/busybox sh -c \
+        'busybox rm -f /run/stop; while [ ! -e /run/stop ]; do
+            for f in 000 005 010 015 020 025 030 035 040 045 050 055 060 065 070 075 080 085 090 095; do
+                echo "appended $(busybox date +%s.%N)" >> /data1/d00/f$f.dat
+            done
+            busybox usleep 10000
+        done' </dev/null >/dev/null 2>&1 &
+    APPENDER=$!
+    sleep 1
+}
+stop_appender() {
+    cexec "$1" /bin/busybox touch /run/stop
+    wait "$APPENDER" 2>/dev/null || true
+}
+
+# files_report LABEL PREFIX: report and rows of cases 4 and 5 from their series
+files_report() {
+    local label=$1 p=$2 fz fg
+    fz=$(col_median "$p-floor-zstd" 1)
+    fg=$(col_median "$p-floor-pigz" 1)
+    echo
+    echo "$label (median of $RUNS runs after a warm-up)"
+    printf '  %-44s %6.3f s\n' "floor: tar | sha256 | zstd -T0 -1 | sha256" "$fz" \
+        "floor: tar | sha256 | pigz -1 | sha256" "$fg"
+    local c f wall paused prepare rss delta r limit
+    for c in zstd gzip; do
+        f=$fz
+        [[ $c == gzip ]] && f=$fg
+        wall=$(col_median "$p-$c" 1)
+        paused=$(col_median "$p-$c" 5)
+        prepare=$(col_median "$p-$c" 8)
+        rss=$(awk '{ print $9 / 1024 }' "$p-$c" | median)
+        delta=$(col_median "$p-$c" 10)
+        r=$(ratio2 "$wall" "$f")
+        printf '  ours %-5s wall %6.3f s (%sx floor)  pausedMs %5s (max %s)  prepareMs %6s  delta %s MB  max RSS %.1f MB\n' \
+            "$c" "$wall" "$r" "$paused" "$(awk '{ print $5 }' "$p-$c" | sort -g | tail -n 1)" "$prepare" \
+            "$(mb "$delta")" "$rss"
+        detail "  ($c)" "$p-$c"
+        limit=300
+        # case 5: plus the time to read again what the appender changed (at 100 MB/s)
+        [[ $p == *c5 ]] && limit=$(awk -v d="$delta" 'BEGIN { printf "%d", 300 + d / 100000 }')
+        row "${label:0:7} $c paused" "${paused} ms" "-" "-" "<= $limit ms" "$(le "$paused" "$limit" && echo 1)"
+        row "${label:0:7} $c end to end" "${wall} s" "floor ${f} s" "${r}x" "<= 1.5x" "$(le "$r" 1.5 && echo 1)"
+        row "${label:0:7} $c peak RSS" "$(printf '%.1f' "$rss") MB" "-" "-" "<= 64 MB" "$(le "$rss" 64 && echo 1)"
+    done
+}
+
+# files_case PREFIX CONTAINER: floors and ours, round-robin
+files_case() {
+    local p=$1 id=$2 f
+    for f in floor-zstd floor-pigz zstd gzip; do : >"$p-$f"; done
+    TEMP_IMAGES+=("$REG/bench/c4:zstd" "$REG/bench/c4:gzip")
+    interleave "$RUNS" 1 "$p-floor-zstd|floor|$id|zstd -T0 -1" \
+        "$p-floor-pigz|floor|$id|pigz -1" \
+        "$p-zstd|agent|$id|$REG/bench/c4:zstd|zstd|forget" \
+        "$p-gzip|agent|$id|$REG/bench/c4:gzip|gzip|forget"
+}
+
+case4() {
+    log "case 4: 1 GB change in 10,000 files, nothing writing, beside the floor"
+    files_container bench-c4 1
+    files_case "$WORK/c4" bench-c4
+    files_report "Case 4: 1 GB in 10,000 files, idle" "$WORK/c4"
+    [[ " $CASES " == *" 5 "* ]] || remove_container bench-c4
+}
+
+case5() {
+    log "case 5: case 4 with a process appending to 20 files during the commit"
+    "${CTR[@]}" tasks ls -q 2>/dev/null | grep -x bench-c4 >/dev/null || files_container bench-c4 1
+    start_appender bench-c4
+    files_case "$WORK/c5" bench-c4
+    stop_appender bench-c4
+    files_report "Case 5: 1 GB in 10,000 files, appender" "$WORK/c5"
+    remove_container bench-c4
+}
+
+case6() {
+    log "case 6: peak RSS on a 5 GB change (50,000 files)"
+    files_container bench-c6 5
+    local target=$REG/bench/c6:zstd line rss paused
+    TEMP_IMAGES+=("$target")
+    forget_top_layer bench/c6 zstd
+    line=$(agent bench-c6 "$target" zstd)
+    rss=$(awk '{ printf "%.1f", $9 / 1024 }' <<<"$line")
+    paused=$(awk '{ print $5 }' <<<"$line")
+    echo
+    echo "Case 6: 5 GB change in 50,000 files, zstd (one run)"
+    printf '  wall %s s  pausedMs %s  prepareMs %s  max RSS %s MB\n' "$(awk '{ print $1 }' <<<"$line")" \
+        "$paused" "$(awk '{ print $8 }' <<<"$line")" "$rss"
+    row "6. peak RSS, 5 GB change, zstd" "${rss} MB" "-" "-" "<= 64 MB" "$(le "$rss" 64 && echo 1)"
+    row "6. paused, 5 GB change, zstd" "${paused} ms" "-" "-" "<= 300 ms" "$(le "$paused" 300 && echo 1)"
+    remove_container bench-c6
+}
+
 for c in $CASES; do
     case $c in
         1) case1 ;;
         2) case2 ;;
         3) case3 ;;
+        4) case4 ;;
+        5) case5 ;;
+        6) case6 ;;
         *) die "unknown case $c" ;;
     esac
 done

@@ -43,6 +43,20 @@ impl Ctr {
         )
     }
 
+    /// `ctr content get`: the raw bytes of a blob of this namespace.
+    pub fn content_get(&self, digest: &str) -> Vec<u8> {
+        let output = self
+            .command(&["content", "get", digest])
+            .output()
+            .expect("run ctr content get");
+        assert!(
+            output.status.success(),
+            "ctr content get {digest} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new("ctr");
         command

@@ -4,7 +4,14 @@
 
 use serde_json::{Value, json};
 
-use crate::stack::{Api, http_client};
+use crate::stack::{Api, free_port, http_client};
+
+/// The body of an agent's registration: `node`, this run of its agent
+/// (`instance`), where the API reaches it (`url`).
+pub fn registration(node: &str, instance: uuid::Uuid, url: &str) -> Value {
+    json!({"node": node, "instanceId": instance, "url": url, "version": "0",
+           "containerdVersion": "0", "maxConcurrentJobs": 1})
+}
 
 /// Registers `node`, reachable at `url`, and reports `containers` (protocol
 /// `ContainerSummary` objects).
@@ -13,11 +20,7 @@ pub async fn register_node(api: &Api, node: &str, url: &str, containers: Value) 
     let instance = uuid::Uuid::new_v4();
     let token = api.agent_token(node);
     for (path, body) in [
-        (
-            "/agent/v1/register",
-            json!({"node": node, "instanceId": instance, "url": url, "version": "0",
-                   "containerdVersion": "0", "maxConcurrentJobs": 1}),
-        ),
+        ("/agent/v1/register", registration(node, instance, url)),
         (
             "/agent/v1/inventory",
             json!({"node": node, "instanceId": instance, "containers": containers}),
@@ -32,6 +35,14 @@ pub async fn register_node(api: &Api, node: &str, url: &str, containers: Value) 
             .expect("POST");
         assert_eq!(response.status().as_u16(), 200, "{path}");
     }
+}
+
+/// Registers a node whose agent is nowhere (its URL refuses connections)
+/// and reports its containers, as an agent would: for policy checks that
+/// must refuse before anything is dispatched.
+pub async fn register_unreachable_node(api: &Api, node: &str, containers: Value) {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    register_node(api, node, &dead, containers).await;
 }
 
 /// A container of pod `<namespace>/<pod>` owned by `owner`, as an agent

@@ -33,7 +33,9 @@ pub struct TestEnv {
     pub state_dir: PathBuf,
 }
 
-fn required(name: &str) -> String {
+/// An environment variable of the test environment; fails the test with
+/// how to set it up when it is missing.
+pub fn required(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!(
             "{name} is not set: the end-to-end tests need the real test environment; \
@@ -64,6 +66,27 @@ impl TestEnv {
     }
 }
 
+/// The host's view of a running container's root file system, in the main
+/// test containerd (`DCS_CONTAINERD_SOCKET`).
+pub fn container_rootfs(namespace: &str, id: &str) -> PathBuf {
+    PathBuf::from(required("DCS_ENV_DIR"))
+        .join("containerd/state/io.containerd.runtime.v2.task")
+        .join(namespace)
+        .join(id)
+        .join("rootfs")
+}
+
+/// Sets an extended attribute on `path` itself (not on what a symlink
+/// names), from the host: busybox has no setfattr.
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty()).unwrap_or_else(|e| {
+        panic!(
+            "cannot set xattr {name} on {} from the host: {e}",
+            path.display()
+        )
+    });
+}
+
 /// A name unique to this test run, usable as namespace, container id or
 /// repository component.
 pub fn unique(prefix: &str) -> String {
@@ -71,22 +94,36 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &id[..12])
 }
 
-/// A binary of this workspace's build (`dcs-agent`, `dcs-api`), next to the
-/// test executable's profile directory.
+/// The directory holding this build's binaries: `target/<profile>` for a
+/// test (`target/<profile>/deps/<test>`) and for a binary of this crate
+/// (`target/<profile>/chaos`) alike.
+pub fn build_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("own executable path");
+    let mut dir = exe.parent().expect("executable directory").to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// Binary `name` in `dir`, or a message saying it is missing and how to
+/// build it.
+pub fn binary_in(dir: &Path, name: &str) -> Result<PathBuf, String> {
+    let path = dir.join(name);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is missing: build it first with `cargo build --workspace --bins`",
+            path.display()
+        ))
+    }
+}
+
+/// A binary of this workspace's build (`dcs-agent`, `dcs-api`); fails the
+/// test when it has not been built.
 pub fn built_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
-    let binary = profile_dir.join(name);
-    assert!(
-        binary.exists(),
-        "{} is missing: build it first with `cargo build --bins`",
-        binary.display()
-    );
-    binary
+    binary_in(&build_dir(), name).unwrap_or_else(|missing| panic!("{missing}"))
 }
 
 /// The `dcs-agent` binary of this workspace's build, or the one named by

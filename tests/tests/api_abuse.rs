@@ -22,14 +22,11 @@ const MIB: usize = 1024 * 1024;
 static MEASURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn start_api(database: Option<&Database>, extra: &[&str]) -> Api {
-    Api::builder(ApiOptions {
-        database_url: database.map(|d| d.url.clone()),
-        speaker_prefixes: vec!["registry.test/workshops/{sub}".into()],
-        agent_timeout_seconds: 10,
-    })
-    .args(extra)
-    .start()
-    .await
+    let options = match database {
+        Some(db) => ApiOptions::postgres(db, "registry.test", 10),
+        None => ApiOptions::sqlite("registry.test", 10),
+    };
+    Api::builder(options).args(extra).start().await
 }
 
 /// A `/proc/<pid>/status` value in kB (`VmRSS`, `VmHWM`).

@@ -18,12 +18,11 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use e2e_tests::layer::apply::{apply_all, comparable_entry, is_whiteout, link_path};
 use e2e_tests::layer::{self, LayerEntry, sha256_hex};
-use e2e_tests::{Ctr, TestEnv, commit, unique};
+use e2e_tests::{Ctr, TestEnv, commit, container_rootfs, set_xattr, unique};
 use node_agent::containerd::Containerd;
 use serde_json::{Value, json};
 
@@ -349,34 +348,15 @@ fn assert_same<V: PartialEq + std::fmt::Debug>(
 // Helpers around containerd and the registry.
 // ---------------------------------------------------------------------------
 
-fn env_dir() -> PathBuf {
-    PathBuf::from(std::env::var("DCS_ENV_DIR").unwrap_or_else(|_| {
-        panic!("DCS_ENV_DIR is not set: run `scripts/dev-env.sh start && source .dcs-env/env.sh`")
-    }))
-}
-
 /// The running container's root filesystem as the host sees it.
 fn rootfs(namespace: &str, id: &str) -> PathBuf {
-    let path = env_dir()
-        .join("containerd/state/io.containerd.runtime.v2.task")
-        .join(namespace)
-        .join(id)
-        .join("rootfs");
+    let path = container_rootfs(namespace, id);
     assert!(
         path.join("data").is_dir(),
         "{} is not the container's mounted root filesystem",
         path.display()
     );
     path
-}
-
-fn set_xattr(path: &Path, name: &str, value: &[u8]) {
-    rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty()).unwrap_or_else(|e| {
-        panic!(
-            "cannot set xattr {name} on {} from the host: {e}",
-            path.display()
-        )
-    });
 }
 
 /// A `security.capability` value (VFS_CAP_REVISION_2, effective) granting
@@ -391,24 +371,6 @@ fn capability_value() -> Vec<u8> {
     value
 }
 
-/// `ctr content get`: the raw bytes of a blob.
-fn content_get(ctr: &Ctr, digest: &str) -> Vec<u8> {
-    let output = Command::new("ctr")
-        .arg("--address")
-        .arg(&ctr.socket)
-        .arg("--namespace")
-        .arg(&ctr.namespace)
-        .args(["content", "get", digest])
-        .output()
-        .expect("run ctr content get");
-    assert!(
-        output.status.success(),
-        "ctr content get {digest} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
-
 /// Pulls the pushed image by its manifest digest into a fresh namespace and
 /// returns that namespace and the layer blob as the registry serves it.
 fn pull_layer(env: &TestEnv, repository: &str, result: &Value) -> (Ctr, Vec<u8>) {
@@ -420,7 +382,7 @@ fn pull_layer(env: &TestEnv, repository: &str, result: &Value) -> (Ctr, Vec<u8>)
         .expect("layer.digest in the commit result");
     let fresh = Ctr::new(&env.containerd_socket, &unique("diff-pull"));
     fresh.pull_plain_http(&format!("{}/{repository}@{manifest}", env.registry));
-    let blob = content_get(&fresh, digest);
+    let blob = fresh.content_get(digest);
     (fresh, blob)
 }
 
@@ -561,7 +523,7 @@ fn overlay_commit_matches_containerd_diff() {
         );
         assert_eq!(result["method"], "overlay", "{result:#}");
         let (fresh, blob) = pull_layer(&env, &repository, &result);
-        let local = content_get(&ctr, result["layer"]["digest"].as_str().expect("digest"));
+        let local = ctr.content_get(result["layer"]["digest"].as_str().expect("digest"));
         assert!(
             local == blob,
             "the registry's layer blob differs from the one in the source namespace"
@@ -812,7 +774,7 @@ chmod 4755 /data/keep.txt
     // The layer as committed (read from the source namespace, so that an
     // unpullable layer is still examined).
     let digest = result["layer"]["digest"].as_str().expect("layer digest");
-    let blob = content_get(&ctr, digest);
+    let blob = ctr.content_get(digest);
     let tar_bytes = check_digests(
         &result,
         &blob,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use e2e_tests::layer::{decompress, entries, sha256_hex};
-use e2e_tests::{Ctr, TestEnv, commit, unique};
+use e2e_tests::{Ctr, TestEnv, commit, container_rootfs, set_xattr, unique};
 
 /// The tree the first commit creates: the "base" the speaker starts from.
 const BASE_TREE: &str = r#"
@@ -200,7 +200,7 @@ fn committed_image_runs_elsewhere_with_every_kind_of_change() {
     assert_eq!(layers.len(), 3);
     assert_eq!(layers.len(), diff_ids.len());
     for (layer, diff_id) in layers.iter().zip(diff_ids) {
-        let blob = content_bytes(&fresh, layer["digest"].as_str().unwrap());
+        let blob = fresh.content_get(layer["digest"].as_str().unwrap());
         assert_eq!(sha256_hex(&blob), layer["digest"].as_str().unwrap());
         assert_eq!(blob.len() as u64, layer["size"].as_u64().unwrap());
         assert_eq!(sha256_hex(&decompress(&blob)), diff_id.as_str().unwrap());
@@ -240,7 +240,7 @@ fn committed_image_runs_elsewhere_with_every_kind_of_change() {
     // 5. The new layer itself: one opaque marker for the recreated
     //    directory, whiteouts for deletions, xattr-free (set none here),
     //    excluded paths absent, hardlink stored as a link.
-    let layer_blob = content_bytes(&fresh, result["layer"]["digest"].as_str().unwrap());
+    let layer_blob = fresh.content_get(result["layer"]["digest"].as_str().unwrap());
     let layer = entries(&decompress(&layer_blob));
     let has = |p: &str| layer.contains_key(p);
     assert!(has("data/opaque/.wh..wh..opq"));
@@ -256,18 +256,6 @@ fn committed_image_runs_elsewhere_with_every_kind_of_change() {
     assert_eq!(layer["data/fifo"].kind, 'p');
 }
 
-/// Reads a blob from containerd's content store as bytes.
-fn content_bytes(ctr: &Ctr, digest: &str) -> Vec<u8> {
-    let output = std::process::Command::new("ctr")
-        .arg("--address")
-        .arg(&ctr.socket)
-        .args(["--namespace", &ctr.namespace, "content", "get", digest])
-        .output()
-        .expect("ctr content get");
-    assert!(output.status.success(), "ctr content get {digest}");
-    output.stdout
-}
-
 #[test]
 fn gzip_layer_with_device_node_and_xattrs_round_trips() {
     let env = TestEnv::get();
@@ -281,9 +269,7 @@ fn gzip_layer_with_device_node_and_xattrs_round_trips() {
     );
     // busybox has no setfattr: set extended attributes from the host,
     // through the container's root file system.
-    let rootfs = std::path::PathBuf::from(std::env::var("DCS_ENV_DIR").unwrap()).join(format!(
-        "containerd/state/io.containerd.runtime.v2.task/{namespace}/dev/rootfs/root"
-    ));
+    let rootfs = container_rootfs(&namespace, "dev").join("root");
     set_xattr(&rootfs.join("noted"), "user.dcs.note", b"speaker-1");
     set_xattr(&rootfs.join("d"), "user.dcs.dir", b"yes");
 
@@ -314,7 +300,7 @@ fn gzip_layer_with_device_node_and_xattrs_round_trips() {
     assert!(out.contains("character special file 1:3"), "{out}");
     assert!(out.contains("note"), "{out}");
 
-    let blob = content_bytes(&fresh, result["layer"]["digest"].as_str().unwrap());
+    let blob = fresh.content_get(result["layer"]["digest"].as_str().unwrap());
     let layer = entries(&decompress(&blob));
     assert_eq!(layer["root/null"].kind, 'c');
     assert_eq!(layer["root/null"].device, (1, 3));
@@ -338,18 +324,4 @@ fn gzip_layer_with_device_node_and_xattrs_round_trips() {
             .values()
             .all(|e| e.xattrs.keys().all(|k| !k.starts_with("trusted.overlay")))
     );
-}
-
-fn set_xattr(path: &std::path::Path, name: &str, value: &[u8]) {
-    let status = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import os,sys; os.setxattr(sys.argv[1], sys.argv[2], sys.argv[3].encode(), follow_symlinks=False)",
-        ])
-        .arg(path)
-        .arg(name)
-        .arg(std::str::from_utf8(value).unwrap())
-        .status()
-        .expect("python3 setxattr");
-    assert!(status.success(), "setxattr {name} on {}", path.display());
 }

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use e2e_tests::fake_agent::{register_node, summary};
-use e2e_tests::stack::{Api, ApiOptions, Database, documents};
+use e2e_tests::stack::{Api, ApiOptions, Database};
 use serde_json::{Value, json};
 
 const REGISTRY: &str = "127.0.0.1:5999";
@@ -43,12 +43,7 @@ async fn refuse(State(sent): State<Arc<Mutex<Vec<String>>>>, body: Bytes) -> Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_4xx_from_the_agent_fails_the_snapshot_with_its_reason() {
     let db = Database::fresh();
-    let api = Api::start(ApiOptions {
-        database_url: Some(db.url.clone()),
-        speaker_prefixes: vec![format!("{REGISTRY}/workshops/{{sub}}")],
-        agent_timeout_seconds: 60,
-    })
-    .await;
+    let api = Api::start(ApiOptions::postgres(&db, REGISTRY, 60)).await;
     let sent = Arc::new(Mutex::new(Vec::new()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -74,33 +69,24 @@ async fn any_4xx_from_the_agent_fails_the_snapshot_with_its_reason() {
 
     for status in statuses {
         let container = format!("c-{status}");
-        let created = api
-            .data(
-                &alice,
-                documents::CREATE,
-                json!({"input": {"containerId": container,
-                                 "target": format!("{REGISTRY}/workshops/alice/r{status}:v1")}}),
-            )
+        let target = format!("{REGISTRY}/workshops/alice/r{status}:v1");
+        let id = api
+            .create_snapshot_with(&alice, json!({"containerId": container, "target": target}))
             .await;
-        let id = created["createSnapshot"]["id"].as_str().unwrap();
-        let done = api
-            .wait_for(
-                &alice,
-                documents::SNAPSHOT,
-                json!({"id": id}),
-                Duration::from_secs(30),
-                |d| d["snapshot"]["status"] == "FAILED",
-            )
+        let snapshot = api
+            .wait_for_status(&alice, &id, &["FAILED"], Duration::from_secs(30))
             .await;
-        let snapshot = &done["snapshot"];
-        assert_eq!(snapshot["failureCode"], "BAD_REQUEST", "{status}: {done}");
+        assert_eq!(
+            snapshot["failureCode"], "BAD_REQUEST",
+            "{status}: {snapshot}"
+        );
         let reason = snapshot["failureReason"].as_str().unwrap_or_default();
         let expected = if status == 410 {
             "the agent refused the job: plain words".to_string()
         } else {
             format!("the agent refused the job: refused with {status}")
         };
-        assert_eq!(reason, expected, "{status}: {done}");
+        assert_eq!(reason, expected, "{status}: {snapshot}");
     }
     // Each job went out once: a refusal is not retried.
     tokio::time::sleep(Duration::from_secs(2)).await;

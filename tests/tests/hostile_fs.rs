@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use e2e_tests::layer::entries;
-use e2e_tests::{Ctr, TestEnv, agent_binary, commit_output, unique};
+use e2e_tests::{Ctr, TestEnv, agent_binary, commit_output, container_rootfs, required, unique};
 use rustix::fs::{Mode, OFlags};
 
 /// A tenant's program: swaps two names with `renameat2(RENAME_EXCHANGE)` as
@@ -29,10 +29,6 @@ int main(int argc, char **argv) {
     for (;;) renameat2(AT_FDCWD, argv[1], AT_FDCWD, argv[2], RENAME_EXCHANGE);
 }
 "#;
-
-fn required(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: source .dcs-env/env.sh"))
-}
 
 /// Compiles the swap program, statically, so it runs in a busybox image.
 fn build_swap_program(dir: &Path) -> PathBuf {
@@ -53,19 +49,10 @@ fn build_swap_program(dir: &Path) -> PathBuf {
     binary
 }
 
-/// The host's view of a running container's root file system.
-fn rootfs(namespace: &str, id: &str) -> PathBuf {
-    PathBuf::from(required("DCS_ENV_DIR"))
-        .join("containerd/state/io.containerd.runtime.v2.task")
-        .join(namespace)
-        .join(id)
-        .join("rootfs")
-}
-
 /// Puts the swap program into the container as `/swap`, whole (renamed into
 /// place, since the container waits for it to appear).
 fn install_swap(program: &Path, namespace: &str, id: &str) {
-    let root = rootfs(namespace, id);
+    let root = container_rootfs(namespace, id);
     let staging = root.join(".swap.partial");
     std::fs::copy(program, &staging).unwrap();
     std::fs::rename(&staging, root.join("swap")).unwrap();
@@ -364,7 +351,7 @@ fn a_tree_deeper_than_the_path_limit_commits() {
 
     // Built from the host through the container's root, by descriptors.
     let mut dir = rustix::fs::open(
-        rootfs(&namespace, "deep"),
+        container_rootfs(&namespace, "deep"),
         OFlags::DIRECTORY | OFlags::RDONLY,
         Mode::empty(),
     )

@@ -8,8 +8,9 @@
 
 use std::time::{Duration, Instant};
 
+use e2e_tests::fake_agent::{register_unreachable_node, registration};
 use e2e_tests::fake_kube::{self, AudienceCheck, FakeKube, Identity};
-use e2e_tests::stack::{Agent, Api, ApiOptions, Database, documents, http_client};
+use e2e_tests::stack::{Agent, Api, ApiOptions, Database, documents, error_code, http_client};
 use e2e_tests::{Ctr, TestEnv, unique};
 use serde_json::{Value, json};
 
@@ -19,22 +20,10 @@ const DUMMY_REGISTRY: &str = "127.0.0.1:5999";
 async fn api_with_kube(db: &Database, kube_url: &str, registry: &str, extra: &[&str]) -> Api {
     let mut args = vec!["--kubernetes-api-url".to_string(), kube_url.to_string()];
     args.extend(extra.iter().map(|s| s.to_string()));
-    Api::builder(ApiOptions {
-        database_url: Some(db.url.clone()),
-        speaker_prefixes: vec![format!("{registry}/workshops/{{sub}}")],
-        agent_timeout_seconds: 60,
-    })
-    .args(args)
-    .start()
-    .await
-}
-
-/// `extensions.code` of the first GraphQL error ("" when none).
-fn error_code(body: &Value) -> String {
-    body["errors"][0]["extensions"]["code"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
+    Api::builder(ApiOptions::postgres(db, registry, 60))
+        .args(args)
+        .start()
+        .await
 }
 
 /// `createSnapshot` by pod; returns the whole response.
@@ -52,18 +41,6 @@ async fn create_by_pod(
     }
     api.graphql(Some(token), documents::CREATE, json!({"input": input}))
         .await
-}
-
-/// Registers a node whose agent is nowhere (its URL refuses connections)
-/// with the shared-secret token, and reports these containers.
-async fn fake_node(api: &Api, node: &str, containers: Value) {
-    let dead = format!("http://127.0.0.1:{}", e2e_tests::stack::free_port());
-    e2e_tests::fake_agent::register_node(api, node, &dead, containers).await;
-}
-
-fn registration(node: &str, instance: uuid::Uuid, url: &str) -> Value {
-    json!({"node": node, "instanceId": instance, "url": url, "version": "0",
-           "containerdVersion": "0", "maxConcurrentJobs": 1})
 }
 
 fn summary(id: &str, namespace: &str, pod: &str, container: &str) -> Value {
@@ -85,7 +62,7 @@ async fn pod_name_targeting_resolves_the_pod_and_refuses_with_the_right_codes() 
     let target = |name: &str| format!("{DUMMY_REGISTRY}/workshops/alice/{name}:v1");
 
     // The agent of node-1 has reported these containerd containers.
-    fake_node(
+    register_unreachable_node(
         &api,
         "node-1",
         json!([
@@ -360,7 +337,7 @@ async fn pod_name_targeting_resolves_the_pod_and_refuses_with_the_right_codes() 
         &["--access-scope", "namespace"],
     )
     .await;
-    fake_node(
+    register_unreachable_node(
         &wide,
         "node-1",
         json!([

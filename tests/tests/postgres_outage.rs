@@ -8,8 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e_tests::stack::{Agent, Api, ApiOptions, Database, documents};
-use e2e_tests::{Ctr, TestEnv, unique};
+use e2e_tests::stack::{Workshop, documents};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -38,46 +37,15 @@ fn restart_postgres() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgres_restart_mid_flow_costs_no_snapshot() {
-    let env = TestEnv::get();
-    let db = Database::fresh();
-    let api = Api::start(ApiOptions {
-        database_url: Some(db.url.clone()),
-        speaker_prefixes: vec![format!("{}/workshops/{{sub}}", env.registry)],
-        agent_timeout_seconds: 30,
-    })
-    .await;
-    let ctr = Ctr::new(&env.containerd_socket, &unique("pgout"));
-    let busybox = ctr.import_busybox("overlayfs");
-    let desk = unique("desk");
-    ctr.desktop(&desk, busybox)
-        .pod("desktop-0")
-        .owner("alice")
-        .start();
-    ctr.exec(
-        &desk,
-        "dd if=/dev/urandom of=/root/big bs=1M count=40 2>/dev/null",
-    );
-    let _agent = Agent::start(&env, &api, "node-pg", &ctr.namespace);
-    let alice = api.token("alice", "speaker", &["workshop"]);
-    api.wait_for_running_container(&alice, &desk).await;
-    let mut events = api.subscribe(&alice, documents::EVENTS, json!({})).await;
+    let s = Workshop::builder("pgout").start().await;
+    let (api, alice) = (&s.api, &s.alice);
+    let desk = s.desktop(40);
+    let _agent = s.agent("node-pg").start();
+    s.wait_for_container(&desk).await;
+    let mut events = api.subscribe(alice, documents::EVENTS, json!({})).await;
 
-    let target = format!("{}/workshops/alice/{}:pg", env.registry, ctr.namespace);
-    let created = api
-        .data(
-            &alice,
-            documents::CREATE,
-            json!({"input": {"containerId": desk, "target": target, "compression": "GZIP"}}),
-        )
-        .await;
-    let id = created["createSnapshot"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    api.wait_for(&alice, documents::SNAPSHOT, json!({"id": id}), WAIT, |d| {
-        ["DIFFING", "PUSHING"].contains(&d["snapshot"]["status"].as_str().unwrap_or(""))
-    })
-    .await;
+    let id = s.create(&desk, &s.target("pg")).await;
+    s.wait_status(&id, &["DIFFING", "PUSHING"], WAIT).await;
 
     // Restart while the commit runs, watching /readyz meanwhile.
     let http = reqwest::Client::new();
@@ -105,13 +73,9 @@ async fn a_postgres_restart_mid_flow_costs_no_snapshot() {
     );
 
     // The flow ends, once.
-    let pushed = api
-        .wait_for(&alice, documents::SNAPSHOT, json!({"id": id}), WAIT, |d| {
-            d["snapshot"]["status"] == "PUSHED"
-        })
-        .await;
-    assert!(pushed["snapshot"]["manifestDigest"].as_str().is_some());
-    let terminal = db.query(&format!(
+    let pushed = s.wait_status(&id, &["PUSHED"], WAIT).await;
+    assert!(pushed["manifestDigest"].as_str().is_some());
+    let terminal = s.db.query(&format!(
         "SELECT count(*) FROM snapshot_events WHERE snapshot_id = '{id}' \
          AND kind IN ('PUSHED', 'FAILED', 'CANCELLED')"
     ));
@@ -131,24 +95,9 @@ async fn a_postgres_restart_mid_flow_costs_no_snapshot() {
     }
 
     // And the API takes new work without a restart of its own.
-    let second = format!("{}/workshops/alice/{}:after", env.registry, ctr.namespace);
-    let created = api
-        .data(
-            &alice,
-            documents::CREATE,
-            json!({"input": {"containerId": desk, "target": second}}),
-        )
+    let second = s.target("after");
+    let next = api
+        .create_snapshot_with(alice, json!({"containerId": desk, "target": second}))
         .await;
-    let next = created["createSnapshot"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    api.wait_for(
-        &alice,
-        documents::SNAPSHOT,
-        json!({"id": next}),
-        WAIT,
-        |d| d["snapshot"]["status"] == "PUSHED",
-    )
-    .await;
+    s.wait_status(&next, &["PUSHED"], WAIT).await;
 }

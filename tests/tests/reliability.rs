@@ -14,15 +14,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e_tests::stack::{
-    Agent, Api, ApiOptions, Database, metric_value, skopeo_inspect, task_status,
-};
-use e2e_tests::{Ctr, TestEnv, unique};
-use serde_json::{Value, json};
+use dcs_protocol::agent_paths;
+use e2e_tests::stack::{Workshop, metric_value, skopeo_inspect};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const WAIT: Duration = Duration::from_secs(90);
+/// How long a desktop may stay paused after what a test did to its commit.
+const DESKTOP_RESUMED: Duration = Duration::from_secs(15);
+
+/// Postgres, the API (agents lost after `agent_timeout_seconds`), no
+/// agent yet.
+async fn reliable(agent_timeout_seconds: u64) -> Workshop {
+    Workshop::builder("reliable")
+        .agent_timeout_seconds(agent_timeout_seconds)
+        .start()
+        .await
+}
 
 /// A proxy in front of the agent that delays what passes through it.
 #[derive(Clone)]
@@ -33,6 +42,8 @@ struct DelayingProxy {
     request_delay: Arc<AtomicU64>,
     /// Milliseconds each answer chunk is held before it goes back.
     response_delay: Arc<AtomicU64>,
+    /// Job requests (`POST /v1/jobs`) that entered the proxy, held or not.
+    jobs_seen: Arc<AtomicU64>,
 }
 
 impl DelayingProxy {
@@ -43,6 +54,7 @@ impl DelayingProxy {
             upstream: Arc::new(AtomicU16::new(0)),
             request_delay: Arc::new(AtomicU64::new(0)),
             response_delay: Arc::new(AtomicU64::new(0)),
+            jobs_seen: Arc::new(AtomicU64::new(0)),
         };
         let this = proxy.clone();
         tokio::spawn(async move {
@@ -65,18 +77,51 @@ impl DelayingProxy {
         };
         let (client_read, client_write) = client.into_split();
         let (upstream_read, upstream_write) = upstream.into_split();
+        let jobs_seen = self.jobs_seen.clone();
+        let count_jobs = move |chunk: &[u8]| {
+            let job = format!("POST {} ", agent_paths::JOBS);
+            if chunk.starts_with(job.as_bytes()) {
+                jobs_seen.fetch_add(1, Ordering::SeqCst);
+            }
+        };
         tokio::join!(
-            pump(client_read, upstream_write, self.request_delay.clone()),
-            pump(upstream_read, client_write, self.response_delay.clone()),
+            pump(
+                client_read,
+                upstream_write,
+                self.request_delay.clone(),
+                count_jobs
+            ),
+            pump(
+                upstream_read,
+                client_write,
+                self.response_delay.clone(),
+                |_| {}
+            ),
         );
+    }
+
+    /// Waits (bounded) until a job request has entered the proxy.
+    async fn wait_for_a_job(&self) {
+        e2e_tests::poll(
+            WAIT,
+            Duration::from_millis(20),
+            async || match self.jobs_seen.load(Ordering::SeqCst) {
+                0 => Err(()),
+                _ => Ok(()),
+            },
+            |()| "no job request reached the agent's proxy".to_string(),
+        )
+        .await;
     }
 }
 
-/// Copies `from` to `to`, holding each chunk for the current delay.
+/// Copies `from` to `to`, holding each chunk for the current delay; shows
+/// each chunk to `inspect` as it arrives.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     delay: Arc<AtomicU64>,
+    inspect: impl Fn(&[u8]),
 ) {
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
@@ -84,6 +129,7 @@ async fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        inspect(&buffer[..n]);
         let hold = delay.load(Ordering::SeqCst);
         if hold > 0 {
             tokio::time::sleep(Duration::from_millis(hold)).await;
@@ -95,161 +141,18 @@ async fn pump(
     let _ = to.shutdown().await;
 }
 
-struct Stack {
-    env: TestEnv,
-    db: Database,
-    api: Api,
-    ctr: Ctr,
-    alice: String,
-}
-
-async fn stack(agent_timeout_seconds: u64) -> Stack {
-    let env = TestEnv::get();
-    let db = Database::fresh();
-    let api = Api::start(ApiOptions {
-        database_url: Some(db.url.clone()),
-        speaker_prefixes: vec![format!("{}/workshops/{{sub}}", env.registry)],
-        agent_timeout_seconds,
-    })
-    .await;
-    let ctr = Ctr::new(&env.containerd_socket, &unique("reliable"));
-    let alice = api.token("alice", "speaker", &["workshop"]);
-    Stack {
-        env,
-        db,
-        api,
-        ctr,
-        alice,
-    }
-}
-
-impl Stack {
-    /// A running desktop of alice's, with `megabytes` of random data to
-    /// make its commit take a while.
-    fn desktop(&self, megabytes: u32) -> String {
-        let busybox = self.ctr.import_busybox("overlayfs");
-        let desk = unique("desk");
-        self.ctr
-            .desktop(&desk, busybox)
-            .pod(&unique("pod"))
-            .owner("alice")
-            .start();
-        if megabytes > 0 {
-            self.ctr.exec(
-                &desk,
-                &format!("dd if=/dev/urandom of=/root/big bs=1M count={megabytes} 2>/dev/null"),
-            );
-        }
-        desk
-    }
-
-    fn agent(&self, node: &str, extra: &[&str]) -> Agent {
-        Agent::builder(&self.env, &self.api, node, &self.ctr.namespace)
-            .args(extra)
-            .start()
-    }
-
-    async fn wait_for_container(&self, desk: &str) {
-        self.api.wait_for_running_container(&self.alice, desk).await;
-    }
-
-    /// Waits until the agent of `node` is registered and ready (a new
-    /// agent takes a moment; a snapshot asked for before that is refused).
-    async fn wait_for_node(&self, node: &str) {
-        let admin = self.api.token("root", "admin", &[]);
-        let node = node.to_string();
-        self.api
-            .wait_for(
-                &admin,
-                "{ nodes { name state } }",
-                json!({}),
-                WAIT,
-                move |d| {
-                    d["nodes"].as_array().is_some_and(|list| {
-                        list.iter()
-                            .any(|n| n["name"] == node.as_str() && n["state"] == "READY")
-                    })
-                },
-            )
-            .await;
-    }
-
-    fn target(&self, tag: &str) -> String {
-        format!(
-            "{}/workshops/alice/{}:{tag}",
-            self.env.registry, self.ctr.namespace
-        )
-    }
-
-    async fn create(&self, desk: &str, target: &str) -> String {
-        self.api.create_snapshot(&self.alice, desk, target).await
-    }
-
-    async fn snapshot(&self, id: &str) -> Value {
-        self.api.snapshot(&self.alice, id).await
-    }
-
-    /// Polls until the snapshot's status is one of `statuses`.
-    async fn wait_status(&self, id: &str, statuses: &[&str], within: Duration) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let snapshot = self.snapshot(id).await;
-            if statuses.iter().any(|s| snapshot["status"] == *s) {
-                return snapshot;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "snapshot {id} did not reach {statuses:?}: {snapshot}\napi:\n{}",
-                self.api.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The kinds of the snapshot's recorded events, in order.
-    fn event_kinds(&self, id: &str) -> Vec<String> {
-        self.db
-            .query(&format!(
-                "SELECT kind FROM snapshot_events WHERE snapshot_id = '{id}' ORDER BY id"
-            ))
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// Exactly one terminal event, the last status event, with this kind.
-    fn assert_one_end(&self, id: &str, kind: &str) {
-        let kinds = self.event_kinds(id);
-        let terminal: Vec<&String> = kinds
-            .iter()
-            .filter(|k| ["PUSHED", "FAILED", "CANCELLED"].contains(&k.as_str()))
-            .collect();
-        assert_eq!(terminal, [kind], "terminal events of {id}: {kinds:?}");
-    }
-
-    /// The desktop is running, not paused, within a few seconds.
-    async fn assert_desktop_runs(&self, desk: &str) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let status = task_status(&self.ctr, desk);
-            if status.as_deref() == Some("RUNNING") {
-                return;
-            }
-            assert!(Instant::now() < deadline, "desktop {desk} is {status:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
 /// The agent's 202 is held while its first events arrive and it dies: the
 /// first event recorded the dispatch, so the lost agent fails the snapshot
 /// (it used to stay DIFFING for ever and block the desktop with CONFLICT).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_answer_slower_than_its_first_event_still_records_the_dispatch() {
-    let s = stack(4).await;
+    let s = reliable(4).await;
     let proxy = DelayingProxy::start().await;
     let desk = s.desktop(40);
-    let mut agent = s.agent("node-a", &["--advertise-url", &proxy.url()]);
+    let mut agent = s
+        .agent("node-a")
+        .args(["--advertise-url", &proxy.url()])
+        .start();
     proxy.upstream.store(agent.port, Ordering::SeqCst);
     s.wait_for_container(&desk).await;
 
@@ -264,9 +167,9 @@ async fn an_agent_answer_slower_than_its_first_event_still_records_the_dispatch(
     s.assert_one_end(&id, "FAILED");
 
     // The desktop is free again: a new agent resumes it and snapshots it.
-    let _agent = s.agent("node-a", &[]);
-    s.assert_desktop_runs(&desk).await;
-    s.wait_for_node("node-a").await;
+    let _agent = s.agent("node-a").start();
+    s.assert_desktop_runs(&desk, DESKTOP_RESUMED).await;
+    s.wait_for_ready_node("node-a", None).await;
     let next = s.create(&desk, &s.target("after")).await;
     s.wait_status(&next, &["PUSHED"], WAIT).await;
     s.assert_one_end(&next, "PUSHED");
@@ -276,18 +179,22 @@ async fn an_agent_answer_slower_than_its_first_event_still_records_the_dispatch(
 /// ends CANCELLED, the agent is told, and nothing is pushed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancel_that_beats_the_dispatch_reaches_the_agent() {
-    let s = stack(30).await;
+    let s = reliable(30).await;
     let proxy = DelayingProxy::start().await;
     let desk = s.desktop(60);
-    let agent = s.agent("node-b", &["--advertise-url", &proxy.url()]);
+    let agent = s
+        .agent("node-b")
+        .args(["--advertise-url", &proxy.url()])
+        .start();
     proxy.upstream.store(agent.port, Ordering::SeqCst);
     s.wait_for_container(&desk).await;
 
     proxy.request_delay.store(3_000, Ordering::SeqCst);
     let target = s.target("cancelled");
     let id = s.create(&desk, &target).await;
-    // Give the dispatcher time to send the job into the proxy.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The cancel comes once the dispatcher has sent the job into the proxy
+    // (where it is held): an order, not a guess at how long that takes.
+    proxy.wait_for_a_job().await;
     let cancelled = s
         .api
         .data(
@@ -322,7 +229,7 @@ async fn a_cancel_that_beats_the_dispatch_reaches_the_agent() {
         skopeo_inspect(&target).is_err(),
         "the cancelled snapshot was pushed"
     );
-    s.assert_desktop_runs(&desk).await;
+    s.assert_desktop_runs(&desk, DESKTOP_RESUMED).await;
     let metrics = agent.metrics(&s.api).await;
     assert_eq!(
         metric_value(&metrics, r#"dcs_agent_commits_total{outcome="cancelled"}"#),
@@ -336,9 +243,9 @@ async fn a_cancel_that_beats_the_dispatch_reaches_the_agent() {
 /// snapshot stays FAILED, with one terminal event.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_result_after_the_lost_agent_verdict_changes_nothing() {
-    let s = stack(3).await;
+    let s = reliable(3).await;
     let desk = s.desktop(40);
-    let mut agent = s.agent("node-c", &[]);
+    let mut agent = s.agent("node-c").start();
     s.wait_for_container(&desk).await;
 
     let target = s.target("late");
@@ -358,7 +265,7 @@ async fn a_result_after_the_lost_agent_verdict_changes_nothing() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(s.snapshot(&id).await["status"], "FAILED");
     s.assert_one_end(&id, "FAILED");
-    s.assert_desktop_runs(&desk).await;
+    s.assert_desktop_runs(&desk, DESKTOP_RESUMED).await;
 }
 
 /// A job waiting for a slot when the agent shuts down is handed back and
@@ -366,18 +273,18 @@ async fn a_result_after_the_lost_agent_verdict_changes_nothing() {
 /// event is not mistaken for a duplicate.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_handed_back_and_sent_again_keeps_its_events() {
-    let s = stack(30).await;
+    let s = reliable(30).await;
     let busy = s.desktop(30);
     let waiting = s.desktop(0);
-    let mut agent = s.agent(
-        "node-d",
-        &[
+    let mut agent = s
+        .agent("node-d")
+        .args([
             "--max-concurrent-jobs",
             "1",
             "--shutdown-grace-seconds",
             "300",
-        ],
-    );
+        ])
+        .start();
     s.wait_for_container(&busy).await;
     s.wait_for_container(&waiting).await;
 
@@ -407,7 +314,7 @@ async fn a_job_handed_back_and_sent_again_keeps_its_events() {
     s.wait_status(&first, &["PUSHED"], WAIT).await;
     assert!(s.event_kinds(&second).contains(&"HANDED_BACK".to_string()));
 
-    let _agent = s.agent("node-d", &[]);
+    let _agent = s.agent("node-d").start();
     s.wait_status(&second, &["PUSHED"], WAIT).await;
     let kinds = s.event_kinds(&second);
     let handed_back = kinds.iter().position(|k| k == "HANDED_BACK").unwrap();
@@ -431,9 +338,10 @@ async fn a_job_handed_back_and_sent_again_keeps_its_events() {
 /// be expired on arrival. It learns the API's time and its results land.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_clock_two_minutes_behind_loses_no_result() {
-    let s = stack(30).await;
+    let s = reliable(30).await;
     let desk = s.desktop(1);
-    let agent = Agent::builder(&s.env, &s.api, "node-e", &s.ctr.namespace)
+    let agent = s
+        .agent("node-e")
         .wrapper([
             "env",
             "FAKETIME_DONT_FAKE_MONOTONIC=1",

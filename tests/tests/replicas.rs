@@ -203,11 +203,7 @@ fn pushed(snapshot: &str) -> Value {
 /// Replica A (its data directory holds the secrets) and replica B (the same
 /// secrets by file), on one fresh Postgres database.
 async fn two_replicas(db: &Database) -> (Api, Api) {
-    let options = || ApiOptions {
-        database_url: Some(db.url.clone()),
-        speaker_prefixes: vec![format!("{REGISTRY}/workshops/{{sub}}")],
-        agent_timeout_seconds: 30,
-    };
+    let options = || ApiOptions::postgres(db, REGISTRY, 30);
     let a = Api::start(options()).await;
     let b = Api::builder(options())
         .args(vec![

@@ -8,10 +8,11 @@
 
 use std::time::Duration;
 
+use e2e_tests::fake_agent::register_unreachable_node;
 use e2e_tests::matrix::Failures;
 use e2e_tests::stack::{
     Agent, Api, ApiOptions, Database, WsOutcome, documents, jwt, metric_value, registry_digest,
-    skopeo_inspect,
+    skopeo_inspect, sorted_ids,
 };
 use e2e_tests::{Ctr, TestEnv, unique};
 use serde_json::{Value, json};
@@ -19,23 +20,7 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn api_on_postgres(db: &Database, env: &TestEnv) -> Api {
-    Api::start(ApiOptions {
-        database_url: Some(db.url.clone()),
-        speaker_prefixes: vec![format!("{}/workshops/{{sub}}", env.registry)],
-        agent_timeout_seconds: 10,
-    })
-    .await
-}
-
-fn ids_of(list: &Value) -> Vec<String> {
-    let mut ids: Vec<String> = list
-        .as_array()
-        .unwrap_or_else(|| panic!("a list: {list}"))
-        .iter()
-        .map(|c| c["id"].as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
+    Api::start(ApiOptions::postgres(db, &env.registry, 10)).await
 }
 
 /// Checks that `body` refuses a case with error `code` whose message says
@@ -61,15 +46,6 @@ fn check_refusal(failures: &mut Failures, body: &Value, case: &str, code: &str, 
     failures.check(message.contains(says), || {
         format!("{case}: the message should say \"{says}\": {body}")
     });
-}
-
-/// Collects what a subscription delivers until it is quiet for `quiet`.
-async fn drain(events: &mut e2e_tests::stack::Subscription, quiet: Duration) -> Vec<Value> {
-    let mut all = Vec::new();
-    while let Some(event) = events.next(quiet).await {
-        all.push(event);
-    }
-    all
 }
 
 /// The createSnapshot matrix, container and snapshot visibility, and
@@ -109,12 +85,20 @@ async fn create_snapshot_auth_matrix_refuses_with_the_right_code_and_dispatches_
         .await;
     let mut both = vec![desk.clone(), payroll.clone()];
     both.sort();
-    assert_eq!(ids_of(&all["containers"]), both, "an admin sees all");
+    assert_eq!(sorted_ids(&all["containers"]), both, "an admin sees all");
     let seen = api.data(&alice, documents::CONTAINERS, json!({})).await;
-    assert_eq!(ids_of(&seen["containers"]), vec![desk.clone()], "{seen}");
+    assert_eq!(
+        sorted_ids(&seen["containers"]),
+        vec![desk.clone()],
+        "{seen}"
+    );
     let carol = api.token("carol", "speaker", &["finance"]);
     let seen = api.data(&carol, documents::CONTAINERS, json!({})).await;
-    assert_eq!(ids_of(&seen["containers"]), vec![payroll.clone()], "{seen}");
+    assert_eq!(
+        sorted_ids(&seen["containers"]),
+        vec![payroll.clone()],
+        "{seen}"
+    );
     let bob = api.token("bob", "speaker", &["elsewhere"]);
     let seen = api.data(&bob, documents::CONTAINERS, json!({})).await;
     assert_eq!(seen["containers"], json!([]), "{seen}");
@@ -503,7 +487,7 @@ async fn create_snapshot_auth_matrix_refuses_with_the_right_code_and_dispatches_
     );
     assert!(api.log().contains("job dispatched"));
 
-    let seen_by_alice = drain(&mut alice_events, Duration::from_secs(2)).await;
+    let seen_by_alice = alice_events.drain(Duration::from_secs(2)).await;
     assert!(
         seen_by_alice
             .iter()
@@ -517,7 +501,7 @@ async fn create_snapshot_auth_matrix_refuses_with_the_right_code_and_dispatches_
             .all(|e| e["snapshotEvents"]["snapshotId"] == alice_id.as_str()),
         "alice sees only hers: {seen_by_alice:?}"
     );
-    let seen_by_bob = drain(&mut bob_events, Duration::from_millis(500)).await;
+    let seen_by_bob = bob_events.drain(Duration::from_millis(500)).await;
     assert!(seen_by_bob.is_empty(), "bob sees nothing: {seen_by_bob:?}");
 
     // Another speaker's snapshot does not exist for bob (nor the admin's
@@ -1080,14 +1064,6 @@ async fn the_agent_answers_401_to_unauthenticated_requests_on_every_path() {
     assert!(agent.metrics(&api).await.contains("dcs_agent_jobs_running"));
 }
 
-/// Registers a node whose agent is nowhere (its URL refuses connections)
-/// and reports its containers, as an agent would: for policy checks that
-/// must refuse before anything is dispatched.
-async fn fake_node(api: &Api, node: &str, containers: Value) {
-    let dead = format!("http://127.0.0.1:{}", e2e_tests::stack::free_port());
-    e2e_tests::fake_agent::register_node(api, node, &dead, containers).await;
-}
-
 /// The speaker prefix is a template with the token's `sub`; a `sub` with a
 /// `/` in it must not reach into another speaker's repositories.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1095,7 +1071,7 @@ async fn a_sub_with_a_slash_cannot_push_under_another_speakers_prefix() {
     let env = TestEnv::get();
     let db = Database::fresh();
     let api = api_on_postgres(&db, &env).await;
-    fake_node(
+    register_unreachable_node(
         &api,
         "node-fake",
         json!([{"id": "desk", "image": "localhost/dcs-test/busybox:1", "imageDigest": null,

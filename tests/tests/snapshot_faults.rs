@@ -5,141 +5,25 @@
 
 use std::time::{Duration, Instant};
 
+use e2e_tests::TestEnv;
 use e2e_tests::stack::{
-    Agent, Api, ApiOptions, Database, free_port, metric_value, registry_digest, skopeo_inspect,
-    task_status,
+    Agent, Workshop, free_port, metric_value, registry_digest, skopeo_inspect, task_status,
 };
-use e2e_tests::{Ctr, TestEnv, unique};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// Random (incompressible) data in the container, to make a commit slow.
-fn write_random(ctr: &Ctr, id: &str, megabytes: u32) {
-    ctr.exec(
-        id,
-        &format!("dd if=/dev/urandom of=/root/big bs=1M count={megabytes} 2>/dev/null"),
-    );
-}
-
-struct Stack {
-    env: TestEnv,
-    db: Database,
-    api: Api,
-    ctr: Ctr,
-    desk: String,
-    alice: String,
-    root: String,
-}
-
-/// Postgres, the API, one running desktop (not yet any agent).
-async fn stack(agent_timeout_seconds: u64, extra_prefixes: &[String]) -> Stack {
-    let env = TestEnv::get();
-    let db = Database::fresh();
-    let mut speaker_prefixes = vec![format!("{}/workshops/{{sub}}", env.registry)];
-    speaker_prefixes.extend(extra_prefixes.iter().cloned());
-    let api = Api::start(ApiOptions {
-        database_url: Some(db.url.clone()),
-        speaker_prefixes,
-        agent_timeout_seconds,
-    })
-    .await;
-    let ctr = Ctr::new(&env.containerd_socket, &unique("faults"));
-    let busybox = ctr.import_busybox("overlayfs");
-    let desk = unique("desk");
-    ctr.desktop(&desk, busybox)
-        .pod("desktop-0")
-        .owner("alice")
-        .start();
-    let alice = api.token("alice", "speaker", &["workshop"]);
-    let root = api.token("root", "admin", &[]);
-    Stack {
-        env,
-        db,
-        api,
-        ctr,
-        desk,
-        alice,
-        root,
+/// Postgres, the API (agents lost after `agent_timeout_seconds`), and a
+/// running desktop of alice's; no agent yet. `extra_prefix`: one more
+/// repository prefix speakers may push under.
+async fn faults(agent_timeout_seconds: u64, extra_prefix: Option<&str>) -> (Workshop, String) {
+    let mut builder = Workshop::builder("faults").agent_timeout_seconds(agent_timeout_seconds);
+    if let Some(prefix) = extra_prefix {
+        builder = builder.speaker_prefix(prefix);
     }
-}
-
-impl Stack {
-    fn agent(&self, node: &str) -> Agent {
-        Agent::start(&self.env, &self.api, node, &self.ctr.namespace)
-    }
-
-    async fn wait_for_container(&self) {
-        self.api
-            .wait_for_running_container(&self.alice, &self.desk)
-            .await;
-    }
-
-    /// A target of this run under alice's prefix.
-    fn target(&self, tag: &str) -> String {
-        format!(
-            "{}/workshops/alice/{}:{tag}",
-            self.env.registry, self.ctr.namespace
-        )
-    }
-
-    async fn create(&self, target: &str) -> String {
-        self.api
-            .create_snapshot(&self.alice, &self.desk, target)
-            .await
-    }
-
-    async fn snapshot(&self, id: &str) -> Value {
-        self.api.snapshot(&self.alice, id).await
-    }
-
-    /// Waits until the snapshot's status is one of `statuses`.
-    async fn wait_status(&self, id: &str, statuses: &[&str], timeout: Duration) -> Value {
-        self.api
-            .wait_for_status(&self.alice, id, statuses, timeout)
-            .await
-    }
-
-    async fn node(&self, name: &str) -> Value {
-        let data = self
-            .api
-            .data(
-                &self.root,
-                "{ nodes { name state registeredAt lastSeenAt } }",
-                json!({}),
-            )
-            .await;
-        data["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["name"] == name)
-            .cloned()
-            .unwrap_or(Value::Null)
-    }
-
-    /// The task's status, waiting up to `timeout` for it to be RUNNING.
-    async fn wait_task_running(&self, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let status = task_status(&self.ctr, &self.desk);
-            if status.as_deref() == Some("RUNNING") || Instant::now() >= deadline {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// The kinds of the recorded events of a snapshot, in order.
-    fn event_kinds(&self, id: &str) -> Vec<String> {
-        self.db
-            .query(&format!(
-                "SELECT kind FROM snapshot_events WHERE snapshot_id = '{id}' ORDER BY id"
-            ))
-            .lines()
-            .map(String::from)
-            .collect()
-    }
+    let workshop = builder.start().await;
+    let desk = workshop.desktop(0);
+    (workshop, desk)
 }
 
 /// (a) An agent killed (SIGKILL) during a commit: the snapshot fails with a
@@ -147,19 +31,19 @@ impl Stack {
 /// registers again and works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_killed_during_a_commit_fails_the_snapshot_and_a_restarted_agent_works() {
-    let s = stack(5, &[]).await;
-    let mut agent = s.agent("node-a");
-    s.wait_for_container().await;
+    let (s, desk) = faults(5, None).await;
+    let mut agent = s.agent("node-a").start();
+    s.wait_for_container(&desk).await;
     let registered = s.node("node-a").await;
     assert_eq!(registered["state"], "READY", "{registered}");
     // ~300 MB of random data: a gzip commit of it takes long.
-    write_random(&s.ctr, &s.desk, 300);
+    s.write_random(&desk, 300);
 
     let target = s.target("v1");
-    let id = s.create(&target).await;
+    let id = s.create(&desk, &target).await;
     s.wait_status(&id, &["DIFFING"], WAIT).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let task_at_kill = task_status(&s.ctr, &s.desk);
+    let task_at_kill = task_status(&s.ctr, &desk);
     let leases = s.ctr.run(&["leases", "ls"]);
     assert!(
         leases.contains("dcs.io/owner=dcs-agent"),
@@ -168,6 +52,9 @@ async fn agent_killed_during_a_commit_fails_the_snapshot_and_a_restarted_agent_w
     agent.kill();
     let killed = Instant::now();
 
+    // A bounded wait: the snapshot ends well within six agent timeouts (5 s
+    // each; heartbeats every second, a dispatcher tick of 0.5 s). It used to
+    // assert 10 s as well, which two busy cores could exceed.
     let failed = s
         .wait_status(
             &id,
@@ -188,11 +75,6 @@ async fn agent_killed_during_a_commit_fails_the_snapshot_and_a_restarted_agent_w
             && (reason.contains("stopped responding") || reason.contains("restarted")),
         "{failed}"
     );
-    // Agent timeout 5 s, heartbeats every second, a dispatcher tick of 0.5 s.
-    assert!(
-        took <= Duration::from_secs(10),
-        "failed only {took:?} after the agent died (timeout 5 s)"
-    );
     assert_eq!(s.node("node-a").await["state"], "LOST");
     assert_eq!(
         s.db.query(&format!(
@@ -208,43 +90,24 @@ async fn agent_killed_during_a_commit_fails_the_snapshot_and_a_restarted_agent_w
     // deleted, and a new snapshot of the same container works.
     agent.restart(&s.api);
     let before = registered["registeredAt"].as_str().unwrap().to_string();
-    let data = s
-        .api
-        .wait_for(
-            &s.root,
-            "{ nodes { name state registeredAt } }",
-            json!({}),
-            WAIT,
-            |d| {
-                d["nodes"].as_array().is_some_and(|l| {
-                    l.iter().any(|n| {
-                        n["name"] == "node-a"
-                            && n["state"] == "READY"
-                            && n["registeredAt"]
-                                .as_str()
-                                .is_some_and(|at| at > before.as_str())
-                    })
-                })
-            },
-        )
-        .await;
-    println!("re-registered: {data}");
+    let node = s.wait_for_ready_node("node-a", Some(&before)).await;
+    println!("re-registered: {node}");
     let leases = s.ctr.run(&["leases", "ls"]);
     assert!(
         !leases.contains("dcs.io/owner=dcs-agent"),
         "the restarted agent left the dead one's lease: {leases}"
     );
     // Was the desktop left frozen by the dead agent's pause?
-    let task_after_restart = s.wait_task_running(Duration::from_secs(10)).await;
+    let task_after_restart = s.wait_task_running(&desk, Duration::from_secs(10)).await;
     if task_after_restart.as_deref() == Some("PAUSED") {
         // Thaw it by hand, to check the rest; the assertion at the end
         // reports it.
-        s.ctr.run(&["tasks", "resume", &s.desk]);
+        s.ctr.run(&["tasks", "resume", &desk]);
     }
     s.ctr
-        .exec(&s.desk, "rm /root/big && echo after > /root/after");
+        .exec(&desk, "rm /root/big && echo after > /root/after");
     let target2 = s.target("v2");
-    let id2 = s.create(&target2).await;
+    let id2 = s.create(&desk, &target2).await;
     let done = s
         .wait_status(&id2, &["PUSHED", "FAILED", "CANCELLED"], WAIT)
         .await;
@@ -267,15 +130,16 @@ async fn agent_killed_during_a_commit_fails_the_snapshot_and_a_restarted_agent_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_down_fails_with_the_registry_error() {
     let dead = format!("127.0.0.1:{}", free_port());
-    let s = stack(20, &[format!("{dead}/workshops/{{sub}}")]).await;
-    let agent = Agent::builder(&s.env, &s.api, "node-b", &s.ctr.namespace)
+    let (s, desk) = faults(20, Some(&format!("{dead}/workshops/{{sub}}"))).await;
+    let agent = s
+        .agent("node-b")
         .args(["--insecure-registry", &dead])
         .start();
-    s.wait_for_container().await;
-    s.ctr.exec(&s.desk, "echo change > /root/change");
+    s.wait_for_container(&desk).await;
+    s.ctr.exec(&desk, "echo change > /root/change");
 
     let target = format!("{dead}/workshops/alice/desk:v1");
-    let id = s.create(&target).await;
+    let id = s.create(&desk, &target).await;
     let failed = s
         .wait_status(&id, &["FAILED", "PUSHED", "CANCELLED"], WAIT)
         .await;
@@ -301,11 +165,11 @@ async fn registry_down_fails_with_the_registry_error() {
         )),
         "REGISTRY"
     );
-    assert_eq!(task_status(&s.ctr, &s.desk).as_deref(), Some("RUNNING"));
+    assert_eq!(task_status(&s.ctr, &desk).as_deref(), Some("RUNNING"));
 
     // The same container to a live registry: fine.
     let target = s.target("v1");
-    let id = s.create(&target).await;
+    let id = s.create(&desk, &target).await;
     let done = s
         .wait_status(&id, &["PUSHED", "FAILED", "CANCELLED"], WAIT)
         .await;
@@ -321,7 +185,7 @@ async fn registry_down_fails_with_the_registry_error() {
 /// and at least `min_down`; returns when the API was killed. The caller
 /// starts it again.
 async fn kill_api_until_the_agent_has_pushed(
-    s: &mut Stack,
+    s: &mut Workshop,
     agent: &Agent,
     id: &str,
     min_down: Duration,
@@ -349,12 +213,12 @@ async fn kill_api_until_the_agent_has_pushed(
 /// still lands in the database, because the agent retries its events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_killed_mid_job_still_records_the_result() {
-    let mut s = stack(30, &[]).await;
-    let agent = s.agent("node-c");
-    s.wait_for_container().await;
-    write_random(&s.ctr, &s.desk, 24);
+    let (mut s, desk) = faults(30, None).await;
+    let agent = s.agent("node-c").start();
+    s.wait_for_container(&desk).await;
+    s.write_random(&desk, 24);
     let target = s.target("v1");
-    let id = s.create(&target).await;
+    let id = s.create(&desk, &target).await;
     let down = kill_api_until_the_agent_has_pushed(&mut s, &agent, &id, Duration::ZERO).await;
     s.api.restart().await;
     let down = down.elapsed();
@@ -391,12 +255,12 @@ async fn api_killed_mid_job_still_records_the_result() {
 /// must still land; the agent never stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_down_longer_than_the_agent_timeout_still_records_the_result() {
-    let mut s = stack(5, &[]).await;
-    let mut agent = s.agent("node-c2");
-    s.wait_for_container().await;
-    write_random(&s.ctr, &s.desk, 24);
+    let (mut s, desk) = faults(5, None).await;
+    let mut agent = s.agent("node-c2").start();
+    s.wait_for_container(&desk).await;
+    s.write_random(&desk, 24);
     let target = s.target("v1");
-    let id = s.create(&target).await;
+    let id = s.create(&desk, &target).await;
     // Down for longer than the agent timeout (5 s).
     let down =
         kill_api_until_the_agent_has_pushed(&mut s, &agent, &id, Duration::from_secs(7)).await;
@@ -428,12 +292,12 @@ async fn api_down_longer_than_the_agent_timeout_still_records_the_result() {
 /// before it exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_sigterm_lets_the_running_job_finish() {
-    let s = stack(30, &[]).await;
-    let mut agent = s.agent("node-d");
-    s.wait_for_container().await;
-    write_random(&s.ctr, &s.desk, 24);
+    let (s, desk) = faults(30, None).await;
+    let mut agent = s.agent("node-d").start();
+    s.wait_for_container(&desk).await;
+    s.write_random(&desk, 24);
     let target = s.target("v1");
-    let id = s.create(&target).await;
+    let id = s.create(&desk, &target).await;
     s.wait_status(&id, &["DIFFING"], WAIT).await;
     let started = Instant::now();
     assert!(
@@ -455,7 +319,7 @@ async fn agent_sigterm_lets_the_running_job_finish() {
     );
     assert!(agent.log().contains("shutting down"), "{}", agent.log());
     assert_eq!(s.snapshot(&id).await["status"], "PUSHED");
-    assert_eq!(task_status(&s.ctr, &s.desk).as_deref(), Some("RUNNING"));
+    assert_eq!(task_status(&s.ctr, &desk).as_deref(), Some("RUNNING"));
 }
 
 /// (e) cancelSnapshot of a running snapshot ends CANCELLED (or PUSHED when
@@ -463,18 +327,18 @@ async fn agent_sigterm_lets_the_running_job_finish() {
 /// unreachable), CANCELLED at once and never dispatched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_snapshot_ends_cancelled_and_leaves_the_desktop_running() {
-    let s = stack(30, &[]).await;
-    let mut agent = s.agent("node-e");
-    s.wait_for_container().await;
-    write_random(&s.ctr, &s.desk, 24);
+    let (s, desk) = faults(30, None).await;
+    let mut agent = s.agent("node-e").start();
+    s.wait_for_container(&desk).await;
+    s.write_random(&desk, 24);
     let cancel = "mutation($id: ID!) { cancelSnapshot(id: $id) { id status } }";
 
     // Running.
     let target = s.target("v1");
-    let id = s.create(&target).await;
+    let id = s.create(&desk, &target).await;
     s.wait_status(&id, &["DIFFING"], WAIT).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let task_before = task_status(&s.ctr, &s.desk);
+    let task_before = task_status(&s.ctr, &desk);
     let answer = s.api.data(&s.alice, cancel, json!({"id": id})).await;
     println!("cancel answered {answer}; the task was {task_before:?}");
     let done = s
@@ -491,7 +355,7 @@ async fn cancel_snapshot_ends_cancelled_and_leaves_the_desktop_running() {
     if done["status"] == "CANCELLED" {
         assert!(skopeo_inspect(&target).is_err(), "{target} exists");
     }
-    let task = s.wait_task_running(Duration::from_secs(5)).await;
+    let task = s.wait_task_running(&desk, Duration::from_secs(5)).await;
     assert_eq!(
         task.as_deref(),
         Some("RUNNING"),
@@ -512,14 +376,24 @@ async fn cancel_snapshot_ends_cancelled_and_leaves_the_desktop_running() {
     // Queued: the agent is gone (its node not yet declared lost), so the
     // dispatcher keeps retrying; the cancel ends it at once.
     agent.kill();
-    s.ctr.exec(&s.desk, "echo queued > /root/queued");
+    s.ctr.exec(&desk, "echo queued > /root/queued");
     let target = s.target("v2");
-    let id = s.create(&target).await;
+    let id = s.create(&desk, &target).await;
     let attempts =
         || async { metric_value(&s.api.metrics().await, "dcs_api_dispatch_attempts_total") };
     let first = attempts().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(attempts().await > first, "the dispatcher retries");
+    // The dispatcher retries: a bounded wait for its next attempt (it used
+    // to be a fixed 2 s, which a busy machine could miss).
+    e2e_tests::poll(
+        WAIT,
+        Duration::from_millis(200),
+        async || {
+            let now = attempts().await;
+            if now > first { Ok(()) } else { Err(now) }
+        },
+        |now| format!("the dispatcher did not retry: {now} attempts, {first} before"),
+    )
+    .await;
     assert_eq!(s.snapshot(&id).await["status"], "QUEUED");
     let answer = s.api.data(&s.alice, cancel, json!({"id": id})).await;
     assert_eq!(answer["cancelSnapshot"]["status"], "CANCELLED", "{answer}");
@@ -529,20 +403,7 @@ async fn cancel_snapshot_ends_cancelled_and_leaves_the_desktop_running() {
         .unwrap()
         .to_string();
     agent.restart(&s.api);
-    s.api
-        .wait_for(
-            &s.root,
-            "{ nodes { name state registeredAt } }",
-            json!({}),
-            WAIT,
-            |d| {
-                d["nodes"][0]["state"] == "READY"
-                    && d["nodes"][0]["registeredAt"]
-                        .as_str()
-                        .is_some_and(|at| at > before.as_str())
-            },
-        )
-        .await;
+    s.wait_for_ready_node("node-e", Some(&before)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let metrics = agent.metrics(&s.api).await;
     assert!(
@@ -555,7 +416,7 @@ async fn cancel_snapshot_ends_cancelled_and_leaves_the_desktop_running() {
             "SELECT count(*) FROM snapshots WHERE id = '{id}' AND dispatched_at IS NOT NULL"
         )) == "0"
     );
-    assert_eq!(task_status(&s.ctr, &s.desk).as_deref(), Some("RUNNING"));
+    assert_eq!(task_status(&s.ctr, &desk).as_deref(), Some("RUNNING"));
 }
 
 /// A TCP front for the registry that holds every manifest PUT for
@@ -612,14 +473,15 @@ async fn a_cancel_while_the_tag_is_written_ends_pushed() {
     let env = TestEnv::get();
     let (front, mut manifest_puts) =
         slow_manifest_front(env.registry.clone(), Duration::from_secs(3)).await;
-    let s = stack(30, &[format!("{front}/workshops/{{sub}}")]).await;
-    let _agent = Agent::builder(&s.env, &s.api, "node-f", &s.ctr.namespace)
+    let (s, desk) = faults(30, Some(&format!("{front}/workshops/{{sub}}"))).await;
+    let _agent = s
+        .agent("node-f")
         .args(["--insecure-registry", &front])
         .start();
-    s.wait_for_container().await;
-    s.ctr.exec(&s.desk, "echo late > /root/late");
+    s.wait_for_container(&desk).await;
+    s.ctr.exec(&desk, "echo late > /root/late");
     let target = format!("{front}/workshops/alice/{}:late", s.ctr.namespace);
-    let id = s.create(&target).await;
+    let id = s.create(&desk, &target).await;
     tokio::time::timeout(WAIT, manifest_puts.recv())
         .await
         .expect("the agent never wrote the manifest")
@@ -643,6 +505,6 @@ async fn a_cancel_while_the_tag_is_written_ends_pushed() {
         Some("PUSHED"),
         "{kinds:?}"
     );
-    let task = s.wait_task_running(Duration::from_secs(5)).await;
+    let task = s.wait_task_running(&desk, Duration::from_secs(5)).await;
     assert_eq!(task.as_deref(), Some("RUNNING"));
 }

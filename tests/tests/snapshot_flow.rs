@@ -13,12 +13,7 @@ const WAIT: Duration = Duration::from_secs(60);
 async fn speaker_snapshots_a_desktop_and_lineage_is_recorded_on_postgres() {
     let env = TestEnv::get();
     let db = Database::fresh();
-    let api = Api::start(ApiOptions {
-        database_url: Some(db.url.clone()),
-        speaker_prefixes: vec![format!("{}/workshops/{{sub}}", env.registry)],
-        agent_timeout_seconds: 10,
-    })
-    .await;
+    let api = Api::start(ApiOptions::postgres(&db, &env.registry, 10)).await;
     let namespace = unique("flow");
     let ctr = Ctr::new(&env.containerd_socket, &namespace);
     let busybox = ctr.import_busybox("overlayfs");
@@ -96,17 +91,9 @@ async fn speaker_snapshots_a_desktop_and_lineage_is_recorded_on_postgres() {
     assert_eq!(second_container["imageDigest"], digest);
     ctr.exec("desk-2", "echo v2 > /opt/tools/version");
     let target2 = format!("{}/workshops/alice/desktop:v2", env.registry);
-    let created = api
-        .data(
-            &alice,
-            documents::CREATE,
-            json!({"input": {"containerId": "desk-2", "target": target2}}),
-        )
+    let second_id = api
+        .create_snapshot_with(&alice, json!({"containerId": "desk-2", "target": target2}))
         .await;
-    let second_id = created["createSnapshot"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let second = api.wait_for_end(&alice, &second_id, WAIT).await;
     assert_eq!(second["status"], "PUSHED", "{second}");
     assert_eq!(second["parent"]["id"], first_id.as_str());
@@ -158,12 +145,7 @@ async fn speaker_snapshots_a_desktop_and_lineage_is_recorded_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_flow_runs_on_the_sqlite_default() {
     let env = TestEnv::get();
-    let api = Api::start(ApiOptions {
-        database_url: None,
-        speaker_prefixes: vec![format!("{}/workshops/{{sub}}", env.registry)],
-        agent_timeout_seconds: 10,
-    })
-    .await;
+    let api = Api::start(ApiOptions::sqlite(&env.registry, 10)).await;
     assert!(api.data_dir.join("dcs.db").exists(), "SQLite file created");
     let namespace = unique("sqlite");
     let ctr = Ctr::new(&env.containerd_socket, &namespace);
@@ -177,15 +159,13 @@ async fn the_same_flow_runs_on_the_sqlite_default() {
     api.wait_for_running_container(&bob, "desk").await;
     ctr.exec("desk", "echo sqlite > /root/marker");
     let target = format!("{}/workshops/bob/desk:v1", env.registry);
-    let created = api
-        .data(
+    let id = api
+        .create_snapshot_with(
             &bob,
-            documents::CREATE,
-            json!({"input": {"containerId": "desk", "target": target, "changes": ["CMD [\"cat\", \"/root/marker\"]"]}}),
+            json!({"containerId": "desk", "target": target, "changes": ["CMD [\"cat\", \"/root/marker\"]"]}),
         )
         .await;
-    let id = created["createSnapshot"]["id"].as_str().unwrap();
-    let done = api.wait_for_end(&bob, id, WAIT).await;
+    let done = api.wait_for_end(&bob, &id, WAIT).await;
     assert_eq!(done["status"], "PUSHED", "{done}");
     assert_eq!(
         registry_digest(&target),

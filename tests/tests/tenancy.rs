@@ -10,7 +10,9 @@
 
 use std::time::Duration;
 
-use e2e_tests::stack::{Agent, Api, ApiOptions, Database, Subscription, documents};
+use e2e_tests::stack::{
+    Agent, Api, ApiOptions, Database, Subscription, documents, error_code, sorted_ids,
+};
 use e2e_tests::{Ctr, TestEnv, unique};
 use serde_json::{Value, json};
 
@@ -25,25 +27,10 @@ const CANCEL: &str = "mutation($id: ID!) { cancelSnapshot(id: $id) { id status }
 const ONE_EVENTS: &str = "subscription($id: ID) { snapshotEvents(id: $id) { snapshotId status } }";
 
 async fn api(db: &Database, env: &TestEnv, extra: &[&str]) -> Api {
-    Api::builder(ApiOptions {
-        database_url: Some(db.url.clone()),
-        speaker_prefixes: vec![format!("{}/workshops/{{sub}}", env.registry)],
-        agent_timeout_seconds: 20,
-    })
-    .args(extra)
-    .start()
-    .await
-}
-
-fn ids(list: &Value) -> Vec<String> {
-    let mut ids: Vec<String> = list
-        .as_array()
-        .unwrap_or_else(|| panic!("a list: {list}"))
-        .iter()
-        .map(|c| c["id"].as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
+    Api::builder(ApiOptions::postgres(db, &env.registry, 20))
+        .args(extra)
+        .start()
+        .await
 }
 
 fn edge_ids(data: &Value) -> Vec<String> {
@@ -55,12 +42,6 @@ fn edge_ids(data: &Value) -> Vec<String> {
         .collect();
     ids.sort();
     ids
-}
-
-fn code(body: &Value) -> &str {
-    body["errors"][0]["extensions"]["code"]
-        .as_str()
-        .unwrap_or_default()
 }
 
 fn message(body: &Value) -> &str {
@@ -79,41 +60,28 @@ async fn wait_containers(api: &Api, token: &str, want: &[&str]) -> Value {
 }
 
 async fn create(api: &Api, token: &str, container: &str, target: &str) -> String {
-    let body = api
-        .data(
-            token,
-            documents::CREATE,
-            json!({"input": {"containerId": container, "target": target}}),
-        )
-        .await;
-    body["createSnapshot"]["id"].as_str().unwrap().to_string()
+    api.create_snapshot_with(token, json!({"containerId": container, "target": target}))
+        .await
 }
 
 async fn wait_pushed(api: &Api, token: &str, id: &str) -> Value {
-    let done = api
-        .wait_for(token, documents::SNAPSHOT, json!({"id": id}), WAIT, |d| {
-            matches!(
-                d["snapshot"]["status"].as_str(),
-                Some("PUSHED" | "FAILED" | "CANCELLED")
-            )
-        })
-        .await;
-    assert_eq!(done["snapshot"]["status"], "PUSHED", "{done}");
-    done["snapshot"].clone()
+    let done = api.wait_for_end(token, id, WAIT).await;
+    assert_eq!(done["status"], "PUSHED", "{done}");
+    done
 }
 
 /// Snapshot ids a subscription delivered until it was quiet for `quiet`.
 async fn drain_ids(events: &mut Subscription, quiet: Duration) -> Vec<String> {
-    let mut seen = Vec::new();
-    while let Some(event) = events.next(quiet).await {
-        seen.push(
-            event["snapshotEvents"]["snapshotId"]
+    let events = events.drain(quiet).await;
+    events
+        .iter()
+        .map(|e| {
+            e["snapshotEvents"]["snapshotId"]
                 .as_str()
                 .unwrap_or_default()
-                .to_string(),
-        );
-    }
-    seen
+                .to_string()
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +118,7 @@ async fn speakers_sharing_a_namespace_reach_only_their_own_desktops_and_snapshot
     let all = wait_containers(&api, &root, &[&desk_a, &desk_b]).await;
     let mut both = vec![desk_a.clone(), desk_b.clone()];
     both.sort();
-    assert_eq!(ids(&all["containers"]), both, "{all}");
+    assert_eq!(sorted_ids(&all["containers"]), both, "{all}");
     let owners = api
         .data(&root, "{ containers { id owner } }", json!({}))
         .await;
@@ -163,9 +131,17 @@ async fn speakers_sharing_a_namespace_reach_only_their_own_desktops_and_snapshot
         assert_eq!(c["owner"], want, "{owners}");
     }
     let seen = api.data(&alice, documents::CONTAINERS, json!({})).await;
-    assert_eq!(ids(&seen["containers"]), vec![desk_a.clone()], "{seen}");
+    assert_eq!(
+        sorted_ids(&seen["containers"]),
+        vec![desk_a.clone()],
+        "{seen}"
+    );
     let seen = api.data(&bob, documents::CONTAINERS, json!({})).await;
-    assert_eq!(ids(&seen["containers"]), vec![desk_b.clone()], "{seen}");
+    assert_eq!(
+        sorted_ids(&seen["containers"]),
+        vec![desk_b.clone()],
+        "{seen}"
+    );
     let carol = api.token("carol", "speaker", &["workshop"]);
     let seen = api.data(&carol, documents::CONTAINERS, json!({})).await;
     assert_eq!(seen["containers"], json!([]), "{seen}");
@@ -182,7 +158,7 @@ async fn speakers_sharing_a_namespace_reach_only_their_own_desktops_and_snapshot
             json!({"input": {"containerId": "no-such-container", "target": alice_target}}),
         )
         .await;
-    assert_eq!(code(&missing), "NOT_FOUND", "{missing}");
+    assert_eq!(error_code(&missing), "NOT_FOUND", "{missing}");
     for input in [
         json!({"containerId": desk_b, "target": alice_target}),
         json!({"podNamespace": "workshop", "podName": "desktop-b", "target": alice_target}),
@@ -190,7 +166,7 @@ async fn speakers_sharing_a_namespace_reach_only_their_own_desktops_and_snapshot
         let body = api
             .graphql(Some(&alice), documents::CREATE, json!({"input": input}))
             .await;
-        assert_eq!(code(&body), "NOT_FOUND", "{input}: {body}");
+        assert_eq!(error_code(&body), "NOT_FOUND", "{input}: {body}");
         assert_eq!(message(&body), message(&missing), "{body}");
     }
     // Nor can an image claim a desktop through its labels.
@@ -202,7 +178,7 @@ async fn speakers_sharing_a_namespace_reach_only_their_own_desktops_and_snapshot
                              "changes": ["LABEL dcs.io/owner=bob"]}}),
         )
         .await;
-    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
     assert_eq!(db.query("SELECT count(*) FROM snapshots"), "0");
 
     // Each snapshots their own; the subscriptions watch everything.
@@ -256,7 +232,7 @@ async fn speakers_sharing_a_namespace_reach_only_their_own_desktops_and_snapshot
             let absent = api
                 .graphql(Some(who.as_str()), document, json!({"id": nowhere}))
                 .await;
-            assert_eq!(code(&body), "NOT_FOUND", "{name}: {body}");
+            assert_eq!(error_code(&body), "NOT_FOUND", "{name}: {body}");
             assert_eq!(message(&body), message(&absent), "{name}: {body}");
         }
         let mut one = api.subscribe(who, ONE_EVENTS, json!({"id": theirs})).await;
@@ -287,9 +263,12 @@ async fn speakers_sharing_a_namespace_reach_only_their_own_desktops_and_snapshot
     // Lineage: the link is there (the admin sees it) but neither speaker
     // sees the other's end of it.
     let lineage = api.data(&root, LINEAGE, json!({"id": snap_a})).await;
-    assert_eq!(ids(&lineage["snapshot"]["children"]), vec![snap_b.clone()]);
     assert_eq!(
-        ids(&lineage["snapshot"]["descendants"]),
+        sorted_ids(&lineage["snapshot"]["children"]),
+        vec![snap_b.clone()]
+    );
+    assert_eq!(
+        sorted_ids(&lineage["snapshot"]["descendants"]),
         vec![snap_b.clone()]
     );
     let lineage = api.data(&alice, LINEAGE, json!({"id": snap_a})).await;
@@ -338,7 +317,7 @@ async fn namespace_wide_access_restores_sharing_within_a_namespace() {
     let seen = wait_containers(&api, &alice, &[&desk_a, &desk_b]).await;
     let mut both = vec![desk_a.clone(), desk_b.clone()];
     both.sort();
-    assert_eq!(ids(&seen["containers"]), both, "{seen}");
+    assert_eq!(sorted_ids(&seen["containers"]), both, "{seen}");
     let seen = api.data(&elsewhere, documents::CONTAINERS, json!({})).await;
     assert_eq!(seen["containers"], json!([]), "{seen}");
 
@@ -353,17 +332,17 @@ async fn namespace_wide_access_restores_sharing_within_a_namespace() {
     assert_eq!(edge_ids(&listed), vec![snap.clone()], "{listed}");
     // Bob may cancel it (his desktop); it has finished, so: CONFLICT.
     let body = api.graphql(Some(&bob), CANCEL, json!({"id": snap})).await;
-    assert_eq!(code(&body), "CONFLICT", "{body}");
+    assert_eq!(error_code(&body), "CONFLICT", "{body}");
     // Carol, neither requester nor owner, sees it through the namespace,
     // as before owners existed, but may not cancel it.
     let carol = api.token("carol", "speaker", &["workshop"]);
     let listed = api.data(&carol, LIST, json!({})).await;
     assert_eq!(edge_ids(&listed), vec![snap.clone()], "{listed}");
     let body = api.graphql(Some(&carol), CANCEL, json!({"id": snap})).await;
-    assert_eq!(code(&body), "FORBIDDEN", "{body}");
+    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
     // Outside the namespace, still nothing.
     let body = api
         .graphql(Some(&elsewhere), documents::SNAPSHOT, json!({"id": snap}))
         .await;
-    assert_eq!(code(&body), "NOT_FOUND", "{body}");
+    assert_eq!(error_code(&body), "NOT_FOUND", "{body}");
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use e2e_tests::stack::{Agent, Api, ApiOptions, Database, documents, free_port, registry_digest};
+use e2e_tests::stack::{Agent, Api, ApiOptions, Database, free_port, registry_digest};
 use e2e_tests::webhook_receiver::{KillPoint, Received, Receiver, Reply, ok, status, with_header};
 use e2e_tests::{Ctr, TestEnv, poll, unique};
 use serde_json::{Value, json};
@@ -472,19 +472,14 @@ async fn a_pushed_snapshot_sends_one_signed_event_with_the_registry_digest() {
     );
 
     let target = format!("{}/workshops/alice/{namespace}:v1", env.registry);
-    let created = api
-        .data(
+    let first_id = api
+        .create_snapshot_with(
             &alice,
-            documents::CREATE,
-            json!({"input": {"podNamespace": "workshop", "podName": "desktop-0",
-                             "containerName": "desktop", "target": target,
-                             "message": "webhook test"}}),
+            json!({"podNamespace": "workshop", "podName": "desktop-0",
+                   "containerName": "desktop", "target": target,
+                   "message": "webhook test"}),
         )
         .await;
-    let first_id = created["createSnapshot"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let first = api.wait_for_end(&alice, &first_id, WAIT).await;
     assert_eq!(first["status"], "PUSHED", "{first}");
     let pushed_at = Instant::now();
@@ -632,17 +627,9 @@ async fn a_pushed_snapshot_sends_one_signed_event_with_the_registry_digest() {
     api.wait_for_running_container(&alice, "desk-2").await;
     ctr.exec("desk-2", "echo v2 > /opt/tools/version");
     let target2 = format!("{}/workshops/alice/{namespace}:v2", env.registry);
-    let created = api
-        .data(
-            &alice,
-            documents::CREATE,
-            json!({"input": {"containerId": "desk-2", "target": target2}}),
-        )
+    let second_id = api
+        .create_snapshot_with(&alice, json!({"containerId": "desk-2", "target": target2}))
         .await;
-    let second_id = created["createSnapshot"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let second = api.wait_for_end(&alice, &second_id, WAIT).await;
     assert_eq!(second["status"], "PUSHED", "{second}");
     let deadline = Instant::now() + WAIT;
@@ -666,17 +653,12 @@ async fn a_pushed_snapshot_sends_one_signed_event_with_the_registry_digest() {
     // A failing snapshot (nothing listens at the target registry):
     // snapshot.failed with the reason.
     let failing_target = format!("{dead}/webhooks/{namespace}:v1");
-    let created = api
-        .data(
+    let failed_id = api
+        .create_snapshot_with(
             &admin,
-            documents::CREATE,
-            json!({"input": {"containerId": "desk-1", "target": failing_target}}),
+            json!({"containerId": "desk-1", "target": failing_target}),
         )
         .await;
-    let failed_id = created["createSnapshot"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let failed = api.wait_for_end(&admin, &failed_id, WAIT).await;
     assert_eq!(failed["status"], "FAILED", "{failed}");
     let deadline = Instant::now() + WAIT;
@@ -1239,11 +1221,12 @@ async fn gone_retry_after_redirects_timeouts_and_redelivery() {
         error.contains("timed out") || error.contains("timeout") || error.contains("in time"),
         "the attempt says it timed out: {first}"
     );
+    // The attempt ended at its timeout, before the receiver's answer: no
+    // status code and a timeout error (above), after the whole 1 s. (An
+    // upper bound of 2.5 s used to stand here too, which two busy cores
+    // could exceed without anything being wrong.)
     let latency = first["latencyMs"].as_i64().unwrap();
-    assert!(
-        (900..2500).contains(&latency),
-        "the attempt took ~1 s: {first}"
-    );
+    assert!(latency >= 900, "the attempt took ~1 s: {first}");
     assert!(
         first_gap(&slow_reqs) < Duration::from_secs(3),
         "retried before the slow answer"

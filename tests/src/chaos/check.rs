@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::receiver::Receiver;
+use super::receiver::{Receiver, deliveries};
 use super::{NODE, Shared};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,8 +98,7 @@ pub(crate) async fn wait_deliveries(
             "SELECT message_id, status FROM webhook_deliveries WHERE endpoint_id = '{endpoint}'"
         );
         if let Ok(rows) = shared.rows(&q).await {
-            let seen: HashSet<String> = receiver
-                .deliveries()
+            let seen: HashSet<String> = deliveries(receiver)
                 .into_iter()
                 .map(|d| d.webhook_id)
                 .collect();
@@ -313,7 +312,7 @@ impl Checker {
             }
         }
         let mut received: HashMap<String, HashMap<String, (usize, String)>> = HashMap::new();
-        for d in receiver.deliveries() {
+        for d in deliveries(receiver) {
             let entry = received
                 .entry(d.snapshot_id.clone())
                 .or_default()

@@ -557,13 +557,13 @@ pub async fn run(options: Options) -> Result<Report, String> {
     });
 
     // The webhook endpoint.
-    let receiver = receiver::Receiver::start().await;
+    let receiver = receiver::start().await;
     let created = shared
         .graphql(
             0,
             &shared.admin,
             CREATE_ENDPOINT,
-            json!({"input": {"url": receiver.url, "eventTypes": ["SNAPSHOT_PUSHED", "SNAPSHOT_FAILED"], "description": "chaos receiver"}}),
+            json!({"input": {"url": receiver.url("/hook"), "eventTypes": ["SNAPSHOT_PUSHED", "SNAPSHOT_FAILED"], "description": "chaos receiver"}}),
         )
         .await?;
     let endpoint = created["data"]["createWebhookEndpoint"]["endpoint"]["id"]
@@ -768,7 +768,6 @@ pub async fn run(options: Options) -> Result<Report, String> {
     for api in &shared.apis {
         api.lock().await.proc().kill();
     }
-    receiver.stop();
     drop(front);
     drop(ctr);
     let pg = shared.pg.clone();

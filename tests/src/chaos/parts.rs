@@ -12,33 +12,20 @@ use std::time::{Duration, Instant};
 use dcs_protocol::token::{AGENT_AUDIENCE, SharedSecret};
 use tokio::net::{TcpListener, TcpStream};
 
-/// The directory holding this build's binaries: `target/<profile>` for a
-/// test (`target/<profile>/deps/<test>`) and for a binary
-/// (`target/<profile>/chaos`) alike.
+/// The directory of the binaries the run uses: that of
+/// `DCS_TEST_AGENT_BINARY` when it is set (an older build, API included),
+/// else this build's.
 pub fn bin_dir() -> PathBuf {
     if let Some(agent) = std::env::var_os("DCS_TEST_AGENT_BINARY")
         && let Some(dir) = Path::new(&agent).parent()
     {
         return dir.to_path_buf();
     }
-    let exe = std::env::current_exe().expect("own executable path");
-    let mut dir = exe.parent().expect("executable directory").to_path_buf();
-    if dir.file_name().is_some_and(|n| n == "deps") {
-        dir.pop();
-    }
-    dir
+    crate::build_dir()
 }
 
 pub fn binary(name: &str) -> Result<PathBuf, String> {
-    let path = bin_dir().join(name);
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} is missing: build it first with `cargo build --workspace --bins`",
-            path.display()
-        ))
-    }
+    crate::binary_in(&bin_dir(), name)
 }
 
 /// Processes (a pid) and process groups (a negative pgid) this run

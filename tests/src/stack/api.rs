@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::jwt;
 use super::process::Process;
-use super::{free_port, http_client};
+use super::{Database, free_port, http_client};
 use crate::unique;
 
 /// Options of an API process.
@@ -17,6 +17,27 @@ pub struct ApiOptions {
     pub database_url: Option<String>,
     pub speaker_prefixes: Vec<String>,
     pub agent_timeout_seconds: u64,
+}
+
+impl ApiOptions {
+    /// On the Postgres database `db`; speakers push under
+    /// `<registry>/workshops/<sub>`; an agent silent for
+    /// `agent_timeout_seconds` is lost.
+    pub fn postgres(db: &Database, registry: &str, agent_timeout_seconds: u64) -> Self {
+        Self {
+            database_url: Some(db.url.clone()),
+            ..Self::sqlite(registry, agent_timeout_seconds)
+        }
+    }
+
+    /// The same on the API's SQLite default.
+    pub fn sqlite(registry: &str, agent_timeout_seconds: u64) -> Self {
+        Self {
+            database_url: None,
+            speaker_prefixes: vec![format!("{registry}/workshops/{{sub}}")],
+            agent_timeout_seconds,
+        }
+    }
 }
 
 /// A running `dcs-api`.

@@ -36,18 +36,23 @@ impl Api {
     /// `createSnapshot` of `container` to `target` (gzip); the new id. The
     /// snapshot must be accepted (`QUEUED`).
     pub async fn create_snapshot(&self, token: &str, container: &str, target: &str) -> String {
-        let created = self
-            .data(
-                token,
-                documents::CREATE,
-                json!({"input": {"containerId": container, "target": target, "compression": "GZIP"}}),
-            )
-            .await;
-        assert_eq!(created["createSnapshot"]["status"], "QUEUED", "{created}");
-        created["createSnapshot"]["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        let input = json!({"containerId": container, "target": target, "compression": "GZIP"});
+        let created = self.create_snapshot_answer(token, input).await;
+        assert_eq!(created["status"], "QUEUED", "{created}");
+        snapshot_id(&created)
+    }
+
+    /// `createSnapshot` with this whole input (by pod, with changes, ...),
+    /// failing the test on a GraphQL error; the new id.
+    pub async fn create_snapshot_with(&self, token: &str, input: Value) -> String {
+        snapshot_id(&self.create_snapshot_answer(token, input).await)
+    }
+
+    /// `createSnapshot`'s answer (`id`, `status`).
+    async fn create_snapshot_answer(&self, token: &str, input: Value) -> Value {
+        self.data(token, documents::CREATE, json!({ "input": input }))
+            .await["createSnapshot"]
+            .clone()
     }
 
     /// The snapshot as `documents::SNAPSHOT` shows it to `token`'s caller.
@@ -127,4 +132,11 @@ impl Api {
         )
         .await
     }
+}
+
+fn snapshot_id(created: &Value) -> String {
+    created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("createSnapshot answered no id: {created}"))
+        .to_string()
 }

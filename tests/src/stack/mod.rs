@@ -2,9 +2,11 @@
 //! database per test) or on its SQLite default, and `dcs-agent serve`
 //! against the test containerd. One way to start each part, a builder:
 //! `Api::builder(options)`, `Agent::builder(env, api, node, namespace)`
-//! (`Api::start`, `Agent::start` when the defaults do).
+//! (`Api::start`, `Agent::start` when the defaults do), and the whole of it
+//! for one speaker, `Workshop::builder(name)`.
 
 mod agent;
+mod answers;
 mod api;
 mod database;
 pub mod documents;
@@ -13,12 +15,15 @@ pub mod jwt;
 mod observe;
 mod process;
 mod websocket;
+mod workshop;
 
 pub use agent::{Agent, AgentBuilder};
+pub use answers::{error_code, sorted_ids};
 pub use api::{Api, ApiBuilder, ApiOptions};
 pub use database::Database;
 pub use observe::{metric_value, registry_digest, skopeo_inspect, task_status};
 pub use websocket::{Subscription, WsOutcome};
+pub use workshop::{Workshop, WorkshopBuilder};
 
 /// An HTTP client; ring is the one TLS provider of the workspace.
 pub fn http_client() -> reqwest::Client {

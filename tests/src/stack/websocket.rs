@@ -123,6 +123,16 @@ async fn first_answer(socket: &mut Socket) -> WsOutcome {
 }
 
 impl Subscription {
+    /// The data of every `next` payload until nothing comes for `quiet`
+    /// (or the subscription ends).
+    pub async fn drain(&mut self, quiet: Duration) -> Vec<Value> {
+        let mut all = Vec::new();
+        while let Some(data) = self.next(quiet).await {
+            all.push(data);
+        }
+        all
+    }
+
     /// The next `next` payload's data, or `None` at `complete`, an error,
     /// the end of the socket or the timeout.
     pub async fn next(&mut self, timeout: Duration) -> Option<Value> {

@@ -26,14 +26,10 @@ fi
 # shellcheck disable=SC1091
 source .dcs-env/env.sh
 
-# Every shell script of scripts/, and CI's entry point.
-mapfile -t shell_scripts < <(find scripts -name '*.sh' ! -name bench-commit.sh | sort)
+# Every shell script of scripts/, and CI's entry point. A deliberate
+# exception is an inline `# shellcheck disable=SCnnnn` with its reason.
+mapfile -t shell_scripts < <(find scripts -name '*.sh' | sort)
 shellcheck "${shell_scripts[@]}" .ci/run
-# bench-commit.sh belongs to the commit engine's owner; until it carries
-# inline disables, its two false positives are excluded here: SC2317 (its
-# cleanup runs from a trap, which shellcheck 0.9 does not follow) and SC2016
-# (a single-quoted script for the container's sh -c, on purpose).
-shellcheck --exclude=SC2317,SC2016 scripts/bench-commit.sh
 # Licences, banned or duplicate crates, sources: deny.toml. Not advisories:
 # their database lives on a host these machines cannot reach.
 cargo deny --locked check --hide-inclusion-graph licenses bans sources

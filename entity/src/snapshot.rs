@@ -58,6 +58,9 @@ pub struct Model {
     pub layer_size: Option<i64>,
     pub uncompressed_size: Option<i64>,
     pub paused_ms: Option<i64>,
+    /// How long the change was read while the desktop ran, before the
+    /// pause (0 when the commit did not pause).
+    pub prepare_ms: Option<i64>,
     pub duration_ms: Option<i64>,
     /// A protocol `FailureCode` (`DISK_FULL`, ...).
     #[sea_orm(column_type = "Text", nullable)]

@@ -22,6 +22,7 @@ mod m20261129_000006_create_webhooks;
 mod m20261202_000001_add_pod_owners;
 mod m20261202_000002_snapshot_statistics;
 mod m20261202_000003_snapshot_statistics_sample;
+mod m20261202_000004_add_prepare_ms;
 
 /// The name of the partial unique index on `snapshots (node, container_id)`
 /// over the in-flight statuses.
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_add_pod_owners::Migration),
             Box::new(m20261202_000002_snapshot_statistics::Migration),
             Box::new(m20261202_000003_snapshot_statistics_sample::Migration),
+            Box::new(m20261202_000004_add_prepare_ms::Migration),
         ]
     }
 }

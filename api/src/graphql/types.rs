@@ -225,6 +225,11 @@ impl Snapshot {
     async fn paused_ms(&self) -> Option<i64> {
         self.0.paused_ms
     }
+    /// How long the changes were read while the container ran, before the
+    /// pause (0 when the snapshot did not pause).
+    async fn prepare_ms(&self) -> Option<i64> {
+        self.0.prepare_ms
+    }
     async fn duration_ms(&self) -> Option<i64> {
         self.0.duration_ms
     }

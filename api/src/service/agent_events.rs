@@ -88,6 +88,7 @@ pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<(
             row.layer_size = Set(Some(result.layer_size as i64));
             row.uncompressed_size = Set(Some(result.uncompressed_size as i64));
             row.paused_ms = Set(Some(result.paused_ms as i64));
+            row.prepare_ms = Set(Some(result.prepare_ms as i64));
             row.duration_ms = Set(Some(result.duration_ms as i64));
             row.base_image = Set(Some(result.base_image.clone()));
             row.base_digest = Set(Some(result.base_digest.clone()));

@@ -74,6 +74,7 @@ pub fn snapshot_event(
             "startedAt": time(snapshot.started_at),
             "finishedAt": time(snapshot.finished_at),
             "pausedMs": snapshot.paused_ms,
+            "prepareMs": snapshot.prepare_ms,
             "durationMs": snapshot.duration_ms,
         },
     });
@@ -132,6 +133,7 @@ mod tests {
             layer_size: None,
             uncompressed_size: None,
             paused_ms: None,
+            prepare_ms: None,
             duration_ms: None,
             failure_code: Some("REGISTRY".into()),
             failure_reason: Some("x".repeat(100_000)),

@@ -205,6 +205,11 @@ pub enum CommitMethod {
     /// containerd's Diff service (any other snapshotter, or an overlay
     /// feature the direct reader does not handle).
     DiffService,
+    /// A method this version does not know (a newer agent during a rolling
+    /// upgrade). The API decides nothing by the method, so a result naming
+    /// one still counts: refusing it would lose a pushed snapshot.
+    #[serde(other)]
+    Unknown,
 }
 
 impl CommitMethod {
@@ -212,6 +217,7 @@ impl CommitMethod {
         match self {
             Self::Overlay => "overlay",
             Self::DiffService => "diff-service",
+            Self::Unknown => "unknown",
         }
     }
 }
@@ -265,5 +271,11 @@ mod tests {
                 method
             );
         }
+    }
+
+    #[test]
+    fn an_unknown_commit_method_still_parses() {
+        let method: CommitMethod = serde_json::from_value("overlayfs-v2".into()).unwrap();
+        assert_eq!(method, CommitMethod::Unknown);
     }
 }

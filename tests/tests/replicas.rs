@@ -197,7 +197,7 @@ fn pushed(snapshot: &str) -> Value {
            "layerSize": 1234, "layerMediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
            "uncompressedSize": 4096, "baseImage": "localhost/dcs-test/busybox:1",
            "baseDigest": format!("sha256:{}", "e".repeat(64)),
-           "pausedMs": 3, "durationMs": 40, "method": "overlayfs"})
+           "pausedMs": 3, "durationMs": 40, "method": "overlay"})
 }
 
 /// Replica A (its data directory holds the secrets) and replica B (the same

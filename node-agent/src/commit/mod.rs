@@ -412,6 +412,7 @@ async fn read_while_running(
         Ok(bulk) => bulk,
         Err(CommitError::Layer(LayerError::OverlayFeature { path, feature })) => {
             tracing::info!(path = %path.display(), feature, "overlay feature found; using the Diff service");
+            drop(tee);
             if let Some(upload) = upload {
                 let _ = upload.finish("", None).await;
             }
@@ -477,7 +478,9 @@ async fn read_while_running(
 
     if let Some(whole) = whole {
         let whole = whole?;
-        // The streamed bulk layer is not part of the image: cancel it.
+        // The streamed bulk layer is not part of the image: cancel it (the
+        // tee goes first: its end is what ends the upload's body).
+        drop(tee);
         if let Some(upload) = upload {
             let _ = upload.finish(&bulk.digest, None).await;
         }

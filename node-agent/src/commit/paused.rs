@@ -7,6 +7,9 @@ use crate::containerd::{self, Containerd};
 use super::CommitError;
 use super::on_drop::SpawnOnDrop;
 
+/// Tries to freeze the task before the commit fails.
+const PAUSE_ATTEMPTS: usize = 3;
+
 /// A paused task. If the commit is dropped half-way (cancelled), the task
 /// is resumed from `Drop`, so no path leaves a desktop frozen.
 pub(super) struct PausedTask {
@@ -29,7 +32,18 @@ impl PausedTask {
             since: Instant::now(),
             resume_on_drop: SpawnOnDrop::new(resume_task(client.clone(), container_id.to_string())),
         };
-        if let Err(e) = client.pause_task(container_id).await {
+        // runc gives up freezing when a task stays in the kernel too long
+        // (seen: "unable to freeze" on a desktop writing hard while the
+        // disk was busy); it thaws what it froze, so trying again is safe.
+        let mut result = client.pause_task(container_id).await;
+        for _ in 1..PAUSE_ATTEMPTS {
+            if result.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            result = client.pause_task(container_id).await;
+        }
+        if let Err(e) = result {
             // Nothing was paused; nothing to resume.
             guard.resume_on_drop.disarm();
             return Err(e.into());

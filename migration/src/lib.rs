@@ -49,6 +49,26 @@ impl MigratorTrait for Migrator {
     }
 }
 
+/// Sets Postgres' statistics target of `columns` of `snapshots` (`-1`: the
+/// server's default). SQLite has no per-column statistics target: a no-op.
+async fn set_snapshot_statistics(
+    manager: &SchemaManager<'_>,
+    columns: &[&str],
+    target: i32,
+) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    let alters: Vec<String> = columns
+        .iter()
+        .map(|c| format!("ALTER COLUMN \"{c}\" SET STATISTICS {target}"))
+        .collect();
+    db.execute_unprepared(&format!("ALTER TABLE snapshots {}", alters.join(", ")))
+        .await?;
+    Ok(())
+}
+
 /// The PostgreSQL advisory lock held while migrating (`"dcs_migr"`).
 const MIGRATION_LOCK: i64 = 0x6463_735f_6d69_6772;
 

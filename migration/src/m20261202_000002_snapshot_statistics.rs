@@ -10,7 +10,6 @@
 //! PostgreSQL only; SQLite has no per-column statistics target.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 
 #[derive(DeriveMigrationName)]
 pub(crate) struct Migration;
@@ -40,28 +39,13 @@ const UNQUERIED_COLUMNS: [&str; 21] = [
     "finished_at",
 ];
 
-/// `-1`: the server's default statistics target.
-async fn set_statistics(manager: &SchemaManager<'_>, target: i32) -> Result<(), DbErr> {
-    let db = manager.get_connection();
-    if db.get_database_backend() != DbBackend::Postgres {
-        return Ok(());
-    }
-    let columns: Vec<String> = UNQUERIED_COLUMNS
-        .iter()
-        .map(|c| format!("ALTER COLUMN \"{c}\" SET STATISTICS {target}"))
-        .collect();
-    db.execute_unprepared(&format!("ALTER TABLE snapshots {}", columns.join(", ")))
-        .await?;
-    Ok(())
-}
-
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        set_statistics(manager, 0).await
+        crate::set_snapshot_statistics(manager, &UNQUERIED_COLUMNS, 0).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        set_statistics(manager, -1).await
+        crate::set_snapshot_statistics(manager, &UNQUERIED_COLUMNS, -1).await
     }
 }

@@ -3,7 +3,6 @@
 //! `paused_ms` beside it is the pause that followed. No statistics: no
 //! query selects by it (see the statistics migrations).
 
-use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 use sea_orm_migration::{prelude::*, schema::*};
 
 #[derive(DeriveMigrationName)]
@@ -20,12 +19,7 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        let db = manager.get_connection();
-        if db.get_database_backend() == DbBackend::Postgres {
-            db.execute_unprepared("ALTER TABLE snapshots ALTER COLUMN prepare_ms SET STATISTICS 0")
-                .await?;
-        }
-        Ok(())
+        crate::set_snapshot_statistics(manager, &["prepare_ms"], 0).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

@@ -68,6 +68,26 @@ impl TestEnv {
 
 /// The host's view of a running container's root file system, in the main
 /// test containerd (`DCS_CONTAINERD_SOCKET`).
+/// Compiles a C program statically (it runs in a busybox image, which
+/// has no libc), as `dir/<name>`.
+pub fn compile_static_c(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let source_path = dir.join(format!("{name}.c"));
+    std::fs::write(&source_path, source).expect("write the C source");
+    let binary = dir.join(name);
+    let output = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&binary)
+        .arg(&source_path)
+        .output()
+        .expect("run gcc (Debian: gcc, libc6-dev)");
+    assert!(
+        output.status.success(),
+        "cannot build {name}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    binary
+}
+
 pub fn container_rootfs(namespace: &str, id: &str) -> PathBuf {
     PathBuf::from(required("DCS_ENV_DIR"))
         .join("containerd/state/io.containerd.runtime.v2.task")

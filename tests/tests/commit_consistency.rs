@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e_tests::{Ctr, TestEnv, agent_binary, unique};
+use e2e_tests::{Ctr, TestEnv, agent_binary, compile_static_c, container_rootfs, unique};
 use sha2::{Digest, Sha256};
 
 const WRITER: &str = r#"
@@ -144,35 +144,8 @@ fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-fn required(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: source .dcs-env/env.sh"))
-}
-
 fn build_writer(dir: &Path) -> PathBuf {
-    let source = dir.join("writer.c");
-    std::fs::write(&source, WRITER).unwrap();
-    let binary = dir.join("writer");
-    let output = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&binary)
-        .arg(&source)
-        .output()
-        .expect("run gcc (Debian: gcc, libc6-dev)");
-    assert!(
-        output.status.success(),
-        "cannot build the writer: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    binary
-}
-
-/// The host's view of a running container's root file system.
-fn rootfs(namespace: &str, id: &str) -> PathBuf {
-    PathBuf::from(required("DCS_ENV_DIR"))
-        .join("containerd/state/io.containerd.runtime.v2.task")
-        .join(namespace)
-        .join(id)
-        .join("rootfs")
+    compile_static_c(dir, "writer", WRITER)
 }
 
 /// A paused commit (the default); `one_layer` sets `DCS_ONE_LAYER=1`.
@@ -316,7 +289,7 @@ fn every_paused_commit_is_one_instant_of_a_busy_desktop() {
     let script = "mkdir -p /w && dd if=/dev/urandom of=/w/static bs=1M count=48 2>/dev/null && \
                   while [ ! -e /writer ]; do sleep 0.1; done && exec /writer";
     ctr.run_detached("busy", busybox, "overlayfs", &["sh", "-c", script]);
-    let root = rootfs(&namespace, "busy");
+    let root = container_rootfs(&namespace, "busy");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !root.join("w/static").exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));

@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use e2e_tests::layer::entries;
-use e2e_tests::{Ctr, TestEnv, agent_binary, commit_output, container_rootfs, required, unique};
+use e2e_tests::{
+    Ctr, TestEnv, agent_binary, commit_output, compile_static_c, container_rootfs, required, unique,
+};
 use rustix::fs::{Mode, OFlags};
 
 /// A tenant's program: swaps two names with `renameat2(RENAME_EXCHANGE)` as
@@ -32,21 +34,7 @@ int main(int argc, char **argv) {
 
 /// Compiles the swap program, statically, so it runs in a busybox image.
 fn build_swap_program(dir: &Path) -> PathBuf {
-    let source = dir.join("swap.c");
-    std::fs::write(&source, SWAP_PROGRAM).unwrap();
-    let binary = dir.join("swap");
-    let output = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&binary)
-        .arg(&source)
-        .output()
-        .expect("run gcc (Debian: gcc, libc6-dev)");
-    assert!(
-        output.status.success(),
-        "cannot build the swap program: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    binary
+    compile_static_c(dir, "swap", SWAP_PROGRAM)
 }
 
 /// Puts the swap program into the container as `/swap`, whole (renamed into

@@ -5,7 +5,8 @@
 //! the registry, and the commits must still succeed.
 //!
 //! `DCS_HOSTILE_COMMITS` sets the commits per swap kind (default 100, so 200
-//! in all). `DCS_TEST_AGENT_BINARY` runs the suite against another agent
+//! in all; every fourth pauses, so the two-pass commit's bulk read meets
+//! the swaps too). `DCS_TEST_AGENT_BINARY` runs the suite against another agent
 //! build (an agent that reads by path fails it).
 
 use std::path::{Path, PathBuf};
@@ -176,7 +177,13 @@ fn commit_while_swapping(
             namespace,
             desktop.id,
             &target,
-            &["--no-pause", "--compression", "zstd"],
+            // Every fourth commit pauses: its bulk layer is read while the
+            // swaps run, then its delta while the desktop is frozen.
+            if i % 4 == 3 {
+                &["--compression", "zstd"]
+            } else {
+                &["--no-pause", "--compression", "zstd"]
+            },
         );
         outcome.durations.push(started.elapsed());
         if !output.status.success() {
@@ -189,6 +196,13 @@ fn commit_while_swapping(
             continue;
         }
         let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        if let Some(delta) = result["deltaLayer"]["digest"].as_str() {
+            assert!(
+                !contains(&readable(&registry_blob(delta)), canary),
+                "commit {i} of {}: the host's file is in the delta layer",
+                desktop.id
+            );
+        }
         let layer = readable(&registry_blob(result["layer"]["digest"].as_str().unwrap()));
         assert!(
             !contains(&layer, canary),

@@ -138,6 +138,7 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
         changes: options.changes,
         message: job.message.clone(),
         last_event_seq: job.last_event_seq.max(0) as u64,
+        acknowledged_findings: Vec::new(),
     };
     let response = state.agents.send_job(&node.name, &node.url, &request).await;
     let attempts = job.dispatch_attempts + 1;

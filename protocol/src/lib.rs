@@ -5,11 +5,15 @@
 
 pub mod changes;
 pub mod compression;
+pub mod findings;
 pub mod messages;
 pub mod reference;
 pub mod token;
 
 pub use compression::Compression;
+pub use findings::{
+    Acknowledgement, ExcludedBy, Finding, PathSize, Preview, PreviewRequest, ScanReport, Severity,
+};
 pub use messages::*;
 
 /// Labels the API and the agents agree on.
@@ -39,6 +43,8 @@ pub mod api_paths {
 /// HTTP paths of an agent that the API calls.
 pub mod agent_paths {
     pub const JOBS: &str = "/v1/jobs";
+    /// `POST` a `PreviewRequest`, answered with a `Preview`.
+    pub const PREVIEW: &str = "/v1/preview";
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
     pub const METRICS: &str = "/metrics";

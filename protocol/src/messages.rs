@@ -89,6 +89,11 @@ pub struct JobRequest {
     /// again continues the sequence instead of repeating it.
     #[serde(default)]
     pub last_event_seq: u64,
+    /// Secret findings the speaker accepts for this snapshot (rule and
+    /// path); any other secret the scan finds fails the job with
+    /// `SECRETS_FOUND` before anything is pushed.
+    #[serde(default)]
+    pub acknowledged_findings: Vec<crate::findings::Acknowledgement>,
 }
 
 /// The agent's answer to a job request.
@@ -134,6 +139,10 @@ pub enum JobEventKind {
     Failed {
         code: FailureCode,
         reason: String,
+        /// With `SECRETS_FOUND`: the whole scan, acknowledged findings and
+        /// warnings included. Absent from older agents.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        findings: Option<crate::findings::ScanReport>,
     },
     Cancelled {
         reason: String,
@@ -170,6 +179,9 @@ pub enum FailureCode {
     Busy,
     AgentLost,
     Internal,
+    /// The scan found secrets that were neither acknowledged nor excluded;
+    /// nothing was pushed.
+    SecretsFound,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +205,10 @@ pub struct JobResult {
     pub prepare_ms: u64,
     pub duration_ms: u64,
     pub method: CommitMethod,
+    /// What the scan found in the pushed layer (acknowledged secrets and
+    /// warnings). Empty from older agents.
+    #[serde(default)]
+    pub findings: crate::findings::ScanReport,
 }
 
 /// How the agent read the container's changes. Lowercase with a dash on
@@ -254,8 +270,52 @@ mod tests {
         let failed = JobEventKind::Failed {
             code: FailureCode::DiskFull,
             reason: "x".into(),
+            findings: None,
         };
-        assert_eq!(serde_json::to_value(&failed).unwrap()["code"], "DISK_FULL");
+        let json = serde_json::to_value(&failed).unwrap();
+        assert_eq!(json["code"], "DISK_FULL");
+        assert!(json.get("findings").is_none());
+    }
+
+    #[test]
+    fn a_refusal_carries_its_findings_and_older_peers_still_parse() {
+        use crate::findings::{Finding, ScanReport, Severity};
+        let report = ScanReport {
+            findings: vec![Finding {
+                path: "/root/.netrc".into(),
+                rule: "netrc-file".into(),
+                severity: Severity::Secret,
+                line: None,
+                size: None,
+                suggested_exclude: None,
+            }],
+            truncated: false,
+        };
+        let failed = JobEventKind::Failed {
+            code: FailureCode::SecretsFound,
+            reason: "1 secret".into(),
+            findings: Some(report.clone()),
+        };
+        let json = serde_json::to_value(&failed).unwrap();
+        assert_eq!(json["code"], "SECRETS_FOUND");
+        assert_eq!(json["findings"]["findings"][0]["rule"], "netrc-file");
+        assert_eq!(
+            serde_json::from_value::<JobEventKind>(json).unwrap(),
+            failed
+        );
+        // An older agent's failure has no findings.
+        let old: JobEventKind =
+            serde_json::from_str(r#"{"type":"FAILED","code":"REGISTRY","reason":"x"}"#).unwrap();
+        assert!(matches!(old, JobEventKind::Failed { findings: None, .. }));
+        // An older API's job has no acknowledgements.
+        let request: JobRequest = serde_json::from_value(serde_json::json!({
+            "snapshotId": Uuid::nil(), "containerId": "c",
+            "target": {"registry": "r.example", "repository": "a/b", "tag": "t"},
+            "compression": "zstd", "pause": true, "excludes": [], "changes": [],
+            "message": null
+        }))
+        .unwrap();
+        assert!(request.acknowledged_findings.is_empty());
     }
 
     #[test]

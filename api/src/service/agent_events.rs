@@ -96,7 +96,7 @@ pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<(
             row.finished_at = Set(Some(now));
             "PUSHED"
         }
-        JobEventKind::Failed { code, reason } => {
+        JobEventKind::Failed { code, reason, .. } => {
             row.status = Set(SnapshotStatus::Failed);
             row.failure_code = Set(Some(code_name(*code)));
             row.failure_reason = Set(Some(reason.clone()));

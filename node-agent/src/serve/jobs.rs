@@ -282,6 +282,7 @@ impl Jobs {
                 JobEventKind::Failed {
                     code: failure_code(&error),
                     reason: error.to_string(),
+                    findings: None,
                 },
                 "failed",
             ),
@@ -324,6 +325,7 @@ fn job_result(r: CommitResult) -> JobResult {
         prepare_ms: r.prepare_ms,
         duration_ms: r.duration_ms,
         method: r.method,
+        findings: Default::default(),
     }
 }
 

@@ -387,6 +387,7 @@ impl FakeAgent {
                     JobEventKind::Failed {
                         code: FailureCode::Registry,
                         reason: "late contradicting event (chaos probe)".into(),
+                        findings: None,
                     }
                 }
                 "FAILED" => {
@@ -418,6 +419,7 @@ fn pushed(target: &str) -> JobResult {
         prepare_ms: 2,
         duration_ms: 10,
         method: dcs_protocol::CommitMethod::Overlay,
+        findings: Default::default(),
     }
 }
 

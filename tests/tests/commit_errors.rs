@@ -91,9 +91,29 @@ fn assert_no_tag(reference: &str, authfile: Option<&Path>) {
         Ok(manifest) => panic!("a failed push left the tag {reference}: {manifest}"),
         Err(stderr) => assert!(
             stderr.contains("manifest unknown") || stderr.contains("not found"),
-            "skopeo could not tell whether {reference} exists: {stderr}"
+            "skopeo could not tell whether {reference} exists: {stderr}\n\
+             the registries' logs end with:\n{}",
+            registry_log_tails()
         ),
     }
+}
+
+/// The last lines of both test registries' logs: an unexpected registry
+/// answer (CI once saw a bare 400 from the auth registry) is explained by
+/// what the registry itself logged.
+fn registry_log_tails() -> String {
+    let env_dir = std::path::PathBuf::from(std::env::var_os("DCS_ENV_DIR").unwrap_or_default());
+    ["registry", "registry-auth"]
+        .iter()
+        .map(|name| {
+            let log = env_dir.join(name).join("registry.log");
+            let text = std::fs::read_to_string(&log).unwrap_or_else(|e| format!("({e})"));
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+            format!("--- {}\n{tail}", log.display())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]

@@ -8,6 +8,7 @@ use crate::{BUSYBOX_IMAGE, busybox_archive};
 
 /// `ctr` bound to one daemon and one namespace. Dropping it removes the
 /// namespace's containers, images and content (best effort).
+#[derive(Debug)]
 pub struct Ctr {
     pub socket: PathBuf,
     pub namespace: String,

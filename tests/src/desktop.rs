@@ -10,6 +10,7 @@
 use crate::Ctr;
 
 /// A desktop to start; `ctr.desktop(id, image).owner("alice").start()`.
+#[derive(Debug)]
 pub struct Desktop<'a> {
     ctr: &'a Ctr,
     id: String,

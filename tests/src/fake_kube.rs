@@ -18,6 +18,7 @@
 //! checks the audiences itself.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
@@ -245,6 +246,15 @@ impl FakeKube {
             .filter(|r| r.method == "GET" && r.path.contains("/pods/"))
             .map(|r| r.path)
             .collect()
+    }
+}
+
+/// Without its state: that holds the tokens it accepts.
+impl fmt::Debug for FakeKube {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FakeKube")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 

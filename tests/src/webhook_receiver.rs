@@ -88,7 +88,7 @@ pub enum KillPoint {
     AfterAnswer,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct ReceiverState {
     requests: Vec<Received>,
     script: VecDeque<Reply>,
@@ -103,7 +103,7 @@ struct ReceiverState {
     kills: usize,
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Receiver {
     port: u16,
     state: Arc<Mutex<ReceiverState>>,

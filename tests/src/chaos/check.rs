@@ -45,6 +45,7 @@ const STATUS_EVENTS: [&str; 7] = [
 ];
 const TERMINAL: [&str; 3] = ["PUSHED", "FAILED", "CANCELLED"];
 
+#[derive(Debug)]
 pub struct Settled {
     pub took: Duration,
     /// (snapshot id, status, container) still in flight at the bound.
@@ -124,6 +125,7 @@ struct Row {
     container: String,
 }
 
+#[derive(Debug)]
 pub struct Checker {
     endpoint: String,
     pub violations: Vec<Violation>,

@@ -182,17 +182,17 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn note(&self, text: String) {
+    pub(crate) fn note(&self, text: String) {
         println!("  note: {text}");
         self.notes.lock().expect("notes").push(text);
     }
 
-    pub fn elapsed(&self) -> String {
+    pub(crate) fn elapsed(&self) -> String {
         format!("{:.1}s", self.started.elapsed().as_secs_f64())
     }
 
     /// SQL on the run's database, off the async threads.
-    pub async fn rows(&self, query: &str) -> Result<Vec<Vec<String>>, String> {
+    pub(crate) async fn rows(&self, query: &str) -> Result<Vec<Vec<String>>, String> {
         let db = self.db.clone();
         let query = query.to_string();
         tokio::task::spawn_blocking(move || pg::rows(&db, &query))
@@ -201,7 +201,7 @@ impl Shared {
     }
 
     /// GraphQL on replica `i`; `Err` when the replica does not answer.
-    pub async fn graphql(
+    pub(crate) async fn graphql(
         &self,
         i: usize,
         token: &str,
@@ -222,7 +222,7 @@ impl Shared {
 
     /// Kills a part (marking it down first, so the supervisor does not
     /// take the kill for a crash of its own).
-    pub async fn kill(&self, target: Target, how: PgCrash) {
+    pub(crate) async fn kill(&self, target: Target, how: PgCrash) {
         self.down.lock().expect("down").insert(target);
         match target {
             Target::ApiA => self.apis[0].lock().await.proc().kill(),
@@ -238,7 +238,7 @@ impl Shared {
 
     /// Starts a part again, retrying (a replica cannot start while
     /// Postgres is down) for up to two minutes.
-    pub async fn restart(&self, target: Target) {
+    pub(crate) async fn restart(&self, target: Target) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let result = match target {
@@ -268,17 +268,17 @@ impl Shared {
         self.down.lock().expect("down").remove(&target);
     }
 
-    pub fn is_down(&self, target: Target) -> bool {
+    pub(crate) fn is_down(&self, target: Target) -> bool {
         self.down.lock().expect("down").contains(&target)
     }
 
-    pub fn any_down(&self) -> bool {
+    pub(crate) fn any_down(&self) -> bool {
         !self.down.lock().expect("down").is_empty()
     }
 
     /// The statuses of the snapshots in flight right now (fresh from the
     /// database when it is up, else the monitor's last read).
-    pub async fn phases_now(&self) -> Vec<String> {
+    pub(crate) async fn phases_now(&self) -> Vec<String> {
         if !self.is_down(Target::Postgres) {
             let q = "SELECT status FROM snapshots WHERE status IN ('QUEUED','DIFFING','PUSHING')";
             if let Ok(rows) = self.rows(q).await {

@@ -69,6 +69,7 @@ pub fn copy_binaries(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
 
 /// One child process, restarted any number of times; logs go to
 /// `<dir>/<name>-<n>.log`.
+#[derive(Debug)]
 pub struct Proc {
     pub name: String,
     dir: PathBuf,
@@ -151,6 +152,7 @@ async fn healthy(http: &reqwest::Client, url: &str, token: Option<&str>) -> bool
 }
 
 /// A `dcs-api` replica.
+#[derive(Debug)]
 pub struct ApiReplica {
     pub name: String,
     pub port: u16,
@@ -232,6 +234,7 @@ impl ApiReplica {
 }
 
 /// The `dcs-agent serve` process.
+#[derive(Debug)]
 pub struct AgentProc {
     pub node: String,
     pub port: u16,
@@ -308,6 +311,7 @@ impl AgentProc {
 
 /// A TCP front for the replicas: each connection goes to the next backend
 /// that accepts it.
+#[derive(Debug)]
 pub struct Front {
     pub url: String,
     task: tokio::task::JoinHandle<()>,

@@ -19,6 +19,7 @@ pub enum PgCrash {
     Immediate,
 }
 
+#[derive(Debug)]
 pub struct Postgres {
     bin: PathBuf,
     data: PathBuf,

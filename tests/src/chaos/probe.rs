@@ -216,7 +216,7 @@ impl FakeAgent {
     /// then at once a re-registration (new instance id) on one replica and
     /// each job's PUSHED on either replica; then a late contradicting
     /// terminal event for each.
-    pub async fn race(&self, round: usize, count: usize) -> Stats {
+    pub(crate) async fn race(&self, round: usize, count: usize) -> Stats {
         let mut stats = Stats::default();
         match self.race_inner(round, count, &mut stats).await {
             Ok(()) => stats.races = 1,

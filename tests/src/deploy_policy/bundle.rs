@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::parse::{Object, describe, parse_object, strict};
 
 /// A pod template of some workload.
+#[derive(Debug)]
 pub struct Workload {
     /// `DaemonSet dcs-system/dcs-agent`
     pub what: String,
@@ -35,7 +36,7 @@ impl Workload {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Bundle {
     pub objects: Vec<Object>,
     pub workloads: Vec<Workload>,

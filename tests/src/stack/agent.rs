@@ -11,6 +11,7 @@ use super::{Api, free_port, http_client, jwt};
 use crate::{TestEnv, unique};
 
 /// A running `dcs-agent serve`.
+#[derive(Debug)]
 pub struct Agent {
     process: Process,
     pub node: String,
@@ -22,6 +23,7 @@ pub struct Agent {
 
 /// An agent to start on node `node`, serving containerd namespace
 /// `namespace`, registered with `api`.
+#[derive(Debug)]
 pub struct AgentBuilder<'a> {
     env: &'a TestEnv,
     api: &'a Api,

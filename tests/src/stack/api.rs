@@ -1,6 +1,7 @@
 //! A running `dcs-api`, started by [`ApiBuilder`]: `Api::start(options)`
 //! for the defaults, `Api::builder(options).args(..).start()` for more.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -11,12 +12,27 @@ use super::{Database, free_port, http_client};
 use crate::unique;
 
 /// Options of an API process.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiOptions {
     /// `None`: the SQLite default.
     pub database_url: Option<String>,
     pub speaker_prefixes: Vec<String>,
     pub agent_timeout_seconds: u64,
+}
+
+/// Without the database URL, which may carry a password.
+impl fmt::Debug for ApiOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let database = match self.database_url {
+            Some(_) => "postgres (URL not shown)",
+            None => "sqlite",
+        };
+        f.debug_struct("ApiOptions")
+            .field("database", &database)
+            .field("speaker_prefixes", &self.speaker_prefixes)
+            .field("agent_timeout_seconds", &self.agent_timeout_seconds)
+            .finish()
+    }
 }
 
 impl ApiOptions {
@@ -41,6 +57,7 @@ impl ApiOptions {
 }
 
 /// A running `dcs-api`.
+#[derive(Debug)]
 pub struct Api {
     process: Process,
     pub port: u16,
@@ -52,6 +69,7 @@ pub struct Api {
 
 /// An API to start: its options, and arguments added after `serve ...`
 /// (for example `--webhook-allow 127.0.0.0/8 --webhook-allow-http`).
+#[derive(Debug)]
 pub struct ApiBuilder {
     options: ApiOptions,
     args: Vec<String>,

@@ -1,5 +1,6 @@
 //! A fresh Postgres database per test, dropped at its end.
 
+use std::fmt;
 use std::process::Command;
 
 use crate::unique;
@@ -34,6 +35,15 @@ impl Database {
     /// Runs SQL in this database; returns the output rows (unaligned).
     pub fn query(&self, sql: &str) -> String {
         psql(&self.url, sql)
+    }
+}
+
+/// By name only: both URLs carry the password of `DATABASE_URL`.
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Database")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 

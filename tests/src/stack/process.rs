@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A child process that is killed when dropped.
+#[derive(Debug)]
 pub(super) struct Process {
     child: Option<Child>,
     log: PathBuf,

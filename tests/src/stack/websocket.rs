@@ -27,6 +27,7 @@ pub enum WsOutcome {
 }
 
 /// An open subscription.
+#[derive(Debug)]
 pub struct Subscription {
     socket: Socket,
 }

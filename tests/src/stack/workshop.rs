@@ -6,6 +6,7 @@
 //!
 //! `Workshop::builder("faults").agent_timeout_seconds(5).start().await`
 
+use std::fmt;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -70,6 +71,18 @@ pub struct Workshop {
     pub alice: String,
     /// An admin's token.
     pub admin: String,
+}
+
+/// Without the tokens: they are bearer credentials.
+impl fmt::Debug for Workshop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Workshop")
+            .field("env", &self.env)
+            .field("db", &self.db)
+            .field("api", &self.api)
+            .field("ctr", &self.ctr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Workshop {

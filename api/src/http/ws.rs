@@ -127,7 +127,7 @@ pub(super) async fn serve(
             outgoing = protocol_stream.next() => match outgoing {
                 None => break None,
                 Some(WsMessage::Text(text)) => {
-                    if let Ok(value) = serde_json::from_str::<Value>(&text) {
+                    if let Some(value) = control_message(&text) {
                         match value["type"].as_str() {
                             Some("connection_ack") if !acknowledged => {
                                 acknowledged = true;
@@ -180,6 +180,18 @@ pub(super) async fn serve(
 
 /// Authenticates `connection_init`: `{"Authorization": "Bearer ..."}` or
 /// `{"token": "..."}`.
+/// The message parsed, unless it is a subscription's event (`next`, or
+/// `data` in the older protocol): those are nearly every message and carry
+/// nothing the connection acts on, so they are not parsed again on their
+/// way out (500 subscribers make one event 500 messages). The protocol
+/// writes the `type` field first.
+fn control_message(text: &str) -> Option<Value> {
+    if text.starts_with(r#"{"type":"next""#) || text.starts_with(r#"{"type":"data""#) {
+        return None;
+    }
+    serde_json::from_str(text).ok()
+}
+
 fn connection_init(
     app: &AppState,
     scope: &TaskScope,
@@ -252,6 +264,64 @@ fn admit(message: &[u8], active: &mut HashSet<String>, max: usize) -> Admit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fast path of `control_message` rests on how the protocol writes
+    /// an event: checked on a real subscription's messages, so a change of
+    /// that format shows here instead of as a slower server.
+    #[tokio::test]
+    async fn events_skip_the_parse_and_control_messages_do_not() {
+        use async_graphql::{EmptyMutation, Object, Schema, Subscription};
+        use futures::stream::Stream;
+
+        struct Query;
+        #[Object]
+        impl Query {
+            async fn ping(&self) -> bool {
+                true
+            }
+        }
+        struct Ticks;
+        #[Subscription]
+        impl Ticks {
+            async fn tick(&self) -> impl Stream<Item = i32> {
+                futures::stream::iter([1, 2])
+            }
+        }
+        let schema = Schema::new(Query, EmptyMutation, Ticks);
+        let input = futures::stream::iter(
+            [
+                json!({"type": "connection_init"}),
+                json!({"type": "subscribe", "id": "1", "payload": {"query": "subscription { tick }"}}),
+            ]
+            .map(|m| m.to_string().into_bytes()),
+        )
+        .chain(futures::stream::pending());
+        let socket = ProtocolSocket::new(schema, input, WebSocketProtocols::GraphQLWS);
+        let texts: Vec<String> = socket
+            .filter_map(|m| async move {
+                match m {
+                    WsMessage::Text(text) => Some(text),
+                    WsMessage::Close(..) => None,
+                }
+            })
+            .take(4)
+            .collect()
+            .await;
+        let kinds: Vec<Option<String>> = texts
+            .iter()
+            .map(|t| control_message(t).map(|v| v["type"].as_str().unwrap_or("").to_string()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                Some("connection_ack".to_string()),
+                None,
+                None,
+                Some("complete".to_string())
+            ],
+            "{texts:?}"
+        );
+    }
 
     #[test]
     fn subscriptions_over_the_cap_are_refused_with_a_code() {

@@ -11,13 +11,9 @@
 //! error message or a log.
 
 pub mod cli;
-// `commit` and `layer` are being rewritten (the commit engine); they take
-// these two lints with that rewrite instead of a conflicting edit now.
-#[allow(unreachable_pub, missing_debug_implementations)]
 pub mod commit;
 pub mod containerd;
 pub mod image;
-#[allow(unreachable_pub, missing_debug_implementations)]
 pub mod layer;
 pub mod lock;
 pub mod registry;

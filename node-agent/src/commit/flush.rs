@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 /// Bytes between two write-back requests.
 const EVERY: u64 = 32 << 20;
 
-pub struct IngestFlusher {
+pub(super) struct IngestFlusher {
     sender: Option<SyncSender<()>>,
     next: u64,
 }
@@ -30,7 +30,7 @@ pub struct IngestFlusher {
 impl IngestFlusher {
     /// A flusher for the blob being written under `reference`, in the
     /// content store at `content_root`; a no-op without one.
-    pub fn start(content_root: Option<&Path>, reference: &str) -> Self {
+    pub(super) fn start(content_root: Option<&Path>, reference: &str) -> Self {
         let Some(root) = content_root else {
             return Self::none();
         };
@@ -68,7 +68,7 @@ impl IngestFlusher {
 
     /// `total` bytes of the blob are written: asks for a write-back every
     /// `EVERY` bytes. Never waits (a request while one runs is dropped).
-    pub fn written(&mut self, total: u64) {
+    pub(super) fn written(&mut self, total: u64) {
         if total < self.next {
             return;
         }

@@ -14,7 +14,7 @@ const CHUNK: usize = 1024 * 1024;
 
 /// A `Write` that streams into a containerd blob, for a blocking thread.
 /// Each chunk also goes to the registry when a streaming upload is on.
-pub struct ContentSink {
+pub(super) struct ContentSink {
     writer: BlobWriter,
     tee: Option<UploadTee>,
     buffer: Vec<u8>,
@@ -25,7 +25,7 @@ pub struct ContentSink {
 
 impl ContentSink {
     /// `flusher` writes the blob back to disk as it grows (see `flush`).
-    pub fn new(writer: BlobWriter, tee: Option<UploadTee>, flusher: IngestFlusher) -> Self {
+    pub(super) fn new(writer: BlobWriter, tee: Option<UploadTee>, flusher: IngestFlusher) -> Self {
         Self {
             writer,
             tee,
@@ -37,22 +37,22 @@ impl ContentSink {
     }
 
     /// The writer and the tee, after a successful build.
-    pub fn into_parts(self) -> (BlobWriter, Option<UploadTee>) {
+    pub(super) fn into_parts(self) -> (BlobWriter, Option<UploadTee>) {
         (self.writer, self.tee)
     }
 
     /// Sends what is still buffered.
-    pub fn flush_buffer(&mut self) -> io::Result<()> {
+    pub(super) fn flush_buffer(&mut self) -> io::Result<()> {
         self.send()
     }
 
     /// The writer: to commit after `flush_buffer`, or after a failure to
     /// read its real error.
-    pub fn into_writer(self) -> BlobWriter {
+    pub(super) fn into_writer(self) -> BlobWriter {
         self.writer
     }
 
-    pub fn failed(&self) -> bool {
+    pub(super) fn failed(&self) -> bool {
         self.failed
     }
 
@@ -91,14 +91,14 @@ impl Write for ContentSink {
 }
 
 /// A blocking `Read` over chunks that an async task delivers.
-pub struct ChannelReader {
+pub(super) struct ChannelReader {
     receiver: mpsc::Receiver<Result<Vec<u8>, Error>>,
     current: Vec<u8>,
     position: usize,
 }
 
 impl ChannelReader {
-    pub fn new(receiver: mpsc::Receiver<Result<Vec<u8>, Error>>) -> Self {
+    pub(super) fn new(receiver: mpsc::Receiver<Result<Vec<u8>, Error>>) -> Self {
         Self {
             receiver,
             current: Vec::new(),

@@ -21,6 +21,7 @@ const WRITE_QUEUE: usize = 4;
 
 /// A blob being streamed into the content store. Data goes in order; the
 /// digest is given at the end, when the producer knows it.
+#[derive(Debug)]
 pub struct BlobWriter {
     reference: String,
     offset: i64,

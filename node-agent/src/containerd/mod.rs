@@ -7,9 +7,6 @@
 //! collects anything written outside a lease at once.
 
 mod containers;
-// The commit-engine work in progress rewrites this file; its BlobWriter
-// gets its Debug with that change rather than under it.
-#[allow(missing_debug_implementations)]
 mod content;
 mod descriptor;
 mod diff;

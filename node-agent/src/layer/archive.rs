@@ -7,6 +7,7 @@
 //! contain. The header fields are set through `tar::Header`, except the
 //! checksum (see `set_checksum`).
 
+use std::fmt;
 use std::io::{self, Read, Write};
 
 const BLOCK: usize = 512;
@@ -104,6 +105,14 @@ pub struct TarWriter<W: Write> {
     out: W,
     buffer: Vec<u8>,
     entries: u64,
+}
+
+impl<W: Write> fmt::Debug for TarWriter<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TarWriter")
+            .field("entries", &self.entries)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<W: Write> TarWriter<W> {

@@ -1,6 +1,7 @@
 //! Layer compression: gzip (read by everything; in parallel, pigz-style) or
 //! zstd (several times faster at a similar ratio; multi-threaded).
 
+use std::fmt;
 use std::io::{self, Write};
 
 use super::pgzip::{ParallelGzipWriter, available_threads};
@@ -31,6 +32,15 @@ pub fn layer_media_type(compression: Compression) -> &'static str {
 pub enum Compressor<W: Write> {
     Gzip(ParallelGzipWriter<W>),
     Zstd(zstd::Encoder<'static, W>),
+}
+
+impl<W: Write> fmt::Debug for Compressor<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Gzip(writer) => f.debug_tuple("Gzip").field(writer).finish(),
+            Self::Zstd(_) => f.debug_tuple("Zstd").finish_non_exhaustive(),
+        }
+    }
 }
 
 impl<W: Write> Compressor<W> {

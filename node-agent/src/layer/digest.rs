@@ -7,6 +7,7 @@
 //! copied once into a buffer the hashing thread takes; at most `QUEUE`
 //! buffers wait, so memory stays bounded and a slow hash slows the writer.
 
+use std::fmt;
 use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
@@ -26,6 +27,14 @@ pub struct DigestWriter<W: Write> {
     spare: Receiver<Vec<u8>>,
     hasher: Option<JoinHandle<Sha256>>,
     bytes: u64,
+}
+
+impl<W: Write> fmt::Debug for DigestWriter<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DigestWriter")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<W: Write> DigestWriter<W> {

@@ -15,6 +15,7 @@ pub mod record;
 mod two_pass_tests;
 pub mod xattr;
 
+use std::fmt;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -72,6 +73,20 @@ pub enum LayerSource {
     /// An uncompressed layer tar (from containerd's Diff service), to be
     /// filtered and recompressed, with the hardlink plan of a first pass.
     Tar(Box<dyn Read + Send>, filter::Promotions),
+}
+
+impl fmt::Debug for LayerSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Overlay(upper) => f.debug_tuple("Overlay").field(upper).finish(),
+            Self::OverlayPass(upper, pass, _) => f
+                .debug_tuple("OverlayPass")
+                .field(upper)
+                .field(pass)
+                .finish_non_exhaustive(),
+            Self::Tar(_, _) => f.debug_tuple("Tar").finish_non_exhaustive(),
+        }
+    }
 }
 
 /// Which pass of a commit that reads while the desktop runs.

@@ -72,6 +72,7 @@ impl OverlayUpper {
 const OPEN_DIRECTORIES: usize = 64;
 
 /// What a walk writes.
+#[derive(Debug)]
 pub enum WalkMode<'a> {
     /// Every entry, nothing recorded: a commit without a pause, or one
     /// whose whole read is paused.

@@ -23,6 +23,7 @@
 #![deny(unsafe_code)]
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io::{self, Write};
 use std::num::NonZeroUsize;
 use std::panic::{self, AssertUnwindSafe};
@@ -128,6 +129,19 @@ pub struct ParallelGzipWriter<W: Write> {
     finished: bool,
     /// The first error met; the writer refuses all work after it.
     failed: Option<(io::ErrorKind, String)>,
+}
+
+impl<W: Write> fmt::Debug for ParallelGzipWriter<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ParallelGzipWriter")
+            .field("level", &self.level)
+            .field("block_size", &self.block_size)
+            .field("workers", &self.workers.len())
+            .field("blocks_in_flight", &self.pending.len())
+            .field("total_in", &self.total_in)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<W: Write> ParallelGzipWriter<W> {

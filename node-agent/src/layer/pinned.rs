@@ -31,6 +31,7 @@ use rustix::fs::{Dir, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
 /// An entry held by an `O_PATH` descriptor, with its metadata.
+#[derive(Debug)]
 pub struct Pinned {
     fd: OwnedFd,
     pub stat: Stat,

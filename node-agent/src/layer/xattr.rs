@@ -13,6 +13,7 @@ use std::path::Path;
 use rustix::io::Errno;
 
 /// How to reach the entry whose attributes are read.
+#[derive(Debug)]
 pub enum XattrTarget<'a> {
     Follow(&'a Path),
     NoFollow(&'a Path),

@@ -1,6 +1,7 @@
 //! The GraphQL API: queries, mutations and subscriptions over the
 //! services, merged per domain, with the schema built once in `schema`.
 
+pub mod complexity;
 pub mod context;
 pub mod ids;
 pub mod loaders;

@@ -280,7 +280,7 @@ impl Snapshot {
     /// Parent, grandparent, ... nearest first: at most `first` generations
     /// (default 100, at most 1,000), then only those the caller may see.
     /// One recursive SQL query for all the snapshots of a list.
-    #[graphql(complexity = "super::schema::list_complexity(first, child_complexity)")]
+    #[graphql(complexity = "super::complexity::list_complexity(first, child_complexity)")]
     async fn ancestors(
         &self,
         ctx: &Context<'_>,
@@ -307,7 +307,7 @@ impl Snapshot {
     /// age): at most `first` (default 100, at most 1,000), then only those
     /// the caller may see. One recursive SQL query for all the snapshots of
     /// a list.
-    #[graphql(complexity = "super::schema::list_complexity(first, child_complexity)")]
+    #[graphql(complexity = "super::complexity::list_complexity(first, child_complexity)")]
     async fn descendants(
         &self,
         ctx: &Context<'_>,

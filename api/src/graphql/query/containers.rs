@@ -10,7 +10,7 @@ pub(super) struct ContainersQuery;
 #[Object]
 impl ContainersQuery {
     /// Containers the caller may snapshot, as the agents last reported them.
-    #[graphql(complexity = "crate::graphql::schema::unpaged_list_complexity(child_complexity)")]
+    #[graphql(complexity = "crate::graphql::complexity::unpaged_list_complexity(child_complexity)")]
     async fn containers(
         &self,
         ctx: &Context<'_>,

@@ -10,7 +10,7 @@ pub(super) struct NodesQuery;
 #[Object]
 impl NodesQuery {
     /// Nodes with an agent, their versions and when they were last heard of.
-    #[graphql(complexity = "crate::graphql::schema::unpaged_list_complexity(child_complexity)")]
+    #[graphql(complexity = "crate::graphql::complexity::unpaged_list_complexity(child_complexity)")]
     async fn nodes(&self, ctx: &Context<'_>) -> Result<Vec<Node>> {
         principal(ctx)?;
         Ok(nodes::list(state(ctx)?)

@@ -126,7 +126,7 @@ impl SnapshotsQuery {
     }
 
     /// Snapshots the caller may see, newest first.
-    #[graphql(complexity = "crate::graphql::schema::list_complexity(first, child_complexity)")]
+    #[graphql(complexity = "crate::graphql::complexity::list_complexity(first, child_complexity)")]
     async fn snapshots(
         &self,
         ctx: &Context<'_>,

@@ -11,7 +11,7 @@ pub(super) struct WebhooksQuery;
 #[Object]
 impl WebhooksQuery {
     /// Webhook endpoints (admins).
-    #[graphql(complexity = "crate::graphql::schema::unpaged_list_complexity(child_complexity)")]
+    #[graphql(complexity = "crate::graphql::complexity::unpaged_list_complexity(child_complexity)")]
     async fn webhook_endpoints(&self, ctx: &Context<'_>) -> Result<Vec<WebhookEndpoint>> {
         let who = principal(ctx)?;
         Ok(endpoints::list(state(ctx)?, who)

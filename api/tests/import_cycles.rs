@@ -3,9 +3,10 @@
 //! agent client, the bus and the outbox, and the shared state only on
 //! leaves. This test reads every `api/src/**/*.rs`, takes each file's
 //! dependencies from its `use` lines (`crate::`, `super::`, `self::` and
-//! child-module paths) and its inline `crate::x::`/`super::x::` paths, and
-//! fails on any cycle, naming it. The planted cases below prove that it
-//! sees one.
+//! child-module paths) and its inline paths (`crate::x::`, `super::x::`,
+//! and `child::x` into a module the file declares, as a derive's field
+//! list names its parts), and fails on any cycle, naming it. The planted
+//! cases below prove that it sees one.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
@@ -27,6 +28,10 @@ fn the_api_modules_have_no_import_cycle() {
         "{graph:?}"
     );
     assert!(graph["graphql::schema"].contains("state"), "{graph:?}");
+    assert!(
+        graph["graphql::query"].contains("graphql::query::snapshots"),
+        "{graph:?}"
+    );
     let cycles = cycles(&graph);
     assert!(
         cycles.is_empty(),
@@ -85,6 +90,46 @@ fn a_planted_cycle_through_super_and_a_child_module_is_found() {
     assert_eq!(
         cycles(&graph(&files)),
         vec![vec!["web", "web::routes", "web"]]
+    );
+}
+
+/// A parent that names its children inline (as a merged GraphQL object
+/// lists its parts) and a child that reaches back up through a path in a
+/// string attribute (a resolver's complexity function in the schema).
+#[test]
+fn a_planted_cycle_through_an_inline_child_path_is_found() {
+    let files = in_memory(&[
+        ("lib.rs", "pub mod graphql;\n"),
+        ("graphql/mod.rs", "pub mod query;\npub mod schema;\n"),
+        (
+            "graphql/schema.rs",
+            "pub struct Schema(super::query::Query);\npub fn cost() -> usize { 1 }\n",
+        ),
+        (
+            "graphql/query/mod.rs",
+            "mod snapshots;\n\
+             pub struct Query(snapshots::SnapshotsQuery, std::marker::PhantomData<u8>);\n",
+        ),
+        (
+            "graphql/query/snapshots.rs",
+            "#[graphql(complexity = \"crate::graphql::schema::cost()\")]\n\
+             pub struct SnapshotsQuery(Vec::<u8>);\n",
+        ),
+    ]);
+    let graph = graph(&files);
+    assert_eq!(
+        graph["graphql::query"],
+        set(&["graphql::query::snapshots"]),
+        "a child named inline is a dependency; another crate's path is not"
+    );
+    assert_eq!(
+        cycles(&graph),
+        vec![vec![
+            "graphql::query",
+            "graphql::query::snapshots",
+            "graphql::schema",
+            "graphql::query"
+        ]]
     );
 }
 
@@ -190,7 +235,8 @@ fn without_comments(text: &str) -> String {
 }
 
 /// Every path the code names: the `use` trees expanded, and inline paths
-/// that start with `crate::` or `super::` elsewhere.
+/// elsewhere (any `a::b`; [`resolve`] keeps those that start at `crate`,
+/// `super`, `self` or a child module, and drops other crates' paths).
 fn referenced_paths(code: &str) -> Vec<Vec<String>> {
     let mut paths = Vec::new();
     let mut rest = String::new();
@@ -203,25 +249,31 @@ fn referenced_paths(code: &str) -> Vec<Vec<String>> {
         remaining = &after[(end + 1).min(after.len())..];
     }
     rest.push_str(remaining);
-    for anchor in ["crate::", "super::"] {
-        let mut from = 0;
-        while let Some(found) = rest[from..].find(anchor) {
-            let at = from + found;
-            from = at + anchor.len();
-            if at > 0 && is_ident_char(rest.as_bytes()[at - 1]) {
-                continue;
-            }
-            let tail: String = rest[at..]
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
-                .collect();
-            paths.push(
-                tail.split("::")
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect(),
-            );
+    let bytes = rest.as_bytes();
+    let mut from = 0;
+    while let Some(found) = rest[from..].find("::") {
+        let separator = from + found;
+        from = separator + 2;
+        // Back to the start of the path's first segment; a `::` inside a
+        // path already read is skipped (its start was taken before).
+        let mut start = separator;
+        while start > 0 && is_ident_char(bytes[start - 1]) {
+            start -= 1;
         }
+        if start == separator || (start > 0 && bytes[start - 1] == b':') {
+            continue;
+        }
+        let tail: String = rest[start..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+            .collect();
+        from = start + tail.len();
+        paths.push(
+            tail.split("::")
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        );
     }
     paths
 }

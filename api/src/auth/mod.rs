@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::errors::ApiError;
 
+/// What a caller may do, from the token's `role` claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, async_graphql::Enum)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

@@ -2,8 +2,10 @@
 //! services, merged per domain, with the schema built once in `schema`.
 
 pub mod complexity;
+pub mod connections;
 pub mod context;
 pub mod ids;
+pub mod int64;
 pub mod loaders;
 pub mod mutation;
 pub mod query;

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use entity::{container, node, snapshot};
 
 use super::context::{loader, principal, state};
+use super::int64::Int64;
 use super::loaders::{AncestorsOf, ChildrenById, DescendantsOf, LineageKey, SnapshotsById};
 use crate::auth::Role;
 use crate::service::snapshots::{self, JobOptions};
@@ -12,11 +13,17 @@ use crate::service::snapshots::{self, JobOptions};
 /// Where a snapshot is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 pub enum SnapshotStatus {
+    /// Waiting for its agent to start it.
     Queued,
+    /// The agent reads the container's changes into a layer.
     Diffing,
+    /// The agent sends the image to the registry.
     Pushing,
+    /// The image is in the registry (final).
     Pushed,
+    /// It failed; `failureCode` and `failureReason` say why (final).
     Failed,
+    /// Cancelled before it finished (final).
     Cancelled,
 }
 
@@ -51,19 +58,22 @@ impl From<SnapshotStatus> for entity::SnapshotStatus {
 /// The caller, as the token describes them.
 #[derive(SimpleObject, Debug)]
 pub struct Me {
+    /// The token's subject: the speaker's or admin's name.
     pub sub: String,
+    /// What the caller may do.
     pub role: Role,
     /// Pod namespaces in which a speaker may see and snapshot their own
     /// desktops (every desktop there with namespace-wide access).
     pub namespaces: Vec<String>,
 }
 
-/// A node and its agent.
 #[derive(Debug)]
 pub struct Node(pub node::Model);
 
+/// A node and its agent.
 #[Object]
 impl Node {
+    /// The node's name (the Kubernetes node name).
     async fn name(&self) -> &str {
         &self.0.name
     }
@@ -72,38 +82,47 @@ impl Node {
         // The stored text of the state, which is what the schema's String says.
         sea_orm::ActiveEnum::to_value(&self.0.state)
     }
+    /// The version of the node's agent.
     async fn agent_version(&self) -> &str {
         &self.0.version
     }
+    /// The version of the node's containerd, as its agent reports it.
     async fn containerd_version(&self) -> &str {
         &self.0.containerd_version
     }
+    /// How many snapshots the agent takes at once.
     async fn max_concurrent_jobs(&self) -> i32 {
         self.0.max_concurrent_jobs
     }
+    /// When the agent last registered (it does at every start).
     async fn registered_at(&self) -> DateTime<Utc> {
         self.0.registered_at
     }
+    /// The agent's last heartbeat.
     async fn last_seen_at(&self) -> DateTime<Utc> {
         self.0.last_seen_at
     }
 }
 
-/// A container on a node, as its agent last reported it.
 #[derive(Debug)]
 pub struct Container(pub container::Model);
 
+/// A container on a node, as its agent last reported it.
 #[Object]
 impl Container {
+    /// The containerd container id.
     async fn id(&self) -> &str {
         &self.0.id
     }
+    /// The node it runs on.
     async fn node(&self) -> &str {
         &self.0.node
     }
+    /// The image it was created from, by name.
     async fn image(&self) -> &str {
         &self.0.image
     }
+    /// The manifest digest of that image, when containerd knows it.
     async fn image_digest(&self) -> Option<&str> {
         self.0.image_digest.as_deref()
     }
@@ -111,15 +130,19 @@ impl Container {
     async fn state(&self) -> &str {
         &self.0.state
     }
+    /// The containerd snapshotter of its file system (`overlayfs`, ...).
     async fn snapshotter(&self) -> &str {
         &self.0.snapshotter
     }
+    /// The namespace of its pod (`io.kubernetes.pod.namespace`).
     async fn pod_namespace(&self) -> Option<&str> {
         self.0.pod_namespace.as_deref()
     }
+    /// The name of its pod (`io.kubernetes.pod.name`).
     async fn pod_name(&self) -> Option<&str> {
         self.0.pod_name.as_deref()
     }
+    /// Its name in the pod (`io.kubernetes.container.name`).
     async fn container_name(&self) -> Option<&str> {
         self.0.container_name.as_deref()
     }
@@ -127,6 +150,7 @@ impl Container {
     async fn owner(&self) -> Option<&str> {
         self.0.owner.as_deref()
     }
+    /// When its agent last reported it.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
@@ -135,28 +159,34 @@ impl Container {
 /// Progress of the current phase.
 #[derive(SimpleObject, Debug)]
 pub struct Progress {
-    pub bytes_done: i64,
-    pub bytes_total: i64,
+    /// Bytes of the phase done so far (sent to the registry, while pushing).
+    pub bytes_done: Int64,
+    /// Bytes of the phase in all.
+    pub bytes_total: Int64,
 }
 
-/// A snapshot: one commit of a container, and the image it made.
 #[derive(Clone, Debug)]
 pub struct Snapshot(pub snapshot::Model);
 
+/// A snapshot: one commit of a container, and the image it made.
 #[Object]
 impl Snapshot {
+    /// The snapshot's id (a UUID).
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
+    /// Where it is in its life.
     async fn status(&self) -> SnapshotStatus {
         self.0.status.into()
     }
+    /// Progress of the current phase.
     async fn progress(&self) -> Progress {
         Progress {
-            bytes_done: self.0.phase_bytes_done,
-            bytes_total: self.0.phase_bytes_total,
+            bytes_done: self.0.phase_bytes_done.into(),
+            bytes_total: self.0.phase_bytes_total.into(),
         }
     }
+    /// The `sub` of who requested it.
     async fn requested_by(&self) -> &str {
         &self.0.requested_by
     }
@@ -164,18 +194,23 @@ impl Snapshot {
     async fn owner(&self) -> Option<&str> {
         self.0.owner.as_deref()
     }
+    /// The node of the container.
     async fn node(&self) -> &str {
         &self.0.node
     }
+    /// The containerd id of the container.
     async fn container_id(&self) -> &str {
         &self.0.container_id
     }
+    /// The namespace of the container's pod.
     async fn pod_namespace(&self) -> Option<&str> {
         self.0.pod_namespace.as_deref()
     }
+    /// The name of the container's pod.
     async fn pod_name(&self) -> Option<&str> {
         self.0.pod_name.as_deref()
     }
+    /// The container's name in its pod.
     async fn container_name(&self) -> Option<&str> {
         self.0.container_name.as_deref()
     }
@@ -183,6 +218,7 @@ impl Snapshot {
     async fn base_image(&self) -> Option<&str> {
         self.0.base_image.as_deref()
     }
+    /// The manifest digest of that image.
     async fn base_digest(&self) -> Option<&str> {
         self.0.base_digest.as_deref()
     }
@@ -190,65 +226,82 @@ impl Snapshot {
     async fn target(&self) -> &str {
         &self.0.target
     }
+    /// The target without its tag: `registry/path`.
     async fn repository(&self) -> &str {
         &self.0.repository
     }
+    /// The message kept in the image history.
     async fn message(&self) -> Option<&str> {
         self.0.message.as_deref()
     }
+    /// The layer compression: `gzip` or `zstd`.
     async fn compression(&self) -> String {
         options(&self.0).compression.to_string()
     }
+    /// The Dockerfile-style config changes asked for.
     async fn changes(&self) -> Vec<String> {
         options(&self.0).changes
     }
+    /// The paths left out, as globs, besides the default ones.
     async fn excludes(&self) -> Vec<String> {
         options(&self.0).excludes
     }
+    /// The digest of the pushed image's manifest.
     async fn manifest_digest(&self) -> Option<&str> {
         self.0.manifest_digest.as_deref()
     }
+    /// The digest of the pushed image's config.
     async fn config_digest(&self) -> Option<&str> {
         self.0.config_digest.as_deref()
     }
+    /// The digest of the new layer (compressed).
     async fn layer_digest(&self) -> Option<&str> {
         self.0.layer_digest.as_deref()
     }
-    /// Compressed size of the new layer.
-    async fn layer_size(&self) -> Option<i64> {
-        self.0.layer_size
+    /// Compressed size of the new layer, in bytes.
+    async fn layer_size(&self) -> Option<Int64> {
+        self.0.layer_size.map(Int64)
     }
-    async fn uncompressed_size(&self) -> Option<i64> {
-        self.0.uncompressed_size
+    /// Size of the new layer's tar before compression, in bytes.
+    async fn uncompressed_size(&self) -> Option<Int64> {
+        self.0.uncompressed_size.map(Int64)
     }
-    /// How long the container was paused while its changes were read.
-    async fn paused_ms(&self) -> Option<i64> {
-        self.0.paused_ms
+    /// How long the container was paused while its changes were read, in
+    /// milliseconds.
+    async fn paused_ms(&self) -> Option<Int64> {
+        self.0.paused_ms.map(Int64)
     }
     /// How long the changes were read while the container ran, before the
-    /// pause (0 when the snapshot did not pause).
-    async fn prepare_ms(&self) -> Option<i64> {
-        self.0.prepare_ms
+    /// pause, in milliseconds (0 when the snapshot did not pause).
+    async fn prepare_ms(&self) -> Option<Int64> {
+        self.0.prepare_ms.map(Int64)
     }
-    async fn duration_ms(&self) -> Option<i64> {
-        self.0.duration_ms
+    /// How long the agent worked on it, from its start to the push, in
+    /// milliseconds.
+    async fn duration_ms(&self) -> Option<Int64> {
+        self.0.duration_ms.map(Int64)
     }
     /// A stable code when the snapshot failed (`DISK_FULL`, `REGISTRY_AUTH`, ...).
     async fn failure_code(&self) -> Option<&str> {
         self.0.failure_code.as_deref()
     }
+    /// Why it failed or was cancelled, in a sentence.
     async fn failure_reason(&self) -> Option<&str> {
         self.0.failure_reason.as_deref()
     }
+    /// When it was requested.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When it last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
+    /// When its agent started reading the changes.
     async fn started_at(&self) -> Option<DateTime<Utc>> {
         self.0.started_at
     }
+    /// When it ended (pushed, failed or cancelled).
     async fn finished_at(&self) -> Option<DateTime<Utc>> {
         self.0.finished_at
     }
@@ -347,31 +400,17 @@ fn options(model: &snapshot::Model) -> JobOptions {
     })
 }
 
-/// A page of snapshots, newest first.
-#[derive(SimpleObject, Debug)]
-pub struct SnapshotConnection {
-    pub edges: Vec<SnapshotEdge>,
-    pub page_info: PageInfo,
-}
-
-#[derive(SimpleObject, Debug)]
-pub struct SnapshotEdge {
-    pub cursor: String,
-    pub node: Snapshot,
-}
-
-#[derive(SimpleObject, Debug)]
-pub struct PageInfo {
-    pub has_next_page: bool,
-    pub end_cursor: Option<String>,
-}
-
 /// A change of a snapshot, as subscriptions deliver it.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct SnapshotEvent {
+    /// The snapshot that changed.
     pub snapshot_id: ID,
+    /// Its status after the change.
     pub status: SnapshotStatus,
-    pub bytes_done: i64,
-    pub bytes_total: i64,
+    /// Bytes of the current phase done (sent, while pushing).
+    pub bytes_done: Int64,
+    /// Bytes of the current phase in all.
+    pub bytes_total: Int64,
+    /// When the change happened.
     pub at: DateTime<Utc>,
 }

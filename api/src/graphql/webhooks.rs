@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use entity::{webhook_attempt, webhook_delivery, webhook_endpoint};
 
 use super::context::state;
+use super::int64::Int64;
 use crate::webhooks::{EventType, endpoints};
 
 /// Events an endpoint can subscribe to.
@@ -25,10 +26,14 @@ impl From<WebhookEventType> for EventType {
     }
 }
 
+/// Where a delivery is.
 #[derive(Enum, Copy, Clone, PartialEq, Eq, Debug)]
 pub enum WebhookDeliveryStatus {
+    /// Waiting for its first or next attempt.
     Pending,
+    /// The receiver answered 2xx.
     Succeeded,
+    /// Out of attempts, or its endpoint was disabled.
     Failed,
 }
 
@@ -52,8 +57,6 @@ impl From<WebhookDeliveryStatus> for entity::DeliveryStatus {
     }
 }
 
-/// Where webhooks go. The secret is never shown again after creation or
-/// rotation.
 pub struct WebhookEndpoint(pub webhook_endpoint::Model);
 
 impl std::fmt::Debug for WebhookEndpoint {
@@ -66,14 +69,19 @@ impl std::fmt::Debug for WebhookEndpoint {
     }
 }
 
+/// Where webhooks go. The secret is never shown again after creation or
+/// rotation.
 #[Object]
 impl WebhookEndpoint {
+    /// The endpoint's id (a UUID).
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
+    /// The HTTPS URL of the receiver.
     async fn url(&self) -> &str {
         &self.0.url
     }
+    /// What it is for, in the words of who created it.
     async fn description(&self) -> Option<&str> {
         self.0.description.as_deref()
     }
@@ -89,6 +97,7 @@ impl WebhookEndpoint {
             })
             .unwrap_or_default()
     }
+    /// Whether deliveries are sent to it.
     async fn enabled(&self) -> bool {
         self.0.enabled
     }
@@ -104,12 +113,15 @@ impl WebhookEndpoint {
     async fn previous_secret_expires_at(&self) -> Option<DateTime<Utc>> {
         self.0.previous_secret_expires_at
     }
+    /// The `sub` of the admin who created it.
     async fn created_by(&self) -> &str {
         &self.0.created_by
     }
+    /// When it was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When it last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
@@ -118,6 +130,7 @@ impl WebhookEndpoint {
 /// An endpoint with its secret: returned once, by creation and rotation.
 #[derive(SimpleObject)]
 pub struct WebhookEndpointWithSecret {
+    /// The endpoint.
     pub endpoint: WebhookEndpoint,
     /// `whsec_...`: verify `webhook-signature` with it (Standard Webhooks).
     pub secret: String,
@@ -131,15 +144,17 @@ impl std::fmt::Debug for WebhookEndpointWithSecret {
     }
 }
 
-/// One event for one endpoint, and its attempts.
 #[derive(Debug)]
 pub struct WebhookDelivery(pub webhook_delivery::Model);
 
+/// One event for one endpoint, and its attempts.
 #[Object]
 impl WebhookDelivery {
+    /// The delivery's id (a UUID).
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
     }
+    /// The endpoint it goes to.
     async fn endpoint_id(&self) -> ID {
         ID(self.0.endpoint_id.to_string())
     }
@@ -147,6 +162,7 @@ impl WebhookDelivery {
     async fn message_id(&self) -> &str {
         &self.0.message_id
     }
+    /// `snapshot.pushed`, `snapshot.failed` or `ping`.
     async fn event_type(&self) -> &str {
         &self.0.event_type
     }
@@ -154,24 +170,30 @@ impl WebhookDelivery {
     async fn payload(&self) -> &str {
         &self.0.payload
     }
+    /// Where the delivery is.
     async fn status(&self) -> WebhookDeliveryStatus {
         self.0.status.into()
     }
+    /// How many attempts were made.
     async fn attempt_count(&self) -> i32 {
         self.0.attempts
     }
+    /// When the next attempt is due; null unless `PENDING`.
     async fn next_attempt_at(&self) -> Option<DateTime<Utc>> {
         match self.0.status {
             entity::DeliveryStatus::Pending => self.0.next_attempt_at,
             _ => None,
         }
     }
+    /// The HTTP status of the last answer; null when none came.
     async fn last_status_code(&self) -> Option<i32> {
         self.0.last_status_code
     }
+    /// When the event was written to the outbox.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When it succeeded or finally failed.
     async fn completed_at(&self) -> Option<DateTime<Utc>> {
         self.0.completed_at
     }
@@ -188,8 +210,10 @@ impl WebhookDelivery {
 #[derive(Debug)]
 pub struct WebhookAttempt(pub webhook_attempt::Model);
 
+/// One attempt to deliver a webhook.
 #[Object]
 impl WebhookAttempt {
+    /// When it was made.
     async fn at(&self) -> DateTime<Utc> {
         self.0.attempted_at
     }
@@ -197,13 +221,15 @@ impl WebhookAttempt {
     async fn status_code(&self) -> Option<i32> {
         self.0.status_code
     }
-    async fn latency_ms(&self) -> i64 {
-        self.0.latency_ms
+    /// How long the receiver took to answer (or to fail), in milliseconds.
+    async fn latency_ms(&self) -> Int64 {
+        Int64(self.0.latency_ms)
     }
     /// The first KiB of the response.
     async fn response_excerpt(&self) -> Option<&str> {
         self.0.response_excerpt.as_deref()
     }
+    /// Why no answer came (connection refused, timeout, ...).
     async fn error(&self) -> Option<&str> {
         self.0.error.as_deref()
     }

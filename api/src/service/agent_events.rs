@@ -12,6 +12,18 @@ use crate::bus::SnapshotChange;
 use crate::errors::{ApiError, ApiResult};
 use crate::state::AppState;
 
+/// A count from an agent (u64 on the wire) as the database's BIGINT. No
+/// real size or duration comes near 2^63; a value beyond is a broken or
+/// hostile agent, refused with its name rather than stored wrapped.
+fn stored_number(value: u64, field: &str) -> ApiResult<i64> {
+    i64::try_from(value).map_err(|_| {
+        ApiError::bad_input(format!(
+            "{field} {value} is out of range (at most {})",
+            i64::MAX
+        ))
+    })
+}
+
 /// Applies one event from the agent of `node`. Duplicates, events for
 /// finished snapshots and events from an agent instance that no longer has
 /// the job are acknowledged without effect, so the agent's retries are
@@ -31,7 +43,8 @@ pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<(
     if current.node != node {
         return Err(ApiError::forbidden("this snapshot belongs to another node"));
     }
-    if (event.seq as i64) <= current.last_event_seq {
+    let seq = stored_number(event.seq, "seq")?;
+    if seq <= current.last_event_seq {
         return Ok(());
     }
     if current.status.is_terminal() {
@@ -59,7 +72,7 @@ pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<(
     }
     let now = crate::clock::now();
     let mut row: snapshot::ActiveModel = current.clone().into();
-    row.last_event_seq = Set(event.seq as i64);
+    row.last_event_seq = Set(seq);
     row.updated_at = Set(now);
     if current.dispatched_at.is_none() {
         row.dispatched_at = Set(Some(now));
@@ -76,8 +89,8 @@ pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<(
             bytes_total,
         } => {
             row.status = Set(SnapshotStatus::Pushing);
-            row.phase_bytes_done = Set(*bytes_done as i64);
-            row.phase_bytes_total = Set(*bytes_total as i64);
+            row.phase_bytes_done = Set(stored_number(*bytes_done, "bytesDone")?);
+            row.phase_bytes_total = Set(stored_number(*bytes_total, "bytesTotal")?);
             "PUSHING"
         }
         JobEventKind::Pushed(result) => {
@@ -85,11 +98,14 @@ pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<(
             row.manifest_digest = Set(Some(result.manifest_digest.clone()));
             row.config_digest = Set(Some(result.config_digest.clone()));
             row.layer_digest = Set(Some(result.layer_digest.clone()));
-            row.layer_size = Set(Some(result.layer_size as i64));
-            row.uncompressed_size = Set(Some(result.uncompressed_size as i64));
-            row.paused_ms = Set(Some(result.paused_ms as i64));
-            row.prepare_ms = Set(Some(result.prepare_ms as i64));
-            row.duration_ms = Set(Some(result.duration_ms as i64));
+            row.layer_size = Set(Some(stored_number(result.layer_size, "layerSize")?));
+            row.uncompressed_size = Set(Some(stored_number(
+                result.uncompressed_size,
+                "uncompressedSize",
+            )?));
+            row.paused_ms = Set(Some(stored_number(result.paused_ms, "pausedMs")?));
+            row.prepare_ms = Set(Some(stored_number(result.prepare_ms, "prepareMs")?));
+            row.duration_ms = Set(Some(stored_number(result.duration_ms, "durationMs")?));
             row.base_image = Set(Some(result.base_image.clone()));
             row.base_digest = Set(Some(result.base_digest.clone()));
             row.phase_bytes_done = Set(current.phase_bytes_total);
@@ -128,14 +144,7 @@ pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<(
             "the snapshot changed meanwhile; send the event again",
         ));
     };
-    record_event(
-        &txn,
-        &updated,
-        Some(event.seq as i64),
-        kind_name,
-        &event.kind,
-    )
-    .await?;
+    record_event(&txn, &updated, Some(seq), kind_name, &event.kind).await?;
     // In the same transaction: the webhook exists iff the status does, and
     // every replica hears of the change in commit order.
     crate::webhooks::outbox::enqueue_for_snapshot(&txn, &updated).await?;
@@ -196,4 +205,23 @@ pub fn code_name(code: FailureCode) -> String {
         .ok()
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_else(|| "INTERNAL".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_numbers_past_bigint_are_refused_by_name() {
+        let three_gib = 3 * 1024 * 1024 * 1024_u64;
+        assert_eq!(stored_number(three_gib, "layerSize").unwrap(), 3221225472);
+        assert_eq!(stored_number(i64::MAX as u64, "x").unwrap(), i64::MAX);
+        let refused = stored_number(u64::MAX, "layerSize").unwrap_err();
+        assert_eq!(refused.code.as_str(), "BAD_USER_INPUT");
+        assert!(
+            refused
+                .message
+                .starts_with("layerSize 18446744073709551615 is out of range")
+        );
+    }
 }

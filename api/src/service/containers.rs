@@ -3,8 +3,13 @@
 use dcs_protocol::{Ack, Inventory};
 use entity::prelude::*;
 use entity::{NodeState, container};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
+use sea_orm::{
+    ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    Select, Set, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
 
+use super::page::{self, Page};
 use crate::auth::Principal;
 use crate::errors::ApiResult;
 use crate::state::AppState;
@@ -59,13 +64,34 @@ pub struct ContainerFilter {
     pub pod_name: Option<String>,
 }
 
-/// Containers the caller may see: all for admins; for speakers those of
-/// their own pods in their namespaces (see [`crate::auth::policy`]).
-pub async fn list(
-    state: &AppState,
-    who: &Principal,
-    filter: ContainerFilter,
-) -> ApiResult<Vec<container::Model>> {
+/// Where a page of containers ended: by node, then container id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerCursor {
+    pub node: String,
+    pub id: String,
+}
+
+impl page::Position for ContainerCursor {
+    const LIST: &'static str = "containers";
+    fn is_plausible(&self) -> bool {
+        page::plausible_text(&self.node) && page::plausible_text(&self.id)
+    }
+}
+
+impl ContainerCursor {
+    pub fn of(container: &container::Model) -> Self {
+        Self {
+            node: container.node.clone(),
+            id: container.id.clone(),
+        }
+    }
+}
+
+/// The containers the caller may see that match the filter: all for
+/// admins; for speakers those of their own pods in their namespaces (see
+/// [`crate::auth::policy`]).
+fn visible(state: &AppState, who: &Principal, filter: ContainerFilter) -> Select<Container> {
     let mut query = Container::find();
     if let Some(node) = filter.node {
         query = query.filter(container::Column::Node.eq(node));
@@ -76,10 +102,41 @@ pub async fn list(
     if let Some(pod) = filter.pod_name {
         query = query.filter(container::Column::PodName.eq(pod));
     }
-    query = query.filter(state.policy.containers_visible(who));
-    Ok(query
+    query.filter(state.policy.containers_visible(who))
+}
+
+/// One page of the containers the caller may see, after `after`, by node
+/// and id.
+pub async fn list(
+    state: &AppState,
+    who: &Principal,
+    filter: ContainerFilter,
+    first: usize,
+    after: Option<ContainerCursor>,
+) -> ApiResult<Page<container::Model>> {
+    let mut query = visible(state, who, filter);
+    if let Some(after) = after {
+        query = query.filter(
+            Condition::any()
+                .add(container::Column::Node.gt(after.node.clone()))
+                .add(
+                    Condition::all()
+                        .add(container::Column::Node.eq(after.node))
+                        .add(container::Column::Id.gt(after.id)),
+                ),
+        );
+    }
+    let rows = query
         .order_by_asc(container::Column::Node)
         .order_by_asc(container::Column::Id)
+        .limit(page::limit_with_one_more(first))
         .all(&state.db)
-        .await?)
+        .await?;
+    Ok(Page::from_one_more(rows, first))
+}
+
+/// How many containers the caller may see match the filter: cheap, the
+/// table holds one row per container of the nodes, not a history.
+pub async fn count(state: &AppState, who: &Principal, filter: ContainerFilter) -> ApiResult<u64> {
+    Ok(visible(state, who, filter).count(&state.db).await?)
 }

@@ -8,5 +8,6 @@ pub mod containers;
 pub mod event_log;
 pub mod lineage;
 pub mod nodes;
+pub mod page;
 pub mod snapshots;
 pub mod transitions;

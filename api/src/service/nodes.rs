@@ -5,12 +5,14 @@ use entity::prelude::*;
 use entity::{NodeState, SnapshotStatus, node, snapshot};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Set,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
 };
+use serde::{Deserialize, Serialize};
 
 use super::agent_events::fail_snapshots;
 use super::event_log::record_event;
+use super::page::{self, Page};
 use super::transitions::{self, Expected};
 use crate::errors::ApiResult;
 use crate::state::AppState;
@@ -234,9 +236,39 @@ pub async fn mark_lost_agents(state: &AppState) -> ApiResult<()> {
     Ok(())
 }
 
-pub async fn list(state: &AppState) -> ApiResult<Vec<node::Model>> {
-    Ok(Node::find()
+/// Where a page of nodes ended: by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeCursor {
+    pub name: String,
+}
+
+impl page::Position for NodeCursor {
+    const LIST: &'static str = "nodes";
+    fn is_plausible(&self) -> bool {
+        page::plausible_text(&self.name)
+    }
+}
+
+/// One page of the nodes, after `after`, by name.
+pub async fn list(
+    state: &AppState,
+    first: usize,
+    after: Option<NodeCursor>,
+) -> ApiResult<Page<node::Model>> {
+    let mut query = Node::find();
+    if let Some(after) = after {
+        query = query.filter(node::Column::Name.gt(after.name));
+    }
+    let rows = query
         .order_by_asc(node::Column::Name)
+        .limit(page::limit_with_one_more(first))
         .all(&state.db)
-        .await?)
+        .await?;
+    Ok(Page::from_one_more(rows, first))
+}
+
+/// How many nodes have registered: cheap, one row per node.
+pub async fn count(state: &AppState) -> ApiResult<u64> {
+    Ok(Node::find().count(&state.db).await?)
 }

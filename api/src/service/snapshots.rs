@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::audit;
 use super::event_log::record_event;
+use super::page::{self, Page};
 use crate::auth::Principal;
 use crate::bus::SnapshotChange;
 use crate::errors::{ApiError, ApiResult};
@@ -434,38 +435,24 @@ pub struct SnapshotFilter {
     pub node: Option<String>,
 }
 
-/// A page position: newest first, by (created_at, id).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a page of snapshots ended: newest first, by (created_at, id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Cursor {
+    /// Stored times have whole microseconds (`clock::now`).
+    #[serde(rename = "at", with = "chrono::serde::ts_microseconds")]
     pub created_at: DateTime<Utc>,
     pub id: Uuid,
 }
 
+impl page::Position for Cursor {
+    const LIST: &'static str = "snapshots";
+    fn is_plausible(&self) -> bool {
+        page::plausible_time(&self.created_at)
+    }
+}
+
 impl Cursor {
-    pub fn encode(&self) -> String {
-        use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
-            "{}|{}",
-            self.created_at.timestamp_micros(),
-            self.id
-        ))
-    }
-
-    pub fn decode(text: &str) -> ApiResult<Self> {
-        use base64::Engine;
-        let bad = || ApiError::bad_input("invalid cursor");
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(text)
-            .map_err(|_| bad())?;
-        let text = String::from_utf8(bytes).map_err(|_| bad())?;
-        let (micros, id) = text.split_once('|').ok_or_else(bad)?;
-        Ok(Self {
-            created_at: DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?)
-                .ok_or_else(bad)?,
-            id: id.parse().map_err(|_| bad())?,
-        })
-    }
-
     pub fn of(snapshot: &snapshot::Model) -> Self {
         Self {
             created_at: snapshot.created_at,
@@ -482,7 +469,7 @@ pub async fn list(
     filter: SnapshotFilter,
     first: usize,
     after: Option<Cursor>,
-) -> ApiResult<(Vec<snapshot::Model>, bool)> {
+) -> ApiResult<Page<snapshot::Model>> {
     let first = first.clamp(1, MAX_LIST);
     let mut query = Snapshot::find().filter(visibility(state, who));
     if let Some(owner) = filter.requested_by {
@@ -508,15 +495,13 @@ pub async fn list(
                 ),
         );
     }
-    let mut rows = query
+    let rows = query
         .order_by_desc(snapshot::Column::CreatedAt)
         .order_by_desc(snapshot::Column::Id)
-        .limit((first + 1) as u64)
+        .limit(page::limit_with_one_more(first))
         .all(&state.db)
         .await?;
-    let more = rows.len() > first;
-    rows.truncate(first);
-    Ok((rows, more))
+    Ok(Page::from_one_more(rows, first))
 }
 
 /// Snapshots by id, for DataLoaders: one query for any number of ids.

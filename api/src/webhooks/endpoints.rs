@@ -1,11 +1,13 @@
 //! Managing endpoints and deliveries: admins only.
 
+use chrono::{DateTime, Utc};
 use entity::prelude::*;
 use entity::{DeliveryStatus, webhook_attempt, webhook_delivery, webhook_endpoint};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, ModelTrait, QueryFilter, QueryOrder, QuerySelect,
-    Set,
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, ModelTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -14,6 +16,7 @@ use super::{EventType, events, outbox};
 use crate::auth::Principal;
 use crate::errors::{ApiError, ApiResult};
 use crate::service::audit;
+use crate::service::page::{self, Page};
 use crate::state::AppState;
 
 /// How long a rotated-out secret keeps signing alongside the new one.
@@ -240,26 +243,72 @@ pub async fn send_test(
     Ok(delivery)
 }
 
+/// Where a page of deliveries ended: newest first, by (created_at, id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryCursor {
+    #[serde(rename = "at", with = "chrono::serde::ts_microseconds")]
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl page::Position for DeliveryCursor {
+    const LIST: &'static str = "webhookDeliveries";
+    fn is_plausible(&self) -> bool {
+        page::plausible_time(&self.created_at)
+    }
+}
+
+impl DeliveryCursor {
+    pub fn of(delivery: &webhook_delivery::Model) -> Self {
+        Self {
+            created_at: delivery.created_at,
+            id: delivery.id,
+        }
+    }
+}
+
+/// Filters of the `webhookDeliveries` query.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub endpoint: Option<Uuid>,
+    pub status: Option<DeliveryStatus>,
+}
+
+/// One page of deliveries after `after`, newest first (admins).
 pub async fn deliveries(
     state: &AppState,
     who: &Principal,
-    endpoint: Option<Uuid>,
-    status: Option<DeliveryStatus>,
-    first: u64,
-) -> ApiResult<Vec<webhook_delivery::Model>> {
+    filter: DeliveryFilter,
+    first: usize,
+    after: Option<DeliveryCursor>,
+) -> ApiResult<Page<webhook_delivery::Model>> {
     admin(who)?;
     let mut query = WebhookDelivery::find();
-    if let Some(endpoint) = endpoint {
+    if let Some(endpoint) = filter.endpoint {
         query = query.filter(webhook_delivery::Column::EndpointId.eq(endpoint));
     }
-    if let Some(status) = status {
+    if let Some(status) = filter.status {
         query = query.filter(webhook_delivery::Column::Status.eq(status));
     }
-    Ok(query
+    if let Some(after) = after {
+        query = query.filter(
+            Condition::any()
+                .add(webhook_delivery::Column::CreatedAt.lt(after.created_at))
+                .add(
+                    Condition::all()
+                        .add(webhook_delivery::Column::CreatedAt.eq(after.created_at))
+                        .add(webhook_delivery::Column::Id.lt(after.id)),
+                ),
+        );
+    }
+    let rows = query
         .order_by_desc(webhook_delivery::Column::CreatedAt)
-        .limit(first.clamp(1, 500))
+        .order_by_desc(webhook_delivery::Column::Id)
+        .limit(page::limit_with_one_more(first))
         .all(&state.db)
-        .await?)
+        .await?;
+    Ok(Page::from_one_more(rows, first))
 }
 
 pub async fn attempts(state: &AppState, delivery: Uuid) -> ApiResult<Vec<webhook_attempt::Model>> {

@@ -261,7 +261,8 @@ async fn record(
         delivery_id: Set(delivery.id),
         attempted_at: Set(now),
         status_code: Set(code.map(i32::from)),
-        latency_ms: Set(outcome.latency.as_millis() as i64),
+        // An attempt is bounded by its timeout (15 s); saturate, never wrap.
+        latency_ms: Set(i64::try_from(outcome.latency.as_millis()).unwrap_or(i64::MAX)),
         response_excerpt: Set(outcome.excerpt),
         error: Set(outcome.error),
         ..Default::default()

@@ -5,5 +5,6 @@ mod webhooks;
 
 use async_graphql::MergedObject;
 
+/// What can be changed: snapshots and webhook endpoints.
 #[derive(MergedObject, Default, Debug)]
 pub struct Mutation(snapshots::SnapshotMutation, webhooks::WebhookMutation);

@@ -21,9 +21,13 @@ pub enum Compression {
 /// `containerId`, or by `podNamespace` + `podName` (+ `containerName`).
 #[derive(InputObject)]
 pub(super) struct CreateSnapshotInput {
+    /// The containerd id of the container.
     pub container_id: Option<String>,
+    /// The namespace of the container's pod.
     pub pod_namespace: Option<String>,
+    /// The name of the container's pod.
     pub pod_name: Option<String>,
+    /// The container's name in its pod; needed when the pod has several.
     pub container_name: Option<String>,
     /// Needed only when a container id exists on several nodes.
     pub node: Option<String>,
@@ -38,6 +42,7 @@ pub(super) struct CreateSnapshotInput {
     /// Paths to leave out, as globs (on top of /tmp, /run and session files).
     #[graphql(default)]
     pub excludes: Vec<String>,
+    /// The layer compression (default `GZIP`).
     pub compression: Option<Compression>,
     /// Pause the container while its changes are read (default true).
     pub pause: Option<bool>,

@@ -11,20 +11,27 @@ use crate::webhooks::endpoints::{self, EndpointChanges, NewEndpoint};
 #[derive(Default, Debug)]
 pub(super) struct WebhookMutation;
 
+/// A new webhook endpoint.
 #[derive(InputObject)]
 pub(super) struct CreateWebhookEndpointInput {
     /// HTTPS URL of the receiver.
     pub url: String,
+    /// The events to send to it.
     pub event_types: Vec<WebhookEventType>,
+    /// What it is for (at most 500 bytes).
     pub description: Option<String>,
 }
 
+/// Changes to a webhook endpoint; what is left out stays as it is.
 #[derive(InputObject)]
 pub(super) struct UpdateWebhookEndpointInput {
+    /// A new HTTPS URL of the receiver.
     pub url: Option<String>,
+    /// The events to send to it from now on.
     pub event_types: Option<Vec<WebhookEventType>>,
     /// Re-enabling clears the reason and the failing streak.
     pub enabled: Option<bool>,
+    /// A new description (at most 500 bytes).
     pub description: Option<String>,
 }
 
@@ -57,6 +64,7 @@ impl WebhookMutation {
         })
     }
 
+    /// Changes an endpoint (admins).
     async fn update_webhook_endpoint(
         &self,
         ctx: &Context<'_>,
@@ -91,6 +99,8 @@ impl WebhookMutation {
         })
     }
 
+    /// Deletes an endpoint and its deliveries (admins); true when done,
+    /// `NOT_FOUND` when there is no such endpoint.
     async fn delete_webhook_endpoint(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
         let who = principal(ctx)?;
         let id = parse_id(&id, "webhook endpoint")?;

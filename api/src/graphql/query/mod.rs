@@ -8,6 +8,7 @@ mod webhooks;
 
 use async_graphql::MergedObject;
 
+/// What can be read: the caller, nodes, containers, snapshots, webhooks.
 #[derive(MergedObject, Default, Debug)]
 pub struct Query(
     me::MeQuery,

@@ -1,10 +1,11 @@
 use async_graphql::{Context, ID, InputObject, Object, Result};
 
+use crate::graphql::connections::SnapshotConnection;
 use crate::graphql::context::{principal, state};
 use crate::graphql::ids::parse_id;
-use crate::graphql::types::{PageInfo, Snapshot, SnapshotConnection, SnapshotEdge, SnapshotStatus};
-use crate::service::lineage;
+use crate::graphql::types::{Snapshot, SnapshotStatus};
 use crate::service::snapshots::{self, Cursor, SnapshotFilter};
+use crate::service::{lineage, page};
 
 #[derive(Default, Debug)]
 pub(super) struct SnapshotsQuery;
@@ -14,9 +15,11 @@ pub(super) struct SnapshotsQuery;
 pub(super) struct SnapshotsFilter {
     /// The `sub` of who requested them.
     pub owner: Option<String>,
+    /// Only those in this status.
     pub status: Option<SnapshotStatus>,
     /// `registry/path`, without tag.
     pub repository: Option<String>,
+    /// Only those of containers on this node.
     pub node: Option<String>,
 }
 
@@ -119,25 +122,36 @@ async fn prefetch_lineage_lists(ctx: &Context<'_>, ids: &[uuid::Uuid]) -> Result
 
 #[Object]
 impl SnapshotsQuery {
-    async fn snapshot(&self, ctx: &Context<'_>, id: ID) -> Result<Snapshot> {
+    /// One snapshot the caller may see, by id; `NOT_FOUND` otherwise.
+    async fn snapshot(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The snapshot's id.")] id: ID,
+    ) -> Result<Snapshot> {
         let who = principal(ctx)?;
         let id = parse_id(&id, "snapshot")?;
         Ok(Snapshot(snapshots::get(state(ctx)?, who, id).await?))
     }
 
-    /// Snapshots the caller may see, newest first.
+    /// Snapshots the caller may see, newest first: at most `first`
+    /// (default 20, at most 100) after the cursor `after`.
     #[graphql(complexity = "crate::graphql::complexity::list_complexity(first, child_complexity)")]
     async fn snapshots(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 20, validator(minimum = 1, maximum = 100))] first: i32,
-        after: Option<String>,
-        filter: Option<SnapshotsFilter>,
+        #[graphql(
+            default = 20,
+            validator(minimum = 1, maximum = 100),
+            desc = "How many snapshots, at most."
+        )]
+        first: i32,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+        #[graphql(desc = "Only the snapshots that match.")] filter: Option<SnapshotsFilter>,
     ) -> Result<SnapshotConnection> {
         let who = principal(ctx)?;
         let filter = filter.unwrap_or_default();
-        let after = after.as_deref().map(Cursor::decode).transpose()?;
-        let (rows, more) = snapshots::list(
+        let after = after.as_deref().map(page::decode::<Cursor>).transpose()?;
+        let page = snapshots::list(
             state(ctx)?,
             who,
             SnapshotFilter {
@@ -146,27 +160,13 @@ impl SnapshotsQuery {
                 repository: filter.repository,
                 node: filter.node,
             },
-            first as usize,
+            usize::try_from(first)?,
             after,
         )
         .await?;
-        prefetch_lineage(ctx, &rows).await?;
-        let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.id).collect();
+        prefetch_lineage(ctx, &page.rows).await?;
+        let ids: Vec<uuid::Uuid> = page.rows.iter().map(|r| r.id).collect();
         prefetch_lineage_lists(ctx, &ids).await?;
-        let edges: Vec<SnapshotEdge> = rows
-            .into_iter()
-            .map(|row| SnapshotEdge {
-                cursor: Cursor::of(&row).encode(),
-                node: Snapshot(row),
-            })
-            .collect();
-        let end_cursor = edges.last().map(|e| e.cursor.clone());
-        Ok(SnapshotConnection {
-            edges,
-            page_info: PageInfo {
-                has_next_page: more,
-                end_cursor,
-            },
-        })
+        Ok(SnapshotConnection::new(page))
     }
 }

@@ -1,9 +1,11 @@
 use async_graphql::{Context, ID, Object, Result};
 
+use crate::graphql::connections::WebhookDeliveryConnection;
 use crate::graphql::context::{principal, state};
 use crate::graphql::ids::parse_id;
-use crate::graphql::webhooks::{WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint};
-use crate::webhooks::endpoints;
+use crate::graphql::webhooks::{WebhookDeliveryStatus, WebhookEndpoint};
+use crate::service::page;
+use crate::webhooks::endpoints::{self, DeliveryCursor, DeliveryFilter};
 
 #[derive(Default, Debug)]
 pub(super) struct WebhooksQuery;
@@ -21,29 +23,39 @@ impl WebhooksQuery {
             .collect())
     }
 
-    /// Deliveries, newest first (admins).
+    /// Deliveries, newest first (admins): at most `first` (default 50, at
+    /// most 500) after the cursor `after`.
+    #[graphql(complexity = "crate::graphql::complexity::list_complexity(first, child_complexity)")]
     async fn webhook_deliveries(
         &self,
         ctx: &Context<'_>,
-        endpoint: Option<ID>,
-        status: Option<WebhookDeliveryStatus>,
-        #[graphql(default = 50, validator(minimum = 1, maximum = 500))] first: i32,
-    ) -> Result<Vec<WebhookDelivery>> {
+        #[graphql(desc = "Only the deliveries to this endpoint.")] endpoint: Option<ID>,
+        #[graphql(desc = "Only the deliveries in this status.")] status: Option<
+            WebhookDeliveryStatus,
+        >,
+        #[graphql(
+            default = 50,
+            validator(minimum = 1, maximum = 500),
+            desc = "How many deliveries, at most."
+        )]
+        first: i32,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<WebhookDeliveryConnection> {
         let who = principal(ctx)?;
         let endpoint = endpoint
             .as_ref()
             .map(|id| parse_id(id, "webhook endpoint"))
             .transpose()?;
-        Ok(endpoints::deliveries(
-            state(ctx)?,
-            who,
+        let after = after
+            .as_deref()
+            .map(page::decode::<DeliveryCursor>)
+            .transpose()?;
+        let filter = DeliveryFilter {
             endpoint,
-            status.map(Into::into),
-            first as u64,
-        )
-        .await?
-        .into_iter()
-        .map(WebhookDelivery)
-        .collect())
+            status: status.map(Into::into),
+        };
+        let page =
+            endpoints::deliveries(state(ctx)?, who, filter, usize::try_from(first)?, after).await?;
+        Ok(WebhookDeliveryConnection::new(page))
     }
 }

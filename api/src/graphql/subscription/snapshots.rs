@@ -15,8 +15,8 @@ fn event(change: &SnapshotChange) -> SnapshotEvent {
     SnapshotEvent {
         snapshot_id: ID(change.snapshot_id.to_string()),
         status: change.status.into(),
-        bytes_done: change.bytes_done,
-        bytes_total: change.bytes_total,
+        bytes_done: change.bytes_done.into(),
+        bytes_total: change.bytes_total.into(),
         at: change.at,
     }
 }

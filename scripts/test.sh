@@ -25,11 +25,19 @@ if [[ $(cargo deny --version 2>/dev/null) != "cargo-deny $CARGO_DENY_VERSION" ]]
 fi
 # shellcheck disable=SC1091
 source .dcs-env/env.sh
+# The pinned tools that look at the API as clients do: the schema linter
+# and diff (npm) and the strict GraphQL client's venv (PyPI), used by the
+# schema check below and by tests/tests/strict_client.rs.
+scripts/client-tools.sh >/dev/null
 
 # Every shell script of scripts/, and CI's entry point. A deliberate
 # exception is an inline `# shellcheck disable=SCnnnn` with its reason.
 mapfile -t shell_scripts < <(find scripts -name '*.sh' | sort)
 shellcheck "${shell_scripts[@]}" .ci/run
+# The schema's hygiene (descriptions, naming, breaking changes listed in
+# CHANGELOG.md), and proof that the check catches planted faults.
+scripts/check-schema.sh
+scripts/check-schema.sh --self-test
 # Licences, banned or duplicate crates, sources: deny.toml. Not advisories:
 # their database lives on a host these machines cannot reach.
 cargo deny --locked check --hide-inclusion-graph licenses bans sources

@@ -20,7 +20,7 @@
 # Cases (closed loop with wrk at 1, 10, 50 and 200 connections, BENCH_SECONDS each):
 #   snapshots   `snapshots(first: 20)` with each node's `parent { id }`, as an admin
 #   ancestors   `snapshot(id) { ancestors(first: 200) { id } }` on the 200th generation
-#   containers  `containers`, as a speaker who owns 10 of the 1,000 desktops
+#   containers  `containers(first: 50)`, as a speaker who owns 10 of the 1,000 desktops
 # Each next to pgbench (-M prepared, the same number of clients, 2 threads) running the
 # statements the API runs for one request (as Postgres' statement log shows them; see
 # scripts/bench-api/*.sql), one pgbench transaction per API request: "ratio" is API req/s
@@ -228,7 +228,7 @@ EOF
 printf '{"query":"query($id: ID!) { snapshot(id: $id) { id ancestors(first: %d) { id } } }","variables":{"id":"%s"}}\n' \
     "$GENERATIONS" "$LEAF" >"$WORK/ancestors.json"
 cat >"$WORK/containers.json" <<'EOF'
-{"query":"{ containers { id node podNamespace podName containerName state image imageDigest owner } }"}
+{"query":"{ containers(first: 50) { edges { cursor node { id node podNamespace podName containerName state image imageDigest owner } } pageInfo { hasNextPage endCursor } } }"}
 EOF
 declare -A TOKEN=([snapshots]=$ADMIN [ancestors]=$ADMIN [containers]=$ALICE)
 sleep 2 # a few background snapshots exist, with their parents
@@ -241,7 +241,7 @@ jq -e '[.data.snapshots.edges[].node.parent | select(. != null)] | length > 10' 
     die "the first page has too few parents: $(head -c 500 "$WORK/snapshots.answer")"
 jq -e ".data.snapshot.ancestors | length == $((GENERATIONS - 1))" "$WORK/ancestors.answer" >/dev/null ||
     die "the lineage is not $GENERATIONS generations long"
-jq -e '.data.containers | length == 10' "$WORK/containers.answer" >/dev/null || die "alice should see 10 desktops"
+jq -e '.data.containers.edges | length == 10' "$WORK/containers.answer" >/dev/null || die "alice should see 10 desktops"
 
 # --- the same SQL for pgbench ---------------------------------------------------------------
 # Written as Postgres' statement log shows the API's statements (sqlx prepares each one).
@@ -281,8 +281,9 @@ pgbench_snapshots_script() { # writes $WORK/snapshots.sql and the -D arguments t
     echo "WITH RECURSIVE lineage(root, id, depth) AS (SELECT s.id, s.parent_id, CAST(1 AS BIGINT) FROM snapshots s WHERE s.id IN (:leaf) AND s.parent_id IS NOT NULL UNION ALL SELECT l.root, s.parent_id, l.depth + 1 FROM lineage l JOIN snapshots s ON s.id = l.id WHERE l.depth < :depth AND s.parent_id IS NOT NULL) SELECT l.root AS lineage_root, l.depth AS lineage_depth, s.* FROM lineage l JOIN snapshots s ON s.id = l.id ORDER BY l.root, l.depth;"
 } >"$WORK/ancestors.sql"
 echo "-Dleaf=$LEAF" >"$WORK/ancestors.vars"
-echo "SELECT $CCOLS FROM \"containers\" WHERE \"containers\".\"pod_namespace\" IN (:ns) AND \"containers\".\"owner\" = :owner ORDER BY \"containers\".\"node\" ASC, \"containers\".\"id\" ASC;" >"$WORK/containers.sql"
-printf '%s\n' "-Dns=workshop" "-Downer=alice" >"$WORK/containers.vars"
+echo "SELECT $CCOLS FROM \"containers\" WHERE \"containers\".\"pod_namespace\" IN (:ns) AND \"containers\".\"owner\" = :owner ORDER BY \"containers\".\"node\" ASC, \"containers\".\"id\" ASC LIMIT :limit;" >"$WORK/containers.sql"
+# A page asks for one row more than `first`: 51.
+printf '%s\n' "-Dns=workshop" "-Downer=alice" "-Dlimit=51" >"$WORK/containers.vars"
 
 # --- runners -----------------------------------------------------------------------------
 # Results: "case|clients" -> "req/s p50 p99"; pgbench the same.

@@ -99,7 +99,7 @@ PY
 
 echo "== Waiting for the agent's inventory"
 for _ in $(seq 1 50); do
-  graphql '{"query":"{ containers { id } }"}' | grep -q desktop-0 && break
+  graphql '{"query":"{ containers { edges { node { id } } } }"}' | grep -q desktop-0 && break
   sleep 0.2
 done
 

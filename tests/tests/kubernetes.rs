@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use e2e_tests::fake_agent::{register_unreachable_node, registration};
 use e2e_tests::fake_kube::{self, AudienceCheck, FakeKube, Identity};
-use e2e_tests::stack::{Agent, Api, ApiOptions, Database, documents, error_code, http_client};
+use e2e_tests::stack::{
+    Agent, Api, ApiOptions, Database, documents, error_code, http_client, page_list,
+};
 use e2e_tests::{Ctr, TestEnv, unique};
 use serde_json::{Value, json};
 
@@ -658,7 +660,7 @@ async fn a_pod_named_by_a_speaker_is_snapshotted_with_service_account_tokens_bot
         .start();
     let alice = api.token("alice", "speaker", &["workshop"]);
     api.wait_for(&alice, documents::CONTAINERS, json!({}), WAIT, |d| {
-        d["containers"]
+        page_list(&d["containers"])
             .as_array()
             .is_some_and(|l| l.iter().any(|c| c["id"] == container_id.as_str()))
     })

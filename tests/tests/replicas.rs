@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use dcs_protocol::token::{AGENT_AUDIENCE, API_AUDIENCE, SharedSecret};
 use dcs_protocol::{JobAccepted, JobEvent, JobRequest, agent_paths, api_paths};
-use e2e_tests::stack::{Api, ApiOptions, Database, Subscription, documents, http_client};
+use e2e_tests::stack::{Api, ApiOptions, Database, Subscription, documents, http_client, int64};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -415,7 +415,7 @@ async fn progress_written_on_one_replica_reaches_the_other_in_order() {
             let e = &data["snapshotEvents"];
             let status = e["status"].as_str().unwrap_or_default().to_string();
             let terminal = status == "PUSHED";
-            seen.push((status, e["bytesDone"].as_i64().unwrap_or(-1)));
+            seen.push((status, int64(&e["bytesDone"])));
             if terminal {
                 break;
             }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use e2e_tests::fake_agent::register_unreachable_node;
 use e2e_tests::matrix::Failures;
 use e2e_tests::stack::{
-    Agent, Api, ApiOptions, Database, WsOutcome, documents, jwt, metric_value, registry_digest,
-    skopeo_inspect, sorted_ids,
+    Agent, Api, ApiOptions, Database, WsOutcome, documents, jwt, metric_value, page_list,
+    registry_digest, skopeo_inspect, sorted_ids,
 };
 use e2e_tests::{Ctr, TestEnv, unique};
 use serde_json::{Value, json};
@@ -80,40 +80,46 @@ async fn create_snapshot_auth_matrix_refuses_with_the_right_code_and_dispatches_
     // Containers: each speaker sees their namespaces' only.
     let all = api
         .wait_for(&root, documents::CONTAINERS, json!({}), WAIT, |d| {
-            d["containers"].as_array().is_some_and(|l| l.len() == 2)
+            page_list(&d["containers"])
+                .as_array()
+                .is_some_and(|l| l.len() == 2)
         })
         .await;
     let mut both = vec![desk.clone(), payroll.clone()];
     both.sort();
-    assert_eq!(sorted_ids(&all["containers"]), both, "an admin sees all");
+    assert_eq!(
+        sorted_ids(&page_list(&all["containers"])),
+        both,
+        "an admin sees all"
+    );
     let seen = api.data(&alice, documents::CONTAINERS, json!({})).await;
     assert_eq!(
-        sorted_ids(&seen["containers"]),
+        sorted_ids(&page_list(&seen["containers"])),
         vec![desk.clone()],
         "{seen}"
     );
     let carol = api.token("carol", "speaker", &["finance"]);
     let seen = api.data(&carol, documents::CONTAINERS, json!({})).await;
     assert_eq!(
-        sorted_ids(&seen["containers"]),
+        sorted_ids(&page_list(&seen["containers"])),
         vec![payroll.clone()],
         "{seen}"
     );
     let bob = api.token("bob", "speaker", &["elsewhere"]);
     let seen = api.data(&bob, documents::CONTAINERS, json!({})).await;
-    assert_eq!(seen["containers"], json!([]), "{seen}");
+    assert_eq!(page_list(&seen["containers"]), json!([]), "{seen}");
     let nobody = api.token("dave", "speaker", &[]);
     let seen = api.data(&nobody, documents::CONTAINERS, json!({})).await;
-    assert_eq!(seen["containers"], json!([]), "{seen}");
+    assert_eq!(page_list(&seen["containers"]), json!([]), "{seen}");
     // Filtering on another namespace does not widen the view.
     let seen = api
         .data(
             &alice,
-            "query($ns: String) { containers(podNamespace: $ns) { id } }",
+            "query($ns: String) { containers(podNamespace: $ns) { edges { node { id } } } }",
             json!({"ns": "finance"}),
         )
         .await;
-    assert_eq!(seen["containers"], json!([]), "{seen}");
+    assert_eq!(page_list(&seen["containers"]), json!([]), "{seen}");
 
     // Hand-made tokens are accepted when they are right (so the refusals
     // below are for the reason each case names).
@@ -928,8 +934,9 @@ async fn the_agent_answers_401_to_unauthenticated_requests_on_every_path() {
     ctr.run(&["namespaces", "create", &namespace]);
     let agent = Agent::start(&env, &api, "node-401", &namespace);
     let root = api.token("root", "admin", &[]);
-    api.wait_for(&root, "{ nodes { name state } }", json!({}), WAIT, |d| {
-        d["nodes"] == json!([{"name": "node-401", "state": "READY"}])
+    let nodes = "{ nodes { edges { node { name state } } } }";
+    api.wait_for(&root, nodes, json!({}), WAIT, |d| {
+        page_list(&d["nodes"]) == json!([{"name": "node-401", "state": "READY"}])
     })
     .await;
 

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use e2e_tests::stack::{
-    Agent, Api, ApiOptions, Database, Subscription, documents, error_code, sorted_ids,
+    Agent, Api, ApiOptions, Database, Subscription, documents, error_code, page_list, sorted_ids,
 };
 use e2e_tests::{Ctr, TestEnv, unique};
 use serde_json::{Value, json};
@@ -51,7 +51,7 @@ fn message(body: &Value) -> &str {
 async fn wait_containers(api: &Api, token: &str, want: &[&str]) -> Value {
     api.wait_for(token, documents::CONTAINERS, json!({}), WAIT, |d| {
         want.iter().all(|id| {
-            d["containers"]
+            page_list(&d["containers"])
                 .as_array()
                 .is_some_and(|l| l.iter().any(|c| c["id"] == *id))
         })
@@ -118,11 +118,15 @@ async fn speakers_sharing_a_namespace_reach_only_their_own_desktops_and_snapshot
     let all = wait_containers(&api, &root, &[&desk_a, &desk_b]).await;
     let mut both = vec![desk_a.clone(), desk_b.clone()];
     both.sort();
-    assert_eq!(sorted_ids(&all["containers"]), both, "{all}");
+    assert_eq!(sorted_ids(&page_list(&all["containers"])), both, "{all}");
     let owners = api
-        .data(&root, "{ containers { id owner } }", json!({}))
+        .data(
+            &root,
+            "{ containers { edges { node { id owner } } } }",
+            json!({}),
+        )
         .await;
-    for c in owners["containers"].as_array().unwrap() {
+    for c in page_list(&owners["containers"]).as_array().unwrap() {
         let want = if c["id"] == desk_a.as_str() {
             "alice"
         } else {
@@ -132,19 +136,19 @@ async fn speakers_sharing_a_namespace_reach_only_their_own_desktops_and_snapshot
     }
     let seen = api.data(&alice, documents::CONTAINERS, json!({})).await;
     assert_eq!(
-        sorted_ids(&seen["containers"]),
+        sorted_ids(&page_list(&seen["containers"])),
         vec![desk_a.clone()],
         "{seen}"
     );
     let seen = api.data(&bob, documents::CONTAINERS, json!({})).await;
     assert_eq!(
-        sorted_ids(&seen["containers"]),
+        sorted_ids(&page_list(&seen["containers"])),
         vec![desk_b.clone()],
         "{seen}"
     );
     let carol = api.token("carol", "speaker", &["workshop"]);
     let seen = api.data(&carol, documents::CONTAINERS, json!({})).await;
-    assert_eq!(seen["containers"], json!([]), "{seen}");
+    assert_eq!(page_list(&seen["containers"]), json!([]), "{seen}");
 
     // createSnapshot of the other's desktop, by id and by pod: exactly like
     // a container that does not exist.
@@ -195,7 +199,7 @@ async fn speakers_sharing_a_namespace_reach_only_their_own_desktops_and_snapshot
         .owner("bob")
         .start();
     let seen = wait_containers(&api, &bob, &[&desk_c]).await;
-    let c = seen["containers"]
+    let c = page_list(&seen["containers"])
         .as_array()
         .unwrap()
         .iter()
@@ -317,9 +321,9 @@ async fn namespace_wide_access_restores_sharing_within_a_namespace() {
     let seen = wait_containers(&api, &alice, &[&desk_a, &desk_b]).await;
     let mut both = vec![desk_a.clone(), desk_b.clone()];
     both.sort();
-    assert_eq!(sorted_ids(&seen["containers"]), both, "{seen}");
+    assert_eq!(sorted_ids(&page_list(&seen["containers"])), both, "{seen}");
     let seen = api.data(&elsewhere, documents::CONTAINERS, json!({})).await;
-    assert_eq!(seen["containers"], json!([]), "{seen}");
+    assert_eq!(page_list(&seen["containers"]), json!([]), "{seen}");
 
     // Alice snapshots bob's desktop; both see the snapshot, in lists too.
     let target = format!("{}/workshops/alice/{}:v1", env.registry, unique("bobs"));

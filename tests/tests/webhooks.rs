@@ -21,7 +21,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use e2e_tests::stack::{Agent, Api, ApiOptions, Database, free_port, registry_digest};
+use e2e_tests::stack::{
+    Agent, Api, ApiOptions, Database, free_port, int64, page_nodes, registry_digest,
+};
 use e2e_tests::webhook_receiver::{KillPoint, Received, Receiver, Reply, ok, status, with_header};
 use e2e_tests::{Ctr, TestEnv, poll, unique};
 use serde_json::{Value, json};
@@ -42,7 +44,7 @@ const SEND_TEST: &str =
     "mutation($id: ID!) { sendTestWebhook(id: $id) { id messageId eventType status } }";
 const REDELIVER: &str =
     "mutation($id: ID!) { redeliverWebhook(id: $id) { id messageId status attemptCount } }";
-const DELIVERIES: &str = "query($endpoint: ID, $status: WebhookDeliveryStatus, $first: Int!) { webhookDeliveries(endpoint: $endpoint, status: $status, first: $first) { id endpointId messageId eventType payload status attemptCount nextAttemptAt lastStatusCode createdAt completedAt attempts { at statusCode latencyMs responseExcerpt error } } }";
+const DELIVERIES: &str = "query($endpoint: ID, $status: WebhookDeliveryStatus, $first: Int!, $after: String) { webhookDeliveries(endpoint: $endpoint, status: $status, first: $first, after: $after) { edges { node { id endpointId messageId eventType payload status attemptCount nextAttemptAt lastStatusCode createdAt completedAt attempts { at statusCode latencyMs responseExcerpt error } } } pageInfo { hasNextPage endCursor } } }";
 
 /// The flags every API of these tests gets, then `extra`.
 fn webhook_args(extra: &[&str]) -> Vec<String> {
@@ -97,15 +99,19 @@ async fn send_test(api: &Api, token: &str, endpoint: &str) -> (String, String) {
     )
 }
 
+/// Every delivery of the endpoint, newest first, page after page.
 async fn deliveries(api: &Api, token: &str, endpoint: &str) -> Vec<Value> {
-    let data = api
-        .data(
-            token,
-            DELIVERIES,
-            json!({"endpoint": endpoint, "first": 500}),
-        )
-        .await;
-    data["webhookDeliveries"].as_array().unwrap().clone()
+    let mut all = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let variables = json!({"endpoint": endpoint, "first": 50, "after": after});
+        let page = api.data(token, DELIVERIES, variables).await["webhookDeliveries"].clone();
+        all.extend(page_nodes(&page));
+        if page["pageInfo"]["hasNextPage"] != true {
+            return all;
+        }
+        after = page["pageInfo"]["endCursor"].clone();
+    }
 }
 
 async fn delivery(api: &Api, token: &str, endpoint: &str, id: &str) -> Value {
@@ -996,7 +1002,7 @@ async fn retries_follow_the_scaled_schedule() {
     for a in log {
         assert_eq!(a["statusCode"], 500, "{a}");
         assert_eq!(a["responseExcerpt"], "receiver down", "{a}");
-        assert!(a["latencyMs"].as_i64().is_some_and(|ms| ms >= 0));
+        assert!(int64(&a["latencyMs"]) >= 0, "{a}");
         assert!(a["error"].is_null(), "{a}");
     }
     let e = endpoint(&api, &admin, &endpoint_id).await;
@@ -1225,7 +1231,7 @@ async fn gone_retry_after_redirects_timeouts_and_redelivery() {
     // status code and a timeout error (above), after the whole 1 s. (An
     // upper bound of 2.5 s used to stand here too, which two busy cores
     // could exceed without anything being wrong.)
-    let latency = first["latencyMs"].as_i64().unwrap();
+    let latency = int64(&first["latencyMs"]);
     assert!(latency >= 900, "the attempt took ~1 s: {first}");
     assert!(
         first_gap(&slow_reqs) < Duration::from_secs(3),
@@ -1257,10 +1263,7 @@ async fn gone_retry_after_redirects_timeouts_and_redelivery() {
             json!({"status": "PENDING", "first": 10}),
         )
         .await;
-    if let Some(p) = pending["webhookDeliveries"]
-        .as_array()
-        .and_then(|a| a.first())
-    {
+    if let Some(p) = page_nodes(&pending["webhookDeliveries"]).first() {
         let refused = api
             .graphql(Some(&admin), REDELIVER, json!({"id": p["id"]}))
             .await;
@@ -1274,9 +1277,7 @@ async fn gone_retry_after_redirects_timeouts_and_redelivery() {
         .data(&admin, DELIVERIES, json!({"status": "FAILED", "first": 50}))
         .await;
     assert!(
-        failed["webhookDeliveries"]
-            .as_array()
-            .unwrap()
+        page_nodes(&failed["webhookDeliveries"])
             .iter()
             .all(|d| d["status"] == "FAILED")
     );

@@ -835,15 +835,23 @@ async fn wait_known(shared: &Shared, desktops: &[String]) -> Result<(), String> 
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let data = shared
-            .graphql(0, &shared.alice, "{ containers { id state } }", json!({}))
+            .graphql(
+                0,
+                &shared.alice,
+                "{ containers(first: 100) { edges { node { id state } } } }",
+                json!({}),
+            )
             .await
             .unwrap_or_default();
-        let known = data["data"]["containers"]
+        // No page helper here: an answer of a replica being killed has no
+        // page, and that is "not yet", not a failure.
+        let known = data["data"]["containers"]["edges"]
             .as_array()
-            .map(|list| {
+            .map(|edges| {
                 desktops.iter().all(|d| {
-                    list.iter()
-                        .any(|c| c["id"] == d.as_str() && c["state"] == "running")
+                    edges
+                        .iter()
+                        .any(|e| e["node"]["id"] == d.as_str() && e["node"]["state"] == "running")
                 })
             })
             .unwrap_or(false);

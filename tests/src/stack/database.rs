@@ -32,7 +32,9 @@ impl Database {
         }
     }
 
-    /// Runs SQL in this database; returns the output rows (unaligned).
+    /// Runs SQL in this database; returns the output rows (unaligned),
+    /// and only them: `INSERT ... RETURNING` gives its rows without the
+    /// command's `INSERT 0 1` line.
     pub fn query(&self, sql: &str) -> String {
         psql(&self.url, sql)
     }
@@ -62,7 +64,7 @@ impl Drop for Database {
 fn psql(url: &str, sql: &str) -> String {
     let output = Command::new("psql")
         .arg(url)
-        .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+        .args(["-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
         .output()
         .expect("run psql (PostgreSQL client)");
     assert!(

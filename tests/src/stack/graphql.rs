@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::Api;
 use super::documents;
+use super::page_nodes;
 
 impl Api {
     /// Posts a GraphQL request; returns the whole response body.
@@ -99,16 +100,14 @@ impl Api {
         let wait = Duration::from_secs(90);
         let data = self
             .wait_for(token, documents::CONTAINERS, json!({}), wait, |d| {
-                d["containers"].as_array().is_some_and(|list| {
-                    list.iter()
-                        .any(|c| c["id"] == id && c["state"] == "running")
-                })
+                page_nodes(&d["containers"])
+                    .iter()
+                    .any(|c| c["id"] == id && c["state"] == "running")
             })
             .await;
-        data["containers"]
-            .as_array()
-            .and_then(|list| list.iter().find(|c| c["id"] == id))
-            .cloned()
+        page_nodes(&data["containers"])
+            .into_iter()
+            .find(|c| c["id"] == id)
             .unwrap_or_default()
     }
 

@@ -14,11 +14,12 @@ mod graphql;
 pub mod jwt;
 mod observe;
 mod process;
+pub mod rows;
 mod websocket;
 mod workshop;
 
 pub use agent::{Agent, AgentBuilder};
-pub use answers::{error_code, sorted_ids};
+pub use answers::{error_code, int64, page_list, page_nodes, sorted_ids};
 pub use api::{Api, ApiBuilder, ApiOptions};
 pub use database::Database;
 pub use observe::{metric_value, registry_digest, skopeo_inspect, task_status};

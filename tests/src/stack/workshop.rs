@@ -219,8 +219,14 @@ impl Workshop {
     }
 }
 
-const NODES: &str = "{ nodes { name state registeredAt lastSeenAt } }";
+/// The first 100 nodes: more than any test starts.
+const NODES: &str =
+    "{ nodes(first: 100) { edges { node { name state registeredAt lastSeenAt } } } }";
 
 fn find_node<'a>(data: &'a Value, name: &str) -> Option<&'a Value> {
-    data["nodes"].as_array()?.iter().find(|n| n["name"] == name)
+    data["nodes"]["edges"]
+        .as_array()?
+        .iter()
+        .map(|edge| &edge["node"])
+        .find(|n| n["name"] == name)
 }

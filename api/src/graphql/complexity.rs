@@ -15,9 +15,8 @@ pub fn list_complexity(first: i32, child_complexity: usize) -> usize {
         .min(MAX_FIELD_COMPLEXITY)
 }
 
-/// A list without `first` (webhook endpoints) counts as
-/// this many elements: a guess at a big workshop, so that aliasing it
-/// adds up too.
+/// A list without `first` (webhook endpoints) counts as this many
+/// elements: a guess at a big workshop, so that aliasing it adds up too.
 const UNPAGED_LIST_LENGTH: i32 = 50;
 
 pub fn unpaged_list_complexity(child_complexity: usize) -> usize {

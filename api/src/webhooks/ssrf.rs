@@ -34,6 +34,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
@@ -147,67 +148,42 @@ pub enum NetworkError {
     HostBits,
 }
 
-/// An IP network in CIDR form (`127.0.0.0/8`, `fd00::/8`, `10.1.2.3/32`).
+/// An IP network in CIDR form (`127.0.0.0/8`, `fd00::/8`, `10.1.2.3/32`):
+/// ipnet's type, parsed more strictly (see [`IpNetwork::new`]) and
+/// containing the IPv4-mapped forms of an IPv4 network's addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct IpNetwork {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct IpNetwork(IpNet);
 
 impl IpNetwork {
-    /// A network whose address has no bits set beyond `prefix`.
+    /// A network whose address has no bits set beyond `prefix`: an
+    /// operator who writes `10.0.0.1/8` is told so rather than allowed
+    /// 10.0.0.0/8, which may not be what they meant.
     pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, NetworkError> {
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        if prefix > max {
-            return Err(NetworkError::Prefix);
-        }
-        let network = Self { addr, prefix };
-        if network.first_address() != addr {
+        let network = IpNet::new(addr, prefix).map_err(|_| NetworkError::Prefix)?;
+        if network.trunc() != network {
             return Err(NetworkError::HostBits);
         }
-        Ok(network)
+        Ok(Self(network))
     }
 
     /// The one-address network of `addr`.
     pub fn host(addr: IpAddr) -> Self {
-        let prefix = if addr.is_ipv4() { 32 } else { 128 };
-        Self { addr, prefix }
+        Self(IpNet::from(addr))
     }
 
     pub fn addr(&self) -> IpAddr {
-        self.addr
+        self.0.addr()
     }
 
     pub fn prefix(&self) -> u8 {
-        self.prefix
+        self.0.prefix_len()
     }
 
     /// Whether `ip` is in this network. An IPv4 network also contains the
     /// IPv4-mapped IPv6 form (`::ffff:a.b.c.d`) of its addresses, since
     /// connecting to one reaches the other.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        self.contains_raw(ip) || self.contains_raw(ip.to_canonical())
-    }
-
-    fn contains_raw(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = v4_mask(self.prefix);
-                net.to_bits() & mask == ip.to_bits() & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = v6_mask(self.prefix);
-                net.to_bits() & mask == ip.to_bits() & mask
-            }
-            _ => false,
-        }
-    }
-
-    fn first_address(&self) -> IpAddr {
-        match self.addr {
-            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from_bits(a.to_bits() & v4_mask(self.prefix))),
-            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from_bits(a.to_bits() & v6_mask(self.prefix))),
-        }
+        self.0.contains(&ip) || self.0.contains(&ip.to_canonical())
     }
 }
 
@@ -233,16 +209,8 @@ impl FromStr for IpNetwork {
 
 impl fmt::Display for IpNetwork {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        fmt::Display::fmt(&self.0, f)
     }
-}
-
-fn v4_mask(prefix: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
-}
-
-fn v6_mask(prefix: u8) -> u128 {
-    u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
 }
 
 /// Where webhooks may go: HTTPS to public addresses, plus what the operator
@@ -461,13 +429,16 @@ const METADATA_V4: &[Ipv4Addr] = &[
 /// AWS's IPv6 metadata endpoint.
 const METADATA_V6: &[Ipv6Addr] = &[Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)];
 
-const fn v4(octets: [u8; 4], prefix: u8, class: AddressClass) -> (u32, u8, AddressClass) {
+const fn v4(octets: [u8; 4], prefix: u8, class: AddressClass) -> (Ipv4Net, AddressClass) {
     let [a, b, c, d] = octets;
-    (Ipv4Addr::new(a, b, c, d).to_bits(), prefix, class)
+    (
+        Ipv4Net::new_assert(Ipv4Addr::new(a, b, c, d), prefix),
+        class,
+    )
 }
 
 /// IANA's IPv4 special-purpose ranges that are not globally reachable.
-const BLOCKED_V4: &[(u32, u8, AddressClass)] = &[
+const BLOCKED_V4: &[(Ipv4Net, AddressClass)] = &[
     v4([255, 255, 255, 255], 32, AddressClass::Broadcast),
     v4([0, 0, 0, 0], 8, AddressClass::Unspecified),
     v4([10, 0, 0, 0], 8, AddressClass::Private),
@@ -493,30 +464,30 @@ fn classify_v4(ip: Ipv4Addr) -> Option<AddressClass> {
     }
     BLOCKED_V4
         .iter()
-        .find(|(net, prefix, _)| ip.to_bits() & v4_mask(*prefix) == *net)
-        .map(|(_, _, class)| *class)
+        .find(|(net, _)| net.contains(&ip))
+        .map(|(_, class)| *class)
 }
 
-const fn v6(segments: [u16; 8], prefix: u8, class: AddressClass) -> (u128, u8, AddressClass) {
-    (v6_bits(segments), prefix, class)
+const fn v6(segments: [u16; 8], prefix: u8, class: AddressClass) -> (Ipv6Net, AddressClass) {
+    (v6_net(segments, prefix), class)
 }
 
-const fn v6_bits(segments: [u16; 8]) -> u128 {
+const fn v6_net(segments: [u16; 8], prefix: u8) -> Ipv6Net {
     let [a, b, c, d, e, f, g, h] = segments;
-    Ipv6Addr::new(a, b, c, d, e, f, g, h).to_bits()
+    Ipv6Net::new_assert(Ipv6Addr::new(a, b, c, d, e, f, g, h), prefix)
 }
 
 /// IPv4-compatible (deprecated), `::/96`.
-const V4_COMPATIBLE: u128 = 0;
+const V4_COMPATIBLE: Ipv6Net = v6_net([0, 0, 0, 0, 0, 0, 0, 0], 96);
 /// NAT64 well-known prefix, `64:ff9b::/96`.
-const NAT64: u128 = v6_bits([0x64, 0xff9b, 0, 0, 0, 0, 0, 0]);
+const NAT64: Ipv6Net = v6_net([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96);
 /// 6to4, `2002::/16`.
-const SIX_TO_FOUR: u128 = v6_bits([0x2002, 0, 0, 0, 0, 0, 0, 0]);
+const SIX_TO_FOUR: Ipv6Net = v6_net([0x2002, 0, 0, 0, 0, 0, 0, 0], 16);
 /// Global unicast, `2000::/3`.
-const GLOBAL_UNICAST: u128 = v6_bits([0x2000, 0, 0, 0, 0, 0, 0, 0]);
+const GLOBAL_UNICAST: Ipv6Net = v6_net([0x2000, 0, 0, 0, 0, 0, 0, 0], 3);
 
 /// IPv6 ranges blocked outright (the embedding ranges are handled first).
-const BLOCKED_V6: &[(u128, u8, AddressClass)] = &[
+const BLOCKED_V6: &[(Ipv6Net, AddressClass)] = &[
     v6([0, 0, 0, 0, 0, 0, 0, 0], 128, AddressClass::Unspecified),
     v6([0, 0, 0, 0, 0, 0, 0, 1], 128, AddressClass::Loopback),
     // Local-use NAT64 (RFC 8215): what it translates to is site-specific.
@@ -551,31 +522,27 @@ fn classify_v6(ip: Ipv6Addr) -> Option<AddressClass> {
     if METADATA_V6.contains(&ip) {
         return Some(AddressClass::CloudMetadata);
     }
-    let bits = ip.to_bits();
-    let in_net = |net: u128, prefix: u8| bits & v6_mask(prefix) == net;
-    if let Some((_, _, class)) = BLOCKED_V6
-        .iter()
-        .find(|(net, prefix, _)| in_net(*net, *prefix))
-    {
+    if let Some((_, class)) = BLOCKED_V6.iter().find(|(net, _)| net.contains(&ip)) {
         return Some(*class);
     }
+    let bits = ip.to_bits();
     let low32 = Ipv4Addr::from_bits(bits as u32);
     // IPv4-compatible, ::/96 (deprecated): never legitimate; named after
     // the embedded address when that is blocked too.
-    if in_net(V4_COMPATIBLE, 96) {
+    if V4_COMPATIBLE.contains(&ip) {
         return Some(classify_v4(low32).unwrap_or(AddressClass::Reserved));
     }
     // NAT64, 64:ff9b::/96: what DNS64 gives public IPv4 hosts on IPv6-only
     // networks, so allowed when the embedded address is.
-    if in_net(NAT64, 96) {
+    if NAT64.contains(&ip) {
         return classify_v4(low32);
     }
     // 6to4, 2002::/16: the IPv4 address is in bits 16..48.
-    if in_net(SIX_TO_FOUR, 16) {
+    if SIX_TO_FOUR.contains(&ip) {
         return classify_v4(Ipv4Addr::from_bits((bits >> 80) as u32));
     }
     // Everything else outside global unicast is unassigned or special.
-    if !in_net(GLOBAL_UNICAST, 3) {
+    if !GLOBAL_UNICAST.contains(&ip) {
         return Some(AddressClass::Reserved);
     }
     None

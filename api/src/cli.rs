@@ -114,6 +114,16 @@ fn signer(auth: &AuthArgs, data_dir: &std::path::Path) -> anyhow::Result<JwtSign
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let persisted_queries = args.persisted_query_settings();
+    // Checked before anything else starts: a bad manifest is a bad
+    // configuration, and stops the start with its sentence.
+    let manifest = match &args.persisted_query_manifest {
+        Some(path) => Some(
+            crate::persisted::manifest::read(path, persisted_queries.max_query_bytes)
+                .with_context(|| format!("persisted query manifest {}", path.display()))?,
+        ),
+        None => None,
+    };
     let secret_file = args.auth.secret_file(&args.data_dir)?;
     let verifier = JwtVerifier::new(
         args.auth.jwt_algorithm,
@@ -169,7 +179,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .agent_call_token_file(args.agent_call_token_file.clone())
         .webhooks(webhooks)
         .kubernetes(kubernetes)
+        .persisted_queries(persisted_queries)
         .build()?;
+    if let Some(registrations) = manifest {
+        state
+            .persisted
+            .register(&registrations, "manifest")
+            .await
+            .context("registering the persisted query manifest")?;
+        tracing::info!(
+            operations = registrations.len(),
+            "persisted query manifest registered"
+        );
+    }
+    tracing::info!(mode = ?persisted_queries.mode, "persisted queries");
     let schema = build_schema(
         Some(state.clone()),
         SchemaLimits {

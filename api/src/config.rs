@@ -275,6 +275,52 @@ pub struct ServeArgs {
         global = true
     )]
     pub access_scope: crate::auth::policy::AccessScope,
+    /// Which queries run: `automatic`, any query, and a query sent with
+    /// its SHA-256 is kept so that its hash alone runs it next time
+    /// (automatic persisted queries); `registered-only`, only queries
+    /// registered by an admin or the manifest, by hash or in full (admins
+    /// may still send any query).
+    #[arg(
+        long,
+        env = "DCS_PERSISTED_QUERIES",
+        value_enum,
+        default_value_t = crate::persisted::Mode::Automatic,
+        global = true
+    )]
+    pub persisted_queries: crate::persisted::Mode,
+    /// A persisted query manifest (Apollo's JSON format) whose operations
+    /// are registered at start-up; a bad one stops the start.
+    #[arg(long, env = "DCS_PERSISTED_QUERY_MANIFEST", global = true)]
+    pub persisted_query_manifest: Option<PathBuf>,
+    /// Automatic persisted queries kept in the database, shared by all
+    /// replicas; beyond it the least recently used are deleted. 0 keeps
+    /// none.
+    #[arg(
+        long,
+        env = "DCS_PERSISTED_QUERY_CACHE_ENTRIES",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub persisted_query_cache_entries: u64,
+    /// Longest query kept or registered (bytes); a longer one sent with
+    /// its hash runs without being kept.
+    #[arg(
+        long,
+        env = "DCS_PERSISTED_QUERY_MAX_BYTES",
+        default_value_t = 64 * 1024,
+        global = true
+    )]
+    pub persisted_query_max_bytes: usize,
+    /// A persisted query's last use is written at most this often per
+    /// replica (seconds); tests set 0.
+    #[arg(
+        long,
+        env = "DCS_PERSISTED_QUERY_TOUCH_SECONDS",
+        default_value_t = 60,
+        global = true,
+        hide = true
+    )]
+    pub persisted_query_touch_seconds: u64,
 }
 
 impl ServeArgs {
@@ -291,6 +337,15 @@ impl ServeArgs {
             anyhow::bail!("the database URL file {} is empty", path.display());
         }
         Ok(Some(url))
+    }
+
+    pub fn persisted_query_settings(&self) -> crate::persisted::Settings {
+        crate::persisted::Settings {
+            mode: self.persisted_queries,
+            max_automatic_entries: self.persisted_query_cache_entries,
+            max_query_bytes: self.persisted_query_max_bytes,
+            touch_interval: std::time::Duration::from_secs(self.persisted_query_touch_seconds),
+        }
     }
 
     pub fn agent_secret_file(&self, data_dir: &Path) -> anyhow::Result<PathBuf> {

@@ -17,6 +17,11 @@ pub enum Code {
     RateLimited,
     /// The request ran past its deadline and was stopped.
     Timeout,
+    /// A query sent by its hash alone that this server does not hold: an
+    /// Apollo client sends it again with its text (`persisted` module).
+    PersistedQueryNotFound,
+    /// This server runs only registered queries, and this one is not.
+    PersistedQueryNotAllowed,
     Internal,
 }
 
@@ -32,6 +37,8 @@ impl Code {
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::RateLimited => "RATE_LIMITED",
             Self::Timeout => "TIMEOUT",
+            Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
+            Self::PersistedQueryNotAllowed => "PERSISTED_QUERY_NOT_ALLOWED",
             Self::Internal => "INTERNAL",
         }
     }
@@ -112,6 +119,11 @@ impl Code {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            // Part of the protocol, not a failure: Apollo's clients (some
+            // versions) stop sending hashes after a 400 or 500, and read
+            // the error from a 200 body in all versions.
+            Self::PersistedQueryNotFound => StatusCode::OK,
+            Self::PersistedQueryNotAllowed => StatusCode::FORBIDDEN,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -1,5 +1,9 @@
-//! HTTP: `/graphql` (POST queries, GraphiQL on GET, WebSocket subscriptions
-//! with `graphql-transport-ws`), health, metrics, and the agents' endpoints.
+//! HTTP: `/graphql` (POST requests, GET queries, GraphiQL on a plain GET,
+//! WebSocket subscriptions with `graphql-transport-ws`), health, metrics,
+//! and the agents' endpoints.
+//!
+//! Every GraphQL request, over POST, GET or a WebSocket, passes the
+//! persisted query gate (`crate::persisted`) before it is parsed.
 //!
 //! Every request is bounded (see `limits`): body size on every endpoint,
 //! a deadline for each GraphQL request after which its work is dropped
@@ -7,6 +11,7 @@
 //! WebSockets (`ws`). Every refusal is JSON with a code.
 
 mod data;
+mod get;
 mod limits;
 mod scope;
 mod ws;
@@ -32,6 +37,7 @@ use crate::auth::review_limit::ReviewLimiter;
 use crate::errors::Code;
 use crate::graphql::ApiSchema;
 use crate::graphql::context::Caller;
+use crate::persisted::{Admitted, Refusal};
 use crate::state::AppState;
 
 /// What one request may cost.
@@ -204,34 +210,82 @@ async fn parse_request(
 async fn graphql_post(State(state): State<HttpState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let caller = caller_from_headers(&state.app, &parts.headers);
-    let mut request = match parse_request(&parts.headers, body, state.limits.max_body_bytes).await {
+    let request = match parse_request(&parts.headers, body, state.limits.max_body_bytes).await {
         Ok(request) => request,
         Err(response) => return response,
     };
+    run(&state, caller, request, Method::Post).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Post,
+    /// Queries only (`get::is_query`).
+    Get,
+}
+
+/// A refusal of the persisted query gate, as GraphQL errors are answered.
+fn refusal_response(refusal: &Refusal) -> Response {
+    refuse(refusal.status(), refusal.code, &refusal.message)
+}
+
+/// Runs one GraphQL request: the persisted query gate, then the schema,
+/// within the request's deadline and a turn.
+async fn run(
+    state: &HttpState,
+    caller: Caller,
+    mut request: async_graphql::Request,
+    method: Method,
+) -> Response {
     let scope = TaskScope::default();
     // Dropped when this handler ends, however it ends: at the deadline,
     // or when hyper drops it because the client went away.
     let _guard = scope.guard();
-    request.data = data::request_data(&state.app, caller, &scope);
     let deadline = state.limits.request_timeout;
     let execute = async {
+        // Only requests that use the protocol pay for the conversion.
+        let extension = request
+            .extensions
+            .get("persistedQuery")
+            .map(|value| value.clone().into_json().unwrap_or_default());
+        let admitted = state
+            .app
+            .persisted
+            .admit(&request.query, extension.as_ref(), data::requester(&caller))
+            .await
+            .map_err(|refusal| refusal_response(&refusal))?;
+        if let Admitted::Stored(text) = admitted {
+            request.query = text.to_string();
+        }
+        if method == Method::Get && !get::is_query(&mut request) {
+            return Err(refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Code::BadUserInput,
+                get::QUERIES_ONLY,
+            ));
+        }
+        request.data = data::request_data(&state.app, caller, &scope);
         // Never closed, so the permit is always granted in the end.
         let _turn = state.turns.acquire().await;
-        state.schema.execute(request).await
+        Ok::<_, Response>(state.schema.execute(request).await)
     };
-    let Ok(mut response) = tokio::time::timeout(deadline, execute).await else {
-        tracing::warn!(
-            deadline_ms = deadline.as_millis() as u64,
-            "GraphQL request stopped at its deadline"
-        );
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Code::Timeout,
-            &format!(
-                "the request took longer than its deadline ({} s) and was stopped",
-                deadline.as_secs_f64()
-            ),
-        );
+    let mut response = match tokio::time::timeout(deadline, execute).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(refused)) => return refused,
+        Err(_) => {
+            tracing::warn!(
+                deadline_ms = deadline.as_millis() as u64,
+                "GraphQL request stopped at its deadline"
+            );
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Code::Timeout,
+                &format!(
+                    "the request took longer than its deadline ({} s) and was stopped",
+                    deadline.as_secs_f64()
+                ),
+            );
+        }
     };
     // Errors of our resolvers carry a code; those async-graphql raises
     // itself (parse, validation, depth and complexity limits) are the
@@ -251,7 +305,11 @@ async fn graphql_post(State(state): State<HttpState>, request: Request) -> Respo
     GraphQLResponse::from(response).into_response()
 }
 
-/// GraphiQL for a browser; a WebSocket for subscriptions.
+/// A query in the query string; a WebSocket for subscriptions; else
+/// GraphiQL for a browser. (In registered-only mode GraphiQL still loads,
+/// but what it sends is refused unless its headers carry an admin's
+/// token: its introspection query and every query typed into it are not
+/// registered.)
 async fn graphql_get(State(state): State<HttpState>, request: Request) -> Response {
     let is_upgrade = request
         .headers()
@@ -259,13 +317,20 @@ async fn graphql_get(State(state): State<HttpState>, request: Request) -> Respon
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if !is_upgrade {
-        return Html(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .subscription_endpoint("/graphql")
-                .finish(),
-        )
-        .into_response();
+        return match get::request(request.uri()) {
+            Some(Ok(graphql)) => {
+                let caller = caller_from_headers(&state.app, request.headers());
+                run(&state, caller, graphql, Method::Get).await
+            }
+            Some(Err(refused)) => refused,
+            None => Html(
+                GraphiQLSource::build()
+                    .endpoint("/graphql")
+                    .subscription_endpoint("/graphql")
+                    .finish(),
+            )
+            .into_response(),
+        };
     }
     let (mut parts, _body) = request.into_parts();
     // The first subprotocol the client offers that async-graphql speaks.

@@ -20,6 +20,7 @@ pub mod graphql;
 pub mod http;
 pub mod kubernetes;
 pub mod metrics;
+pub mod persisted;
 pub mod random;
 pub mod service;
 pub mod startup;

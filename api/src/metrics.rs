@@ -10,6 +10,11 @@ pub struct StatusLabel {
     pub status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -19,6 +24,10 @@ pub struct Metrics {
     pub agent_events: Counter,
     /// Webhook delivery attempts by outcome.
     pub webhook_attempts: Family<StatusLabel, Counter>,
+    /// GraphQL requests through the persisted query gate, by outcome
+    /// (`plain`, `hit`, `miss`, `sent_in_full`, `stored`, `not_allowed`,
+    /// `invalid`, `unavailable`).
+    pub persisted_queries: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -28,6 +37,12 @@ impl Metrics {
         let dispatch_attempts = Counter::default();
         let agent_events = Counter::default();
         let webhook_attempts = Family::<StatusLabel, Counter>::default();
+        let persisted_queries = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "persisted_queries",
+            "GraphQL requests through the persisted query gate, by outcome",
+            persisted_queries.clone(),
+        );
         registry.register(
             "webhook_attempts",
             "Webhook delivery attempts by outcome",
@@ -54,6 +69,7 @@ impl Metrics {
             dispatch_attempts,
             agent_events,
             webhook_attempts,
+            persisted_queries,
         }
     }
 

@@ -16,6 +16,7 @@ use crate::auth::policy::Policy;
 use crate::bus::Bus;
 use crate::kubernetes::Kubernetes;
 use crate::metrics::Metrics;
+use crate::persisted::{self, PersistedQueries};
 use crate::state::{AppState, Shared};
 use crate::webhooks::settings::WebhookSettings;
 use crate::webhooks::ssrf::EgressPolicy;
@@ -32,6 +33,7 @@ pub struct StateBuilder {
     agent_call_token_file: Option<PathBuf>,
     webhooks: Option<WebhookSettings>,
     kubernetes: Option<Kubernetes>,
+    persisted_queries: persisted::Settings,
 }
 
 impl StateBuilder {
@@ -46,6 +48,7 @@ impl StateBuilder {
             agent_call_token_file: None,
             webhooks: None,
             kubernetes: None,
+            persisted_queries: persisted::Settings::default(),
         }
     }
 
@@ -74,6 +77,11 @@ impl StateBuilder {
         self
     }
 
+    pub fn persisted_queries(mut self, settings: persisted::Settings) -> Self {
+        self.persisted_queries = settings;
+        self
+    }
+
     pub fn build(self) -> anyhow::Result<AppState> {
         let webhooks = match self.webhooks {
             Some(settings) => settings,
@@ -89,19 +97,26 @@ impl StateBuilder {
         };
         let agents = AgentClient::new(self.agent_secret.clone(), self.agent_call_token_file)
             .context("building the agent client")?;
+        let metrics = Metrics::new();
+        let persisted = PersistedQueries::new(
+            self.db.clone(),
+            self.persisted_queries,
+            metrics.persisted_queries.clone(),
+        );
         Ok(AppState::new(Shared {
             bus: Bus::for_database(&self.db),
             db: self.db,
             verifier: self.verifier,
             policy: self.policy,
             agent_secret: self.agent_secret,
-            metrics: Metrics::new(),
+            metrics,
             dispatch_wakeup: Notify::new(),
             agent_timeout: self.agent_timeout,
             agents,
             webhooks,
             kubernetes: self.kubernetes,
             webhook_wakeup: Notify::new(),
+            persisted,
         }))
     }
 }

@@ -15,6 +15,7 @@ use crate::auth::policy::Policy;
 use crate::bus::{Bus, SnapshotChange};
 use crate::kubernetes::Kubernetes;
 use crate::metrics::Metrics;
+use crate::persisted::PersistedQueries;
 use crate::webhooks::settings::WebhookSettings;
 
 #[derive(Clone, Debug)]
@@ -41,6 +42,8 @@ pub struct Shared {
     pub kubernetes: Option<Kubernetes>,
     /// Wakes the webhook worker when a delivery is queued.
     pub webhook_wakeup: Notify,
+    /// Queries known by their hash, and which ones may run.
+    pub persisted: PersistedQueries,
 }
 
 impl AppState {

@@ -9,12 +9,13 @@
 //! | `DateTimeUtc` | `timestamptz` (microseconds) | RFC 3339 TEXT |
 //! | `Json` | `json` | TEXT |
 //! | `i64` / `i32` | `bigint` / `integer` | INTEGER |
-//! | [`SnapshotStatus`], [`NodeState`] | `text` | TEXT |
+//! | [`SnapshotStatus`], [`NodeState`], [`PersistedQueryKind`] | `text` | TEXT |
 
 pub mod audit_log;
 pub mod container;
 mod db_error;
 pub mod node;
+pub mod persisted_query;
 pub mod prelude;
 pub mod snapshot;
 pub mod snapshot_event;
@@ -24,5 +25,6 @@ pub mod webhook_endpoint;
 
 pub use db_error::{is_foreign_key_violation, is_unique_violation};
 pub use node::NodeState;
+pub use persisted_query::PersistedQueryKind;
 pub use snapshot::SnapshotStatus;
 pub use webhook_delivery::DeliveryStatus;

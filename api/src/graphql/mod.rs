@@ -8,6 +8,7 @@ pub mod ids;
 pub mod int64;
 pub mod loaders;
 pub mod mutation;
+pub mod persisted_queries;
 pub mod query;
 pub mod schema;
 pub mod subscription;

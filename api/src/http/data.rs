@@ -1,4 +1,5 @@
-//! What each GraphQL request carries: the caller and fresh DataLoaders.
+//! What each GraphQL request carries: the caller and fresh DataLoaders;
+//! and who the persisted query gate sees in the caller.
 //! Shared by the POST handler (`http`) and the WebSocket (`ws`), so neither
 //! reaches into the other.
 
@@ -9,6 +10,7 @@ use async_graphql::dataloader::{DataLoader, HashMapCache};
 use super::scope::TaskScope;
 use crate::graphql::context::Caller;
 use crate::graphql::loaders::{AncestorLoader, ChildrenLoader, DescendantLoader, SnapshotLoader};
+use crate::persisted::Requester;
 use crate::state::AppState;
 
 /// How long a DataLoader gathers keys before it queries: long enough that
@@ -48,4 +50,14 @@ where
         )
         .delay(LOADER_DELAY),
     );
+}
+
+/// Who the persisted query gate sees in a caller: admins are exempt from
+/// registered-only mode, and only authenticated callers store queries.
+pub(super) fn requester(caller: &Caller) -> Requester {
+    match caller {
+        Caller::Authenticated(principal) if principal.is_admin() => Requester::Admin,
+        Caller::Authenticated(_) => Requester::User,
+        Caller::Refused(_) | Caller::Anonymous => Requester::Anonymous,
+    }
 }

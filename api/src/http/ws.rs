@@ -7,6 +7,9 @@
 //! The protocol itself (`graphql-transport-ws`, `graphql-ws`) is still
 //! async-graphql's `http::WebSocket`; this loop sits between it and the
 //! socket and reads the type and id of each message going either way.
+//! Every `subscribe` (and the older `start`) passes the persisted query
+//! gate here, text and binary frames alike, before the protocol parses
+//! its query: registered-only mode holds on WebSockets too.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -21,6 +24,7 @@ use tokio::sync::mpsc;
 use super::scope::TaskScope;
 use crate::graphql::ApiSchema;
 use crate::graphql::context::Caller;
+use crate::persisted::{Admitted, PersistedQueries, Refusal, Requester};
 use crate::state::AppState;
 
 /// Limits of one WebSocket connection.
@@ -69,6 +73,7 @@ pub(super) async fn serve(
     let (input, queue) = mpsc::channel::<Vec<u8>>(INPUT_QUEUE);
     let on_init = {
         let expires = expires.clone();
+        let app = app.clone();
         move |payload: Value| async move { connection_init(&app, &scope, &expires, payload) }
     };
     let mut protocol_stream = Box::pin(
@@ -81,6 +86,9 @@ pub(super) async fn serve(
     );
 
     let mut active: HashSet<String> = HashSet::new();
+    // Who the gate sees: set from the first `connection_init`, which the
+    // protocol receives before any later message (one queue, in order).
+    let mut requester: Option<Requester> = None;
     let mut acknowledged = false;
     let init_deadline = tokio::time::sleep(limits.init_timeout);
     tokio::pin!(init_deadline);
@@ -102,23 +110,29 @@ pub(super) async fn serve(
                     }
                     break None;
                 }
-                Some(Ok(Message::Text(text))) => {
-                    let bytes = text.as_bytes().to_vec();
-                    match admit(&bytes, &mut active, limits.max_subscriptions) {
-                        Admit::Forward => {}
-                        Admit::Refuse(answer) => {
+                // The protocol reads binary frames as it reads text ones, so
+                // both pass the same checks.
+                Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                    let bytes = match message {
+                        Message::Text(text) => text.as_bytes().to_vec(),
+                        other => other.into_data().to_vec(),
+                    };
+                    let session = Session {
+                        app: &app,
+                        requester: &mut requester,
+                        active: &mut active,
+                        max_subscriptions: limits.max_subscriptions,
+                    };
+                    let bytes = match inspect(bytes, session).await {
+                        Inbound::Forward(bytes) => bytes,
+                        Inbound::Answer(answer) => {
                             if sink.send(Message::text(answer.to_string())).await.is_err() {
                                 break None;
                             }
                             continue;
                         }
-                    }
+                    };
                     if input.try_send(bytes).is_err() {
-                        break Some((CLOSE_POLICY, "too many messages waiting"));
-                    }
-                }
-                Some(Ok(Message::Binary(bytes))) => {
-                    if input.try_send(bytes.to_vec()).is_err() {
                         break Some((CLOSE_POLICY, "too many messages waiting"));
                     }
                 }
@@ -178,8 +192,6 @@ pub(super) async fn serve(
     }
 }
 
-/// Authenticates `connection_init`: `{"Authorization": "Bearer ..."}` or
-/// `{"token": "..."}`.
 /// The message parsed, unless it is a subscription's event (`next`, or
 /// `data` in the older protocol): those are nearly every message and carry
 /// nothing the connection acts on, so they are not parsed again on their
@@ -192,19 +204,25 @@ fn control_message(text: &str) -> Option<Value> {
     serde_json::from_str(text).ok()
 }
 
+/// The token of a `connection_init` payload: `{"Authorization": "Bearer ..."}`
+/// or `{"token": "..."}`.
+fn init_token(payload: &Value) -> Option<&str> {
+    payload
+        .get("Authorization")
+        .or_else(|| payload.get("authorization"))
+        .and_then(|v| v.as_str())
+        .and_then(crate::auth::bearer)
+        .or_else(|| payload.get("token").and_then(|v| v.as_str()))
+}
+
+/// Authenticates `connection_init`.
 fn connection_init(
     app: &AppState,
     scope: &TaskScope,
     expires: &Mutex<Option<i64>>,
     payload: Value,
 ) -> async_graphql::Result<async_graphql::Data> {
-    let token = payload
-        .get("Authorization")
-        .or_else(|| payload.get("authorization"))
-        .and_then(|v| v.as_str())
-        .and_then(crate::auth::bearer)
-        .or_else(|| payload.get("token").and_then(|v| v.as_str()));
-    let Some(token) = token else {
+    let Some(token) = init_token(&payload) else {
         return Err(async_graphql::Error::new(
             "a bearer token is required in the connection_init payload",
         ));
@@ -222,43 +240,126 @@ fn connection_init(
     }
 }
 
-enum Admit {
-    Forward,
-    /// Answer the client with this instead of forwarding.
-    Refuse(Value),
+/// What the loop knows of the connection, for `inspect`.
+struct Session<'a> {
+    app: &'a AppState,
+    requester: &'a mut Option<Requester>,
+    active: &'a mut HashSet<String>,
+    max_subscriptions: usize,
 }
 
-/// Counts subscriptions as the client starts and stops them; one over the
-/// cap is answered with an error for its id and never reaches the schema.
-fn admit(message: &[u8], active: &mut HashSet<String>, max: usize) -> Admit {
-    let Ok(value) = serde_json::from_slice::<Value>(message) else {
-        return Admit::Forward;
+enum Inbound {
+    /// Hand these bytes to the protocol.
+    Forward(Vec<u8>),
+    /// Answer the client with this instead of forwarding.
+    Answer(Value),
+}
+
+/// Reads one message from the client before the protocol does: notes who
+/// `connection_init` names, passes `subscribe` through the persisted query
+/// gate (a hash becomes its stored text) and the subscription cap.
+async fn inspect(bytes: Vec<u8>, session: Session<'_>) -> Inbound {
+    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+        return Inbound::Forward(bytes);
     };
-    let id = value["id"].as_str().map(str::to_string);
-    match (value["type"].as_str(), id) {
+    let kind = value["type"].as_str().unwrap_or_default().to_string();
+    match kind.as_str() {
+        "connection_init" if session.requester.is_none() => {
+            *session.requester = Some(init_requester(session.app, &value["payload"]));
+            Inbound::Forward(bytes)
+        }
         // graphql-transport-ws and the older graphql-ws.
-        (Some(kind @ ("subscribe" | "start")), Some(id)) => {
-            if active.contains(&id) || active.len() < max {
-                active.insert(id);
-                return Admit::Forward;
-            }
-            let error = json!({
-                "message": format!("at most {max} subscriptions per connection"),
-                "extensions": {"code": "BAD_USER_INPUT"},
-            });
-            let payload = if kind == "subscribe" {
-                json!([error])
-            } else {
-                error
+        "subscribe" | "start" => {
+            let Some(id) = value["id"].as_str().map(str::to_string) else {
+                return Inbound::Forward(bytes);
             };
-            Admit::Refuse(json!({"id": id, "type": "error", "payload": payload}))
+            let requester = session.requester.unwrap_or(Requester::Anonymous);
+            let replaced =
+                match gate(&session.app.persisted, &mut value["payload"], requester).await {
+                    Ok(replaced) => replaced,
+                    Err(refusal) => {
+                        return Inbound::Answer(error(
+                            &kind,
+                            &id,
+                            &refusal.message,
+                            refusal.code.as_str(),
+                        ));
+                    }
+                };
+            if let Some(answer) = count(&kind, id, session.active, session.max_subscriptions) {
+                return Inbound::Answer(answer);
+            }
+            if replaced {
+                Inbound::Forward(value.to_string().into_bytes())
+            } else {
+                Inbound::Forward(bytes)
+            }
         }
-        (Some("complete" | "stop"), Some(id)) => {
-            active.remove(&id);
-            Admit::Forward
+        "complete" | "stop" => {
+            if let Some(id) = value["id"].as_str() {
+                session.active.remove(id);
+            }
+            Inbound::Forward(bytes)
         }
-        _ => Admit::Forward,
+        _ => Inbound::Forward(bytes),
     }
+}
+
+/// Who the gate sees in a `connection_init` payload. The protocol checks
+/// the token again (`connection_init`) and closes the socket if it is bad.
+fn init_requester(app: &AppState, payload: &Value) -> Requester {
+    match init_token(payload).map(|token| app.verifier.verify(token)) {
+        Some(Ok(principal)) if principal.is_admin() => Requester::Admin,
+        Some(Ok(_)) => Requester::User,
+        _ => Requester::Anonymous,
+    }
+}
+
+/// The persisted query gate on a `subscribe` payload; `true` when the
+/// payload's query was replaced by the stored text its hash names.
+async fn gate(
+    persisted: &PersistedQueries,
+    payload: &mut Value,
+    requester: Requester,
+) -> Result<bool, Refusal> {
+    // Anything but a string is no query: the protocol refuses it later.
+    let query = payload["query"].as_str().unwrap_or_default();
+    let extension = payload
+        .get("extensions")
+        .and_then(|extensions| extensions.get("persistedQuery"));
+    match persisted.admit(query, extension, requester).await? {
+        Admitted::AsSent => Ok(false),
+        Admitted::Stored(text) => {
+            // An extension was read, so the payload is an object.
+            if let Some(fields) = payload.as_object_mut() {
+                fields.insert("query".into(), Value::String(text.to_string()));
+            }
+            Ok(true)
+        }
+    }
+}
+
+/// Counts subscriptions as the client starts them; one over the cap is
+/// answered with an error for its id and never reaches the schema.
+fn count(kind: &str, id: String, active: &mut HashSet<String>, max: usize) -> Option<Value> {
+    if active.contains(&id) || active.len() < max {
+        active.insert(id);
+        return None;
+    }
+    let message = format!("at most {max} subscriptions per connection");
+    Some(error(kind, &id, &message, "BAD_USER_INPUT"))
+}
+
+/// An `error` message for subscription `id`: a list of GraphQL errors in
+/// graphql-transport-ws (`subscribe`), one error in graphql-ws (`start`).
+fn error(kind: &str, id: &str, message: &str, code: &str) -> Value {
+    let error = json!({"message": message, "extensions": {"code": code}});
+    let payload = if kind == "subscribe" {
+        json!([error])
+    } else {
+        error
+    };
+    json!({"id": id, "type": "error", "payload": payload})
 }
 
 #[cfg(test)]
@@ -326,31 +427,19 @@ mod tests {
     #[test]
     fn subscriptions_over_the_cap_are_refused_with_a_code() {
         let mut active = HashSet::new();
-        let subscribe = |id: &str| {
-            json!({"id": id, "type": "subscribe", "payload": {"query": "subscription { x }"}})
-                .to_string()
-                .into_bytes()
-        };
         for id in ["1", "2"] {
-            assert!(matches!(
-                admit(&subscribe(id), &mut active, 2),
-                Admit::Forward
-            ));
+            assert_eq!(count("subscribe", id.into(), &mut active, 2), None);
         }
-        let Admit::Refuse(answer) = admit(&subscribe("3"), &mut active, 2) else {
-            panic!("the third subscription must be refused");
-        };
+        let answer = count("subscribe", "3".into(), &mut active, 2)
+            .expect("the third subscription must be refused");
         assert_eq!(answer["id"], "3");
         assert_eq!(answer["payload"][0]["extensions"]["code"], "BAD_USER_INPUT");
-        // Completing one makes room.
-        let complete = json!({"id": "1", "type": "complete"}).to_string();
-        assert!(matches!(
-            admit(complete.as_bytes(), &mut active, 2),
-            Admit::Forward
-        ));
-        assert!(matches!(
-            admit(&subscribe("3"), &mut active, 2),
-            Admit::Forward
-        ));
+        // The older protocol answers one error, not a list.
+        let answer = count("start", "4".into(), &mut active, 2).expect("refused");
+        assert_eq!(answer["payload"]["extensions"]["code"], "BAD_USER_INPUT");
+        // Completing one makes room; the same id again is no new one.
+        active.remove("1");
+        assert_eq!(count("subscribe", "3".into(), &mut active, 2), None);
+        assert_eq!(count("subscribe", "3".into(), &mut active, 2), None);
     }
 }

@@ -9,5 +9,6 @@ pub mod event_log;
 pub mod lineage;
 pub mod nodes;
 pub mod page;
+pub mod persisted_queries;
 pub mod snapshots;
 pub mod transitions;

@@ -6,8 +6,8 @@ pub(crate) mod postgres;
 use anyhow::{Context, Result, bail, ensure};
 use chrono::{DateTime, Duration, Utc};
 use entity::{
-    NodeState, SnapshotStatus, audit_log, container, is_foreign_key_violation, is_unique_violation,
-    node, snapshot, snapshot_event,
+    NodeState, PersistedQueryKind, SnapshotStatus, audit_log, container, is_foreign_key_violation,
+    is_unique_violation, node, persisted_query, snapshot, snapshot_event,
 };
 use migration::{Migrator, MigratorTrait, SchemaManager, run_migrations};
 use sea_orm_migration::sea_orm::{
@@ -17,12 +17,13 @@ use sea_orm_migration::sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
-const TABLES: [&str; 5] = [
+const TABLES: [&str; 6] = [
     "nodes",
     "containers",
     "snapshots",
     "snapshot_events",
     "audit_log",
+    "persisted_queries",
 ];
 
 /// Everything the schema promises, on whatever backend `db` is: apply the
@@ -348,7 +349,68 @@ async fn rows_round_trip(db: &DatabaseConnection) -> Result<()> {
         .all(db)
         .await?;
     ensure!(entries == [entry], "audit entries: {entries:?}");
+
+    // persisted_queries: by hash, and the eviction order of one kind.
+    let older = persisted_row("a".repeat(64), PersistedQueryKind::Automatic, t0())
+        .insert(db)
+        .await
+        .context("insert persisted query")?;
+    let newer = persisted_row(
+        "b".repeat(64),
+        PersistedQueryKind::Automatic,
+        t0() + Duration::seconds(61),
+    )
+    .insert(db)
+    .await?;
+    persisted_row(
+        "c".repeat(64),
+        PersistedQueryKind::Registered,
+        t0() - Duration::seconds(1),
+    )
+    .insert(db)
+    .await?;
+    let found = persisted_query::Entity::find_by_id("a".repeat(64))
+        .one(db)
+        .await?
+        .context("persisted query by hash")?;
+    ensure!(
+        found == older,
+        "persisted query read back differs: {found:?}"
+    );
+    let automatic = persisted_query::Entity::find()
+        .filter(persisted_query::Column::Kind.eq(PersistedQueryKind::Automatic))
+        .order_by_desc(persisted_query::Column::LastUsedAt)
+        .all(db)
+        .await?;
+    ensure!(
+        automatic == [newer, older],
+        "automatic entries, newest first: {automatic:?}"
+    );
+    match persisted_row("a".repeat(64), PersistedQueryKind::Registered, t0())
+        .insert(db)
+        .await
+    {
+        Ok(row) => bail!("a second row with one hash was accepted: {row:?}"),
+        Err(err) if is_unique_violation(&err) => {}
+        Err(err) => bail!("a duplicate hash failed otherwise: {err}"),
+    }
     Ok(())
+}
+
+fn persisted_row(
+    hash: String,
+    kind: PersistedQueryKind,
+    last_used_at: DateTime<Utc>,
+) -> persisted_query::ActiveModel {
+    persisted_query::ActiveModel {
+        query: Set(format!("query Q{} {{ me {{ sub }} }}", &hash[..1])),
+        hash: Set(hash),
+        kind: Set(kind),
+        name: Set((kind == PersistedQueryKind::Registered).then(|| "Q".to_owned())),
+        registered_by: Set(None),
+        created_at: Set(t0()),
+        last_used_at: Set(last_used_at),
+    }
 }
 
 async fn one_in_flight_snapshot_per_container(db: &DatabaseConnection) -> Result<()> {

@@ -205,15 +205,7 @@ fn pushed(snapshot: &str) -> Value {
 async fn two_replicas(db: &Database) -> (Api, Api) {
     let options = || ApiOptions::postgres(db, REGISTRY, 30);
     let a = Api::start(options()).await;
-    let b = Api::builder(options())
-        .args(vec![
-            "--jwt-secret-file".into(),
-            a.data_dir.join("jwt-secret").to_string_lossy().to_string(),
-            "--agent-secret-file".into(),
-            a.agent_secret_file().to_string_lossy().to_string(),
-        ])
-        .start()
-        .await;
+    let b = Api::builder(options()).replica_of(&a).start().await;
     (a, b)
 }
 

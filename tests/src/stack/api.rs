@@ -84,6 +84,21 @@ impl ApiBuilder {
         self
     }
 
+    /// Another replica of `other`: the same JWT and agent secrets (by
+    /// file), so tokens of either are good on both.
+    pub fn replica_of(self, other: &Api) -> Self {
+        self.args([
+            "--jwt-secret-file".to_string(),
+            other
+                .data_dir
+                .join("jwt-secret")
+                .to_string_lossy()
+                .to_string(),
+            "--agent-secret-file".to_string(),
+            other.agent_secret_file().to_string_lossy().to_string(),
+        ])
+    }
+
     /// Starts the API in a fresh data directory on a free port, and waits
     /// until it answers `/healthz`.
     pub async fn start(self) -> Api {

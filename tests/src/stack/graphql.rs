@@ -23,6 +23,32 @@ impl Api {
         response.json().await.expect("GraphQL JSON")
     }
 
+    /// Posts this exact JSON body (with `extensions`, say); the HTTP status
+    /// and the answer.
+    pub async fn post_graphql(&self, token: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut request = self.http.post(format!("{}/graphql", self.url)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        answer(request.send().await.expect("POST /graphql")).await
+    }
+
+    /// `GET /graphql?<params>` (GraphQL over GET, as Apollo clients send
+    /// hashed queries); the HTTP status and the answer.
+    pub async fn get_graphql(
+        &self,
+        token: Option<&str>,
+        params: &[(&str, String)],
+    ) -> (u16, Value) {
+        let mut url = reqwest::Url::parse(&format!("{}/graphql", self.url)).expect("URL");
+        url.query_pairs_mut().extend_pairs(params);
+        let mut request = self.http.get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        answer(request.send().await.expect("GET /graphql")).await
+    }
+
     /// Like `graphql`, failing the test on any GraphQL error; returns `data`.
     pub async fn data(&self, token: &str, query: &str, variables: Value) -> Value {
         let body = self.graphql(Some(token), query, variables).await;
@@ -131,6 +157,16 @@ impl Api {
         )
         .await
     }
+}
+
+/// The status and the JSON body of a response (a body that is not JSON is
+/// a test failure, with the body).
+async fn answer(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("response body");
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("not JSON ({e}), status {status}: {text:.300}"));
+    (status, body)
 }
 
 fn snapshot_id(created: &Value) -> String {

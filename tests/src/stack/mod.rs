@@ -13,6 +13,7 @@ pub mod documents;
 mod graphql;
 pub mod jwt;
 mod observe;
+pub mod persisted;
 mod process;
 pub mod rows;
 mod websocket;

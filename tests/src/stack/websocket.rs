@@ -26,7 +26,7 @@ pub enum WsOutcome {
     Ended(String),
 }
 
-/// An open subscription.
+/// An open subscription, or a connection to send subscriptions on.
 #[derive(Debug)]
 pub struct Subscription {
     socket: Socket,
@@ -51,6 +51,16 @@ impl Api {
 
     /// Opens a `graphql-transport-ws` subscription.
     pub async fn subscribe(&self, token: &str, query: &str, variables: Value) -> Subscription {
+        let mut connection = self.ws_connection(token).await;
+        let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}});
+        connection.send(&subscribe).await;
+        connection
+    }
+
+    /// A `graphql-transport-ws` connection, initialised with `token` and
+    /// acknowledged, before any subscription (send them with
+    /// [`Subscription::send`]).
+    pub async fn ws_connection(&self, token: &str) -> Subscription {
         let mut socket = self.connect_ws().await;
         let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
         send(&mut socket, &init, "send init").await;
@@ -62,8 +72,6 @@ impl Api {
                 break;
             }
         }
-        let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}});
-        send(&mut socket, &subscribe, "send subscribe").await;
         Subscription { socket }
     }
 
@@ -124,6 +132,19 @@ async fn first_answer(socket: &mut Socket) -> WsOutcome {
 }
 
 impl Subscription {
+    /// Sends a message as a text frame.
+    pub async fn send(&mut self, message: &Value) {
+        send(&mut self.socket, message, "send a message").await;
+    }
+
+    /// Sends a message as a binary frame (the protocol reads both).
+    pub async fn send_binary(&mut self, message: &Value) {
+        self.socket
+            .send(Message::binary(message.to_string().into_bytes()))
+            .await
+            .expect("send a binary message");
+    }
+
     /// The data of every `next` payload until nothing comes for `quiet`
     /// (or the subscription ends).
     pub async fn drain(&mut self, quiet: Duration) -> Vec<Value> {

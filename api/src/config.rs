@@ -293,8 +293,8 @@ pub struct ServeArgs {
     #[arg(long, env = "DCS_PERSISTED_QUERY_MANIFEST", global = true)]
     pub persisted_query_manifest: Option<PathBuf>,
     /// Automatic persisted queries kept in the database, shared by all
-    /// replicas; beyond it the least recently used are deleted. 0 keeps
-    /// none.
+    /// replicas; beyond it the least recently used are deleted (within 1 %
+    /// per replica). 0 keeps none.
     #[arg(
         long,
         env = "DCS_PERSISTED_QUERY_CACHE_ENTRIES",

@@ -255,6 +255,28 @@ async fn thousands_of_registrations_leave_the_newest_up_to_the_cap() {
     ));
 }
 
+/// A large cap is checked every `cap / 100` inserts: the table may pass it
+/// by that much, never more.
+#[tokio::test]
+async fn a_large_cap_is_held_within_one_percent() {
+    let f = fixture(automatic(500)).await;
+    let mut most = 0;
+    for i in 0..700 {
+        send_in_full(&f, &query(i), Requester::User).await.unwrap();
+        if i % 7 == 0 || i >= 690 {
+            most = most.max(automatic_hashes(&f.db).await.len());
+        }
+    }
+    assert!((500..=505).contains(&most), "{most} rows at the most");
+    let left = automatic_hashes(&f.db).await;
+    assert!((500..=505).contains(&left.len()), "{} rows", left.len());
+    // The newest 500 are all there.
+    let newest: Vec<String> = (200..700).map(query).collect();
+    for hash in hex_of(&newest) {
+        assert!(left.contains(&hash), "{hash} was evicted");
+    }
+}
+
 #[tokio::test]
 async fn eviction_takes_the_least_recently_used() {
     // Every use is recorded at once here; the server records one a minute.

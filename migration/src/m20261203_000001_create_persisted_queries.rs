@@ -1,8 +1,9 @@
 //! `persisted_queries`: GraphQL documents by their SHA-256, shared by the
 //! API replicas (automatic persisted queries and registered queries). The
-//! index serves both the eviction of the least recently used automatic
-//! entries (`kind`, then `last_used_at` from the newest) and nothing else:
-//! lookups go by the primary key.
+//! index serves the eviction of the least recently used automatic entries
+//! and nothing else (look-ups go by the primary key): it holds the whole
+//! eviction order (`kind`, `last_used_at`, `hash` as the tie-break), so
+//! finding the first entry past the cap is an index-only scan, not a sort.
 
 use sea_orm_migration::{prelude::*, schema::*};
 
@@ -35,6 +36,7 @@ impl MigrationTrait for Migration {
                     .table(PersistedQueries::Table)
                     .col(PersistedQueries::Kind)
                     .col(PersistedQueries::LastUsedAt)
+                    .col(PersistedQueries::Hash)
                     .to_owned(),
             )
             .await

@@ -19,7 +19,8 @@ pub enum Mode {
 pub struct Settings {
     pub mode: Mode,
     /// Automatic entries kept in the shared table; beyond it the least
-    /// recently used go. 0 stores none.
+    /// recently used go (checked every `cap / 100` inserts, so the table
+    /// may hold 1 % more per replica). 0 stores none.
     pub max_automatic_entries: u64,
     /// Longest query text stored (bytes); a longer one sent with its hash
     /// runs but is not kept, and cannot be registered.

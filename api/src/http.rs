@@ -322,7 +322,7 @@ async fn graphql_get(State(state): State<HttpState>, request: Request) -> Respon
                 let caller = caller_from_headers(&state.app, request.headers());
                 run(&state, caller, graphql, Method::Get).await
             }
-            Some(Err(refused)) => refused,
+            Some(Err(why)) => refuse(StatusCode::BAD_REQUEST, Code::BadUserInput, &why),
             None => Html(
                 GraphiQLSource::build()
                     .endpoint("/graphql")

@@ -5,12 +5,8 @@
 
 use async_graphql::parser::types::OperationType;
 use axum::extract::Query;
-use axum::http::{StatusCode, Uri};
-use axum::response::Response;
+use axum::http::Uri;
 use serde::Deserialize;
-
-use super::refuse;
-use crate::errors::Code;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -21,18 +17,18 @@ struct Params {
     extensions: Option<String>,
 }
 
-/// The GraphQL request in the query string; `None` when it holds none
-/// (neither `query` nor `extensions`: a browser asking for GraphiQL).
-pub(super) fn request(uri: &Uri) -> Option<Result<async_graphql::Request, Response>> {
-    let bad = |why: String| refuse(StatusCode::BAD_REQUEST, Code::BadUserInput, &why);
+/// The GraphQL request in the query string, or why it is malformed;
+/// `None` when it holds none (neither `query` nor `extensions`: a browser
+/// asking for GraphiQL).
+pub(super) fn request(uri: &Uri) -> Option<Result<async_graphql::Request, String>> {
     let params = match Query::<Params>::try_from_uri(uri) {
         Ok(Query(params)) => params,
-        Err(e) => return Some(Err(bad(format!("the query string is malformed: {e}")))),
+        Err(e) => return Some(Err(format!("the query string is malformed: {e}"))),
     };
     if params.query.is_none() && params.extensions.is_none() {
         return None;
     }
-    Some(build(params).map_err(bad))
+    Some(build(params))
 }
 
 fn build(params: Params) -> Result<async_graphql::Request, String> {

@@ -116,7 +116,7 @@ impl Store {
             .await?;
         if inserted > 0 {
             let count = self.inserted.fetch_add(1, Ordering::Relaxed) + 1;
-            if count % self.evict_every() == 0 {
+            if count.is_multiple_of(self.evict_every()) {
                 self.evict_beyond_cap().await?;
             }
         }

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use axum::{Json, Router};
 use dcs_protocol::token::{AGENT_ISSUER, API_AUDIENCE};
 use dcs_protocol::{Ack, Heartbeat, Inventory, JobEvent, Registration, api_paths};
+use dcs_support::trace_context;
+use tracing::Instrument as _;
 
 use crate::auth::review_limit::{Decision, ReviewLimiter};
 use crate::errors::{ApiError, ApiResult, Code};
@@ -132,13 +134,28 @@ async fn inventory(
     Ok(Json(containers::replace_inventory(&state, body).await?))
 }
 
+/// A job event, in a span that continues the agent's trace when its
+/// `traceparent` header names one (one it cannot parse starts a new one).
 async fn event(
     State(state): State<AppState>,
     agent: AgentNode,
+    headers: HeaderMap,
     body: Result<Json<JobEvent>, JsonRejection>,
 ) -> ApiResult<Json<Ack>> {
     let Json(body) = body.map_err(bad_body)?;
     same_node(&agent, &body.node)?;
-    agent_events::apply(&state, &agent.0, body).await?;
+    let span = tracing::info_span!(
+        "agent_event",
+        snapshot_id = %body.snapshot_id,
+        node = %agent.0,
+        seq = body.seq
+    );
+    let traceparent = headers
+        .get(trace_context::TRACEPARENT)
+        .and_then(|v| v.to_str().ok());
+    trace_context::set_remote_parent(&span, traceparent);
+    agent_events::apply(&state, &agent.0, body)
+        .instrument(span)
+        .await?;
     Ok(Json(Ack { known: true }))
 }

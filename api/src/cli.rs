@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use dcs_protocol::token::SharedSecret;
+use dcs_support::telemetry;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::policy::Policy;
@@ -56,17 +57,39 @@ enum RoleArg {
     Admin,
 }
 
+/// The API in its traces: its own spans and those of the shared crate.
+const SERVICE: telemetry::Service = telemetry::Service {
+    name: "dcs-api",
+    crates: &["api", "dcs_support"],
+};
+
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
-    dcs_support::logging::init(cli.serve.log_format, "info");
+    // Before any TLS client is built, the trace exporter's included.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    match run(cli).await {
+    if let Err(e) = init_telemetry(&cli) {
+        eprintln!("dcs-api: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let result = run(cli).await;
+    let _ = tokio::task::spawn_blocking(telemetry::shutdown).await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dcs-api: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs, and traces for the server: the one-shot commands (a token, the
+/// schema, migrations) have nothing worth a trace.
+fn init_telemetry(cli: &Cli) -> anyhow::Result<()> {
+    let traces_url = match cli.command {
+        None | Some(Command::Serve) => cli.serve.traces.traces_url()?,
+        Some(_) => None,
+    };
+    telemetry::init(cli.serve.log_format, "info", traces_url.as_deref(), SERVICE)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -274,7 +297,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         // Returning would drop the runtime, which waits for blocking
         // tasks without limit; the database is consistent (transactions
-        // not committed roll back), so leave at once.
+        // not committed roll back), so leave at once, with the spans of
+        // what did finish sent.
+        telemetry::shutdown();
         std::process::exit(0);
     }
     Ok(())

@@ -199,6 +199,8 @@ pub struct ServeArgs {
     pub metrics_listen: Option<SocketAddr>,
     #[arg(long, value_enum, default_value = "text", global = true)]
     pub log_format: dcs_support::logging::LogFormat,
+    #[command(flatten)]
+    pub traces: dcs_support::telemetry::TraceArgs,
     /// Use the Kubernetes API: pods by name, agents by service-account
     /// token (TokenReview).
     #[arg(long, env = "DCS_KUBERNETES", global = true)]

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use dcs_protocol::{FailureCode, JobAccepted, JobRequest};
+use dcs_support::trace_context;
 use entity::prelude::*;
 use entity::{NodeState, SnapshotStatus, snapshot};
 use sea_orm::sea_query::LockBehavior;
@@ -19,6 +20,7 @@ use sea_orm::{
     Set, TransactionTrait,
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::service::agent_calls::cancel_on_agent;
 use crate::service::agent_events::fail_snapshots;
@@ -63,11 +65,21 @@ pub async fn dispatch_due(state: &AppState) -> Result<usize, sea_orm::DbErr> {
     let claimed = claim(state).await?;
     let mut sent = 0;
     for job in claimed {
-        if send(state, job).await {
+        let span = dispatch_span(&job);
+        if send(state, job).instrument(span).await {
             sent += 1;
         }
     }
     Ok(sent)
+}
+
+/// The span of one send: it continues the trace of the request that
+/// created the snapshot (stored with the row), whichever replica sends it
+/// and however long after; the agent's job continues it in turn.
+fn dispatch_span(job: &snapshot::Model) -> tracing::Span {
+    let span = tracing::info_span!("dispatch", snapshot_id = %job.id, node = %job.node);
+    trace_context::set_remote_parent(&span, job.trace_parent.as_deref());
+    span
 }
 
 async fn claim(state: &AppState) -> Result<Vec<snapshot::Model>, sea_orm::DbErr> {
@@ -96,8 +108,8 @@ async fn claim(state: &AppState) -> Result<Vec<snapshot::Model>, sea_orm::DbErr>
     Ok(due)
 }
 
-/// Sends one claimed job to its agent and records the outcome.
-#[tracing::instrument(skip_all, fields(snapshot_id = %job.id, node = %job.node))]
+/// Sends one claimed job to its agent and records the outcome (in the
+/// span of `dispatch_span`).
 async fn send(state: &AppState, job: snapshot::Model) -> bool {
     state.metrics.dispatch_attempts.inc();
     let node = match Node::find_by_id(job.node.clone()).one(&state.db).await {
@@ -139,6 +151,7 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
         message: job.message.clone(),
         last_event_seq: job.last_event_seq.max(0) as u64,
         acknowledged_findings: Vec::new(),
+        traceparent: trace_context::current_traceparent(),
     };
     let response = state.agents.send_job(&node.name, &node.url, &request).await;
     let attempts = job.dispatch_attempts + 1;

@@ -13,6 +13,7 @@
 mod data;
 mod get;
 mod limits;
+mod request_span;
 mod scope;
 mod ws;
 
@@ -29,6 +30,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tower_http::trace::TraceLayer;
+use tracing::Instrument as _;
 
 pub use self::limits::error_response;
 pub use self::scope::TaskScope;
@@ -242,6 +244,7 @@ async fn run(
     // or when hyper drops it because the client went away.
     let _guard = scope.guard();
     let deadline = state.limits.request_timeout;
+    let span = request_span::start();
     let execute = async {
         // Only requests that use the protocol pay for the conversion.
         let extension = request
@@ -267,12 +270,22 @@ async fn run(
         request.data = data::request_data(&state.app, caller, &scope);
         // Never closed, so the permit is always granted in the end.
         let _turn = state.turns.acquire().await;
-        Ok::<_, Response>(state.schema.execute(request).await)
-    };
+        request_span::name_after_operation(&mut request);
+        let response = state.schema.execute(request).await;
+        if response.is_err() {
+            request_span::failed();
+        }
+        Ok::<_, Response>(response)
+    }
+    .instrument(span.clone());
     let mut response = match tokio::time::timeout(deadline, execute).await {
         Ok(Ok(response)) => response,
-        Ok(Err(refused)) => return refused,
+        Ok(Err(refused)) => {
+            span.in_scope(request_span::failed);
+            return refused;
+        }
         Err(_) => {
+            span.in_scope(request_span::failed);
             tracing::warn!(
                 deadline_ms = deadline.as_millis() as u64,
                 "GraphQL request stopped at its deadline"

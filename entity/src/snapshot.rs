@@ -85,6 +85,11 @@ pub struct Model {
     /// the snapshot whoever requested it.
     #[sea_orm(column_type = "Text", nullable)]
     pub owner: Option<String>,
+    /// The W3C `traceparent` of the request that created the snapshot,
+    /// when traces are exported: its dispatch and webhooks continue that
+    /// trace.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub trace_parent: Option<String>,
 }
 
 /// Where a snapshot is in its life. Stored as the upper-case text of each

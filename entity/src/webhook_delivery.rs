@@ -26,6 +26,11 @@ pub struct Model {
     pub last_status_code: Option<i32>,
     pub completed_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
+    /// The W3C `traceparent` of the work that enqueued it (for a
+    /// snapshot's event, a span of the snapshot's trace), when traces are
+    /// exported: each attempt's span continues that trace.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub trace_parent: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]

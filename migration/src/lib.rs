@@ -24,6 +24,7 @@ mod m20261202_000002_snapshot_statistics;
 mod m20261202_000003_snapshot_statistics_sample;
 mod m20261202_000004_add_prepare_ms;
 mod m20261203_000001_create_persisted_queries;
+mod m20261203_000001_add_trace_parents;
 
 /// The name of the partial unique index on `snapshots (node, container_id)`
 /// over the in-flight statuses.
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000003_snapshot_statistics_sample::Migration),
             Box::new(m20261202_000004_add_prepare_ms::Migration),
             Box::new(m20261203_000001_create_persisted_queries::Migration),
+            Box::new(m20261203_000001_add_trace_parents::Migration),
         ]
     }
 }

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
+use dcs_support::telemetry;
 use tracing::Instrument as _;
 
 use crate::commit::{CommitRequest, commit};
@@ -28,7 +29,15 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: dcs_support::logging::LogFormat,
+    #[command(flatten)]
+    traces: telemetry::TraceArgs,
 }
+
+/// The agent in its traces: its own spans and those of the shared crate.
+const SERVICE: telemetry::Service = telemetry::Service {
+    name: "dcs-agent",
+    crates: &["node_agent", "dcs_support"],
+};
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -218,8 +227,15 @@ pub fn main() -> ExitCode {
 }
 
 fn start(cli: Cli) -> anyhow::Result<()> {
-    dcs_support::logging::init(cli.log_format, "warn");
+    // Before any TLS client is built, the trace exporter's included.
     install_crypto_provider();
+    // Traces of the service and of a commit; the listing and the probe
+    // have nothing worth a trace.
+    let traces_url = match cli.command {
+        Command::Serve(_) | Command::Commit(_) => cli.traces.traces_url()?,
+        Command::Containers { .. } | Command::Probe(_) => None,
+    };
+    telemetry::init(cli.log_format, "warn", traces_url.as_deref(), SERVICE)?;
     // One-shot commands run on one thread: the layer pipeline has its own
     // threads, and fewer threads mean fewer allocator arenas (a smaller
     // peak RSS). The service takes every core.
@@ -231,7 +247,9 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(run(cli.command))
+    let result = runtime.block_on(run(cli.command));
+    telemetry::shutdown();
+    result
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

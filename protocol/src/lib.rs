@@ -37,6 +37,8 @@ pub mod api_paths {
     pub const REGISTER: &str = "/agent/v1/register";
     pub const HEARTBEAT: &str = "/agent/v1/heartbeat";
     pub const INVENTORY: &str = "/agent/v1/inventory";
+    /// `JobEvent` posts; each may carry the W3C `traceparent` header of
+    /// the agent's span that sent it, which the API's span continues.
     pub const EVENTS: &str = "/agent/v1/events";
 }
 

@@ -94,6 +94,33 @@ pub struct JobRequest {
     /// `SECRETS_FOUND` before anything is pushed.
     #[serde(default)]
     pub acknowledged_findings: Vec<crate::findings::Acknowledgement>,
+    /// The W3C `traceparent` of the API's dispatch, when the API exports
+    /// traces: the agent's job span continues that trace. Absent from
+    /// older APIs (and left out when there is none). Only tracing reads
+    /// it, so it can never fail a job: a value that is not a string reads
+    /// as absent, and one the agent cannot parse starts a new trace.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text_or_absent"
+    )]
+    pub traceparent: Option<String>,
+}
+
+/// A string, or `None` for any other JSON value.
+fn text_or_absent<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum TextOrOther {
+        Text(String),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match TextOrOther::deserialize(deserializer)? {
+        TextOrOther::Text(text) => Some(text),
+        TextOrOther::Other(_) => None,
+    })
 }
 
 /// The agent's answer to a job request.
@@ -316,6 +343,57 @@ mod tests {
         }))
         .unwrap();
         assert!(request.acknowledged_findings.is_empty());
+    }
+
+    #[test]
+    fn job_requests_of_older_apis_parse_and_a_missing_traceparent_is_left_out() {
+        let older = serde_json::json!({
+            "snapshotId": Uuid::nil(),
+            "containerId": "desk",
+            "target": {"registry": "r.example", "repository": "w/a", "tag": "v1"},
+            "compression": "gzip",
+            "pause": true,
+            "excludes": [],
+            "changes": [],
+            "message": null,
+            "lastEventSeq": 3,
+        });
+        let request: JobRequest = serde_json::from_value(older).unwrap();
+        assert_eq!(request.traceparent, None);
+        let json = serde_json::to_value(&request).unwrap();
+        assert!(json.get("traceparent").is_none(), "{json}");
+
+        let traced = JobRequest {
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            ..request
+        };
+        let json = serde_json::to_value(&traced).unwrap();
+        assert_eq!(json["traceparent"], traced.traceparent.as_deref().unwrap());
+        assert_eq!(serde_json::from_value::<JobRequest>(json).unwrap(), traced);
+    }
+
+    #[test]
+    fn a_traceparent_that_is_not_a_string_never_fails_a_job_request() {
+        for odd in [
+            serde_json::json!(null),
+            serde_json::json!(42),
+            serde_json::json!(["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]),
+            serde_json::json!({"traceparent": {"nested": [1, 2, {"deeper": true}]}}),
+        ] {
+            let body = serde_json::json!({
+                "snapshotId": Uuid::nil(),
+                "containerId": "desk",
+                "target": {"registry": "r.example", "repository": "w/a", "tag": "v1"},
+                "compression": "zstd",
+                "pause": false,
+                "excludes": [],
+                "changes": [],
+                "message": null,
+                "traceparent": odd,
+            });
+            let request: JobRequest = serde_json::from_value(body).expect("parses");
+            assert_eq!(request.traceparent, None, "{odd}");
+        }
     }
 
     #[test]

@@ -28,8 +28,9 @@ fn stored_number(value: u64, field: &str) -> ApiResult<i64> {
 /// finished snapshots and events from an agent instance that no longer has
 /// the job are acknowledged without effect, so the agent's retries are
 /// harmless. The first event of a job also records its dispatch, in case it
-/// arrived before the dispatcher could record the agent's answer.
-#[tracing::instrument(skip_all, fields(snapshot_id = %event.snapshot_id, node = %node, seq = event.seq))]
+/// arrived before the dispatcher could record the agent's answer. Runs in
+/// the caller's span (`agent_api`'s, with the snapshot id and the agent's
+/// trace).
 pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<()> {
     state.metrics.agent_events.inc();
     let txn = state.db.begin().await?;

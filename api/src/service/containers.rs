@@ -107,6 +107,7 @@ fn visible(state: &AppState, who: &Principal, filter: ContainerFilter) -> Select
 
 /// One page of the containers the caller may see, after `after`, by node
 /// and id.
+#[tracing::instrument(level = "debug", skip_all, fields(who = %who.sub, first = first))]
 pub async fn list(
     state: &AppState,
     who: &Principal,
@@ -137,6 +138,7 @@ pub async fn list(
 
 /// How many containers the caller may see match the filter: cheap, the
 /// table holds one row per container of the nodes, not a history.
+#[tracing::instrument(level = "debug", skip_all, fields(who = %who.sub))]
 pub async fn count(state: &AppState, who: &Principal, filter: ContainerFilter) -> ApiResult<u64> {
     Ok(visible(state, who, filter).count(&state.db).await?)
 }

@@ -36,6 +36,7 @@ fn placeholders(backend: DbBackend, from: usize, count: usize) -> Vec<String> {
 
 /// Ancestors of each root: parent, grandparent, ... nearest first, at most
 /// `first` generations.
+#[tracing::instrument(level = "debug", skip_all, fields(roots = roots.len(), first = first))]
 pub async fn ancestors(
     state: &AppState,
     roots: &[Uuid],
@@ -69,6 +70,7 @@ pub async fn ancestors(
 
 /// Descendants of each root: children, grandchildren, ... breadth first
 /// (by generation, then creation time), at most `first` in all.
+#[tracing::instrument(level = "debug", skip_all, fields(roots = roots.len(), first = first))]
 pub async fn descendants(
     state: &AppState,
     roots: &[Uuid],

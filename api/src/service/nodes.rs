@@ -251,6 +251,7 @@ impl page::Position for NodeCursor {
 }
 
 /// One page of the nodes, after `after`, by name.
+#[tracing::instrument(level = "debug", skip_all, fields(first = first))]
 pub async fn list(
     state: &AppState,
     first: usize,
@@ -269,6 +270,7 @@ pub async fn list(
 }
 
 /// How many nodes have registered: cheap, one row per node.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn count(state: &AppState) -> ApiResult<u64> {
     Ok(Node::find().count(&state.db).await?)
 }

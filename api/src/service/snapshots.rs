@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use dcs_protocol::Compression;
 use dcs_protocol::changes::ConfigChange;
 use dcs_protocol::reference::{self, Target};
+use dcs_support::trace_context;
 use entity::prelude::*;
 use entity::{NodeState, SnapshotStatus, container, snapshot};
 use sea_orm::{
@@ -152,6 +153,9 @@ async fn create_inner(
         next_dispatch_at: Set(Some(now)),
         created_at: Set(now),
         updated_at: Set(now),
+        // The dispatch, later and maybe on another replica, continues the
+        // trace of this request.
+        trace_parent: Set(trace_context::current_traceparent()),
         ..Default::default()
     };
     let txn = state.db.begin().await?;
@@ -463,6 +467,7 @@ impl Cursor {
 
 /// One page of snapshots after `after`, newest first, and whether more
 /// follow.
+#[tracing::instrument(level = "debug", skip_all, fields(who = %who.sub, first = first))]
 pub async fn list(
     state: &AppState,
     who: &Principal,
@@ -505,6 +510,7 @@ pub async fn list(
 }
 
 /// Snapshots by id, for DataLoaders: one query for any number of ids.
+#[tracing::instrument(level = "debug", skip_all, fields(count = ids.len()))]
 pub async fn by_ids(state: &AppState, ids: &[Uuid]) -> ApiResult<HashMap<Uuid, snapshot::Model>> {
     if ids.is_empty() {
         return Ok(HashMap::new());
@@ -519,6 +525,7 @@ pub async fn by_ids(state: &AppState, ids: &[Uuid]) -> ApiResult<HashMap<Uuid, s
 }
 
 /// Children of each parent id, for DataLoaders.
+#[tracing::instrument(level = "debug", skip_all, fields(parents = parents.len()))]
 pub async fn children_of(
     state: &AppState,
     parents: &[Uuid],

@@ -71,6 +71,7 @@ pub struct NewEndpoint {
 }
 
 /// Creates an endpoint; returns it and its secret, shown this once.
+#[tracing::instrument(level = "debug", skip_all, fields(who = %who.sub))]
 pub async fn create(
     state: &AppState,
     who: &Principal,
@@ -118,6 +119,7 @@ pub async fn create(
     Ok((endpoint, secret))
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(who = %who.sub))]
 pub async fn list(state: &AppState, who: &Principal) -> ApiResult<Vec<webhook_endpoint::Model>> {
     admin(who)?;
     Ok(WebhookEndpoint::find()
@@ -141,6 +143,7 @@ pub struct EndpointChanges {
     pub description: Option<String>,
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(who = %who.sub, endpoint_id = %id))]
 pub async fn update(
     state: &AppState,
     who: &Principal,
@@ -184,6 +187,7 @@ pub async fn update(
 }
 
 /// A new secret; the old one keeps signing for 24 hours alongside it.
+#[tracing::instrument(level = "debug", skip_all, fields(who = %who.sub, endpoint_id = %id))]
 pub async fn rotate(
     state: &AppState,
     who: &Principal,
@@ -212,6 +216,7 @@ pub async fn rotate(
     Ok((updated, secret))
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(who = %who.sub, endpoint_id = %id))]
 pub async fn delete(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<bool> {
     admin(who)?;
     let current = get(state, id).await?;
@@ -230,6 +235,7 @@ pub async fn delete(state: &AppState, who: &Principal, id: Uuid) -> ApiResult<bo
 }
 
 /// Queues a `ping` to the endpoint.
+#[tracing::instrument(level = "debug", skip_all, fields(who = %who.sub, endpoint_id = %id))]
 pub async fn send_test(
     state: &AppState,
     who: &Principal,
@@ -238,7 +244,9 @@ pub async fn send_test(
     admin(who)?;
     let endpoint = get(state, id).await?;
     let body = events::ping(endpoint.id, &who.sub);
-    let delivery = outbox::insert(&state.db, endpoint.id, EventType::Ping, &body).await?;
+    let trace_parent = dcs_support::trace_context::current_traceparent();
+    let delivery =
+        outbox::insert(&state.db, endpoint.id, EventType::Ping, &body, trace_parent).await?;
     state.webhook_wakeup.notify_one();
     Ok(delivery)
 }
@@ -276,6 +284,7 @@ pub struct DeliveryFilter {
 }
 
 /// One page of deliveries after `after`, newest first (admins).
+#[tracing::instrument(level = "debug", skip_all, fields(who = %who.sub, first = first))]
 pub async fn deliveries(
     state: &AppState,
     who: &Principal,
@@ -311,6 +320,7 @@ pub async fn deliveries(
     Ok(Page::from_one_more(rows, first))
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(delivery_id = %delivery))]
 pub async fn attempts(state: &AppState, delivery: Uuid) -> ApiResult<Vec<webhook_attempt::Model>> {
     Ok(WebhookAttempt::find()
         .filter(webhook_attempt::Column::DeliveryId.eq(delivery))
@@ -320,6 +330,7 @@ pub async fn attempts(state: &AppState, delivery: Uuid) -> ApiResult<Vec<webhook
 }
 
 /// Sends a delivery again, with the same `webhook-id`, on a fresh schedule.
+#[tracing::instrument(level = "debug", skip_all, fields(who = %who.sub, delivery_id = %id))]
 pub async fn redeliver(
     state: &AppState,
     who: &Principal,

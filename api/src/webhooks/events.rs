@@ -147,6 +147,7 @@ mod tests {
             started_at: None,
             finished_at: Some(now),
             owner: Some("alice".into()),
+            trace_parent: None,
         };
         let (kind, body) = snapshot_event(&model, None).unwrap();
         assert_eq!(kind, EventType::SnapshotFailed);

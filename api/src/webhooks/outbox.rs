@@ -1,6 +1,7 @@
 //! Enqueuing deliveries, inside the caller's transaction: the delivery
 //! exists if and only if the status change it announces was committed.
 
+use dcs_support::trace_context;
 use entity::prelude::*;
 use entity::{DeliveryStatus, snapshot, webhook_delivery, webhook_endpoint};
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
@@ -36,20 +37,26 @@ pub async fn enqueue_for_snapshot<C: ConnectionTrait>(
         .filter(webhook_endpoint::Column::Enabled.eq(true))
         .all(db)
         .await?;
+    // The deliveries belong to the snapshot's trace, under the span that
+    // ended it when that span is part of it (the agent's result), else
+    // under the request that created it (a cancel, the lost-agent check).
+    let trace_parent = trace_context::current_traceparent_within(snapshot.trace_parent.as_deref());
     let mut count = 0;
     for endpoint in endpoints.iter().filter(|e| subscribes(e, event_type)) {
-        insert(db, endpoint.id, event_type, &body).await?;
+        insert(db, endpoint.id, event_type, &body, trace_parent.clone()).await?;
         count += 1;
     }
     Ok(count)
 }
 
-/// Writes one pending delivery, due now.
+/// Writes one pending delivery, due now; its attempts' spans continue the
+/// trace of `trace_parent`.
 pub async fn insert<C: ConnectionTrait>(
     db: &C,
     endpoint_id: Uuid,
     event_type: EventType,
     body: &str,
+    trace_parent: Option<String>,
 ) -> ApiResult<webhook_delivery::Model> {
     let id = Uuid::new_v4();
     let now = crate::clock::now();
@@ -63,6 +70,7 @@ pub async fn insert<C: ConnectionTrait>(
         attempts: Set(0),
         next_attempt_at: Set(Some(now)),
         created_at: Set(now),
+        trace_parent: Set(trace_parent),
         ..Default::default()
     }
     .insert(db)

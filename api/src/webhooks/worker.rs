@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dcs_support::trace_context;
 use entity::prelude::*;
 use entity::{DeliveryStatus, webhook_attempt, webhook_delivery, webhook_endpoint};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
@@ -17,6 +18,7 @@ use sea_orm::{
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::schedule;
 use super::signing::signature_header;
@@ -141,7 +143,30 @@ struct Outcome {
     retry_after: Option<Duration>,
 }
 
+/// One attempt, in a span that continues the trace the delivery was
+/// enqueued in (for a snapshot's event, the snapshot's trace, from its
+/// `createSnapshot`). The receiver gets no `traceparent`: it is outside,
+/// and our trace ids are none of its business.
 async fn attempt(
+    state: &AppState,
+    delivery: webhook_delivery::Model,
+    endpoint: Option<webhook_endpoint::Model>,
+) {
+    let span = tracing::debug_span!(
+        "webhook.deliver",
+        delivery_id = %delivery.id,
+        message_id = %delivery.message_id,
+        event_type = %delivery.event_type,
+        attempt = delivery.attempts + 1,
+        status_code = tracing::field::Empty,
+    );
+    trace_context::set_remote_parent(&span, delivery.trace_parent.as_deref());
+    attempt_in_span(state, delivery, endpoint)
+        .instrument(span)
+        .await;
+}
+
+async fn attempt_in_span(
     state: &AppState,
     delivery: webhook_delivery::Model,
     endpoint: Option<webhook_endpoint::Model>,
@@ -154,6 +179,9 @@ async fn attempt(
         return;
     };
     let outcome = send(state, &delivery, &endpoint).await;
+    if let Some(code) = outcome.status_code {
+        tracing::Span::current().record("status_code", code);
+    }
     if let Err(e) = record(state, delivery, endpoint, outcome).await {
         tracing::warn!(error = %e, "recording a webhook attempt failed");
     }

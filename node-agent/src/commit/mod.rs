@@ -26,6 +26,7 @@ use dcs_protocol::CommitMethod;
 use dcs_protocol::reference::Target;
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use crate::containerd::{self, Containerd, Lease, TaskState};
 use crate::image::base::{BaseImage, BaseImageError};
@@ -262,9 +263,11 @@ async fn commit_under_lease(
     };
     let diff_ms = diff_started.elapsed().as_millis() as u64;
     let push_started = Instant::now();
+    let push_span = tracing::debug_span!("commit.push");
     let streamed = match read.upload {
         Some((upload, tee)) => upload
             .finish(&read.layers[0].digest, tee)
+            .instrument(push_span.clone())
             .await
             .unwrap_or(false),
         None => false,
@@ -287,17 +290,23 @@ async fn commit_under_lease(
     pusher.set_content_dir(content_dir(client, container).await);
     let mut push = pusher
         .push_blobs(client, &built, &base.name, push_progress)
+        .instrument(push_span)
         .await?;
     if let Some(progress) = &progress {
         progress(CommitProgress::Tagging);
     }
-    pusher.put_manifest(&built).await?;
+    let manifest_span = tracing::debug_span!("commit.manifest");
+    pusher
+        .put_manifest(&built)
+        .instrument(manifest_span.clone())
+        .await?;
     push.layer_streamed = streamed;
     // Named only once the registry has it: a failed push leaves no local
     // tag either, and the lease lets the unreferenced content go.
     let name = registry::image_name(&registry::target_reference(&request.target));
     client
         .put_image(&name, &built.manifest_descriptor, HashMap::new())
+        .instrument(manifest_span)
         .await?;
 
     let mut layers = read.layers.into_iter();
@@ -407,6 +416,7 @@ async fn read_while_running(
         lease,
         &mut tee,
     )
+    .instrument(tracing::debug_span!("commit.bulk_read"))
     .await
     {
         Ok(bulk) => bulk,
@@ -429,7 +439,11 @@ async fn read_while_running(
         "bulk layer read while running"
     );
 
-    let paused = PausedTask::pause(client, &container.id).await?;
+    // The pause as one span, from freeze to thaw, the reads inside it.
+    let pause_span = tracing::debug_span!("commit.pause");
+    let paused = PausedTask::pause(client, &container.id)
+        .instrument(pause_span.clone())
+        .await?;
     // `None`: the record gave up (too many entries to remember).
     let delta = match record {
         Some(record) if !record.overflowed() => {
@@ -443,6 +457,7 @@ async fn read_while_running(
                     lease,
                     &mut None,
                 )
+                .instrument(tracing::debug_span!(parent: &pause_span, "commit.delta"))
                 .await,
             )
         }
@@ -465,6 +480,7 @@ async fn read_while_running(
                 lease,
                 &mut None,
             )
+            .instrument(tracing::debug_span!(parent: &pause_span, "commit.reread"))
             .await,
         )
     } else {
@@ -472,7 +488,8 @@ async fn read_while_running(
     };
     // Resume even when reading failed: a speaker's desktop must never stay
     // frozen because of a failed snapshot.
-    let (resumed, held) = paused.resume().await;
+    let (resumed, held) = paused.resume().instrument(pause_span.clone()).await;
+    drop(pause_span);
     resumed?;
     let paused_ms = held.as_millis() as u64;
 
@@ -528,8 +545,18 @@ async fn read_in_one_pass(
     pusher: &Pusher,
     pause: bool,
 ) -> Result<ReadLayers, CommitError> {
+    // A paused read has the pause as its span, from freeze to thaw.
+    let read_span = if pause {
+        tracing::debug_span!("commit.pause", one_pass = true)
+    } else {
+        tracing::debug_span!("commit.read", one_pass = true)
+    };
     let mut paused = if pause {
-        Some(PausedTask::pause(client, &container.id).await?)
+        Some(
+            PausedTask::pause(client, &container.id)
+                .instrument(read_span.clone())
+                .await?,
+        )
     } else {
         None
     };
@@ -554,15 +581,17 @@ async fn read_in_one_pass(
         &mut tee,
         &mut paused,
     )
+    .instrument(read_span.clone())
     .await;
     let mut paused_ms = 0;
     if let Some(task) = paused.take() {
         // Resume even when reading failed: a speaker's desktop must never
         // stay frozen because of a failed snapshot.
-        let (resumed, held) = task.resume().await;
+        let (resumed, held) = task.resume().instrument(read_span.clone()).await;
         paused_ms = held.as_millis() as u64;
         resumed?;
     }
+    drop(read_span);
     let (summary, method) = layer?;
     Ok(ReadLayers {
         layers: vec![LayerReport::of(&summary)],

@@ -8,6 +8,7 @@ use dcs_protocol::token::{AGENT_ISSUER, API_AUDIENCE, SharedSecret};
 use dcs_protocol::{
     Ack, ContainerSummary, Heartbeat, Inventory, JobEvent, Registration, api_paths,
 };
+use dcs_support::trace_context;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -109,14 +110,18 @@ impl ApiClient {
         self.instance_id
     }
 
+    /// Posts `body`; with the caller's span's `traceparent` when traces are
+    /// exported, so the API's span for it continues the trace.
     async fn post<T: serde::Serialize>(&self, path: &str, body: &T) -> Delivery {
-        let response = self
+        let mut request = self
             .http
             .post(format!("{}{path}", self.base))
             .bearer_auth(self.token())
-            .json(body)
-            .send()
-            .await;
+            .json(body);
+        if let Some(traceparent) = trace_context::current_traceparent() {
+            request = request.header(trace_context::TRACEPARENT, traceparent);
+        }
+        let response = request.send().await;
         if let Ok(r) = &response {
             self.learn_clock(r);
         }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dcs_protocol::{FailureCode, JobAccepted, JobEvent, JobEventKind, JobRequest, JobResult};
+use dcs_support::trace_context;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -47,6 +48,9 @@ struct Inner {
 
 struct Job {
     cancel: CancellationToken,
+    /// The job span's `traceparent` (when traces are exported): the posts
+    /// of the job's events continue its trace, whichever task sends them.
+    traceparent: Option<String>,
     seq: AtomicU64,
     /// Set when the commit starts writing the tag: a cancel after that
     /// point no longer stops it (see `CommitProgress::Tagging`).
@@ -97,9 +101,17 @@ impl Jobs {
     }
 
     /// Starts a job; a job already known is not started twice (the API
-    /// retries dispatch when an answer is lost).
-    #[tracing::instrument(skip_all, fields(snapshot_id = %request.snapshot_id, container_id = %request.container_id))]
+    /// retries dispatch when an answer is lost). The job's span continues
+    /// the trace of the API's dispatch (`request.traceparent`), and the
+    /// commit's span is its child.
     pub(super) fn submit(&self, request: JobRequest) -> Result<JobAccepted, SubmitError> {
+        let span = tracing::info_span!(
+            "job",
+            snapshot_id = %request.snapshot_id,
+            container_id = %request.container_id
+        );
+        trace_context::set_remote_parent(&span, request.traceparent.as_deref());
+        let _in_span = span.enter();
         if !self.inner.accepting.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);
         }
@@ -114,6 +126,7 @@ impl Jobs {
         }
         let job = Arc::new(Job {
             cancel: CancellationToken::new(),
+            traceparent: trace_context::traceparent_of(&span),
             seq: AtomicU64::new(request.last_event_seq),
             tagging: AtomicBool::new(false),
         });
@@ -201,14 +214,15 @@ impl Jobs {
 
     fn report(&self, snapshot_id: Uuid, job: &Job, kind: JobEventKind) {
         let seq = job.seq.fetch_add(1, Ordering::SeqCst) + 1;
-        self.inner.reporter.report(JobEvent {
+        let event = JobEvent {
             snapshot_id,
             node: self.inner.node.clone(),
             instance_id: self.inner.instance_id,
             seq,
             at: chrono::Utc::now(),
             kind,
-        });
+        };
+        self.inner.reporter.report(event, job.traceparent.clone());
     }
 
     #[tracing::instrument(name = "commit", skip_all, fields(snapshot_id = %snapshot_id, container_id = %request.container_id))]

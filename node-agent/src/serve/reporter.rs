@@ -13,8 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dcs_protocol::{JobEvent, JobEventKind};
+use dcs_support::trace_context;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::api_client::{ApiClient, Delivery};
@@ -31,9 +33,17 @@ struct Inner {
     api: ApiClient,
     /// Undelivered events by job, oldest first. A job is here exactly while
     /// its sender runs.
-    queues: Mutex<HashMap<Uuid, VecDeque<JobEvent>>>,
+    queues: Mutex<HashMap<Uuid, VecDeque<Outgoing>>>,
     /// Woken when the last queue empties.
     drained: Notify,
+}
+
+/// An event waiting to be sent, and the trace its post continues (the
+/// job's).
+#[derive(Clone)]
+struct Outgoing {
+    event: JobEvent,
+    traceparent: Option<String>,
 }
 
 impl Reporter {
@@ -49,25 +59,28 @@ impl Reporter {
         }
     }
 
-    pub(super) fn report(&self, event: JobEvent) {
+    /// Queues a job's event; its post continues the trace of
+    /// `traceparent` (the job's span).
+    pub(super) fn report(&self, event: JobEvent, traceparent: Option<String>) {
         let mut queues = self.lock();
-        match queues.entry(event.snapshot_id) {
+        let outgoing = Outgoing { event, traceparent };
+        match queues.entry(outgoing.event.snapshot_id) {
             Entry::Occupied(mut queue) => {
                 let queue = queue.get_mut();
                 // The front may be on its way; only later entries are merged.
                 if queue.len() >= 2
                     && let Some(last) = queue.back_mut()
-                    && matches!(last.kind, JobEventKind::Pushing { .. })
-                    && matches!(event.kind, JobEventKind::Pushing { .. })
+                    && matches!(last.event.kind, JobEventKind::Pushing { .. })
+                    && matches!(outgoing.event.kind, JobEventKind::Pushing { .. })
                 {
-                    *last = event;
+                    *last = outgoing;
                 } else {
-                    queue.push_back(event);
+                    queue.push_back(outgoing);
                 }
             }
             Entry::Vacant(slot) => {
-                let id = event.snapshot_id;
-                slot.insert(VecDeque::from([event]));
+                let id = outgoing.event.snapshot_id;
+                slot.insert(VecDeque::from([outgoing]));
                 tokio::spawn(self.clone().send_loop(id));
             }
         }
@@ -102,7 +115,7 @@ impl Reporter {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, VecDeque<JobEvent>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, VecDeque<Outgoing>>> {
         self.inner
             .queues
             .lock()
@@ -114,10 +127,14 @@ impl Reporter {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let front = self.lock().get(&id).and_then(|q| q.front().cloned());
-            let Some(event) = front else {
+            let Some(Outgoing { event, traceparent }) = front else {
                 return;
             };
-            match self.inner.api.send_event(&event).await {
+            // One span per post, retries included, in the job's trace; the
+            // API's span for the event is its child.
+            let span = tracing::debug_span!("job_event.post", snapshot_id = %id, seq = event.seq);
+            trace_context::set_remote_parent(&span, traceparent.as_deref());
+            match self.inner.api.send_event(&event).instrument(span).await {
                 Delivery::Delivered => backoff = FIRST_BACKOFF,
                 Delivery::Refused(reason) => {
                     tracing::warn!(snapshot = %id, seq = event.seq, %reason, "the API refused a job event; dropping it");
@@ -141,7 +158,7 @@ impl Reporter {
         let Some(queue) = queues.get_mut(&id) else {
             return true;
         };
-        if queue.front().is_some_and(|f| f.seq == seq) {
+        if queue.front().is_some_and(|f| f.event.seq == seq) {
             queue.pop_front();
         }
         if !queue.is_empty() {

@@ -12,6 +12,7 @@ pub mod fake_agent;
 pub mod fake_kube;
 pub mod layer;
 pub mod matrix;
+pub mod otlp_receiver;
 pub mod stack;
 pub mod webhook_receiver;
 

@@ -13,6 +13,7 @@ use dcs_support::trace_context;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::ServeConfig;
@@ -134,9 +135,13 @@ impl Jobs {
         drop(jobs);
         let queued = self.inner.slots.available_permits() == 0;
         let this = self.clone();
-        self.inner
-            .tracker
-            .spawn(this.run(request.snapshot_id, commit_request, job));
+        // In the job's span: the commit's span opens at the task's first
+        // poll, and is the job's child only if the job's span is entered
+        // then. The job's span so lasts as long as the job.
+        self.inner.tracker.spawn(
+            this.run(request.snapshot_id, commit_request, job)
+                .instrument(span.clone()),
+        );
         Ok(JobAccepted {
             snapshot_id: request.snapshot_id,
             queued,

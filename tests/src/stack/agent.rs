@@ -19,6 +19,8 @@ pub struct Agent {
     args: Vec<String>,
     /// A program the agent runs under (e.g. `faketime`), with its arguments.
     wrapper: Vec<String>,
+    /// Environment variables of every run (see `AgentBuilder::env`).
+    variables: Vec<(String, String)>,
 }
 
 /// An agent to start on node `node`, serving containerd namespace
@@ -31,9 +33,18 @@ pub struct AgentBuilder<'a> {
     namespace: String,
     extra: Vec<String>,
     wrapper: Vec<String>,
+    variables: Vec<(String, String)>,
 }
 
 impl AgentBuilder<'_> {
+    /// An environment variable of the agent process (and of its restarts).
+    /// The OpenTelemetry endpoint is not inherited from the test's
+    /// environment: a test that wants traces sets it here.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.variables.push((name.to_string(), value.to_string()));
+        self
+    }
+
     /// More arguments for `dcs-agent serve`; a flag given here replaces the
     /// same flag of the defaults (except the repeatable
     /// `--insecure-registry`, which is added).
@@ -98,6 +109,7 @@ impl AgentBuilder<'_> {
             port,
             args,
             wrapper: self.wrapper,
+            variables: self.variables,
         };
         agent.launch(&self.api.data_dir);
         agent
@@ -118,6 +130,7 @@ impl Agent {
             namespace: namespace.to_string(),
             extra: Vec::new(),
             wrapper: Vec::new(),
+            variables: Vec::new(),
         }
     }
 
@@ -135,9 +148,11 @@ impl Agent {
             }
             None => Command::new(crate::agent_binary()),
         };
+        crate::otlp_receiver::forget_inherited_endpoints(&mut command);
         command
             .env("RUST_LOG", "info")
             .env_remove("DCS_CONTAINERD_SOCKET")
+            .envs(self.variables.iter().map(|(k, v)| (k, v)))
             .args(&self.args);
         let log = log_dir.join(format!("agent-{}-{}.log", self.node, unique("run")));
         self.process = Process::spawn(command, log);

@@ -64,6 +64,8 @@ pub struct Api {
     pub url: String,
     pub data_dir: PathBuf,
     options: ApiOptions,
+    /// Environment variables of every run (see `ApiBuilder::env`).
+    variables: Vec<(String, String)>,
     pub(super) http: reqwest::Client,
 }
 
@@ -73,6 +75,7 @@ pub struct Api {
 pub struct ApiBuilder {
     options: ApiOptions,
     args: Vec<String>,
+    variables: Vec<(String, String)>,
 }
 
 impl ApiBuilder {
@@ -99,6 +102,14 @@ impl ApiBuilder {
         ])
     }
 
+    /// An environment variable of the API process (and of its restarts).
+    /// The OpenTelemetry endpoint is not inherited from the test's
+    /// environment: a test that wants traces sets it here.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.variables.push((name.to_string(), value.to_string()));
+        self
+    }
+
     /// Starts the API in a fresh data directory on a free port, and waits
     /// until it answers `/healthz`.
     pub async fn start(self) -> Api {
@@ -111,6 +122,7 @@ impl ApiBuilder {
             url: format!("http://127.0.0.1:{port}"),
             data_dir,
             options: self.options,
+            variables: self.variables,
             http: http_client(),
         };
         api.launch(&self.args).await;
@@ -123,6 +135,7 @@ impl Api {
         ApiBuilder {
             options,
             args: Vec::new(),
+            variables: Vec::new(),
         }
     }
 
@@ -133,9 +146,11 @@ impl Api {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(crate::built_binary("dcs-api"));
+        crate::otlp_receiver::forget_inherited_endpoints(&mut command);
         command
             .env_remove("DATABASE_URL")
             .env("RUST_LOG", "info,tower_http=warn,sqlx=warn")
+            .envs(self.variables.iter().map(|(k, v)| (k, v)))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(args);
@@ -183,6 +198,13 @@ impl Api {
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         self.process.kill();
+    }
+
+    /// SIGTERM, then waits for the exit; `false` if it still runs after
+    /// `timeout`.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        self.process.signal("TERM");
+        self.process.wait(timeout)
     }
 
     /// Starts it again with the same data directory and database.

@@ -59,7 +59,7 @@ impl ReceivedSpan {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Received {
     spans: Vec<ReceivedSpan>,
     /// Export requests, decoded or not.
@@ -69,7 +69,7 @@ struct Received {
 }
 
 /// A running OTLP/HTTP receiver.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct OtlpReceiver {
     address: SocketAddr,
     received: Arc<Mutex<Received>>,
@@ -223,6 +223,7 @@ fn text(value: Option<&AnyValue>) -> String {
 }
 
 /// A port that accepts and counts connections (and closes them at once).
+#[derive(Debug)]
 pub struct ConnectionCounter {
     count: Arc<AtomicUsize>,
 }

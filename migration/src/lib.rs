@@ -23,8 +23,8 @@ mod m20261202_000001_add_pod_owners;
 mod m20261202_000002_snapshot_statistics;
 mod m20261202_000003_snapshot_statistics_sample;
 mod m20261202_000004_add_prepare_ms;
-mod m20261203_000001_create_persisted_queries;
 mod m20261203_000001_add_trace_parents;
+mod m20261203_000001_create_persisted_queries;
 
 /// The name of the partial unique index on `snapshots (node, container_id)`
 /// over the in-flight statuses.

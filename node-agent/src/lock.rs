@@ -1,5 +1,6 @@
 //! One commit per container at a time, across processes: an exclusive
-//! `flock` on a file named after the container. The kernel drops the lock
+//! `flock` on a file named after the container (its containerd namespace
+//! and id: the same id in two namespaces is two containers). The kernel drops the lock
 //! when the holder exits, so a crash never leaves a container locked.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -26,14 +27,18 @@ pub struct CommitLock {
     _file: File,
 }
 
-pub fn lock_container(state_dir: &Path, container_id: &str) -> Result<CommitLock, LockError> {
+pub fn lock_container(
+    state_dir: &Path,
+    namespace: &str,
+    container_id: &str,
+) -> Result<CommitLock, LockError> {
     let dir = state_dir.join("locks");
     let io_error = |path: &Path, source| LockError::Io {
         path: path.to_path_buf(),
         source,
     };
     fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
-    let path = dir.join(format!("{}.lock", file_name(container_id)));
+    let path = dir.join(format!("{}.lock", file_name(namespace, container_id)));
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -65,17 +70,15 @@ pub fn lock_container(state_dir: &Path, container_id: &str) -> Result<CommitLock
     Ok(CommitLock { _file: file })
 }
 
-/// Container ids are hex in practice, but any id must make a safe file name.
-fn file_name(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+/// The SHA-256 of namespace and id: a safe file name of fixed length for
+/// any namespace and id, and two containers never share one.
+fn file_name(namespace: &str, id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(namespace.as_bytes());
+    hasher.update([0]);
+    hasher.update(id.as_bytes());
+    hex::encode(hasher.finalize())
 }
 
 #[cfg(test)]
@@ -85,12 +88,19 @@ mod tests {
     #[test]
     fn second_lock_is_refused_until_the_first_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let first = lock_container(dir.path(), "abc").unwrap();
-        let error = lock_container(dir.path(), "abc").unwrap_err().to_string();
+        let first = lock_container(dir.path(), "ns", "abc").unwrap();
+        let error = lock_container(dir.path(), "ns", "abc")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("already running"), "{error}");
         assert!(error.contains(&std::process::id().to_string()), "{error}");
-        assert!(lock_container(dir.path(), "other").is_ok());
+        assert!(lock_container(dir.path(), "ns", "other").is_ok());
+        // The same id in another namespace is another container.
+        assert!(lock_container(dir.path(), "other-ns", "abc").is_ok());
+        // Ids that a character-by-character escape would have merged.
+        let _slash = lock_container(dir.path(), "ns", "a/b").unwrap();
+        assert!(lock_container(dir.path(), "ns", "a_b").is_ok());
         drop(first);
-        assert!(lock_container(dir.path(), "abc").is_ok());
+        assert!(lock_container(dir.path(), "ns", "abc").is_ok());
     }
 }

@@ -498,7 +498,20 @@ fn two_commits_of_one_container_at_once() {
         "dd if=/dev/urandom of=/root/big bs=1048576 count=8 2>/dev/null",
     );
     let target = format!("{}/e2e/{}:t", env.registry, ctr.namespace);
-    let lock_file = env.state_dir.join("locks").join(format!("{id}.lock"));
+    // The agent names a container's lock file by the SHA-256 of its
+    // namespace, a NUL and its id.
+    let lock_name = {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(ctr.namespace.as_bytes());
+        hasher.update([0]);
+        hasher.update(id.as_bytes());
+        hex::encode(hasher.finalize())
+    };
+    let lock_file = env
+        .state_dir
+        .join("locks")
+        .join(format!("{lock_name}.lock"));
 
     let first = {
         let (env, namespace, id, target) = (

@@ -190,7 +190,11 @@ pub async fn commit(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "registry client ready"
     );
-    let _lock = lock_container(&request.state_dir, &request.container_id)?;
+    let _lock = lock_container(
+        &request.state_dir,
+        client.namespace(),
+        &request.container_id,
+    )?;
 
     let container = client.container(&request.container_id).await?;
     let base = BaseImage::resolve(client, &container.id, &container.image).await?;

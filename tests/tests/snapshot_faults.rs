@@ -337,7 +337,7 @@ async fn cancel_snapshot_ends_cancelled_and_leaves_the_desktop_running() {
     let target = s.target("v1");
     let id = s.create(&desk, &target).await;
     s.wait_status(&id, &["DIFFING"], WAIT).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let task_before = task_status(&s.ctr, &desk);
     let answer = s.api.data(&s.alice, cancel, json!({"id": id})).await;
     println!("cancel answered {answer}; the task was {task_before:?}");
@@ -361,8 +361,13 @@ async fn cancel_snapshot_ends_cancelled_and_leaves_the_desktop_running() {
         Some("RUNNING"),
         "the desktop after the cancel (it was {task_before:?})"
     );
+    // The agent records the request only while it still holds the job: a
+    // cancel that reached it after the push ended (it answers 404, the
+    // result is on its way) leaves no CANCEL_REQUESTED, and PUSHED stands.
     let kinds = s.event_kinds(&id);
-    assert!(kinds.iter().any(|k| k == "CANCEL_REQUESTED"), "{kinds:?}");
+    if done["status"] == "CANCELLED" {
+        assert!(kinds.iter().any(|k| k == "CANCEL_REQUESTED"), "{kinds:?}");
+    }
     // Cancelling again: it has finished.
     let again = s
         .api

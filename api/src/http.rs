@@ -1,6 +1,6 @@
 //! HTTP: `/graphql` (POST requests, GET queries, GraphiQL on a plain GET,
 //! WebSocket subscriptions with `graphql-transport-ws`), health, metrics,
-//! and the agents' endpoints.
+//! the agents' endpoints, and the speaker console (`crate::console`).
 //!
 //! Every GraphQL request, over POST, GET or a WebSocket, passes the
 //! persisted query gate (`crate::persisted`) before it is parsed.
@@ -22,12 +22,12 @@ use std::time::Duration;
 
 use std::str::FromStr as _;
 
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource, WebSocketProtocols};
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols};
 use async_graphql_axum::GraphQLResponse;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::trace::TraceLayer;
 use tracing::Instrument as _;
@@ -122,6 +122,7 @@ pub fn router_with(
     }
     router
         .merge(crate::agent_api::router().with_state(state.app.clone()))
+        .merge(crate::console::router())
         .fallback(limits::not_found)
         .method_not_allowed_fallback(limits::method_not_allowed)
         // Unknown agent tokens are rate limited before TokenReview.
@@ -336,13 +337,7 @@ async fn graphql_get(State(state): State<HttpState>, request: Request) -> Respon
                 run(&state, caller, graphql, Method::Get).await
             }
             Some(Err(why)) => refuse(StatusCode::BAD_REQUEST, Code::BadUserInput, &why),
-            None => Html(
-                GraphiQLSource::build()
-                    .endpoint("/graphql")
-                    .subscription_endpoint("/graphql")
-                    .finish(),
-            )
-            .into_response(),
+            None => crate::console::graphiql_page(),
         };
     }
     let (mut parts, _body) = request.into_parts();

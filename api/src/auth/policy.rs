@@ -124,6 +124,24 @@ impl Policy {
             || snapshot.owner == Some(who.sub.as_str())
     }
 
+    /// The repositories a speaker may push under (`check_push`'s
+    /// prefixes, `{sub}` filled in); none for admins, who are not limited,
+    /// nor for a subject that cannot be a path component.
+    pub fn push_prefixes(&self, who: &Principal) -> Vec<String> {
+        if who.is_admin() || !is_path_component(&who.sub) {
+            return Vec::new();
+        }
+        self.speaker_prefixes
+            .iter()
+            .map(|t| {
+                t.replace("{sub}", &who.sub)
+                    .trim_end_matches('/')
+                    .to_string()
+            })
+            .filter(|p| !p.is_empty())
+            .collect()
+    }
+
     /// Checks the target repository (`registry/path`, no tag) against the
     /// speaker prefixes.
     pub fn check_push(&self, who: &Principal, repository: &str) -> Result<(), ApiError> {

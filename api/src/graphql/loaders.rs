@@ -4,16 +4,19 @@
 use std::collections::HashMap;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
-use entity::snapshot;
+use entity::{snapshot, webhook_attempt};
 use uuid::Uuid;
 
 use crate::errors::ApiError;
+use crate::service::containers::{self, ContainerKey};
 use crate::service::snapshots;
 use crate::state::AppState;
 
 /// The loaders as requests hold them (cached per request).
 pub type SnapshotsById = DataLoader<SnapshotLoader, HashMapCache>;
 pub type ChildrenById = DataLoader<ChildrenLoader, HashMapCache>;
+pub type LastSnapshotByContainer = DataLoader<LastSnapshotLoader, HashMapCache>;
+pub type AttemptsByDelivery = DataLoader<AttemptsLoader, HashMapCache>;
 
 #[derive(Debug)]
 pub struct SnapshotLoader(pub AppState);
@@ -37,6 +40,35 @@ impl Loader<Uuid> for ChildrenLoader {
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
         snapshots::children_of(&self.0, keys).await
+    }
+}
+
+/// The newest snapshot of each container, by (node, container id).
+#[derive(Debug)]
+pub struct LastSnapshotLoader(pub AppState);
+
+impl Loader<ContainerKey> for LastSnapshotLoader {
+    type Value = snapshot::Model;
+    type Error = ApiError;
+
+    async fn load(
+        &self,
+        keys: &[ContainerKey],
+    ) -> Result<HashMap<ContainerKey, Self::Value>, Self::Error> {
+        containers::last_snapshots(&self.0, keys).await
+    }
+}
+
+/// Webhook delivery attempts by delivery id.
+#[derive(Debug)]
+pub struct AttemptsLoader(pub AppState);
+
+impl Loader<Uuid> for AttemptsLoader {
+    type Value = Vec<webhook_attempt::Model>;
+    type Error = ApiError;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        crate::webhooks::endpoints::attempts_of(&self.0, keys).await
     }
 }
 

@@ -6,7 +6,9 @@ use entity::{container, node, snapshot};
 
 use super::context::{loader, principal, state};
 use super::int64::Int64;
-use super::loaders::{AncestorsOf, ChildrenById, DescendantsOf, LineageKey, SnapshotsById};
+use super::loaders::{
+    AncestorsOf, ChildrenById, DescendantsOf, LastSnapshotByContainer, LineageKey, SnapshotsById,
+};
 use crate::auth::Role;
 use crate::service::snapshots::{self, JobOptions};
 
@@ -65,6 +67,10 @@ pub struct Me {
     /// Pod namespaces in which a speaker may see and snapshot their own
     /// desktops (every desktop there with namespace-wide access).
     pub namespaces: Vec<String>,
+    /// Repositories (`registry/path`) under which this speaker may push,
+    /// e.g. `registry.example/workshops/alice`: a client builds a target
+    /// from one. Empty for admins, who may push anywhere.
+    pub repository_prefixes: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -153,6 +159,19 @@ impl Container {
     /// When its agent last reported it.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
+    }
+    /// Its newest snapshot, if the caller may see it. One query for all
+    /// the containers of a list.
+    async fn last_snapshot(&self, ctx: &Context<'_>) -> Result<Option<Snapshot>> {
+        let who = principal(ctx)?;
+        let state = state(ctx)?;
+        let key = (self.0.node.clone(), self.0.id.clone());
+        let last = loader::<LastSnapshotByContainer>(ctx)?
+            .load_one(key)
+            .await?;
+        Ok(last
+            .filter(|s| snapshots::may_see(state, who, s))
+            .map(Snapshot))
     }
 }
 

@@ -9,7 +9,9 @@ use async_graphql::dataloader::{DataLoader, HashMapCache};
 
 use super::scope::TaskScope;
 use crate::graphql::context::Caller;
-use crate::graphql::loaders::{AncestorLoader, ChildrenLoader, DescendantLoader, SnapshotLoader};
+use crate::graphql::loaders::{
+    AncestorLoader, AttemptsLoader, ChildrenLoader, DescendantLoader, LastSnapshotLoader, SnapshotLoader,
+};
 use crate::persisted::Requester;
 use crate::state::AppState;
 
@@ -32,6 +34,8 @@ pub(super) fn request_data(
     insert_loader(&mut data, ChildrenLoader(app.clone()), scope);
     insert_loader(&mut data, AncestorLoader(app.clone()), scope);
     insert_loader(&mut data, DescendantLoader(app.clone()), scope);
+    insert_loader(&mut data, LastSnapshotLoader(app.clone()), scope);
+    insert_loader(&mut data, AttemptsLoader(app.clone()), scope);
     data
 }
 

@@ -1,11 +1,13 @@
 //! The container inventory, as agents report it.
 
+use std::collections::HashMap;
+
 use dcs_protocol::{Ack, Inventory};
 use entity::prelude::*;
 use entity::{NodeState, container};
 use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    Select, Set, TransactionTrait,
+    ColumnTrait, Condition, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Select, Set, Statement, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -141,4 +143,44 @@ pub async fn list(
 #[tracing::instrument(level = "debug", skip_all, fields(who = %who.sub))]
 pub async fn count(state: &AppState, who: &Principal, filter: ContainerFilter) -> ApiResult<u64> {
     Ok(visible(state, who, filter).count(&state.db).await?)
+}
+
+/// A container as snapshots name it: its node and containerd id.
+pub type ContainerKey = (String, String);
+
+/// The newest snapshot of each container, for DataLoaders: one query for
+/// any number of containers (a window over the rows of those ids).
+#[tracing::instrument(level = "debug", skip_all, fields(count = keys.len()))]
+pub async fn last_snapshots(
+    state: &AppState,
+    keys: &[ContainerKey],
+) -> ApiResult<HashMap<ContainerKey, entity::snapshot::Model>> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let backend = state.db.get_database_backend();
+    // The ids are bound, never spliced: `$n` on Postgres, `?` on SQLite.
+    let placeholders: Vec<String> = (1..=keys.len())
+        .map(|n| match backend {
+            DbBackend::Postgres => format!("${n}"),
+            _ => "?".to_string(),
+        })
+        .collect();
+    let sql = format!(
+        "SELECT * FROM (SELECT s.*, ROW_NUMBER() OVER (PARTITION BY s.node, s.container_id \
+         ORDER BY s.created_at DESC, s.id DESC) AS newest FROM snapshots s \
+         WHERE s.container_id IN ({})) ranked WHERE newest = 1",
+        placeholders.join(", ")
+    );
+    let values = keys.iter().map(|(_, id)| id.clone().into());
+    let rows = Snapshot::find()
+        .from_raw_sql(Statement::from_sql_and_values(backend, sql, values))
+        .all(&state.db)
+        .await?;
+    // The same id on another node is another container.
+    Ok(rows
+        .into_iter()
+        .map(|s| ((s.node.clone(), s.container_id.clone()), s))
+        .filter(|(key, _)| keys.contains(key))
+        .collect())
 }

@@ -1,5 +1,7 @@
 //! Managing endpoints and deliveries: admins only.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use entity::prelude::*;
 use entity::{DeliveryStatus, webhook_attempt, webhook_delivery, webhook_endpoint};
@@ -320,13 +322,26 @@ pub async fn deliveries(
     Ok(Page::from_one_more(rows, first))
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(delivery_id = %delivery))]
-pub async fn attempts(state: &AppState, delivery: Uuid) -> ApiResult<Vec<webhook_attempt::Model>> {
-    Ok(WebhookAttempt::find()
-        .filter(webhook_attempt::Column::DeliveryId.eq(delivery))
+/// The attempts of each delivery, oldest first, for DataLoaders: one
+/// query for a whole page of deliveries.
+#[tracing::instrument(level = "debug", skip_all, fields(deliveries = deliveries.len()))]
+pub async fn attempts_of(
+    state: &AppState,
+    deliveries: &[Uuid],
+) -> ApiResult<HashMap<Uuid, Vec<webhook_attempt::Model>>> {
+    let mut map: HashMap<Uuid, Vec<webhook_attempt::Model>> = HashMap::new();
+    if deliveries.is_empty() {
+        return Ok(map);
+    }
+    let rows = WebhookAttempt::find()
+        .filter(webhook_attempt::Column::DeliveryId.is_in(deliveries.to_vec()))
         .order_by_asc(webhook_attempt::Column::Id)
         .all(&state.db)
-        .await?)
+        .await?;
+    for row in rows {
+        map.entry(row.delivery_id).or_default().push(row);
+    }
+    Ok(map)
 }
 
 /// Sends a delivery again, with the same `webhook-id`, on a fresh schedule.

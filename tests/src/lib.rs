@@ -4,6 +4,7 @@
 //! Nothing here skips: a missing daemon fails the test with a message that
 //! says how to start it.
 
+pub mod browser;
 pub mod chaos;
 pub mod ctr;
 pub mod deploy_policy;

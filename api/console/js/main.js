@@ -54,9 +54,10 @@ function header(session) {
   if (session?.role === 'ADMIN') {
     links.push(['#/admin/nodes', 'Nodes'], ['#/admin/webhooks', 'Webhooks'], ['#/admin/deliveries', 'Deliveries']);
   }
-  const current = location.hash.split('/').slice(0, 2).join('/');
+  const here = location.hash;
+  const isCurrent = (href) => here === href || here.startsWith(`${href}/`) || here.startsWith(`${href}?`);
   show(document.getElementById('nav'), session
-    ? links.map(([href, text]) => h('a', { href, 'aria-current': href.startsWith(current) && current !== '#' ? 'page' : undefined }, text))
+    ? links.map(([href, text]) => h('a', { href, 'aria-current': isCurrent(href) ? 'page' : undefined }, text))
     : []);
   show(document.getElementById('who'), session
     ? [

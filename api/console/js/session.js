@@ -50,9 +50,8 @@ export function endSession(why) {
   if (why) sessionStorage.setItem(NOTICE, why);
 }
 
-// Why the last session ended, once.
-export function takeNotice() {
-  const why = sessionStorage.getItem(NOTICE);
-  sessionStorage.removeItem(NOTICE);
-  return why;
+// Why the last session ended; shown on the sign-in page until the next
+// sign-in.
+export function endNotice() {
+  return sessionStorage.getItem(NOTICE);
 }

@@ -66,11 +66,11 @@ export async function renderWebhooks(main) {
         h('td', {}, e.enabled ? 'enabled' : `disabled${e.disabledReason ? `: ${e.disabledReason}` : ''}`,
           e.failingSince ? h('div', { class: 'error-text' }, `failing since ${time(e.failingSince)}`) : null),
         h('td', {}, `${time(e.createdAt)} by ${e.createdBy}`),
-        h('td', { class: 'actions' },
+        h('td', {}, h('div', { class: 'actions' },
           h('button', { type: 'button', onClick: () => act(() => gql(SEND_TEST, { id: e.id }), () => show(notice, h('p', { class: 'ok', role: 'status' }, 'Test event queued: see Deliveries.'))) }, 'Send test'),
           h('button', { type: 'button', onClick: () => act(() => gql(ROTATE_SECRET, { id: e.id }), (r) => show(notice, secretBox(r.rotateWebhookSecret.secret, 'Rotated: the old secret also signs for a while.'))) }, 'Rotate secret'),
           h('button', { type: 'button', onClick: () => act(() => gql(UPDATE_ENDPOINT, { id: e.id, input: { enabled: !e.enabled } })) }, e.enabled ? 'Disable' : 'Enable'),
-          h('a', { class: 'button', href: `#/admin/deliveries?endpoint=${e.id}` }, 'Deliveries'))))))) : h('p', { class: 'muted' }, 'No endpoint yet.'));
+          h('a', { class: 'button', href: `#/admin/deliveries?endpoint=${e.id}` }, 'Deliveries')))))))) : h('p', { class: 'muted' }, 'No endpoint yet.'));
   };
 
   const url = h('input', { name: 'url', type: 'url', required: true, placeholder: 'https://events.example/hooks/dcs', class: 'mono' });

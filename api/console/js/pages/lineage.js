@@ -126,6 +126,7 @@ export async function render(main, [id]) {
         role: 'button',
         'aria-label': label,
         'data-id': snap.id,
+        'data-parent': snap.parent?.id,
         onClick: () => select(snap),
         onKeydown: (e) => {
           if (e.key === 'Enter' || e.key === ' ') {

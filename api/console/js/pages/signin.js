@@ -4,10 +4,10 @@
 import { errorBox, field, h, show } from '../dom.js';
 import { gql } from '../graphql.js';
 import { ME } from '../queries.js';
-import { startSession, takeNotice } from '../session.js';
+import { endNotice, startSession } from '../session.js';
 
 export async function render(main) {
-  const notice = takeNotice();
+  const notice = endNotice();
   const token = h('textarea', { name: 'token', rows: 4, required: true, autocomplete: 'off', spellcheck: 'false' });
   const result = h('div', { 'aria-live': 'polite' });
   const form = h('form', {

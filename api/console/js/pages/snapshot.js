@@ -29,14 +29,22 @@ async function findContainer(node, id) {
   return { me, container: null };
 }
 
-// The target to suggest: the speaker's prefix, the pod's name, the tag
-// after the last snapshot's.
+// The repository of a reference (`registry/path:tag` or `@digest`).
+function repositoryOf(reference) {
+  const bare = reference.split('@')[0];
+  const tag = tagOf(bare);
+  return bare.endsWith(`:${tag}`) ? bare.slice(0, bare.length - tag.length - 1) : bare;
+}
+
+// The target to suggest: the speaker's prefix and the pod's name, tagged
+// after this desktop's last snapshot there, or after its own image when
+// the desktop runs an earlier snapshot of that repository (v1 -> v2).
 function suggestedTarget(me, container) {
-  const last = container.lastSnapshot;
-  const repository = `${me.repositoryPrefixes[0] || 'registry.example/workshops'}/${component(container.podName || container.containerName || container.id.slice(0, 12))}`;
-  const lastRepository = last ? last.target.slice(0, last.target.length - tagOf(last.target).length - 1) : null;
-  const tag = last && lastRepository === repository ? nextTag(tagOf(last.target)) : 'v1';
-  return `${repository}:${tag}`;
+  const name = component(container.podName || container.containerName || container.id.slice(0, 12));
+  const repository = `${me.repositoryPrefixes[0] || 'registry.example/workshops'}/${name}`;
+  const earlier = [container.lastSnapshot?.target, container.image]
+    .find((reference) => reference && !reference.includes('@') && repositoryOf(reference) === repository);
+  return `${repository}:${earlier ? nextTag(tagOf(earlier)) : 'v1'}`;
 }
 
 function previewView(preview, excludes, acknowledged) {

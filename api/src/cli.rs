@@ -215,6 +215,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "persisted query manifest registered"
         );
     }
+    if persisted_queries.mode == crate::persisted::Mode::RegisteredOnly {
+        // The console is a client of this API like any other: in
+        // registered-only mode its own documents are registered.
+        let console = crate::console::documents::registrations();
+        state
+            .persisted
+            .register(&console, "console")
+            .await
+            .context("registering the console's queries")?;
+    }
     tracing::info!(mode = ?persisted_queries.mode, "persisted queries");
     let schema = build_schema(
         Some(state.clone()),

@@ -273,3 +273,30 @@ async fn an_admin_creates_a_webhook_endpoint_and_sees_its_delivery() {
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "the browser console: {errors:?}");
 }
+
+/// In registered-only mode the console still works (its documents are
+/// registered at start-up), and only they do: anything else a speaker
+/// sends is refused as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_in_registered_only_mode() {
+    let env = TestEnv::get();
+    let db = Database::fresh();
+    let api = Api::builder(ApiOptions::postgres(&db, &env.registry, 30))
+        .args(["--persisted-queries", "registered-only"])
+        .start()
+        .await;
+    let alice = api.token("alice", "speaker", &["workshop"]);
+    let browser = Browser::start(&shots()).await;
+    browser.goto(&format!("{}/console/#token={alice}", api.url)).await;
+    browser.wait_text("#signed-in-as", "alice (speaker)", Duration::from_secs(10)).await;
+    browser.wait_text("main", "No desktop of yours is running", Duration::from_secs(10)).await;
+    browser.goto(&format!("{}/console/#/history", api.url)).await;
+    browser.wait_text("#history", "No snapshot matches.", Duration::from_secs(10)).await;
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "the browser console: {errors:?}");
+    let other = api.graphql(Some(&alice), "{ me { sub } }", json!({})).await;
+    assert_eq!(
+        other["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_ALLOWED",
+        "{other}"
+    );
+}

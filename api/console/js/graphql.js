@@ -1,6 +1,7 @@
 // The console's only way to the server: the public GraphQL API, over POST
 // for queries and mutations and `graphql-transport-ws` for subscriptions.
 
+import { FEATURES } from './queries.js';
 import { currentSession, endSession } from './session.js';
 
 // An error the API answered, with its stable code (`FORBIDDEN`, ...).
@@ -124,10 +125,7 @@ export function subscribe(query, variables, onData, onError = () => {}) {
 let features = null;
 export async function serverFeatures() {
   if (!features) {
-    features = gql(`{
-      query: __type(name: "Query") { fields { name } }
-      create: __type(name: "CreateSnapshotInput") { inputFields { name } }
-    }`).then((data) => ({
+    features = gql(FEATURES).then((data) => ({
       preview: (data.query?.fields || []).some((f) => f.name === 'previewSnapshot'),
       flatten: (data.create?.inputFields || []).some((f) => f.name === 'flatten'),
       acknowledge: (data.create?.inputFields || []).some((f) => f.name === 'acknowledgeFindings'),

@@ -4,6 +4,12 @@
 
 export const ME = `query Me { me { sub role namespaces repositoryPrefixes } }`;
 
+// Which later additions this server has (see `serverFeatures`).
+export const FEATURES = `query Features {
+  query: __type(name: "Query") { fields { name } }
+  create: __type(name: "CreateSnapshotInput") { inputFields { name } }
+}`;
+
 const SNAPSHOT_ROW = `id status target repository message createdAt finishedAt
   layerSize durationMs pausedMs failureCode requestedBy owner podName node containerId`;
 

@@ -11,6 +11,7 @@
 //! browser gets on a plain `GET /graphql`.
 
 mod assets;
+pub mod documents;
 
 use axum::Router;
 use axum::extract::Path;

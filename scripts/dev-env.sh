@@ -17,7 +17,7 @@ DCS_ENV_DIR=$(realpath -m "${DCS_ENV_DIR:-$REPO_ROOT/.dcs-env}")
 D=$DCS_ENV_DIR
 
 PACKAGES=(containerd runc docker-registry skopeo busybox-static postgresql-15 faketime
-          apache2-utils zstd protobuf-compiler gcc libc6-dev)
+          apache2-utils zstd protobuf-compiler gcc libc6-dev chromium chromium-driver)
 PG_VERSION=15
 PG_CLUSTER=main
 SMALL_TMPFS_SIZE=64m

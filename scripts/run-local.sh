@@ -124,6 +124,10 @@ The stack is running:
   agent    node "local", containerd namespace $namespace (log: $local_dir/agent.log)
   registry $DCS_REGISTRY
 
+The speaker console, signed in as $speaker (the token is in the fragment, which
+the browser never sends to the server):
+  $api_url/console/#token=$token
+
 A token of the desktop's owner ($speaker, namespace "workshop"):
   export TOKEN=$token
 

@@ -381,3 +381,246 @@ async fn ancestors_and_descendants_of_a_list_cost_one_query_each() {
         assert!(statements.len() <= 5, "{statements:#?}");
     }
 }
+
+/// Rows for the console's documents: `containers` desktops on node-1 (even
+/// ones alice's, odd ones bob's), each with a chain of `generations`
+/// snapshots; `nodes` more nodes; `deliveries` webhook deliveries with
+/// `attempts` attempts each, on one endpoint.
+struct ConsoleRows {
+    containers: std::ops::Range<usize>,
+    generations: usize,
+    nodes: std::ops::Range<usize>,
+    deliveries: usize,
+    attempts: usize,
+}
+
+/// Inserts `rows`; returns the first snapshot of each container's chain.
+async fn seed_console(app: &App, rows: &ConsoleRows, endpoint: Uuid) -> Vec<Uuid> {
+    use entity::{DeliveryStatus, NodeState, container, node, webhook_attempt, webhook_delivery};
+    let db = &app.state.db;
+    let now = Utc::now();
+    for n in rows.nodes.clone() {
+        node::ActiveModel {
+            name: Set(format!("node-{n}")),
+            instance_id: Set(Uuid::new_v4()),
+            url: Set(format!("https://10.0.0.{n}:9443")),
+            version: Set("test".into()),
+            containerd_version: Set("2.0".into()),
+            max_concurrent_jobs: Set(2),
+            registered_at: Set(now),
+            last_seen_at: Set(now),
+            state: Set(NodeState::Ready),
+        }
+        .insert(db)
+        .await
+        .expect("insert node");
+    }
+    let mut roots = Vec::new();
+    for c in rows.containers.clone() {
+        let owner = if c % 2 == 0 { "alice" } else { "bob" };
+        container::ActiveModel {
+            node: Set("node-1".into()),
+            id: Set(format!("desk-{c}")),
+            image: Set("registry.test/base:1".into()),
+            image_digest: Set(None),
+            state: Set("running".into()),
+            snapshotter: Set("overlayfs".into()),
+            pod_name: Set(Some(format!("desktop-{c}"))),
+            pod_namespace: Set(Some("workshop".into())),
+            container_name: Set(Some("desktop".into())),
+            updated_at: Set(now),
+            owner: Set(Some(owner.into())),
+        }
+        .insert(db)
+        .await
+        .expect("insert container");
+        let mut parent = None;
+        for generation in 0..rows.generations {
+            let id = Uuid::new_v4();
+            let at = now + chrono::Duration::milliseconds((c * 100 + generation) as i64);
+            snapshot::ActiveModel {
+                id: Set(id),
+                requested_by: Set(owner.into()),
+                owner: Set(Some(owner.into())),
+                node: Set("node-1".into()),
+                container_id: Set(format!("desk-{c}")),
+                pod_namespace: Set(Some("workshop".into())),
+                pod_name: Set(Some(format!("desktop-{c}"))),
+                container_name: Set(Some("desktop".into())),
+                base_image: Set(Some("registry.test/base:1".into())),
+                parent_id: Set(parent),
+                target: Set(format!(
+                    "registry.test/workshops/{owner}/desktop-{c}:v{generation}"
+                )),
+                repository: Set(format!("registry.test/workshops/{owner}/desktop-{c}")),
+                options: Set(
+                    json!({"changes": [], "excludes": [], "compression": "gzip", "pause": true}),
+                ),
+                status: Set(SnapshotStatus::Pushed),
+                phase_bytes_done: Set(0),
+                phase_bytes_total: Set(0),
+                last_event_seq: Set(3),
+                dispatch_attempts: Set(1),
+                created_at: Set(at),
+                updated_at: Set(at),
+                finished_at: Set(Some(at)),
+                ..Default::default()
+            }
+            .insert(db)
+            .await
+            .expect("insert snapshot");
+            if parent.is_none() {
+                roots.push(id);
+            }
+            parent = Some(id);
+        }
+    }
+    for d in 0..rows.deliveries {
+        let id = Uuid::new_v4();
+        let at = now + chrono::Duration::milliseconds(d as i64);
+        webhook_delivery::ActiveModel {
+            id: Set(id),
+            endpoint_id: Set(endpoint),
+            message_id: Set(format!("msg_{id}")),
+            event_type: Set("snapshot.pushed".into()),
+            payload: Set("{}".into()),
+            status: Set(DeliveryStatus::Succeeded),
+            attempts: Set(rows.attempts as i32),
+            created_at: Set(at),
+            ..Default::default()
+        }
+        .insert(db)
+        .await
+        .expect("insert delivery");
+        for _ in 0..rows.attempts {
+            webhook_attempt::ActiveModel {
+                delivery_id: Set(id),
+                attempted_at: Set(at),
+                status_code: Set(Some(200)),
+                latency_ms: Set(3),
+                ..Default::default()
+            }
+            .insert(db)
+            .await
+            .expect("insert attempt");
+        }
+    }
+    roots
+}
+
+/// Every query the speaker console sends (read from its own
+/// `js/queries.js`) costs the same number of SQL statements for a handful
+/// of rows as for pages full of them: no query per row anywhere in the
+/// console. Mutations act on one object; subscriptions are not queries;
+/// the preview asks an agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_console_query_costs_the_same_for_a_few_rows_and_for_many() {
+    use entity::webhook_endpoint;
+    let app = app().await;
+    let now = Utc::now();
+    let endpoint = Uuid::new_v4();
+    webhook_endpoint::ActiveModel {
+        id: Set(endpoint),
+        url: Set("https://events.example/hook".into()),
+        description: Set(None),
+        event_types: Set(json!(["snapshot.pushed"])),
+        enabled: Set(true),
+        secret: Set("whsec_test".into()),
+        created_by: Set("root".into()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+    .insert(&app.state.db)
+    .await
+    .expect("insert endpoint");
+    let alice = Caller {
+        sub: "alice",
+        role: Role::Speaker,
+        namespaces: &["workshop"],
+    };
+    let documents: Vec<_> = api::console::documents::documents()
+        .into_iter()
+        .filter(|d| d.text.trim_start().starts_with("query ") && d.name != "PREVIEW_SNAPSHOT")
+        .collect();
+    let speaker_documents = [
+        "ME",
+        "FEATURES",
+        "DESKTOPS",
+        "CONTAINER",
+        "SNAPSHOT",
+        "FAMILY_ROOT",
+        "FAMILY",
+        "HISTORY",
+    ];
+
+    // Each document's statement counts, per caller, for the rows so far.
+    let measure = async |family_root: Uuid, newest: Uuid| {
+        let mut counts = std::collections::BTreeMap::new();
+        for document in &documents {
+            let variables = match document.name.as_str() {
+                "CONTAINER" => json!({"node": "node-1"}),
+                "SNAPSHOT" | "FAMILY_ROOT" => json!({"id": newest}),
+                "FAMILY" => json!({"id": family_root}),
+                "HISTORY" => json!({"first": 20, "filter": {}}),
+                _ => json!({}),
+            };
+            let callers: &[&Caller] = if speaker_documents.contains(&document.name.as_str()) {
+                &[&ADMIN, &alice]
+            } else {
+                &[&ADMIN]
+            };
+            for who in callers {
+                let (_, statements) = execute(&app, who, &document.text, variables.clone()).await;
+                counts.insert(
+                    format!("{} as {}", document.name, who.sub),
+                    statements.len(),
+                );
+            }
+        }
+        counts
+    };
+
+    let few = ConsoleRows {
+        containers: 0..3,
+        generations: 2,
+        nodes: 1..3,
+        deliveries: 3,
+        attempts: 1,
+    };
+    let roots = seed_console(&app, &few, endpoint).await;
+    let newest = |app: &App| {
+        let db = app.state.db.clone();
+        async move {
+            use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+            entity::snapshot::Entity::find()
+                .filter(entity::snapshot::Column::RequestedBy.eq("alice"))
+                .order_by_desc(entity::snapshot::Column::CreatedAt)
+                .one(&db)
+                .await
+                .unwrap()
+                .unwrap()
+                .id
+        }
+    };
+    let before = measure(roots[0], newest(&app).await).await;
+
+    let many = ConsoleRows {
+        containers: 3..48,
+        generations: 6,
+        nodes: 3..40,
+        deliveries: 30,
+        attempts: 3,
+    };
+    let roots = seed_console(&app, &many, endpoint).await;
+    let after = measure(roots[1], newest(&app).await).await;
+    println!("SQL statements per console document (few rows -> many rows):");
+    for (name, count) in &before {
+        println!("  {name}: {count} -> {}", after[name]);
+    }
+    assert_eq!(
+        before, after,
+        "a console document's cost grew with its rows"
+    );
+    assert!(before.len() >= 15, "{before:?}");
+}

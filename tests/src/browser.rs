@@ -3,8 +3,8 @@
 //! port, and spoken to with plain HTTP (the W3C protocol is a few JSON
 //! calls). Missing binaries fail the test with what to install.
 
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -105,6 +105,12 @@ impl Browser {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// Sets the window's size (CSS pixels), e.g. a narrow laptop screen.
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.post("/window/rect", json!({"width": width, "height": height}))
+            .await;
+    }
+
     pub async fn goto(&self, url: &str) {
         self.post("/url", json!({ "url": url })).await;
     }
@@ -119,10 +125,7 @@ impl Browser {
     /// The elements matching `css` now.
     async fn all(&self, css: &str) -> Vec<String> {
         let found = self
-            .post(
-                "/elements",
-                json!({"using": "css selector", "value": css}),
-            )
+            .post("/elements", json!({"using": "css selector", "value": css}))
             .await;
         found
             .as_array()
@@ -164,8 +167,11 @@ impl Browser {
         let element = self.find(css).await;
         self.post(&format!("/element/{element}/clear"), json!({}))
             .await;
-        self.post(&format!("/element/{element}/value"), json!({ "text": text }))
-            .await;
+        self.post(
+            &format!("/element/{element}/value"),
+            json!({ "text": text }),
+        )
+        .await;
     }
 
     /// The current value of an input.
@@ -211,9 +217,7 @@ impl Browser {
 
     /// Saves a PNG of the window as `<shots>/<name>.png`.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
-        let png = self
-            .call(reqwest::Method::GET, "/screenshot", None)
-            .await;
+        let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(png.as_str().expect("screenshot data"))
             .expect("screenshot base64");
@@ -230,7 +234,11 @@ impl Browser {
         )
         .await
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
     }
 

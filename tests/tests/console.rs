@@ -26,7 +26,10 @@ fn shots() -> PathBuf {
 /// Only the API's own origin, in every URL the page loaded.
 async fn assert_same_origin(browser: &Browser, api: &Api) {
     for url in browser.resources().await {
-        assert!(url.starts_with(&api.url), "the page loaded {url} from elsewhere");
+        assert!(
+            url.starts_with(&api.url),
+            "the page loaded {url} from elsewhere"
+        );
     }
 }
 
@@ -49,7 +52,10 @@ async fn submit_and_watch(browser: &Browser, api: &Api, token: &str) -> String {
             break id.to_string();
         }
         let page = browser.text("main").await;
-        assert!(std::time::Instant::now() < deadline, "no snapshot page; the form says:\n{page}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot page; the form says:\n{page}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     browser.wait_text("#status", "PUSHED", SNAPSHOT_WAIT).await;
@@ -91,39 +97,76 @@ async fn a_speaker_snapshots_from_the_console_and_finds_it_in_the_lineage() {
     // A forged token is refused with the API's sentence.
     browser.fill("textarea[name=token]", "not.a.token").await;
     browser.click("form button[type=submit]").await;
-    browser.wait_text(".error", "UNAUTHENTICATED", Duration::from_secs(10)).await;
+    browser
+        .wait_text(".error", "UNAUTHENTICATED", Duration::from_secs(10))
+        .await;
     browser.fill("textarea[name=token]", &alice).await;
     browser.click("form button[type=submit]").await;
     browser
-        .wait_text("#signed-in-as", "Signed in as alice (speaker)", Duration::from_secs(10))
+        .wait_text(
+            "#signed-in-as",
+            "Signed in as alice (speaker)",
+            Duration::from_secs(10),
+        )
         .await;
 
     // My desktops: alice's, not bob's; no admin pages in the menu.
     browser.find("tr[data-container=desk-alice]").await;
     assert_eq!(browser.count("tr[data-container=desk-bob]").await, 0);
     let menu = browser.text("#nav").await;
-    assert!(!menu.contains("Webhooks") && !menu.contains("Nodes"), "{menu}");
+    assert!(
+        !menu.contains("Webhooks") && !menu.contains("Nodes"),
+        "{menu}"
+    );
     browser.screenshot("desktops").await;
 
     // The first snapshot, with a message that is markup.
-    ctr.exec("desk-alice", "mkdir -p /opt/tools && echo v1 > /opt/tools/version");
-    browser.click("tr[data-container=desk-alice] a.button").await;
+    ctr.exec(
+        "desk-alice",
+        "mkdir -p /opt/tools && echo v1 > /opt/tools/version",
+    );
+    browser
+        .click("tr[data-container=desk-alice] a.button")
+        .await;
     let target = browser.value("input[name=target]").await;
-    assert_eq!(target, format!("{}/workshops/alice/desktop-alice:v1", env.registry));
+    assert_eq!(
+        target,
+        format!("{}/workshops/alice/desktop-alice:v1", env.registry)
+    );
     let hostile = "<img src=x onerror=\"window.__owned=1\"> tools installed";
     browser.fill("textarea[name=message]", hostile).await;
     browser.screenshot("snapshot-form").await;
     let first = submit_and_watch(&browser, &api, &alice).await;
     let details = browser.text("main").await;
-    assert!(details.contains(hostile), "the message shows as text:\n{details}");
-    assert_eq!(browser.run("return window.__owned === undefined;", json!([])).await, true);
+    assert!(
+        details.contains(hostile),
+        "the message shows as text:\n{details}"
+    );
+    assert_eq!(
+        browser
+            .run("return window.__owned === undefined;", json!([]))
+            .await,
+        true
+    );
     browser.screenshot("progress").await;
 
     // The pod restarts on the new image (as the workshop would roll it
     // out); its snapshot is the first's child, and the tag moves on.
-    browser.goto(&format!("{}/console/#/desktops", api.url)).await;
-    browser.wait_text("tr[data-container=desk-alice]", "PUSHED", Duration::from_secs(10)).await;
-    for step in [&["tasks", "kill", "-s", "SIGKILL", "desk-alice"][..], &["tasks", "rm", "-f", "desk-alice"], &["containers", "rm", "desk-alice"]] {
+    browser
+        .goto(&format!("{}/console/#/desktops", api.url))
+        .await;
+    browser
+        .wait_text(
+            "tr[data-container=desk-alice]",
+            "PUSHED",
+            Duration::from_secs(10),
+        )
+        .await;
+    for step in [
+        &["tasks", "kill", "-s", "SIGKILL", "desk-alice"][..],
+        &["tasks", "rm", "-f", "desk-alice"],
+        &["containers", "rm", "desk-alice"],
+    ] {
         let _ = ctr.try_run(step);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -134,13 +177,22 @@ async fn a_speaker_snapshots_from_the_console_and_finds_it_in_the_lineage() {
     api.wait_for_running_container(&alice, "desk-alice-2").await;
     ctr.exec("desk-alice-2", "echo v2 > /opt/tools/version");
     browser.find("tr[data-container=desk-alice-2]").await;
-    browser.click("tr[data-container=desk-alice-2] a.button").await;
-    browser.wait_text("h1", "Snapshot of desktop-alice", Duration::from_secs(10)).await;
+    browser
+        .click("tr[data-container=desk-alice-2] a.button")
+        .await;
+    browser
+        .wait_text("h1", "Snapshot of desktop-alice", Duration::from_secs(10))
+        .await;
     let target = browser.value("input[name=target]").await;
     assert!(target.ends_with("/desktop-alice:v2"), "{target}");
     let second = submit_and_watch(&browser, &api, &alice).await;
-    let snapshot = api.wait_for_end(&alice, &second, Duration::from_secs(5)).await;
-    assert_eq!(registry_digest(&target), snapshot["manifestDigest"].as_str().unwrap());
+    let snapshot = api
+        .wait_for_end(&alice, &second, Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        registry_digest(&target),
+        snapshot["manifestDigest"].as_str().unwrap()
+    );
 
     // The lineage: the second is drawn as the first's child.
     browser.click("a[href^='#/lineage/']").await;
@@ -152,30 +204,75 @@ async fn a_speaker_snapshots_from_the_console_and_finds_it_in_the_lineage() {
             json!([node]),
         )
         .await;
-    assert_eq!(parent, json!(first), "the second snapshot's parent in the tree");
+    assert_eq!(
+        parent,
+        json!(first),
+        "the second snapshot's parent in the tree"
+    );
     assert_eq!(browser.count(".tree-node").await, 2);
-    browser.click(&format!(".tree-node[data-id='{first}']")).await;
-    browser.wait_text("#lineage-details", ":v1", Duration::from_secs(5)).await;
+    browser
+        .click(&format!(".tree-node[data-id='{first}']"))
+        .await;
+    browser
+        .wait_text("#lineage-details", ":v1", Duration::from_secs(5))
+        .await;
     browser.screenshot("lineage").await;
 
     // A refused action: pushing under bob's prefix.
-    browser.goto(&format!("{}/console/#/desktops", api.url)).await;
-    browser.click("tr[data-container=desk-alice-2] a.button").await;
-    browser.fill("input[name=target]", &format!("{}/workshops/bob/stolen:v1", env.registry)).await;
+    browser
+        .goto(&format!("{}/console/#/desktops", api.url))
+        .await;
+    browser
+        .click("tr[data-container=desk-alice-2] a.button")
+        .await;
+    browser
+        .fill(
+            "input[name=target]",
+            &format!("{}/workshops/bob/stolen:v1", env.registry),
+        )
+        .await;
     browser.click("#snapshot-form button[type=submit]").await;
-    let refusal = browser.wait_text(".error", "FORBIDDEN", Duration::from_secs(10)).await;
-    assert!(refusal.contains("speakers may push only under"), "{refusal}");
+    let refusal = browser
+        .wait_text(".error", "FORBIDDEN", Duration::from_secs(10))
+        .await;
+    assert!(
+        refusal.contains("speakers may push only under"),
+        "{refusal}"
+    );
     browser.screenshot("refused").await;
 
     // History lists both, newest first.
-    browser.goto(&format!("{}/console/#/history", api.url)).await;
-    browser.wait_text("#history", ":v2", Duration::from_secs(10)).await;
+    browser
+        .goto(&format!("{}/console/#/history", api.url))
+        .await;
+    browser
+        .wait_text("#history", ":v2", Duration::from_secs(10))
+        .await;
     assert_eq!(browser.count("#history tbody tr").await, 2);
     browser.screenshot("history").await;
+    // A narrow screen: the page reflows; only wide tables scroll, inside
+    // their own box.
+    browser.resize(760, 900).await;
+    let overflow = browser
+        .run(
+            "return document.documentElement.scrollWidth - window.innerWidth;",
+            json!([]),
+        )
+        .await;
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "the page is wider than the window by {overflow}"
+    );
+    browser.screenshot("history-narrow").await;
+    browser.resize(1280, 900).await;
 
     // The admin pages: not for alice, in the page or in the API.
-    browser.goto(&format!("{}/console/#/admin/webhooks", api.url)).await;
-    browser.wait_text("main", "This page is for admins.", Duration::from_secs(10)).await;
+    browser
+        .goto(&format!("{}/console/#/admin/webhooks", api.url))
+        .await;
+    browser
+        .wait_text("main", "This page is for admins.", Duration::from_secs(10))
+        .await;
     let direct = api
         .graphql(
             Some(&alice),
@@ -183,30 +280,45 @@ async fn a_speaker_snapshots_from_the_console_and_finds_it_in_the_lineage() {
             json!({}),
         )
         .await;
-    assert_eq!(direct["errors"][0]["extensions"]["code"], "FORBIDDEN", "{direct}");
+    assert_eq!(
+        direct["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{direct}"
+    );
     assert_same_origin(&browser, &api).await;
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "the browser console: {errors:?}");
 
     // Bob, in another browser, sees his desktop and none of alice's snapshots.
     let other = Browser::start(&shots()).await;
-    other.goto(&format!("{}/console/#token={bob}", api.url)).await;
+    other
+        .goto(&format!("{}/console/#token={bob}", api.url))
+        .await;
     other.find("tr[data-container=desk-bob]").await;
     assert_eq!(other.count("tr[data-container^=desk-alice]").await, 0);
-    assert_eq!(hash(&other).await, "#/desktops", "the token left the address bar");
+    assert_eq!(
+        hash(&other).await,
+        "#/desktops",
+        "the token left the address bar"
+    );
     other.goto(&format!("{}/console/#/history", api.url)).await;
-    other.wait_text("#history", "No snapshot matches.", Duration::from_secs(10)).await;
+    other
+        .wait_text("#history", "No snapshot matches.", Duration::from_secs(10))
+        .await;
 
     // A token that expires: back to sign-in, with a sentence.
     let mut claims = jwt::user_claims("alice", "speaker", &["workshop"]);
     claims["exp"] = json!(jwt::now() + 3);
     let short = jwt::hs256(&api.jwt_secret(), &claims);
     let third = Browser::start(&shots()).await;
-    third.goto(&format!("{}/console/#token={short}", api.url)).await;
+    third
+        .goto(&format!("{}/console/#token={short}", api.url))
+        .await;
     third.find("tr[data-container=desk-alice-2]").await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     third.goto(&format!("{}/console/#/history", api.url)).await;
-    third.wait_text("main", "expired", Duration::from_secs(10)).await;
+    third
+        .wait_text("main", "expired", Duration::from_secs(10))
+        .await;
     third.find("textarea[name=token]").await;
     third.screenshot("expired").await;
 }
@@ -225,27 +337,46 @@ async fn an_admin_creates_a_webhook_endpoint_and_sees_its_delivery() {
     let admin = api.token("root", "admin", &[]);
 
     let browser = Browser::start(&shots()).await;
-    browser.goto(&format!("{}/console/#token={admin}", api.url)).await;
-    browser.wait_text("#signed-in-as", "root (admin)", Duration::from_secs(10)).await;
+    browser
+        .goto(&format!("{}/console/#token={admin}", api.url))
+        .await;
+    browser
+        .wait_text("#signed-in-as", "root (admin)", Duration::from_secs(10))
+        .await;
     let menu = browser.text("#nav").await;
-    assert!(menu.contains("Webhooks") && menu.contains("Nodes"), "{menu}");
+    assert!(
+        menu.contains("Webhooks") && menu.contains("Nodes"),
+        "{menu}"
+    );
 
     browser.click("#nav a[href='#/admin/nodes']").await;
-    browser.wait_text("#nodes", "node-admin", Duration::from_secs(10)).await;
+    browser
+        .wait_text("#nodes", "node-admin", Duration::from_secs(10))
+        .await;
     browser.screenshot("admin-nodes").await;
 
     browser.click("#nav a[href='#/admin/webhooks']").await;
-    browser.fill("input[name=url]", &receiver.url("/hooks")).await;
-    browser.fill("input[name=description]", "the event platform").await;
+    browser
+        .fill("input[name=url]", &receiver.url("/hooks"))
+        .await;
+    browser
+        .fill("input[name=description]", "the event platform")
+        .await;
     browser.click("#create-endpoint button[type=submit]").await;
-    let secret = browser.wait_text("#secret", "whsec_", Duration::from_secs(10)).await;
+    let secret = browser
+        .wait_text("#secret", "whsec_", Duration::from_secs(10))
+        .await;
     assert!(secret.contains("not shown again"), "{secret}");
-    browser.wait_text("#endpoints", "/hooks", Duration::from_secs(10)).await;
+    browser
+        .wait_text("#endpoints", "/hooks", Duration::from_secs(10))
+        .await;
     browser.screenshot("admin-webhooks").await;
 
     // A test event, delivered and listed with its attempt.
     browser.click("#endpoints button").await;
-    browser.wait_text("main", "Test event queued", Duration::from_secs(10)).await;
+    browser
+        .wait_text("main", "Test event queued", Duration::from_secs(10))
+        .await;
     browser.click("#endpoints a.button").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -253,9 +384,18 @@ async fn an_admin_creates_a_webhook_endpoint_and_sees_its_delivery() {
         if browser.text("#deliveries").await.contains("SUCCEEDED") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "{}", browser.text("main").await);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            browser.text("main").await
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
-        browser.run("window.dispatchEvent(new HashChangeEvent('hashchange'));", json!([])).await;
+        browser
+            .run(
+                "window.dispatchEvent(new HashChangeEvent('hashchange'));",
+                json!([]),
+            )
+            .await;
     }
     browser.screenshot("admin-deliveries").await;
 
@@ -265,9 +405,19 @@ async fn an_admin_creates_a_webhook_endpoint_and_sees_its_delivery() {
     // Its schema loaded (the introspection fits the API's depth limit),
     // and a query runs with the console's token.
     browser.click(".graphiql-execute-button").await;
-    browser.wait_text(".graphiql-response", "\"sub\": \"root\"", Duration::from_secs(15)).await;
-    browser.click("button[aria-label='Show Documentation Explorer']").await;
-    browser.wait_text(".graphiql-doc-explorer", "Query", Duration::from_secs(15)).await;
+    browser
+        .wait_text(
+            ".graphiql-response",
+            "\"sub\": \"root\"",
+            Duration::from_secs(15),
+        )
+        .await;
+    browser
+        .click("button[aria-label='Show Documentation Explorer']")
+        .await;
+    browser
+        .wait_text(".graphiql-doc-explorer", "Query", Duration::from_secs(15))
+        .await;
     browser.screenshot("graphiql").await;
     assert_same_origin(&browser, &api).await;
     let errors = browser.console_errors().await;
@@ -287,11 +437,25 @@ async fn the_console_works_in_registered_only_mode() {
         .await;
     let alice = api.token("alice", "speaker", &["workshop"]);
     let browser = Browser::start(&shots()).await;
-    browser.goto(&format!("{}/console/#token={alice}", api.url)).await;
-    browser.wait_text("#signed-in-as", "alice (speaker)", Duration::from_secs(10)).await;
-    browser.wait_text("main", "No desktop of yours is running", Duration::from_secs(10)).await;
-    browser.goto(&format!("{}/console/#/history", api.url)).await;
-    browser.wait_text("#history", "No snapshot matches.", Duration::from_secs(10)).await;
+    browser
+        .goto(&format!("{}/console/#token={alice}", api.url))
+        .await;
+    browser
+        .wait_text("#signed-in-as", "alice (speaker)", Duration::from_secs(10))
+        .await;
+    browser
+        .wait_text(
+            "main",
+            "No desktop of yours is running",
+            Duration::from_secs(10),
+        )
+        .await;
+    browser
+        .goto(&format!("{}/console/#/history", api.url))
+        .await;
+    browser
+        .wait_text("#history", "No snapshot matches.", Duration::from_secs(10))
+        .await;
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "the browser console: {errors:?}");
     let other = api.graphql(Some(&alice), "{ me { sub } }", json!({})).await;

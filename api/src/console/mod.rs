@@ -36,7 +36,10 @@ const GRAPHIQL_POLICY: &str = "default-src 'none'; script-src 'self'; \
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/console/") }))
-        .route("/console", get(|| async { Redirect::permanent("/console/") }))
+        .route(
+            "/console",
+            get(|| async { Redirect::permanent("/console/") }),
+        )
         .route("/console/", get(console_page))
         .route("/console/assets/{version}/{*path}", get(asset))
 }
@@ -73,9 +76,7 @@ fn page(template: &str, policy: &'static str) -> Response {
 async fn asset(Path((asked, path)): Path<(String, String)>) -> Response {
     // An old page asking for old assets gets a clear miss, not new files
     // under an old name (which a cache would then keep for good).
-    let found = (asked == version())
-        .then(|| assets::find(&path))
-        .flatten();
+    let found = (asked == version()).then(|| assets::find(&path)).flatten();
     let Some(file) = found else {
         return (
             StatusCode::NOT_FOUND,

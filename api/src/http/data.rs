@@ -10,7 +10,8 @@ use async_graphql::dataloader::{DataLoader, HashMapCache};
 use super::scope::TaskScope;
 use crate::graphql::context::Caller;
 use crate::graphql::loaders::{
-    AncestorLoader, AttemptsLoader, ChildrenLoader, DescendantLoader, LastSnapshotLoader, SnapshotLoader,
+    AncestorLoader, AttemptsLoader, ChildrenLoader, DescendantLoader, LastSnapshotLoader,
+    SnapshotLoader,
 };
 use crate::persisted::Requester;
 use crate::state::AppState;

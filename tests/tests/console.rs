@@ -241,6 +241,40 @@ async fn a_speaker_snapshots_from_the_console_and_finds_it_in_the_lineage() {
     );
     browser.screenshot("refused").await;
 
+    // A snapshot that fails on the node: its code and sentence, and a
+    // retry that brings the form back as it was.
+    browser
+        .goto(&format!("{}/console/#/desktops", api.url))
+        .await;
+    browser
+        .click("tr[data-container=desk-alice-2] a.button")
+        .await;
+    browser
+        .fill(
+            "input[name=target]",
+            &format!("{}/workshops/alice/broken:v1", env.registry),
+        )
+        .await;
+    browser.fill("textarea[name=excludes]", "/opt/[").await;
+    browser.click("#snapshot-form button[type=submit]").await;
+    let failure = browser
+        .wait_text("#progress", "FAILED", SNAPSHOT_WAIT)
+        .await;
+    let code = browser.text("#progress .error strong").await;
+    assert!(!code.is_empty() && failure.contains("/opt/["), "{failure}");
+    browser.screenshot("failed").await;
+    browser.click("#retry").await;
+    browser
+        .wait_text("h1", "Snapshot of desktop-alice", Duration::from_secs(10))
+        .await;
+    assert_eq!(browser.value("textarea[name=excludes]").await, "/opt/[");
+    assert!(
+        browser
+            .value("input[name=target]")
+            .await
+            .ends_with("/broken:v1")
+    );
+
     // History lists both, newest first.
     browser
         .goto(&format!("{}/console/#/history", api.url))
@@ -248,7 +282,7 @@ async fn a_speaker_snapshots_from_the_console_and_finds_it_in_the_lineage() {
     browser
         .wait_text("#history", ":v2", Duration::from_secs(10))
         .await;
-    assert_eq!(browser.count("#history tbody tr").await, 2);
+    assert_eq!(browser.count("#history tbody tr").await, 3);
     browser.screenshot("history").await;
     // A narrow screen: the page reflows; only wide tables scroll, inside
     // their own box.

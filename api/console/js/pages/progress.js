@@ -13,7 +13,7 @@ const PHASE_TEXT = {
   DIFFING: 'Reading the desktop’s changes',
   PUSHING: 'Sending the image to the registry',
   PUSHED: 'In the registry',
-  FAILED: 'Failed',
+  FAILED: 'It did not reach the registry',
   CANCELLED: 'Cancelled',
 };
 
@@ -85,6 +85,7 @@ export async function render(main, [id]) {
       status === 'FAILED' || status === 'CANCELLED' ? h('button', {
         type: 'button',
         class: 'primary',
+        id: 'retry',
         onClick: () => {
           sessionStorage.setItem('dcs.retry', JSON.stringify({
             containerId: snapshot.containerId,

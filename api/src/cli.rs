@@ -9,7 +9,7 @@ use dcs_protocol::token::SharedSecret;
 use dcs_support::telemetry;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::policy::Policy;
+use crate::auth::policy::{Policy, Quotas};
 use crate::auth::{JwtSigner, JwtVerifier, Role};
 use crate::config::{AuthArgs, ServeArgs};
 use crate::graphql::{SchemaLimits, build_schema, sdl};
@@ -197,6 +197,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .policy(Policy {
             speaker_prefixes: args.speaker_repository_prefixes.clone(),
             access_scope: args.access_scope,
+            quotas: Quotas {
+                in_flight: args.quota_in_flight,
+                per_day: args.quota_per_day,
+                bytes: args.quota_bytes,
+            },
         })
         .agent_timeout(Duration::from_secs(args.agent_timeout_seconds))
         .agent_call_token_file(args.agent_call_token_file.clone())

@@ -101,6 +101,16 @@ pub struct ServeArgs {
         global = true
     )]
     pub speaker_repository_prefixes: Vec<String>,
+    /// Per speaker: snapshots in progress at once (default: no limit).
+    #[arg(long, env = "DCS_QUOTA_IN_FLIGHT", global = true)]
+    pub quota_in_flight: Option<u64>,
+    /// Per speaker: snapshots requested in any 24 hours (default: no limit).
+    #[arg(long, env = "DCS_QUOTA_PER_DAY", global = true)]
+    pub quota_per_day: Option<u64>,
+    /// Per speaker: compressed layer bytes of their pushed snapshots
+    /// (default: no limit).
+    #[arg(long, env = "DCS_QUOTA_BYTES", global = true)]
+    pub quota_bytes: Option<u64>,
     /// An agent silent this long is lost, and its running snapshots fail.
     #[arg(
         long,

@@ -22,6 +22,9 @@ pub enum Code {
     PersistedQueryNotFound,
     /// This server runs only registered queries, and this one is not.
     PersistedQueryNotAllowed,
+    /// A speaker's quota (snapshots in flight, per day, bytes kept) is
+    /// used up; the message names the limit.
+    QuotaExceeded,
     Internal,
 }
 
@@ -39,6 +42,7 @@ impl Code {
             Self::Timeout => "TIMEOUT",
             Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
             Self::PersistedQueryNotAllowed => "PERSISTED_QUERY_NOT_ALLOWED",
+            Self::QuotaExceeded => "QUOTA_EXCEEDED",
             Self::Internal => "INTERNAL",
         }
     }
@@ -124,6 +128,7 @@ impl Code {
             // the error from a 200 body in all versions.
             Self::PersistedQueryNotFound => StatusCode::OK,
             Self::PersistedQueryNotAllowed => StatusCode::FORBIDDEN,
+            Self::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -34,6 +34,20 @@ pub struct Policy {
     /// repository or below it.
     pub speaker_prefixes: Vec<String>,
     pub access_scope: AccessScope,
+    /// How much each speaker may ask for (`service::quotas` checks them).
+    pub quotas: Quotas,
+}
+
+/// The operator's limits for each speaker; `None` is no limit. Admins are
+/// never limited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quotas {
+    /// Snapshots not yet finished at once.
+    pub in_flight: Option<u64>,
+    /// Snapshots requested in the last 24 hours.
+    pub per_day: Option<u64>,
+    /// Compressed layer bytes of their pushed snapshots.
+    pub bytes: Option<u64>,
 }
 
 /// Who a snapshot concerns, from a row or from a change on the bus.

@@ -10,6 +10,8 @@ use super::loaders::{
     AncestorsOf, ChildrenById, DescendantsOf, LastSnapshotByContainer, LineageKey, SnapshotsById,
 };
 use crate::auth::Role;
+use crate::auth::policy::Quotas;
+use crate::service::quotas;
 use crate::service::snapshots::{self, JobOptions};
 
 /// Where a snapshot is in its life.
@@ -59,6 +61,7 @@ impl From<SnapshotStatus> for entity::SnapshotStatus {
 
 /// The caller, as the token describes them.
 #[derive(SimpleObject, Debug)]
+#[graphql(complex)]
 pub struct Me {
     /// The token's subject: the speaker's or admin's name.
     pub sub: String,
@@ -71,6 +74,49 @@ pub struct Me {
     /// e.g. `registry.example/workshops/alice`: a client builds a target
     /// from one. Empty for admins, who may push anywhere.
     pub repository_prefixes: Vec<String>,
+}
+
+#[async_graphql::ComplexObject]
+impl Me {
+    /// What the caller uses of each quota, and the limits (null: none; an
+    /// admin has none).
+    async fn quota(&self, ctx: &Context<'_>) -> Result<Quota> {
+        let who = principal(ctx)?;
+        let state = state(ctx)?;
+        let used = quotas::usage(&state.db, &who.sub, crate::clock::now()).await?;
+        let limits = if who.is_admin() {
+            Quotas::default()
+        } else {
+            state.policy.quotas
+        };
+        let of = |used: u64, limit: Option<u64>| QuotaUse {
+            used: Int64(used as i64),
+            limit: limit.map(|l| Int64(l.min(i64::MAX as u64) as i64)),
+        };
+        Ok(Quota {
+            in_flight: of(used.in_flight, limits.in_flight),
+            per_day: of(used.last_day, limits.per_day),
+            bytes: of(used.bytes, limits.bytes),
+        })
+    }
+}
+
+/// A speaker's quotas: what they use and how much they may.
+#[derive(SimpleObject, Debug)]
+pub struct Quota {
+    /// Snapshots in progress (not yet PUSHED, FAILED or CANCELLED).
+    pub in_flight: QuotaUse,
+    /// Snapshots requested in the last 24 hours.
+    pub per_day: QuotaUse,
+    /// Compressed layer bytes of their PUSHED snapshots.
+    pub bytes: QuotaUse,
+}
+
+/// One quota: what is used, and the limit (null: no limit).
+#[derive(SimpleObject, Debug)]
+pub struct QuotaUse {
+    pub used: Int64,
+    pub limit: Option<Int64>,
 }
 
 #[derive(Debug)]

@@ -10,5 +10,6 @@ pub mod lineage;
 pub mod nodes;
 pub mod page;
 pub mod persisted_queries;
+pub mod quotas;
 pub mod snapshots;
 pub mod transitions;

@@ -159,6 +159,7 @@ async fn create_inner(
         ..Default::default()
     };
     let txn = state.db.begin().await?;
+    super::quotas::check(&txn, &state.policy.quotas, who, now).await?;
     let inserted = match row.insert(&txn).await {
         Ok(s) => s,
         Err(e) if entity::is_unique_violation(&e) => {

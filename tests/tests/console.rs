@@ -71,7 +71,10 @@ async fn submit_and_watch(browser: &Browser, api: &Api, token: &str) -> String {
 async fn a_speaker_snapshots_from_the_console_and_finds_it_in_the_lineage() {
     let env = TestEnv::get();
     let db = Database::fresh();
-    let api = Api::start(ApiOptions::postgres(&db, &env.registry, 30)).await;
+    let api = Api::builder(ApiOptions::postgres(&db, &env.registry, 30))
+        .args(["--quota-per-day", "20"])
+        .start()
+        .await;
     let namespace = unique("console");
     let ctr = Ctr::new(&env.containerd_socket, &namespace);
     let busybox = ctr.import_busybox("overlayfs");
@@ -118,6 +121,8 @@ async fn a_speaker_snapshots_from_the_console_and_finds_it_in_the_lineage() {
         !menu.contains("Webhooks") && !menu.contains("Nodes"),
         "{menu}"
     );
+    let quota = browser.text("#quota").await;
+    assert_eq!(quota, "Your quota: 0 of 20 in the last 24 hours", "{quota}");
     browser.screenshot("desktops").await;
 
     // The first snapshot, with a message that is markup.

@@ -13,6 +13,10 @@ export const FEATURES = `query Features {
 const SNAPSHOT_ROW = `id status target repository message createdAt finishedAt
   layerSize durationMs pausedMs failureCode requestedBy owner podName node containerId`;
 
+export const QUOTA = `query Quota {
+  me { quota { inFlight { used limit } perDay { used limit } bytes { used limit } } }
+}`;
+
 export const DESKTOPS = `query Desktops($after: String) {
   containers(first: 50, after: $after) {
     totalCount

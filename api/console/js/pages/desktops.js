@@ -4,9 +4,9 @@
 // when one of the caller's snapshots changes status.
 
 import { h, show } from '../dom.js';
-import { ago, FINAL } from '../format.js';
+import { ago, bytes, FINAL } from '../format.js';
 import { gql, subscribe } from '../graphql.js';
-import { DESKTOPS, SNAPSHOT_EVENTS } from '../queries.js';
+import { DESKTOPS, QUOTA, SNAPSHOT_EVENTS } from '../queries.js';
 
 const REFRESH_MS = 5000;
 
@@ -34,12 +34,27 @@ function row(c) {
     }, 'Snapshot…')));
 }
 
+// "1 of 3 in progress · 2 of 5 today · 1.2 KiB of 1.0 GiB kept", the
+// limits the operator set (none for admins).
+function quotaLine(quota) {
+  const part = (use, text, format = String) => (use.limit === null ? null
+    : `${format(use.used)} of ${format(use.limit)} ${text}`);
+  const parts = [
+    part(quota.inFlight, 'in progress'),
+    part(quota.perDay, 'in the last 24 hours'),
+    part(quota.bytes, 'kept in the registry', bytes),
+  ].filter(Boolean);
+  return parts.length ? `Your quota: ${parts.join(' · ')}` : '';
+}
+
 export async function render(main, _params, session) {
   const table = h('tbody');
   const summary = h('p', { class: 'muted', 'aria-live': 'polite' });
+  const quota = h('p', { class: 'muted', id: 'quota' });
   show(main,
     h('h1', {}, session.role === 'ADMIN' ? 'Desktops' : 'My desktops'),
     summary,
+    quota,
     h('div', { class: 'scroll' }, h('table', { id: 'desktops' },
       h('thead', {}, h('tr', {}, ['Pod', 'Namespace', 'Node', 'Image', 'State', 'Last snapshot', ''].map((t) => h('th', { scope: 'col' }, t)))),
       table)));
@@ -63,6 +78,7 @@ export async function render(main, _params, session) {
         ? rows.map(row)
         : h('tr', {}, h('td', { colspan: 7 }, 'No desktop of yours is running. Start one from your workshop, then come back.')));
       show(summary, `${total} desktop${total === 1 ? '' : 's'} · updated ${new Date().toLocaleTimeString()}`);
+      show(quota, quotaLine((await gql(QUOTA)).me.quota));
     } catch (error) {
       show(summary, h('span', { class: 'error', role: 'alert' }, `${error.code}: ${error.message}`));
     } finally {

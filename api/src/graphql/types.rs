@@ -115,7 +115,9 @@ pub struct Quota {
 /// One quota: what is used, and the limit (null: no limit).
 #[derive(SimpleObject, Debug)]
 pub struct QuotaUse {
+    /// How much is used now.
     pub used: Int64,
+    /// The most allowed; null when there is no limit.
     pub limit: Option<Int64>,
 }
 

@@ -255,6 +255,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let dispatcher = tokio::spawn(crate::dispatch::run(state.clone(), stop.clone()));
     let webhook_worker = tokio::spawn(crate::webhooks::worker::run(state.clone(), stop.clone()));
+    let webhook_wakeup = tokio::spawn(crate::webhooks::wakeup::listen(state.clone(), stop.clone()));
     let bus_listener = tokio::spawn(state.bus.clone().listen(stop.clone()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -295,6 +296,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = server.await;
         let _ = dispatcher.await;
         let _ = webhook_worker.await;
+        let _ = webhook_wakeup.await;
         let _ = bus_listener.await;
         if let Some(metrics) = metrics_server {
             let _ = metrics.await;
@@ -334,7 +336,8 @@ fn webhook_settings(args: &ServeArgs) -> anyhow::Result<WebhookSettings> {
                 .max(args.webhook_timeout_seconds + 1),
         ),
         args.webhook_schedule_scale.clamp(0.0, 1.0),
-    )?)
+    )?
+    .poll_every(Duration::from_millis(args.webhook_poll_ms)))
 }
 
 async fn wait_for_signal() {

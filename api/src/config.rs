@@ -267,6 +267,16 @@ pub struct ServeArgs {
         global = true
     )]
     pub webhook_claim_seconds: u64,
+    /// Milliseconds the webhook worker waits at most between looks for due
+    /// deliveries. On PostgreSQL new deliveries wake it at once (LISTEN):
+    /// the poll only catches what a lost notification did not announce.
+    #[arg(
+        long,
+        env = "DCS_WEBHOOK_POLL_MS",
+        default_value_t = 250,
+        global = true
+    )]
+    pub webhook_poll_ms: u64,
     /// Scales the retry schedule (tests run it faster); 1 in production.
     #[arg(
         long,

@@ -81,13 +81,21 @@ async fn open(url: &str, settings: &PoolSettings) -> anyhow::Result<DatabaseConn
         // before it is handed out, not by the request that gets it.
         .test_before_acquire(true)
         .sqlx_logging(false);
-    if let Some(timeout) = settings.statement_timeout {
-        let value = format!("{}ms", timeout.as_millis().max(1));
-        options.map_sqlx_postgres_opts(move |pg| {
-            pg.application_name("dcs-api")
-                .options([("statement_timeout", value.as_str())])
-        });
-    }
+    let statement_timeout = settings
+        .statement_timeout
+        .map(|timeout| format!("{}ms", timeout.as_millis().max(1)));
+    options.map_sqlx_postgres_opts(move |pg| {
+        // This process wakes its own webhook worker when it writes a
+        // delivery; a notification from the outbox trigger would cost a
+        // serialized commit (see the `webhook_outbox_notify` migration).
+        let pg = pg
+            .application_name("dcs-api")
+            .options([(migration::OUTBOX_NOTIFY_SETTING, "off")]);
+        match &statement_timeout {
+            Some(value) => pg.options([("statement_timeout", value.as_str())]),
+            None => pg,
+        }
+    });
     Ok(Database::connect(options).await?)
 }
 

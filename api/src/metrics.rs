@@ -24,6 +24,10 @@ pub struct Metrics {
     pub agent_events: Counter,
     /// Webhook delivery attempts by outcome.
     pub webhook_attempts: Family<StatusLabel, Counter>,
+    /// Looks of the webhook worker for due deliveries (claims).
+    pub webhook_looks: Counter,
+    /// Notifications heard on the webhook outbox channel (Postgres).
+    pub webhook_notifications: Counter,
     /// GraphQL requests through the persisted query gate, by outcome
     /// (`plain`, `hit`, `miss`, `sent_in_full`, `stored`, `not_allowed`,
     /// `invalid`, `unavailable`).
@@ -38,6 +42,18 @@ impl Metrics {
         let agent_events = Counter::default();
         let webhook_attempts = Family::<StatusLabel, Counter>::default();
         let persisted_queries = Family::<OutcomeLabel, Counter>::default();
+        let webhook_looks = Counter::default();
+        let webhook_notifications = Counter::default();
+        registry.register(
+            "webhook_looks",
+            "Looks of the webhook worker for due deliveries",
+            webhook_looks.clone(),
+        );
+        registry.register(
+            "webhook_notifications",
+            "Notifications heard on the webhook outbox channel",
+            webhook_notifications.clone(),
+        );
         registry.register(
             "persisted_queries",
             "GraphQL requests through the persisted query gate, by outcome",
@@ -69,6 +85,8 @@ impl Metrics {
             dispatch_attempts,
             agent_events,
             webhook_attempts,
+            webhook_looks,
+            webhook_notifications,
             persisted_queries,
         }
     }

@@ -25,10 +25,21 @@ mod m20261202_000003_snapshot_statistics_sample;
 mod m20261202_000004_add_prepare_ms;
 mod m20261203_000001_add_trace_parents;
 mod m20261203_000001_create_persisted_queries;
+mod m20261204_000001_webhook_outbox_notify;
 
 /// The name of the partial unique index on `snapshots (node, container_id)`
 /// over the in-flight statuses.
 pub const SNAPSHOTS_ONE_IN_FLIGHT_INDEX: &str = "idx_snapshots_one_in_flight";
+
+/// The PostgreSQL channel notified when a committed transaction leaves a
+/// webhook delivery ready to send (see the `webhook_outbox_notify`
+/// migration); the API's webhook workers listen on it.
+pub const WEBHOOK_OUTBOX_CHANNEL: &str = "dcs_webhook_outbox";
+
+/// A session setting: `off` keeps the outbox trigger from notifying for
+/// this session's writes. The API sets it on its own connections because
+/// it wakes its own worker in-process (see the migration).
+pub const OUTBOX_NOTIFY_SETTING: &str = "dcs.outbox_notify";
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -49,6 +60,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000004_add_prepare_ms::Migration),
             Box::new(m20261203_000001_create_persisted_queries::Migration),
             Box::new(m20261203_000001_add_trace_parents::Migration),
+            Box::new(m20261204_000001_webhook_outbox_notify::Migration),
         ]
     }
 }

@@ -22,7 +22,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use e2e_tests::stack::{
-    Agent, Api, ApiOptions, Database, free_port, int64, page_nodes, registry_digest,
+    Agent, Api, ApiOptions, Database, free_port, int64, metric_value, page_nodes, registry_digest,
 };
 use e2e_tests::webhook_receiver::{KillPoint, Received, Receiver, Reply, ok, status, with_header};
 use e2e_tests::{Ctr, TestEnv, poll, unique};
@@ -1570,4 +1570,355 @@ async fn a_success_after_a_failure_ends_the_failing_streak_when_attempts_overlap
          healthy endpoint)",
         e["failingSince"]
     );
+}
+
+// ---------------------------------------------------------------------------
+// 6. Wake-ups: a delivery committed by any process is sent at once.
+// ---------------------------------------------------------------------------
+
+/// The worker's poll in these tests: far longer than any bound below, so
+/// that only a wake-up explains a prompt delivery.
+const LONG_POLL_MS: &str = "30000";
+/// A delivery a wake-up announced arrives well within this.
+const PROMPT: Duration = Duration::from_secs(10);
+/// How the API's listening connection names itself in `pg_stat_activity`
+/// (`api/src/webhooks/wakeup.rs`).
+const WAKEUP_CONNECTION: &str = "dcs-api webhook wake-up";
+
+/// SQL that inserts one due ping, as another replica or a script would
+/// (not through this API); and its webhook-id.
+fn ping_insert_sql(endpoint: &str) -> (String, String) {
+    let id = uuid::Uuid::new_v4();
+    let message = format!("msg_{}", id.simple());
+    let sql = format!(
+        "INSERT INTO webhook_deliveries (id, endpoint_id, message_id, event_type, payload, \
+         status, attempts, next_attempt_at, created_at) \
+         VALUES ('{id}', '{endpoint}', '{message}', 'ping', '{{\"type\":\"ping\"}}', \
+                 'PENDING', 0, now(), now())"
+    );
+    (sql, message)
+}
+
+/// The process id of the API's listening connection, once it listens.
+async fn wakeup_listener(db: &Database, other_than: Option<&str>) -> String {
+    let other = other_than.unwrap_or("0");
+    poll(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        async || {
+            let pid = db.query(&format!(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+                 AND application_name = '{WAKEUP_CONNECTION}' AND query LIKE 'LISTEN%' \
+                 AND pid <> {other}"
+            ));
+            if pid.is_empty() { Err(()) } else { Ok(pid) }
+        },
+        |_| format!("no connection named {WAKEUP_CONNECTION:?} listens (other than {other})"),
+    )
+    .await
+}
+
+/// An API whose worker polls every 30 s and listens for new deliveries,
+/// with an endpoint to `rx`, after one delivery through the API went out:
+/// its worker has just looked, and would not look again on its own for
+/// about 30 s.
+async fn long_poll_api(db: &Database, rx: &Receiver) -> (Api, String) {
+    let api = api_with(db, &["--webhook-poll-ms", LONG_POLL_MS]).await;
+    let admin = api.token("root", "admin", &[]);
+    let (ep, _) = create_endpoint(&api, &admin, &rx.url("/"), &["SNAPSHOT_PUSHED"]).await;
+    wakeup_listener(db, None).await;
+    let (_, message) = send_test(&api, &admin, &ep).await;
+    rx.wait_for(&message, 1, PROMPT).await;
+    (api, ep)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_written_by_sql_elsewhere_is_sent_without_waiting_for_the_poll() {
+    let db = Database::fresh();
+    let rx = Receiver::start(ok()).await;
+    let (api, ep) = long_poll_api(&db, &rx).await;
+
+    // Each insert comes right after the worker's last look: without a
+    // wake-up it would wait about 30 s.
+    let mut latencies = Vec::new();
+    let mut first = None;
+    for _ in 0..5 {
+        let (sql, message) = ping_insert_sql(&ep);
+        let started = Instant::now();
+        db.query(&sql);
+        rx.wait_for(&message, 1, PROMPT).await;
+        latencies.push(started.elapsed());
+        first.get_or_insert(message);
+    }
+    // A delivery re-queued by hand wakes the worker too.
+    let first = first.unwrap();
+    wait_all_done(&db, &ep, WAIT);
+    let started = Instant::now();
+    db.query(&format!(
+        "UPDATE webhook_deliveries SET status = 'PENDING', attempts = 0, \
+         next_attempt_at = now(), completed_at = NULL WHERE message_id = '{first}'"
+    ));
+    rx.wait_for(&first, 2, PROMPT).await;
+    latencies.push(started.elapsed());
+    println!(
+        "commit by SQL -> arrival: {}",
+        latencies
+            .iter()
+            .map(|d| secs(*d))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    // The control: with the insert trigger gone, the same insert waits for
+    // the poll. Were it sent promptly now, something else woke the worker
+    // and the rounds above would prove nothing.
+    db.query("DROP TRIGGER webhook_deliveries_notify_insert ON webhook_deliveries");
+    let (sql, message) = ping_insert_sql(&ep);
+    db.query(&sql);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        rx.requests_for(&message).is_empty(),
+        "sent within 2 s without a notification; API log:\n{}",
+        api.log_tail()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_listening_connection_comes_back_and_catches_up() {
+    let db = Database::fresh();
+    let rx = Receiver::start(ok()).await;
+    let (api, ep) = long_poll_api(&db, &rx).await;
+    let killed = wakeup_listener(&db, None).await;
+
+    // While nobody can listen (the listening backend terminated, and new
+    // connections to the database refused), a delivery is committed: its
+    // notification reaches no one. Then connections are allowed again.
+    let (sql, missed) = ping_insert_sql(&ep);
+    let name = db.name();
+    let output = db.session(&[
+        &format!("ALTER DATABASE {name} CONNECTION LIMIT 0"),
+        &format!("SELECT pg_terminate_backend({killed}, 10000)"),
+        &sql,
+        // The API tries to listen again meanwhile, and is refused.
+        "SELECT pg_sleep(1)",
+        &format!("ALTER DATABASE {name} CONNECTION LIMIT -1"),
+    ]);
+    assert!(
+        output.lines().any(|l| l == "t"),
+        "the listening backend {killed} was not terminated: {output}"
+    );
+    let allowed = Instant::now();
+
+    // Listening again, the worker looks at once instead of at its poll.
+    rx.wait_for(&missed, 1, PROMPT).await;
+    let caught_up = allowed.elapsed();
+    let listening = wakeup_listener(&db, Some(&killed)).await;
+    // And new rows wake it again.
+    let (sql, message) = ping_insert_sql(&ep);
+    let started = Instant::now();
+    db.query(&sql);
+    rx.wait_for(&message, 1, PROMPT).await;
+    println!(
+        "listener {killed} killed, {listening} listening; the missed delivery arrived {} \
+         after connections were allowed, the next one {} after its commit",
+        secs(caught_up),
+        secs(started.elapsed())
+    );
+    assert!(
+        api.log()
+            .contains("listening for new webhook deliveries failed"),
+        "the API did not notice: {}",
+        api.log_tail()
+    );
+}
+
+/// Notifications on the outbox channel that announce nothing: empty,
+/// long, odd, from anyone (the channel is public to every database user).
+/// The worker reads no payload and looks once for any number of them that
+/// arrive before it does: ten thousand of them cost a few dozen looks, and
+/// a real delivery among them still goes out at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_odd_notifications_costs_few_looks_and_breaks_nothing() {
+    let db = Database::fresh();
+    let rx = Receiver::start(ok()).await;
+    let (api, ep) = long_poll_api(&db, &rx).await;
+    let counters = async || {
+        let text = api.metrics().await;
+        (
+            metric_value(&text, "dcs_api_webhook_notifications_total"),
+            metric_value(&text, "dcs_api_webhook_looks_total"),
+        )
+    };
+    let (heard_before, looks_before) = counters().await;
+
+    // 10,000 distinct notifications in one transaction (identical ones
+    // would be folded into one by Postgres), then odd ones one by one.
+    let channel = "dcs_webhook_outbox";
+    let started = Instant::now();
+    db.query(&format!(
+        "SELECT count(pg_notify('{channel}', 'flood ' || i)) FROM generate_series(1, 10000) i"
+    ));
+    for payload in [
+        "''",
+        "repeat('x', 7999)",
+        "'{\"type\": \"snapshot.pushed\", \"id\": 1}'",
+        "'DROP TABLE webhook_deliveries; --'",
+        "E'\\n\\t\\\\ é ☃ 😀'",
+        "'dcs-heartbeat'",
+    ] {
+        db.query(&format!("SELECT pg_notify('{channel}', {payload})"));
+    }
+    // The last notification, in order after the others: a real delivery.
+    let (sql, message) = ping_insert_sql(&ep);
+    db.query(&sql);
+    rx.wait_for(&message, 1, PROMPT).await;
+    let delivered = started.elapsed();
+
+    let (heard, looks) = poll(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        async || {
+            let (heard, looks) = counters().await;
+            if heard - heard_before >= 10_006.0 {
+                Ok((heard - heard_before, looks - looks_before))
+            } else {
+                Err(heard - heard_before)
+            }
+        },
+        |heard| format!("the API heard {heard} of 10,006 notifications"),
+    )
+    .await;
+    println!(
+        "{heard} notifications heard, {looks} looks; the delivery after them arrived {} after \
+         the flood began",
+        secs(delivered)
+    );
+    // A look per 10 ms at most while they keep coming (`EMPTY_LOOK_GAP`),
+    // and the flood lasts well under a second: far below one per
+    // notification, whatever the machine's load.
+    assert!(
+        looks < 500.0,
+        "{looks} looks for {heard} notifications: wake-ups are not coalesced"
+    );
+    assert!(api.pid().is_some(), "the API exited:\n{}", api.log_tail());
+    wait_all_done(&db, &ep, WAIT);
+    assert!(
+        !api.log().contains("panicked"),
+        "the API panicked:\n{}",
+        api.log_tail()
+    );
+}
+
+/// Postgres itself goes away (a private server of this test, crashed with
+/// `pg_ctl stop -m immediate`) and comes back: the API keeps running,
+/// listens again once the server is back, and sends what was committed
+/// while nothing listened without waiting for its 30 s poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_outlives_a_postgres_crash_and_listens_again() {
+    use e2e_tests::chaos::pg::{PgCrash, Postgres, sql};
+    let dir = std::env::temp_dir().join(unique("dcs-wakeup-pg"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let path = dir.clone();
+    let mut pg = tokio::task::spawn_blocking(move || Postgres::init(&path, port))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("a private PostgreSQL server: {e}"));
+    let rx = Receiver::start(ok()).await;
+    let api = Api::builder(ApiOptions {
+        database_url: Some(pg.url.clone()),
+        speaker_prefixes: Vec::new(),
+        agent_timeout_seconds: 20,
+    })
+    .args(webhook_args(&["--webhook-poll-ms", LONG_POLL_MS]))
+    .start()
+    .await;
+    let admin = api.token("root", "admin", &[]);
+    let (ep, _) = create_endpoint(&api, &admin, &rx.url("/"), &["SNAPSHOT_PUSHED"]).await;
+    let listening = async |url: &str| {
+        poll(
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            async || {
+                let found = sql(
+                    url,
+                    &format!(
+                        "SELECT count(*) FROM pg_stat_activity \
+                         WHERE application_name = '{WAKEUP_CONNECTION}' AND query LIKE 'LISTEN%'"
+                    ),
+                )
+                .unwrap_or_default();
+                if found.trim() == "1" {
+                    Ok(())
+                } else {
+                    Err(found)
+                }
+            },
+            |found| format!("listening connections: {found:?}"),
+        )
+        .await
+    };
+    listening(&pg.url).await;
+    let (_, message) = send_test(&api, &admin, &ep).await;
+    rx.wait_for(&message, 1, PROMPT).await;
+    // Recorded too: nothing in flight when the server goes.
+    let pending = format!(
+        "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = '{ep}' AND status = 'PENDING'"
+    );
+    poll(
+        WAIT,
+        Duration::from_millis(50),
+        async || match sql(&pg.url, &pending) {
+            Ok(n) if n.trim() == "0" => Ok(()),
+            other => Err(other),
+        },
+        |left| format!("still pending: {left:?}"),
+    )
+    .await;
+
+    // Down for three seconds: every connection of the API breaks, its
+    // listener and its worker fail and retry.
+    tokio::task::block_in_place(|| pg.crash(PgCrash::Immediate));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        api.pid().is_some(),
+        "the API exited with Postgres down:\n{}",
+        api.log_tail()
+    );
+    tokio::task::block_in_place(|| pg.start()).unwrap_or_else(|e| panic!("restart: {e}"));
+    // Committed before the API listens again (it may take a few seconds of
+    // backoff): its notification reaches nobody.
+    let (insert, missed) = ping_insert_sql(&ep);
+    sql(&pg.url, &insert).unwrap();
+    let back = Instant::now();
+    rx.wait_for(&missed, 1, PROMPT).await;
+    let caught_up = back.elapsed();
+    listening(&pg.url).await;
+    // New rows wake it again, and the API serves requests.
+    let (insert, message) = ping_insert_sql(&ep);
+    let started = Instant::now();
+    sql(&pg.url, &insert).unwrap();
+    rx.wait_for(&message, 1, PROMPT).await;
+    let next = started.elapsed();
+    let (_, through_api) = send_test(&api, &admin, &ep).await;
+    rx.wait_for(&through_api, 1, PROMPT).await;
+    println!(
+        "after the restart: the delivery committed meanwhile arrived {}, the next one {} after \
+         its commit",
+        secs(caught_up),
+        secs(next)
+    );
+    assert!(api.pid().is_some(), "the API exited:\n{}", api.log_tail());
+    assert!(
+        api.log()
+            .contains("listening for new webhook deliveries failed"),
+        "the API did not notice: {}",
+        api.log_tail()
+    );
+    // Every delivery went out once.
+    let (events, extra) = duplicates(&rx);
+    assert_eq!((events, extra), (4, 0));
+    drop(api);
+    drop(pg);
+    let _ = std::fs::remove_dir_all(&dir);
 }

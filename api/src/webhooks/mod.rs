@@ -8,10 +8,12 @@
 pub mod endpoints;
 pub mod events;
 pub mod outbox;
+mod record;
 pub mod schedule;
 pub mod settings;
 pub mod signing;
 pub mod ssrf;
+pub mod wakeup;
 pub mod worker;
 
 /// The `type` of a webhook event. Text (`snapshot.pushed`) only at the

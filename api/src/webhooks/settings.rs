@@ -17,7 +17,15 @@ pub struct WebhookSettings {
     pub claim: Duration,
     /// 1.0 in production; tests shrink the retry schedule.
     pub schedule_scale: f64,
+    /// The longest the worker sleeps between looks for due deliveries: the
+    /// safety net for what no wake-up announced (a notification lost while
+    /// the listening connection was down, a claim another replica let
+    /// expire).
+    pub poll: Duration,
 }
+
+/// The worker's poll when nobody sets one.
+pub const DEFAULT_POLL: Duration = Duration::from_millis(250);
 
 impl WebhookSettings {
     /// Settings whose client obeys `policy` and gives up after `timeout`.
@@ -33,6 +41,13 @@ impl WebhookSettings {
             policy,
             claim,
             schedule_scale,
+            poll: DEFAULT_POLL,
         })
+    }
+
+    /// The same with another poll interval (at least 1 ms).
+    pub fn poll_every(mut self, poll: Duration) -> Self {
+        self.poll = poll.max(Duration::from_millis(1));
+        self
     }
 }

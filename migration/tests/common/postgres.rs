@@ -49,6 +49,11 @@ impl TestDatabase {
             .with_context(|| format!("connecting to {}", redact(&self.url)))
     }
 
+    /// The URL of this database (with its password: never print it).
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Drops the database; call after closing every connection to it.
     pub(crate) async fn drop(self) -> Result<()> {
         let admin = admin_connection(&self.server_url).await?;

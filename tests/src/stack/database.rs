@@ -21,7 +21,7 @@ impl Database {
             )
         });
         let name = unique("dcs_e2e").replace('-', "_");
-        psql(&server_url, &format!("CREATE DATABASE {name}"));
+        psql(&server_url, &[&format!("CREATE DATABASE {name}")]);
         let (base, _) = server_url
             .rsplit_once('/')
             .expect("DATABASE_URL ends with /<database>");
@@ -32,11 +32,23 @@ impl Database {
         }
     }
 
+    /// The database's name (for `ALTER DATABASE`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Runs SQL in this database; returns the output rows (unaligned),
     /// and only them: `INSERT ... RETURNING` gives its rows without the
     /// command's `INSERT 0 1` line.
     pub fn query(&self, sql: &str) -> String {
-        psql(&self.url, sql)
+        psql(&self.url, &[sql])
+    }
+
+    /// Runs each statement in turn, each in its own transaction, on one
+    /// connection (for steps that must not open another, or must see the
+    /// previous one committed); returns all output rows.
+    pub fn session(&self, statements: &[&str]) -> String {
+        psql(&self.url, statements)
     }
 }
 
@@ -61,15 +73,16 @@ impl Drop for Database {
     }
 }
 
-fn psql(url: &str, sql: &str) -> String {
-    let output = Command::new("psql")
-        .arg(url)
-        .args(["-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
-        .output()
-        .expect("run psql (PostgreSQL client)");
+fn psql(url: &str, statements: &[&str]) -> String {
+    let mut command = Command::new("psql");
+    command.arg(url).args(["-v", "ON_ERROR_STOP=1", "-qAt"]);
+    for sql in statements {
+        command.args(["-c", sql]);
+    }
+    let output = command.output().expect("run psql (PostgreSQL client)");
     assert!(
         output.status.success(),
-        "psql failed ({sql}): {}",
+        "psql failed ({statements:?}): {}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).trim().to_string()

@@ -1922,3 +1922,47 @@ async fn the_api_outlives_a_postgres_crash_and_listens_again() {
     drop(pg);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// On the SQLite default there is no `NOTIFY`: the API wakes its worker
+/// itself when it writes a delivery, and the poll finds the rest. The claim
+/// (`UPDATE ... RETURNING`) and the batched records work there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_deliveries_go_out_by_in_process_wakeups_and_the_poll() {
+    let rx = Receiver::start(ok()).await;
+    let api = Api::builder(ApiOptions {
+        database_url: None,
+        speaker_prefixes: Vec::new(),
+        agent_timeout_seconds: 20,
+    })
+    .args(webhook_args(&["--webhook-poll-ms", "200"]))
+    .start()
+    .await;
+    let admin = api.token("root", "admin", &[]);
+    let (ep, secret) = create_endpoint(&api, &admin, &rx.url("/"), &["SNAPSHOT_PUSHED"]).await;
+    let mut messages = Vec::new();
+    for _ in 0..20 {
+        let (_, message) = send_test(&api, &admin, &ep).await;
+        messages.push(message);
+    }
+    for message in &messages {
+        let got = rx.wait_for(message, 1, PROMPT).await;
+        verify(&secret, &got[0]).unwrap();
+    }
+    poll(
+        WAIT,
+        Duration::from_millis(100),
+        async || {
+            let all = deliveries(&api, &admin, &ep).await;
+            let done = all.iter().filter(|d| d["status"] == "SUCCEEDED").count();
+            if done == messages.len() {
+                Ok(())
+            } else {
+                Err(done)
+            }
+        },
+        |done| format!("{done} of {} recorded SUCCEEDED", messages.len()),
+    )
+    .await;
+    let (events, extra) = duplicates(&rx);
+    assert_eq!((events, extra), (messages.len(), 0));
+}

@@ -159,7 +159,7 @@ async fn record_batch(state: &AppState, batch: &[Finished]) -> Result<(), sea_or
             .col_expr(D::LastStatusCode, Expr::value(code.map(i32::from)))
             .col_expr(
                 D::FirstAttemptAt,
-                Func::coalesce([Expr::col(D::FirstAttemptAt).into(), Expr::value(now)]).into(),
+                Func::coalesce([Expr::col(D::FirstAttemptAt), Expr::value(now)]).into(),
             )
             .col_expr(
                 D::NextAttemptAt,

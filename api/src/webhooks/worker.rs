@@ -36,10 +36,25 @@ const EXCERPT: usize = 1024;
 /// arrive. Looks that find work follow each other at once.
 const EMPTY_LOOK_GAP: Duration = Duration::from_millis(10);
 
-/// Runs until `stop`.
+/// Runs until `stop`, then waits for the attempts in flight to end and be
+/// recorded (a slot is free again only once its attempt is recorded): an
+/// attempt sent but not recorded would be sent again after its claim
+/// expires. The caller bounds that wait (the shutdown grace period).
 pub async fn run(state: AppState, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
     let recorder = Recorder::start(state.clone(), CONCURRENCY);
+    look(&state, &slots, &recorder, &stop).await;
+    drop(recorder);
+    let _ = slots.acquire_many(CONCURRENCY as u32).await;
+}
+
+/// Claims and sends due deliveries until `stop`.
+async fn look(
+    state: &AppState,
+    slots: &Arc<Semaphore>,
+    recorder: &Recorder,
+    stop: &CancellationToken,
+) {
     // When the last look that found nothing began.
     let mut last_empty: Option<Instant> = None;
     loop {
@@ -60,7 +75,7 @@ pub async fn run(state: AppState, stop: CancellationToken) {
         let looked = Instant::now();
         state.metrics.webhook_looks.inc();
         let free = slots.available_permits() as u64;
-        let claimed = match claim(&state, free.min(BATCH)).await {
+        let claimed = match claim(state, free.min(BATCH)).await {
             Ok(claimed) => claimed,
             Err(e) => {
                 tracing::warn!(error = %e, "claiming webhook deliveries failed");
@@ -86,7 +101,7 @@ pub async fn run(state: AppState, stop: CancellationToken) {
         // replica let expire), a wake-up (a new delivery, here or, on
         // Postgres, anywhere), or at most the poll interval.
         let poll = state.webhooks.poll;
-        let wait = match next_due(&state).await {
+        let wait = match next_due(state).await {
             Some(due) => (due - crate::clock::now())
                 .to_std()
                 .unwrap_or_default()

@@ -1578,7 +1578,7 @@ async fn a_success_after_a_failure_ends_the_failing_streak_when_attempts_overlap
 
 /// The worker's poll in these tests: far longer than any bound below, so
 /// that only a wake-up explains a prompt delivery.
-const LONG_POLL_MS: &str = "30000";
+const LONG_POLL_MS: &str = "600000";
 /// A delivery a wake-up announced arrives well within this.
 const PROMPT: Duration = Duration::from_secs(10);
 /// How the API's listening connection names itself in `pg_stat_activity`

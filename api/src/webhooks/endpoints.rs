@@ -97,7 +97,7 @@ pub async fn create(
         description: Set(input.description),
         event_types: Set(stored(&input.event_types)),
         enabled: Set(true),
-        secret: Set(secret.clone()),
+        secret: Set(secret.clone().into()),
         previous_secret: Set(None),
         previous_secret_expires_at: Set(None),
         created_by: Set(who.sub.clone()),
@@ -202,7 +202,7 @@ pub async fn rotate(
     let mut row: webhook_endpoint::ActiveModel = current.clone().into();
     row.previous_secret = Set(Some(current.secret));
     row.previous_secret_expires_at = Set(Some(now + ROTATION_OVERLAP));
-    row.secret = Set(secret.clone());
+    row.secret = Set(secret.clone().into());
     row.updated_at = Set(now);
     let updated = row.update(&state.db).await?;
     audit::record(

@@ -268,7 +268,10 @@ async fn send(
     let now = crate::clock::now();
     let mut secrets = vec![endpoint.secret.as_str()];
     if let (Some(previous), Some(until)) = (
-        endpoint.previous_secret.as_deref(),
+        endpoint
+            .previous_secret
+            .as_ref()
+            .map(webhook_endpoint::SigningSecret::as_str),
         endpoint.previous_secret_expires_at,
     ) && until > now
     {

@@ -17,4 +17,5 @@ pub mod image;
 pub mod layer;
 pub mod lock;
 pub mod registry;
+pub mod scan;
 pub mod serve;

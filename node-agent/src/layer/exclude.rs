@@ -59,18 +59,7 @@ impl Excludes {
             if trimmed.is_empty() || trimmed == "/" {
                 return Err(error("it would exclude everything or nothing".into()));
             }
-            let trimmed = trimmed.trim_end_matches('/');
-            let anchored = if trimmed.starts_with('/') {
-                trimmed.to_string()
-            } else {
-                format!("**/{trimmed}")
-            };
-            let glob = GlobBuilder::new(&anchored)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| error(e.kind().to_string()))?;
-            builder.add(glob);
+            builder.add(container_glob(trimmed).map_err(|e| error(e.kind().to_string()))?);
         }
         let set = builder.build().map_err(|e| ExcludeError {
             pattern: patterns.join(", "),
@@ -91,15 +80,25 @@ impl Excludes {
         &self.patterns
     }
 
+    /// The first pattern (index into `patterns`) that matches this path
+    /// itself: what a preview credits an excluded entry to.
+    pub fn matching_pattern(&self, relative: &[u8]) -> Option<usize> {
+        if self.set.is_empty() {
+            return None;
+        }
+        self.set
+            .matches(Path::new(OsStr::from_bytes(&absolute(relative))))
+            .into_iter()
+            .min()
+    }
+
     /// Whether this path (relative to the root, no leading `/`) matches.
     pub fn is_excluded(&self, relative: &[u8]) -> bool {
         if self.set.is_empty() {
             return false;
         }
-        let mut absolute = Vec::with_capacity(relative.len() + 1);
-        absolute.push(b'/');
-        absolute.extend_from_slice(relative);
-        self.set.is_match(Path::new(OsStr::from_bytes(&absolute)))
+        self.set
+            .is_match(Path::new(OsStr::from_bytes(&absolute(relative))))
     }
 
     /// Whether this path or one of its parent directories matches: for
@@ -119,6 +118,29 @@ impl Excludes {
         }
         false
     }
+}
+
+/// A glob over absolute container paths, as excludes and the scan's rules
+/// write them: anchored with a leading `/`, at any depth without one; `*`
+/// stays within a directory, `**` crosses them; a trailing `/` is ignored.
+pub fn container_glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
+    let trimmed = pattern.trim_end_matches('/');
+    let anchored = if trimmed.starts_with('/') {
+        trimmed.to_string()
+    } else {
+        format!("**/{trimmed}")
+    };
+    GlobBuilder::new(&anchored)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+}
+
+fn absolute(relative: &[u8]) -> Vec<u8> {
+    let mut absolute = Vec::with_capacity(relative.len() + 1);
+    absolute.push(b'/');
+    absolute.extend_from_slice(relative);
+    absolute
 }
 
 #[cfg(test)]
@@ -147,6 +169,17 @@ mod tests {
         assert!(!e.is_excluded(b"srv/data"));
         assert!(e.is_excluded(b"usr/lib/a.pyc"));
         assert!(!e.is_excluded(b"tmp/x"));
+    }
+
+    #[test]
+    fn a_preview_credits_the_first_matching_pattern() {
+        let e = Excludes::new(&["/tmp/a".into(), "*.log".into()], true).unwrap();
+        let first_default = Some(0);
+        assert_eq!(e.matching_pattern(b"tmp/a"), first_default);
+        let log = e.patterns().iter().position(|p| p == "*.log");
+        assert_eq!(e.matching_pattern(b"srv/x.log"), log);
+        assert_eq!(e.matching_pattern(b"srv/x.txt"), None);
+        assert_eq!(Excludes::none().matching_pattern(b"tmp/x"), None);
     }
 
     #[test]

@@ -11,11 +11,12 @@ use clap::{Args, Parser, Subcommand};
 use dcs_support::telemetry;
 use tracing::Instrument as _;
 
-use crate::commit::{CommitRequest, commit};
+use crate::commit::{CommitError, CommitRequest, commit};
 use crate::containerd::{ContainerInfo, Containerd};
 use crate::image::changes::ConfigChange;
 use crate::layer::Compression;
 use crate::registry::RegistryOptions;
+use dcs_protocol::Acknowledgement;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,7 +51,21 @@ enum Command {
         json: bool,
     },
     /// Commits a container to a new image and pushes it.
+    ///
+    /// The layer is scanned for secrets as it is built (SSH and cloud
+    /// credentials, tokens, private keys, ...; rules in the agent's
+    /// scan/rules.toml; the first 1 MiB of each text file). A secret that is
+    /// neither acknowledged (--acknowledge) nor excluded (--exclude) refuses
+    /// the commit before anything is pushed: the findings (path, rule, line;
+    /// never the value) are printed as JSON on stdout, one sentence on
+    /// stderr, exit code 1.
     Commit(Box<CommitArgs>),
+    /// Shows what a commit of a container would hold now, with the secret
+    /// scan's findings, as JSON: counts, bytes, the 20 biggest files and
+    /// directories, what each exclude removed. Reads the overlay upper
+    /// directory the way a commit does, without pausing the desktop or
+    /// writing anything (overlayfs snapshotter only).
+    Preview(Box<PreviewArgs>),
     /// Runs the agent as a service for the API.
     Serve(Box<ServeArgs>),
     /// Checks the local agent, for Kubernetes exec probes (its HTTP
@@ -198,6 +213,39 @@ struct CommitArgs {
     /// Where per-container lock files are kept.
     #[arg(long, env = "DCS_AGENT_STATE_DIR", default_value = "/run/dcs-agent")]
     state_dir: PathBuf,
+    /// Accept one secret finding and push it anyway: `RULE:PATH`, as the
+    /// refusal lists them (`aws-credentials-file:/root/.aws/credentials`).
+    /// Repeatable.
+    #[arg(long = "acknowledge", value_name = "RULE:PATH", value_parser = parse_acknowledgement)]
+    acknowledged: Vec<Acknowledgement>,
+}
+
+#[derive(Debug, Args)]
+struct PreviewArgs {
+    #[command(flatten)]
+    containerd: ContainerdArgs,
+    /// The container to preview.
+    #[arg(long)]
+    container: String,
+    /// Leave out paths matching this glob, as a commit would. Repeatable.
+    #[arg(long = "exclude")]
+    excludes: Vec<String>,
+    /// Do not exclude the default runtime paths (/tmp/*, /run/*, X11 and VNC files).
+    #[arg(long)]
+    no_default_excludes: bool,
+}
+
+/// `RULE:PATH` (rule ids have no `:`; paths may).
+fn parse_acknowledgement(text: &str) -> Result<Acknowledgement, String> {
+    match text.split_once(':') {
+        Some((rule, path)) if !rule.is_empty() && path.starts_with('/') => Ok(Acknowledgement {
+            rule: rule.to_string(),
+            path: path.to_string(),
+        }),
+        _ => Err(format!(
+            "\"{text}\" is not RULE:PATH with an absolute container path"
+        )),
+    }
 }
 
 /// Runs the command line; the process's exit code. A failure is printed
@@ -283,6 +331,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     insecure: args.insecure_registries,
                 },
                 state_dir: args.state_dir,
+                acknowledged: args.acknowledged,
             };
             // The same span the service's jobs have (`serve::jobs`), so a
             // commit's logs read alike from the CLI and from the service.
@@ -291,8 +340,27 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 container_id = %request.container_id,
                 snapshot_id = request.snapshot_id.as_deref().unwrap_or_default(),
             );
-            let result = commit(&client, &request, None).instrument(span).await?;
+            let result = match commit(&client, &request, None).instrument(span).await {
+                Ok(result) => result,
+                Err(CommitError::SecretsFound(refusal)) => {
+                    // What to acknowledge or exclude, for scripts.
+                    println!("{}", to_json(&refusal.report)?);
+                    return Err(CommitError::SecretsFound(refusal).into());
+                }
+                Err(e) => return Err(e.into()),
+            };
             println!("{}", to_json(&result)?);
+            Ok(())
+        }
+        Command::Preview(args) => {
+            let client = connect(&args.containerd).await?;
+            let request = crate::preview::PreviewRequest {
+                container_id: args.container,
+                excludes: args.excludes,
+                default_excludes: !args.no_default_excludes,
+            };
+            let preview = crate::preview::preview(&client, &request).await?;
+            println!("{}", to_json(&preview)?);
             Ok(())
         }
         Command::Serve(args) => serve(*args).await,

@@ -16,6 +16,7 @@ pub mod containerd;
 pub mod image;
 pub mod layer;
 pub mod lock;
+pub mod preview;
 pub mod registry;
 pub mod scan;
 pub mod serve;

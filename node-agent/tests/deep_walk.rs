@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use node_agent::layer::Excludes;
 use node_agent::layer::archive::TarWriter;
 use node_agent::layer::overlay::{OverlayUpper, write_changes};
+use node_agent::scan::Scanner;
 use rustix::fs::{Mode, OFlags};
 
 fn upper(path: &Path) -> OverlayUpper {
@@ -80,7 +81,13 @@ fn a_tree_deeper_than_path_max_is_walked_with_bounded_descriptors() {
     };
     let mut tar = TarWriter::new(std::io::sink());
     let started = Instant::now();
-    let stats = write_changes(&upper(&up), &Excludes::none(), &mut tar).unwrap();
+    let stats = write_changes(
+        &upper(&up),
+        &Excludes::none(),
+        &mut Scanner::new(),
+        &mut tar,
+    )
+    .unwrap();
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
@@ -93,7 +100,13 @@ fn a_tree_deeper_than_path_max_is_walked_with_bounded_descriptors() {
 
     // And the content of the deepest levels is right.
     let mut tar = TarWriter::new(Vec::new());
-    write_changes(&upper(&up), &Excludes::none(), &mut tar).unwrap();
+    write_changes(
+        &upper(&up),
+        &Excludes::none(),
+        &mut Scanner::new(),
+        &mut tar,
+    )
+    .unwrap();
     let found = file_contents(&tar.finish().unwrap());
     let deepest = format!("{}z", "d/".repeat(DEPTH - 1));
     assert_eq!(found[&deepest], (DEPTH - 1).to_string().as_bytes());

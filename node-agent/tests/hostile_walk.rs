@@ -14,6 +14,7 @@ use std::time::Duration;
 use node_agent::layer::archive::TarWriter;
 use node_agent::layer::overlay::{OverlayUpper, write_changes};
 use node_agent::layer::{Excludes, WalkStats};
+use node_agent::scan::Scanner;
 use rustix::fs::{FileType, Mode, OFlags, RenameFlags};
 
 /// A secret of the host: no layer may ever contain it.
@@ -30,8 +31,13 @@ fn upper(path: &Path) -> OverlayUpper {
 /// Walks `dir` into an uncompressed tar.
 fn walk(dir: &Path) -> Result<(Vec<u8>, WalkStats), String> {
     let mut tar = TarWriter::new(Vec::new());
-    let stats =
-        write_changes(&upper(dir), &Excludes::none(), &mut tar).map_err(|e| e.to_string())?;
+    let stats = write_changes(
+        &upper(dir),
+        &Excludes::none(),
+        &mut Scanner::new(),
+        &mut tar,
+    )
+    .map_err(|e| e.to_string())?;
     Ok((tar.finish().expect("finish"), stats))
 }
 

@@ -22,8 +22,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dcs_protocol::CommitMethod;
 use dcs_protocol::reference::Target;
+use dcs_protocol::{Acknowledgement, CommitMethod, ScanReport};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
@@ -41,6 +41,7 @@ use crate::layer::{
 use crate::lock::{LockError, lock_container};
 use crate::registry::upload::{StreamingUpload, UploadTee};
 use crate::registry::{self, PushReport, Pusher, RegistryError, RegistryOptions};
+use crate::scan::{Blocking, Findings};
 use flush::IngestFlusher;
 use lease::LeaseGuard;
 pub use lease::recover_interrupted_commits;
@@ -68,6 +69,9 @@ pub struct CommitRequest {
     pub registry: RegistryOptions,
     /// Where the per-container lock files live.
     pub state_dir: PathBuf,
+    /// Secret findings (rule and path) the speaker accepts; any other
+    /// secret the scan finds refuses the commit before anything is pushed.
+    pub acknowledged: Vec<Acknowledgement>,
 }
 
 /// What a commit produced; printed as JSON by the CLI.
@@ -97,6 +101,9 @@ pub struct CommitResult {
     /// What the delta layer holds, when there is one.
     pub delta_stats: Option<WalkStats>,
     pub push: PushReport,
+    /// What the secret scan found in the pushed layers: acknowledged
+    /// secrets and warnings.
+    pub findings: ScanReport,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -170,6 +177,48 @@ pub enum CommitError {
     NoSnapshot { id: String, snapshotter: String },
     #[error("the commit was interrupted: {0}")]
     Interrupted(String),
+    #[error("{0}")]
+    SecretsFound(Box<Refusal>),
+}
+
+/// A commit the secret scan stopped: nothing was pushed.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// The whole scan: the blocking secrets, acknowledged ones, warnings.
+    pub report: ScanReport,
+    pub blocking: Blocking,
+}
+
+/// How many blocking findings the sentence names; the report has them all.
+const NAMED_IN_SENTENCE: usize = 5;
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self.blocking.count();
+        let noun = if count == 1 { "secret" } else { "secrets" };
+        write!(
+            f,
+            "{count} {noun} found and neither acknowledged nor excluded: "
+        )?;
+        let named: Vec<String> = self
+            .blocking
+            .listed
+            .iter()
+            .take(NAMED_IN_SENTENCE)
+            .map(|finding| match finding.line {
+                Some(line) => format!("{}:{line}: {}", finding.path, finding.rule),
+                None => format!("{}: {}", finding.path, finding.rule),
+            })
+            .collect();
+        f.write_str(&named.join(", "))?;
+        let more = count - named.len() as u64;
+        if more > 0 {
+            write!(f, " and {more} more")?;
+        }
+        f.write_str(
+            "; nothing was pushed (acknowledge each by rule and path, or exclude the paths)",
+        )
+    }
 }
 
 /// Commits a container and pushes the image.
@@ -266,6 +315,19 @@ async fn commit_under_lease(
         _ => read_in_one_pass(client, container, excludes, request, lease, pusher, pause).await?,
     };
     let diff_ms = diff_started.elapsed().as_millis() as u64;
+    // Look before you push: the scan ran as the layers were built. A bulk
+    // layer may already be streaming to the registry; its session is
+    // cancelled and nothing else goes out.
+    let blocking = read.findings.blocking(&request.acknowledged);
+    if !blocking.is_empty() {
+        if let Some((upload, tee)) = read.upload {
+            upload.cancel(tee).await;
+        }
+        return Err(CommitError::SecretsFound(Box::new(Refusal {
+            report: read.findings.into_report(),
+            blocking,
+        })));
+    }
     let push_started = Instant::now();
     let push_span = tracing::debug_span!("commit.push");
     let streamed = match read.upload {
@@ -334,6 +396,7 @@ async fn commit_under_lease(
         stats: read.stats,
         delta_stats: read.delta_stats,
         push,
+        findings: read.findings.into_report(),
     })
 }
 
@@ -348,6 +411,8 @@ struct ReadLayers {
     prepare_ms: u64,
     /// The streaming upload of `layers[0]`, to finish.
     upload: Option<(StreamingUpload, Option<UploadTee>)>,
+    /// The secret scan of all `layers`.
+    findings: Findings,
 }
 
 /// When something changed while the bulk was read: a small second layer
@@ -426,9 +491,8 @@ async fn read_while_running(
         Ok(bulk) => bulk,
         Err(CommitError::Layer(LayerError::OverlayFeature { path, feature })) => {
             tracing::info!(path = %path.display(), feature, "overlay feature found; using the Diff service");
-            drop(tee);
             if let Some(upload) = upload {
-                let _ = upload.finish("", None).await;
+                upload.cancel(tee).await;
             }
             return read_in_one_pass(client, container, excludes, request, lease, pusher, true)
                 .await;
@@ -499,11 +563,9 @@ async fn read_while_running(
 
     if let Some(whole) = whole {
         let whole = whole?;
-        // The streamed bulk layer is not part of the image: cancel it (the
-        // tee goes first: its end is what ends the upload's body).
-        drop(tee);
+        // The streamed bulk layer is not part of the image: cancel it.
         if let Some(upload) = upload {
-            let _ = upload.finish(&bulk.digest, None).await;
+            upload.cancel(tee).await;
         }
         return Ok(ReadLayers {
             layers: vec![LayerReport::of(&whole)],
@@ -513,6 +575,7 @@ async fn read_while_running(
             paused_ms,
             prepare_ms,
             upload: None,
+            findings: whole.findings,
         });
     }
     let Some(delta) = delta else {
@@ -521,9 +584,13 @@ async fn read_while_running(
     let delta = delta?;
     let mut layers = vec![LayerReport::of(&bulk)];
     let mut delta_stats = None;
+    // Both layers are pushed: a secret either pass saw is published (one
+    // the desktop deleted during the read is still in the bulk layer).
+    let mut findings = std::mem::take(&mut bulk.findings);
     if delta.stats.entries > 0 {
         layers.push(LayerReport::of(&delta));
         delta_stats = Some(delta.stats);
+        findings.merge(delta.findings);
     }
     Ok(ReadLayers {
         layers,
@@ -533,6 +600,7 @@ async fn read_while_running(
         paused_ms,
         prepare_ms,
         upload: upload.map(|u| (u, tee)),
+        findings,
     })
 }
 
@@ -605,6 +673,7 @@ async fn read_in_one_pass(
         paused_ms,
         prepare_ms: 0,
         upload: upload.map(|u| (u, tee)),
+        findings: summary.findings,
     })
 }
 

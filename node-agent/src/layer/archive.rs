@@ -100,6 +100,24 @@ impl From<io::Error> for AppendError {
     }
 }
 
+/// Where a walk puts the entries of a layer: a tar stream, or (for a
+/// preview) a tally that writes nothing.
+pub trait EntrySink {
+    /// One entry of the layer, with the data of a regular file.
+    fn append(&mut self, entry: &Entry, data: Option<&mut dyn Read>) -> Result<(), AppendError>;
+
+    /// An entry an exclude pattern keeps out of the layer (`pattern`
+    /// indexes the patterns in force); `matched` when the pattern matched
+    /// it rather than a directory above it. Only previews walk these.
+    fn excluded(&mut self, _pattern: usize, _entry: &Entry, _matched: bool) {}
+}
+
+impl<W: Write> EntrySink for TarWriter<W> {
+    fn append(&mut self, entry: &Entry, data: Option<&mut dyn Read>) -> Result<(), AppendError> {
+        TarWriter::append(self, entry, data)
+    }
+}
+
 /// Writes entries to `out` as a tar stream.
 pub struct TarWriter<W: Write> {
     out: W,

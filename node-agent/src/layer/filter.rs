@@ -14,6 +14,7 @@ use super::LayerError;
 use super::archive::{AppendError, Entry, EntryKind, TarWriter};
 use super::exclude::Excludes;
 use super::overlay::WalkStats;
+use crate::scan::Scanner;
 
 /// Excluded files that kept hardlinks point at, each with the first kept
 /// name that takes its place.
@@ -46,10 +47,14 @@ pub fn plan_hardlinks(
     Ok(promotions)
 }
 
+/// Second pass: writes the kept entries. Each regular file's data goes
+/// through the secret scan on its way (its head), links and directories
+/// are shown to it too: the same scan as the overlay walk's.
 pub fn copy_filtered<W: Write>(
     reader: Box<dyn Read + Send>,
     excludes: &Excludes,
     promotions: &Promotions,
+    scanner: &mut Scanner,
     tar: &mut TarWriter<W>,
 ) -> Result<WalkStats, LayerError> {
     let mut archive = tar::Archive::new(reader);
@@ -77,10 +82,7 @@ pub fn copy_filtered<W: Write>(
             entry.path = promoted.clone();
             stats.files += 1;
             stats.file_bytes += entry.size;
-            tar.append(&entry, Some(&mut item)).map_err(|e| match e {
-                AppendError::Read(e) => LayerError::DiffStream(e),
-                AppendError::Write(e) => LayerError::Write(e),
-            })?;
+            append_file(tar, scanner, &entry, &mut item)?;
             stats.entries += 1;
             continue;
         }
@@ -110,18 +112,51 @@ pub fn copy_filtered<W: Write>(
         } else if entry.kind == EntryKind::HardLink {
             stats.hardlinks += 1;
         }
-        let data: Option<&mut dyn Read> = if entry.kind == EntryKind::File {
-            Some(&mut item)
-        } else {
-            None
-        };
-        tar.append(&entry, data).map_err(|e| match e {
-            AppendError::Read(e) => LayerError::DiffStream(e),
-            AppendError::Write(e) => LayerError::Write(e),
-        })?;
+        let whiteout = name.starts_with(b".wh.");
+        match entry.kind {
+            EntryKind::File if !whiteout => append_file(tar, scanner, &entry, &mut item)?,
+            kind => {
+                match kind {
+                    EntryKind::HardLink => scanner.hard_link(&entry.path),
+                    EntryKind::Directory => scanner.directory(&entry.path),
+                    _ => {}
+                }
+                let data: Option<&mut dyn Read> = if kind == EntryKind::File {
+                    Some(&mut item)
+                } else {
+                    None
+                };
+                tar.append(&entry, data).map_err(append_error)?;
+            }
+        }
         stats.entries += 1;
     }
     Ok(stats)
+}
+
+/// A regular file: its head goes to the scan as the data goes by.
+fn append_file<W: Write>(
+    tar: &mut TarWriter<W>,
+    scanner: &mut Scanner,
+    entry: &Entry,
+    data: &mut dyn Read,
+) -> Result<(), LayerError> {
+    match scanner.file(&entry.path, entry.size) {
+        Some(mut head) => {
+            tar.append(entry, Some(&mut head.reader(data)))
+                .map_err(append_error)?;
+            scanner.end_file(head);
+        }
+        None => tar.append(entry, Some(data)).map_err(append_error)?,
+    }
+    Ok(())
+}
+
+fn append_error(error: AppendError) -> LayerError {
+    match error {
+        AppendError::Read(e) => LayerError::DiffStream(e),
+        AppendError::Write(e) => LayerError::Write(e),
+    }
 }
 
 /// Our form of a tar entry; `None` for entries a layer does not carry.

@@ -23,6 +23,8 @@ use archive::{AppendError, TarWriter};
 pub use compress::Compression;
 use compress::Compressor;
 use digest::DigestWriter;
+
+use crate::scan::{Findings, Scanner};
 pub use exclude::Excludes;
 pub use overlay::{OverlayUpper, WalkStats};
 pub use record::Record;
@@ -49,6 +51,10 @@ pub enum LayerError {
         path: PathBuf,
         feature: &'static str,
     },
+
+    /// A preview whose caller went away.
+    #[error("the preview was abandoned")]
+    Abandoned,
 }
 
 impl LayerError {
@@ -111,6 +117,9 @@ pub struct LayerSummary {
     pub uncompressed_size: u64,
     pub media_type: String,
     pub stats: WalkStats,
+    /// What the secret scan found in this layer.
+    #[serde(skip)]
+    pub findings: Findings,
     /// The record of an `OverlayPass`, handed back for the next pass.
     #[serde(skip)]
     pub record: Option<Box<Record>>,
@@ -130,21 +139,31 @@ pub fn write_layer<W: Write>(
     let mut tar = TarWriter::new(BufWriter::with_capacity(TAR_BUFFER, uncompressed));
 
     let mut record = None;
+    let mut scanner = Scanner::new();
     let stats = match source {
-        LayerSource::Overlay(upper) => overlay::write_changes(&upper, excludes, &mut tar)?,
+        LayerSource::Overlay(upper) => {
+            overlay::write_changes(&upper, excludes, &mut scanner, &mut tar)?
+        }
         LayerSource::OverlayPass(upper, pass, mut recorded) => {
             let mode = match pass {
                 Pass::Bulk => overlay::WalkMode::Bulk(&mut recorded),
                 Pass::Delta => overlay::WalkMode::Delta(&mut recorded),
             };
-            let stats = overlay::write_changes_with(&upper, excludes, mode, &mut tar)?;
+            let stats =
+                overlay::write_changes_with(&upper, excludes, mode, &mut scanner, &mut tar)?;
             record = Some(recorded);
             stats
         }
         LayerSource::Tar(reader, promotions) => {
-            filter::copy_filtered(reader, excludes, &promotions, &mut tar)?
+            filter::copy_filtered(reader, excludes, &promotions, &mut scanner, &mut tar)?
         }
     };
+    tracing::debug!(
+        files = scanner.volume.files,
+        bytes = scanner.volume.bytes,
+        "secret scan read"
+    );
+    let findings = scanner.finish();
 
     let buffered = tar.finish().map_err(LayerError::Write)?;
     let uncompressed = buffered
@@ -162,6 +181,7 @@ pub fn write_layer<W: Write>(
             uncompressed_size,
             media_type: compress::layer_media_type(compression).to_string(),
             stats,
+            findings,
             record,
         },
         out,

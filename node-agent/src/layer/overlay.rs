@@ -9,19 +9,21 @@
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{FileType, Stat};
 
 use super::LayerError;
-use super::archive::{Entry, EntryKind, TarWriter, Xattrs};
+use super::archive::{Entry, EntryKind, EntrySink, Xattrs};
 use super::exclude::Excludes;
 use super::pinned::{Pinned, entry_proc_path, list_names, reopen_directory};
 use super::record::{Compared, Record};
 use super::xattr::{XattrTarget, read_xattrs};
+use crate::scan::Scanner;
 
 /// What the walk found, for reports and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -84,16 +86,22 @@ pub enum WalkMode<'a> {
     /// While paused: only what differs from the record, and whiteouts for
     /// what the bulk pass wrote that is gone.
     Delta(&'a mut Record),
+    /// A preview: every entry goes to the sink without data, no file is
+    /// opened but for the scan's head, and what the excludes keep out is
+    /// walked too (for the sink's tally of each pattern). Stops when the
+    /// flag is set (whoever asked went away).
+    Preview(&'a AtomicBool),
 }
 
 /// Walks the upper directory and writes all of the layer's entries, in
 /// path order: one pass (see `write_changes_with`).
-pub fn write_changes<W: Write>(
+pub fn write_changes<S: EntrySink>(
     upper: &OverlayUpper,
     excludes: &Excludes,
-    tar: &mut TarWriter<W>,
+    scanner: &mut Scanner,
+    out: &mut S,
 ) -> Result<WalkStats, LayerError> {
-    write_changes_with(upper, excludes, WalkMode::Whole, tar)
+    write_changes_with(upper, excludes, WalkMode::Whole, scanner, out)
 }
 
 /// Walks the upper directory and writes the layer's entries, in path order.
@@ -101,11 +109,14 @@ pub fn write_changes<W: Write>(
 /// Every entry is read through descriptors (see `pinned`): a name that
 /// changes while we walk is recorded as what it was when pinned, never
 /// followed. The walk is iterative, so depth costs memory for names only.
-pub fn write_changes_with<W: Write>(
+/// `scanner` is told about every file, link and directory written, and
+/// sees each regular file's head as it goes into `out`.
+pub fn write_changes_with<S: EntrySink>(
     upper: &OverlayUpper,
     excludes: &Excludes,
     mode: WalkMode<'_>,
-    tar: &mut TarWriter<W>,
+    scanner: &mut Scanner,
+    out: &mut S,
 ) -> Result<WalkStats, LayerError> {
     let read_error = |source| LayerError::Read {
         path: upper.path.clone(),
@@ -122,7 +133,8 @@ pub fn write_changes_with<W: Write>(
     let mut walker = Walker {
         upper,
         excludes,
-        tar,
+        out,
+        scanner,
         mode,
         hardlinks: HashMap::new(),
         stats: WalkStats::default(),
@@ -130,7 +142,14 @@ pub fn write_changes_with<W: Write>(
         open: 0,
         shallowest_open: 1,
     };
-    walker.push_directory(Vec::new(), Vec::new(), root.identity(), root_dir, false)?;
+    walker.push_directory(
+        Vec::new(),
+        Vec::new(),
+        root.identity(),
+        root_dir,
+        false,
+        None,
+    )?;
     walker.run()?;
     if let WalkMode::Delta(record) = &mut walker.mode {
         for gone in record.deleted() {
@@ -159,12 +178,16 @@ struct Frame {
     /// Delta pass: this directory is written with an opaque marker, so
     /// everything below it is written too, changed or not.
     whole: bool,
+    /// Preview: the exclude pattern that keeps this directory (and all
+    /// below it) out of the layer.
+    excluded_by: Option<usize>,
 }
 
-struct Walker<'a, 'm, W: Write> {
+struct Walker<'a, 'm, S: EntrySink> {
     upper: &'a OverlayUpper,
     excludes: &'a Excludes,
-    tar: &'a mut TarWriter<W>,
+    out: &'a mut S,
+    scanner: &'a mut Scanner,
     mode: WalkMode<'m>,
     /// First path written for each (device, inode) with several links.
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
@@ -177,9 +200,17 @@ struct Walker<'a, 'm, W: Write> {
     shallowest_open: usize,
 }
 
-impl<W: Write> Walker<'_, '_, W> {
+impl<S: EntrySink> Walker<'_, '_, S> {
     fn run(&mut self) -> Result<(), LayerError> {
-        while let Some(top) = self.stack.last_mut() {
+        loop {
+            if let WalkMode::Preview(stop) = &self.mode
+                && stop.load(Ordering::Relaxed)
+            {
+                return Err(LayerError::Abandoned);
+            }
+            let Some(top) = self.stack.last_mut() else {
+                break;
+            };
             let Some(name) = top.pending.pop() else {
                 if self.stack.pop().is_some_and(|f| f.fd.is_some()) {
                     self.open -= 1;
@@ -192,8 +223,8 @@ impl<W: Write> Walker<'_, '_, W> {
             if let Err(e) = self.ensure_open(depth) {
                 match (&self.mode, self.moved_at(depth)) {
                     // Moved while the desktop runs: the paused pass finds
-                    // it where it is now.
-                    (WalkMode::Bulk(_), Some(at)) => {
+                    // it where it is now (a preview leaves it out).
+                    (WalkMode::Bulk(_) | WalkMode::Preview(_), Some(at)) => {
                         self.drop_frames(at);
                         continue;
                     }
@@ -298,6 +329,7 @@ impl<W: Write> Walker<'_, '_, W> {
         identity: (u64, u64),
         fd: OwnedFd,
         whole: bool,
+        excluded_by: Option<usize>,
     ) -> Result<(), LayerError> {
         let mut pending = list_names(fd.as_fd()).map_err(|e| self.read_error(&relative, e))?;
         pending.reverse();
@@ -308,6 +340,7 @@ impl<W: Write> Walker<'_, '_, W> {
             fd: Some(fd),
             pending,
             whole,
+            excluded_by,
         });
         self.open += 1;
         let deepest = self.stack.len() - 1;
@@ -316,8 +349,15 @@ impl<W: Write> Walker<'_, '_, W> {
     }
 
     fn visit(&mut self, depth: usize, relative: Vec<u8>, name: Vec<u8>) -> Result<(), LayerError> {
+        if let Some(pattern) = self.stack[depth].excluded_by {
+            return self.visit_excluded(depth, relative, name, pattern, false);
+        }
         if self.excludes.is_excluded(&relative) {
             self.stats.excluded += 1;
+            if let WalkMode::Preview(_) = self.mode {
+                let pattern = self.excludes.matching_pattern(&relative).unwrap_or(0);
+                return self.visit_excluded(depth, relative, name, pattern, true);
+            }
             return Ok(());
         }
         let c_name = cstring(&name);
@@ -335,7 +375,7 @@ impl<W: Write> Walker<'_, '_, W> {
         // they must never reach the hardlink bookkeeping.
         if file_type == FileType::CharacterDevice && rdev == 0 {
             match &mut self.mode {
-                WalkMode::Whole => {}
+                WalkMode::Whole | WalkMode::Preview(_) => {}
                 WalkMode::Bulk(record) => record.note_whiteout(&relative),
                 WalkMode::Delta(record) => {
                     if record.compare_whiteout(&relative) == Compared::Same && !whole {
@@ -370,7 +410,7 @@ impl<W: Write> Walker<'_, '_, W> {
             let fd = pinned
                 .open_directory()
                 .map_err(|e| self.read_error(&relative, e))?;
-            return self.push_directory(name, relative, pinned.identity(), fd, false);
+            return self.push_directory(name, relative, pinned.identity(), fd, false, None);
         }
 
         let (xattrs, overlay) = if file_type == FileType::Symlink {
@@ -396,6 +436,7 @@ impl<W: Write> Walker<'_, '_, W> {
             FileType::Directory => {
                 entry.kind = EntryKind::Directory;
                 self.append(&entry, None, &relative)?;
+                self.scanner.directory(&relative);
                 // In the delta, a marker the bulk layer already has for this
                 // same directory would hide the bulk layer's own entries.
                 let marker = overlay.opaque
@@ -412,7 +453,7 @@ impl<W: Write> Walker<'_, '_, W> {
                     self.stats.opaque_directories += 1;
                 }
                 let below_whole = match &mut self.mode {
-                    WalkMode::Whole => false,
+                    WalkMode::Whole | WalkMode::Preview(_) => false,
                     WalkMode::Bulk(record) => {
                         record.note(&relative, &pinned.stat, None, overlay.opaque);
                         false
@@ -426,7 +467,7 @@ impl<W: Write> Walker<'_, '_, W> {
                     .open_directory()
                     .map_err(|e| self.read_error(&relative, e))?;
                 let identity = pinned.identity();
-                return self.push_directory(name, relative, identity, fd, below_whole);
+                return self.push_directory(name, relative, identity, fd, below_whole, None);
             }
             FileType::Symlink => {
                 entry.kind = EntryKind::Symlink;
@@ -469,18 +510,34 @@ impl<W: Write> Walker<'_, '_, W> {
                 if let WalkMode::Bulk(record) = &mut self.mode {
                     record.note_link(&relative, first);
                 }
+                self.scanner.hard_link(&relative);
                 return self.append(&entry, None, &relative);
             }
             self.hardlinks.insert(key, relative.clone());
         }
         entry.kind = EntryKind::File;
+        let head = self.scanner.file(&relative, entry.size);
+        if let WalkMode::Preview(_) = self.mode {
+            // Nothing is read but what the scan needs.
+            if let Some(mut head) = head {
+                let mut file = pinned
+                    .open_file()
+                    .map_err(|e| self.read_error(&relative, e))?;
+                head.fill_from(&mut file)
+                    .map_err(|e| self.read_error(&relative, e))?;
+                self.scanner.end_file(head);
+            }
+            self.stats.files += 1;
+            self.stats.file_bytes += entry.size;
+            return self.append(&entry, None, &relative);
+        }
         let mut file = pinned
             .open_file()
             .map_err(|e| self.read_error(&relative, e))?;
         self.stats.files += 1;
         self.stats.file_bytes += entry.size;
         if !matches!(self.mode, WalkMode::Bulk(_)) {
-            return self.append(&entry, Some(&mut file), &relative);
+            return self.append_scanned(&entry, &mut file, head, &relative);
         }
         // Waits for a write(2) in progress on the file (ext4 takes the inode
         // lock for SEEK_DATA), so none spans our read unseen (see `record`).
@@ -489,7 +546,7 @@ impl<W: Write> Walker<'_, '_, W> {
         let _ = rustix::fs::seek(&file, rustix::fs::SeekFrom::Data(0));
         rustix::fs::seek(&file, rustix::fs::SeekFrom::Start(0))
             .map_err(|e| self.read_error(&relative, e.into()))?;
-        self.append(&entry, Some(&mut file), &relative)?;
+        self.append_scanned(&entry, &mut file, head, &relative)?;
         let after = rustix::fs::fstat(&file).map_err(|e| self.read_error(&relative, e.into()))?;
         if let WalkMode::Bulk(record) = &mut self.mode {
             record.note(&relative, &pinned.stat, Some(&after), false);
@@ -511,11 +568,64 @@ impl<W: Write> Walker<'_, '_, W> {
         relative: &[u8],
     ) -> Result<(), LayerError> {
         let path = self.full_path(relative);
-        self.tar
+        self.out
             .append(entry, data)
             .map_err(|e| LayerError::from_append(e, &path))?;
         self.stats.entries += 1;
         Ok(())
+    }
+
+    /// Appends a regular file; its head goes to the scan on the way.
+    fn append_scanned(
+        &mut self,
+        entry: &Entry,
+        file: &mut std::fs::File,
+        head: Option<crate::scan::Head>,
+        relative: &[u8],
+    ) -> Result<(), LayerError> {
+        let Some(mut head) = head else {
+            return self.append(entry, Some(file), relative);
+        };
+        self.append(entry, Some(&mut head.reader(file)), relative)?;
+        self.scanner.end_file(head);
+        Ok(())
+    }
+
+    /// Preview: an entry that an exclude pattern keeps out. Pinned like any
+    /// other (never followed), credited to the pattern, and a directory is
+    /// walked for what it holds; nothing is read.
+    fn visit_excluded(
+        &mut self,
+        depth: usize,
+        relative: Vec<u8>,
+        name: Vec<u8>,
+        pattern: usize,
+        matched: bool,
+    ) -> Result<(), LayerError> {
+        let pinned = match Pinned::open(self.dir_fd(depth), &cstring(&name)) {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(self.read_error(&relative, e)),
+        };
+        let mut entry = entry_from_stat(relative.clone(), &pinned.stat, Vec::new());
+        let file_type = pinned.file_type();
+        entry.kind = match file_type {
+            FileType::Directory => EntryKind::Directory,
+            FileType::RegularFile => EntryKind::File,
+            FileType::Symlink => EntryKind::Symlink,
+            FileType::Fifo => EntryKind::Fifo,
+            FileType::BlockDevice => EntryKind::BlockDevice,
+            _ => EntryKind::CharDevice,
+        };
+        self.out.excluded(pattern, &entry, matched);
+        if file_type != FileType::Directory {
+            return Ok(());
+        }
+        let fd = pinned
+            .open_directory()
+            .map_err(|e| self.read_error(&relative, e))?;
+        let identity = pinned.identity();
+        self.push_directory(name, relative, identity, fd, false, Some(pattern))
     }
 
     /// The entry's own extended attributes, and overlay's markers taken out.

@@ -44,7 +44,8 @@ fn pass(upper: &Path, mode: WalkMode<'_>) -> BTreeMap<String, (char, Vec<u8>)> {
         xattr_prefix: "trusted.overlay.",
     };
     let mut tar = TarWriter::new(Vec::new());
-    write_changes_with(&upper, &Excludes::none(), mode, &mut tar).unwrap();
+    let mut scanner = crate::scan::Scanner::new();
+    write_changes_with(&upper, &Excludes::none(), mode, &mut scanner, &mut tar).unwrap();
     entries(&tar.finish().unwrap())
 }
 

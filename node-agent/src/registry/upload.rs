@@ -7,6 +7,8 @@
 //! waiting, and if the registry falls behind the upload is abandoned and
 //! the layer is pushed the ordinary way afterwards.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use oci_client::Reference;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
@@ -18,6 +20,10 @@ use super::RegistryError;
 /// Chunks (of about 1 MiB) waiting for the registry before the upload is
 /// given up: bounds memory when the registry is slower than compression.
 const QUEUE: usize = 16;
+
+/// How long a cancel waits for the registry to take the end of the body
+/// (it then names where the session is) and to answer the DELETE.
+const CANCEL_WAIT: Duration = Duration::from_secs(10);
 
 /// Where and how to reach the blob upload endpoint.
 #[derive(Clone)]
@@ -152,8 +158,12 @@ impl StreamingUpload {
         let patched = (&mut self.patch).await;
         let next = match (abandoned, patched) {
             (false, Ok(Ok(next))) => next,
+            (true, Ok(Ok(next))) => {
+                self.delete(&next).await;
+                return Ok(false);
+            }
             _ => {
-                self.abort().await;
+                self.delete(&self.session).await;
                 return Ok(false);
             }
         };
@@ -172,7 +182,7 @@ impl StreamingUpload {
             }
             Ok(r) => {
                 tracing::info!(status = %r.status(), "streamed layer upload refused; pushing again");
-                self.abort().await;
+                self.delete(&next).await;
                 Ok(false)
             }
             Err(e) => {
@@ -182,13 +192,40 @@ impl StreamingUpload {
         }
     }
 
-    /// Cancels the session (best effort: registries expire them anyway).
-    async fn abort(&self) {
-        let _ = self
-            .target
-            .request(reqwest::Method::DELETE, &self.session)
-            .send()
-            .await;
+    /// Cancels the upload: nothing of it stays in the registry. The tee
+    /// goes first (its end is what ends the body, so the PATCH finishes);
+    /// the registry then answers with where the session is now, and that
+    /// URL is deleted: the registry keeps what it received at the moved
+    /// session. Every wait has a deadline: a registry that does not answer
+    /// keeps the data until it expires the session.
+    pub async fn cancel(mut self, tee: Option<UploadTee>) {
+        drop(tee);
+        drop(self.sender.take());
+        let last = match tokio::time::timeout(CANCEL_WAIT, &mut self.patch).await {
+            Ok(Ok(Ok(moved))) => moved,
+            Ok(_) => self.session.clone(),
+            Err(_) => {
+                tracing::warn!("the registry did not finish the cancelled upload in time");
+                self.patch.abort();
+                self.session.clone()
+            }
+        };
+        self.delete(&last).await;
+    }
+
+    /// Deletes an upload session (best effort, bounded).
+    async fn delete(&self, url: &str) {
+        let request = self.target.request(reqwest::Method::DELETE, url).send();
+        match tokio::time::timeout(CANCEL_WAIT, request).await {
+            Ok(Ok(response)) if response.status().is_success() => {}
+            Ok(Ok(response)) => {
+                tracing::info!(status = %response.status(), "the registry refused to delete an upload session");
+            }
+            Ok(Err(e)) => tracing::info!(error = %e, "cannot delete an upload session"),
+            Err(_) => {
+                tracing::info!("the registry did not answer the upload session's DELETE in time")
+            }
+        }
     }
 }
 

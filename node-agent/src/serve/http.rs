@@ -1,6 +1,12 @@
 //! The agent's HTTP endpoints. Every endpoint, health checks included,
 //! answers an unauthenticated request with 401 and nothing else: only the
 //! API (a token signed with the shared secret, for this node) gets through.
+//!
+//! `POST /v1/preview` answers a `Preview` (200), or: 400 `BAD_USER_INPUT`
+//! (malformed body, bad exclude), 404 `NOT_FOUND` (no such container), 422
+//! `UNSUPPORTED_SNAPSHOTTER` (not one overlay upper directory), 429
+//! `RATE_LIMITED` (more than `PREVIEWS_AT_ONCE` running), 503 `UNAVAILABLE`
+//! (shutting down), 500 `INTERNAL`.
 
 use std::sync::Arc;
 
@@ -12,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use dcs_protocol::token::{AGENT_AUDIENCE, API_ISSUER, SharedSecret};
-use dcs_protocol::{JobRequest, agent_paths};
+use dcs_protocol::{JobRequest, PreviewRequest, agent_paths};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -32,11 +38,25 @@ pub(super) struct AppState {
     pub accepting: CancellationToken,
     /// In a cluster: checks the API's service-account tokens.
     pub reviewer: Option<Arc<super::kube_auth::ApiTokenReviewer>>,
+    /// Previews running now, at most `PREVIEWS_AT_ONCE`.
+    pub previews: Arc<tokio::sync::Semaphore>,
 }
+
+/// Previews that run at once on one agent: each is a walk of a desktop's
+/// changes with reads of up to 1 MiB per text file, on the node's disks
+/// and cores that the commits and the desktops need too. More are refused
+/// (429) rather than queued: a speaker asking again sees fresh results.
+pub const PREVIEWS_AT_ONCE: usize = 2;
+
+/// A preview names at most this many excludes of at most this many bytes
+/// each (the API's own limits on a snapshot's excludes).
+const MAX_EXCLUDES: usize = 64;
+const MAX_EXCLUDE_BYTES: usize = 4096;
 
 pub(super) fn router(state: AppState) -> Router {
     Router::new()
         .route(agent_paths::JOBS, post(submit_job))
+        .route(agent_paths::PREVIEW, post(preview))
         .route(&format!("{}/{{id}}", agent_paths::JOBS), delete(cancel_job))
         .route(agent_paths::HEALTHZ, get(|| async { "ok" }))
         .route(agent_paths::READYZ, get(ready))
@@ -92,6 +112,75 @@ async fn submit_job(
         ),
         Err(SubmitError::BadRequest(message)) => {
             error(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &message)
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(container_id))]
+async fn preview(
+    State(state): State<AppState>,
+    request: Result<Json<PreviewRequest>, JsonRejection>,
+) -> Response {
+    let Json(request) = match request {
+        Ok(request) => request,
+        Err(rejection) => {
+            return error(rejection.status(), "BAD_USER_INPUT", &rejection.body_text());
+        }
+    };
+    tracing::Span::current().record("container_id", request.container_id.as_str());
+    if request.container_id.is_empty()
+        || request.excludes.len() > MAX_EXCLUDES
+        || request.excludes.iter().any(|e| e.len() > MAX_EXCLUDE_BYTES)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            &format!(
+                "a preview names a container and at most {MAX_EXCLUDES} excludes of at most \
+                 {MAX_EXCLUDE_BYTES} bytes"
+            ),
+        );
+    }
+    if state.accepting.is_cancelled() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "the agent is shutting down",
+        );
+    }
+    let Ok(_running) = state.previews.clone().try_acquire_owned() else {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            &format!("{PREVIEWS_AT_ONCE} previews are running on this node; ask again shortly"),
+        );
+    };
+    let request = crate::preview::PreviewRequest {
+        container_id: request.container_id,
+        excludes: request.excludes,
+        default_excludes: true,
+    };
+    // A client that goes away drops this future, which stops the walk.
+    match crate::preview::preview(&state.containerd, &request).await {
+        Ok(preview) => (StatusCode::OK, Json(preview)).into_response(),
+        Err(e) if e.is_container_not_found() => {
+            error(StatusCode::NOT_FOUND, "NOT_FOUND", &e.to_string())
+        }
+        Err(e) if e.is_unsupported() => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "UNSUPPORTED_SNAPSHOTTER",
+            &e.to_string(),
+        ),
+        Err(crate::preview::PreviewError::Exclude(e)) => {
+            error(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &e.to_string())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "preview failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "the preview failed; the agent's log says why",
+            )
         }
     }
 }

@@ -214,6 +214,7 @@ impl Jobs {
             snapshot_id: Some(request.snapshot_id.to_string()),
             registry: self.inner.registry.clone(),
             state_dir: self.inner.state_dir.clone(),
+            acknowledged: request.acknowledged_findings.clone(),
         })
     }
 
@@ -301,7 +302,12 @@ impl Jobs {
                 JobEventKind::Failed {
                     code: failure_code(&error),
                     reason: error.to_string(),
-                    findings: None,
+                    // The whole scan, so the speaker sees what to
+                    // acknowledge or exclude (paths and rules, no values).
+                    findings: match &error {
+                        CommitError::SecretsFound(refusal) => Some(refusal.report.clone()),
+                        _ => None,
+                    },
                 },
                 "failed",
             ),
@@ -344,7 +350,7 @@ fn job_result(r: CommitResult) -> JobResult {
         prepare_ms: r.prepare_ms,
         duration_ms: r.duration_ms,
         method: r.method,
-        findings: Default::default(),
+        findings: r.findings,
     }
 }
 
@@ -369,6 +375,7 @@ fn failure_code(error: &CommitError) -> FailureCode {
         CommitError::Registry(_) => FailureCode::Registry,
         CommitError::Exclude(_) => FailureCode::BadRequest,
         CommitError::Lock(LockError::Busy { .. }) => FailureCode::Busy,
+        CommitError::SecretsFound(_) => FailureCode::SecretsFound,
         CommitError::Lock(_) => FailureCode::Internal,
     }
 }

@@ -100,6 +100,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         accepting: shutdown.clone(),
         reviewer: config.api_reviewer.clone(),
+        previews: std::sync::Arc::new(tokio::sync::Semaphore::new(http::PREVIEWS_AT_ONCE)),
     };
     let server_stop = CancellationToken::new();
     let server = tokio::spawn({

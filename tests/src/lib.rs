@@ -14,6 +14,7 @@ pub mod fake_kube;
 pub mod layer;
 pub mod matrix;
 pub mod otlp_receiver;
+pub mod secrets;
 pub mod stack;
 pub mod webhook_receiver;
 
@@ -238,6 +239,39 @@ pub fn commit_output(
     ];
     args.extend_from_slice(extra);
     agent(&args)
+}
+
+/// Runs `dcs-agent preview` of a container; its raw output.
+pub fn preview_output(socket: &Path, namespace: &str, container: &str, extra: &[&str]) -> Output {
+    let socket = socket.to_string_lossy().to_string();
+    let mut args = vec![
+        "preview",
+        "--containerd-socket",
+        &socket,
+        "--namespace",
+        namespace,
+        "--container",
+        container,
+    ];
+    args.extend_from_slice(extra);
+    agent(&args)
+}
+
+/// Runs `dcs-agent preview` and returns its JSON, failing the test with
+/// the agent's stderr when it fails.
+pub fn preview(
+    socket: &Path,
+    namespace: &str,
+    container: &str,
+    extra: &[&str],
+) -> serde_json::Value {
+    let output = preview_output(socket, namespace, container, extra);
+    assert!(
+        output.status.success(),
+        "dcs-agent preview failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("preview prints JSON")
 }
 
 /// The test image: static busybox, built by `scripts/make-test-image.sh`

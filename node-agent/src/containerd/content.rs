@@ -26,7 +26,16 @@ pub struct BlobWriter {
     reference: String,
     offset: i64,
     sender: mpsc::Sender<WriteContentRequest>,
-    task: Option<JoinHandle<Result<(), Error>>>,
+    task: Option<JoinHandle<Result<Written, Error>>>,
+    client: Containerd,
+    lease: Lease,
+}
+
+/// How a write stream ended well.
+enum Written {
+    New,
+    /// containerd had the blob already (same digest, same bytes).
+    AlreadyThere,
 }
 
 impl Containerd {
@@ -39,15 +48,15 @@ impl Containerd {
         let task = tokio::spawn(async move {
             let mut responses = match client.write(request).await {
                 Ok(r) => r.into_inner(),
-                Err(s) if s.code() == Code::AlreadyExists => return Ok(()),
+                Err(s) if s.code() == Code::AlreadyExists => return Ok(Written::AlreadyThere),
                 Err(s) => return Err(Error::rpc("write content", s)),
             };
             loop {
                 match responses.message().await {
                     Ok(Some(_)) => continue,
-                    Ok(None) => return Ok(()),
+                    Ok(None) => return Ok(Written::New),
                     // The blob is already there: same digest, same bytes.
-                    Err(s) if s.code() == Code::AlreadyExists => return Ok(()),
+                    Err(s) if s.code() == Code::AlreadyExists => return Ok(Written::AlreadyThere),
                     Err(s) => return Err(Error::rpc("write content", s)),
                 }
             }
@@ -57,6 +66,8 @@ impl Containerd {
             offset: 0,
             sender,
             task: Some(task),
+            client: self.clone(),
+            lease: lease.clone(),
         }
     }
 
@@ -199,17 +210,41 @@ impl BlobWriter {
         if self.sender.send(message).await.is_err() {
             return Err(self.failure().await);
         }
-        let BlobWriter { sender, task, .. } = self;
+        let BlobWriter {
+            sender,
+            task,
+            client,
+            lease,
+            ..
+        } = self;
         drop(sender);
-        match task {
+        let written = match task {
             Some(task) => match task.await {
-                Ok(result) => result,
-                Err(e) => Err(Error::Protocol(format!("content writer task failed: {e}"))),
+                Ok(result) => result?,
+                Err(e) => return Err(Error::Protocol(format!("content writer task failed: {e}"))),
             },
-            None => Err(Error::Protocol(
-                "containerd closed the content write stream".into(),
-            )),
+            None => {
+                return Err(Error::Protocol(
+                    "containerd closed the content write stream".into(),
+                ));
+            }
+        };
+        if let Written::AlreadyThere = written {
+            // containerd refuses the commit of a blob it has without adding
+            // it to our lease (its metadata store returns before that), so
+            // a blob left unreferenced by an earlier commit (a refused one,
+            // say) would be collected under us before the push: seen in the
+            // end-to-end tests. The lease takes it now, and it must still
+            // be there.
+            client.add_content_to_lease(&lease, digest).await?;
+            if client.content_size(digest).await?.is_none() {
+                return Err(Error::ContentNotFound {
+                    what: "the blob just written",
+                    digest: digest.to_string(),
+                });
+            }
         }
+        Ok(())
     }
 
     /// Gives up on the blob; containerd drops the partial ingest with the lease.
@@ -246,7 +281,7 @@ impl BlobWriter {
         match self.task.take() {
             Some(task) => match task.await {
                 Ok(Err(e)) => e,
-                Ok(Ok(())) => closed(),
+                Ok(Ok(_)) => closed(),
                 Err(e) => Error::Protocol(format!("content writer task failed: {e}")),
             },
             None => closed(),

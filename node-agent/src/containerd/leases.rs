@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::{
-    CreateRequest as CreateLeaseRequest, DeleteRequest as DeleteLeaseRequest,
-    ListRequest as ListLeasesRequest,
+    AddResourceRequest, CreateRequest as CreateLeaseRequest, DeleteRequest as DeleteLeaseRequest,
+    ListRequest as ListLeasesRequest, Resource,
 };
 use containerd_client::tonic::Code;
 
@@ -69,6 +69,21 @@ impl Containerd {
             Err(s) if s.code() == Code::NotFound => Ok(()),
             Err(s) => Err(Error::rpc("delete lease", s)),
         }
+    }
+
+    /// Puts a blob under the lease (it may be there already).
+    pub async fn add_content_to_lease(&self, lease: &Lease, digest: &str) -> Result<(), Error> {
+        LeasesClient::new(self.channel.clone())
+            .add_resource(self.request(AddResourceRequest {
+                id: lease.id.clone(),
+                resource: Some(Resource {
+                    id: digest.to_string(),
+                    r#type: "content".to_string(),
+                }),
+            }))
+            .await
+            .map_err(|s| Error::rpc("add content to lease", s))?;
+        Ok(())
     }
 
     /// The leases that carry the label `key` = `value`.

@@ -3,7 +3,8 @@
 //! API (a token signed with the shared secret, for this node) gets through.
 //!
 //! `POST /v1/preview` answers a `Preview` (200), or: 400 `BAD_USER_INPUT`
-//! (malformed body, bad exclude), 404 `NOT_FOUND` (no such container), 422
+//! (malformed body, bad exclude), 413 `PAYLOAD_TOO_LARGE` (over axum's 2 MB
+//! body limit), 404 `NOT_FOUND` (no such container), 422
 //! `UNSUPPORTED_SNAPSHOTTER` (not one overlay upper directory), 429
 //! `RATE_LIMITED` (more than `PREVIEWS_AT_ONCE` running), 503 `UNAVAILABLE`
 //! (shutting down), 500 `INTERNAL`.
@@ -123,8 +124,20 @@ async fn preview(
 ) -> Response {
     let Json(request) = match request {
         Ok(request) => request,
+        // Too big is 413 (axum's body limit); anything else malformed, 400.
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                rejection.status(),
+                "PAYLOAD_TOO_LARGE",
+                &rejection.body_text(),
+            );
+        }
         Err(rejection) => {
-            return error(rejection.status(), "BAD_USER_INPUT", &rejection.body_text());
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                &rejection.body_text(),
+            );
         }
     };
     tracing::Span::current().record("container_id", request.container_id.as_str());

@@ -498,6 +498,8 @@ pub fn plant_everything(rootfs: &Path, scratch: &Path) -> Planted {
         format!("ls\ncd /srv/app\nexport GITHUB_TOKEN={exported}\ngit push\n").as_bytes(),
     );
     p.secret("/root/.ash_history", "shell-history-secret", Some(3));
+    // The exported value is a GitHub token: that rule finds it too.
+    p.secret("/root/.ash_history", "github-token", Some(3));
 
     // A token that ends two bytes before the cap (a newline follows it).
     let under = p.value(github_token());

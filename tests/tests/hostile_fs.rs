@@ -329,6 +329,75 @@ fn swapped_names_never_leak_host_files_into_images() {
     let _ = std::fs::remove_dir_all(&host_dir);
 }
 
+/// Previews (issue 11) read like commits: a desktop swaps a harmless file
+/// with a symlink to a host file full of tokens while it is previewed, 50
+/// times. No preview may report a finding (every token in the host file
+/// matches a rule), count the host file's bytes or print a token.
+#[test]
+fn previews_of_a_swapping_desktop_never_show_the_host() {
+    let env = TestEnv::get();
+    let namespace = unique("hostile-preview");
+    let ctr = Ctr::new(&env.containerd_socket, &namespace);
+    let busybox = ctr.import_busybox("overlayfs");
+    let host_dir = std::env::temp_dir().join(unique("dcs-host"));
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let mut planted = e2e_tests::secrets::Planted::default();
+    let tokens = e2e_tests::secrets::host_token_file(&host_dir, &mut planted);
+    let program = build_swap_program(&host_dir);
+    let swap_bytes = std::fs::metadata(&program).unwrap().len();
+
+    let harmless = "plain text, nothing to find\n";
+    let script = format!(
+        "mkdir -p /p && printf '{}' > /p/a && ln -s {} /p/b && \
+         while [ ! -e /swap ]; do sleep 0.1; done && exec /swap /p/a /p/b",
+        harmless.replace('\n', "\\n"),
+        tokens.display()
+    );
+    ctr.run_detached("swapper", busybox, "overlayfs", &["sh", "-c", &script]);
+    install_swap(&program, &namespace, "swapper");
+    wait_for_process(&["/swap", "/p/a", "/p/b"]);
+
+    let rounds = 50;
+    let mut succeeded = 0;
+    for round in 0..rounds {
+        let output = e2e_tests::preview_output(&env.containerd_socket, &namespace, "swapper", &[]);
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        planted.assert_absent(
+            "a preview",
+            &(stdout.clone() + &String::from_utf8_lossy(&output.stderr)),
+        );
+        if !output.status.success() {
+            continue;
+        }
+        let preview: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(
+            preview["findings"]["findings"],
+            serde_json::json!([]),
+            "round {round}: the host's file was read"
+        );
+        // Each name is pinned on its own: a swap between the two pins may
+        // show the harmless file twice, never the host's. (The rest of the
+        // change is the swap program itself.)
+        let total = preview["totalBytes"].as_u64().unwrap();
+        assert!(
+            total <= swap_bytes + 2 * harmless.len() as u64,
+            "round {round}: {total} bytes counted"
+        );
+        for file in preview["biggestFiles"].as_array().unwrap() {
+            if file["path"].as_str().unwrap().starts_with("/p/") {
+                assert_eq!(file["bytes"], harmless.len(), "round {round}: {file}");
+            }
+        }
+        succeeded += 1;
+    }
+    eprintln!("hostile previews: {succeeded}/{rounds} succeeded");
+    assert!(
+        succeeded * 100 >= rounds * 95,
+        "only {succeeded} of {rounds} previews succeeded"
+    );
+    let _ = std::fs::remove_dir_all(&host_dir);
+}
+
 /// The agent's open descriptors, sampled until `stop`.
 fn sample_descriptors(pid: u32, stop: Arc<AtomicBool>, max: Arc<AtomicUsize>) {
     while !stop.load(Ordering::Relaxed) {

@@ -27,8 +27,17 @@
 #      every 10 ms during the commit: the pause may add the time to read those again.
 #   6. Peak RSS of a commit of a 5 GB change (5 x case 4's files), zstd: <= 64 MB.
 #
+# Look before you push (issue 11), timed in the same rounds as the commits:
+#   - case 1 with BENCH_BASELINE_BIN: the agent built without the secret scan, beside
+#     ours; the scan may add at most 15% to the 200 MB commit (zstd and gzip);
+#   - case 2: `dcs-agent preview` of the one-line change on the big base: <= 100 ms;
+#   - case 4: `dcs-agent preview` of the 1 GB change: at least 2x faster than committing
+#     it (zstd).
+#
 # Environment:
 #   DCS_AGENT_BIN       use this binary instead of `cargo build --release -p node-agent`
+#   BENCH_BASELINE_BIN  another agent binary (e.g. main before a change, built in a worktree
+#                       of its own with its own target directory) timed beside ours in case 1
 #   BENCH_RUNS          timed runs of multi-second measurements (default 3)
 #   BENCH_FAST_RUNS     timed runs of sub-second measurements (default 5)
 #   BENCH_CASES         cases to run (default "1 2 3 4 5 6"); a quiet window is at most
@@ -175,17 +184,33 @@ forget_top_layer() { # REPO TAG
 # agent CONTAINER TARGET COMPRESSION: one commit; JSON in $WORK/out.json;
 # prints "wall durationMs diffMs pushMs pausedMs bytesUploaded layerSize prepareMs
 # maxRssKB deltaUncompressed" (prepareMs and deltaUncompressed 0 from agents without them)
-agent() {
-    local t0 t1
+agent() { agent_with "$AGENT" "$@"; }
+
+# agent_with BINARY CONTAINER TARGET COMPRESSION: the same with another agent binary
+agent_with() {
+    local t0 t1 bin=$1
+    shift
     t0=$EPOCHREALTIME
     /usr/bin/time -f '%M' -o "$WORK/rss.txt" \
-        "$AGENT" commit --containerd-socket "$DCS_CONTAINERD_SOCKET" --namespace "$NS" \
+        "$bin" commit --containerd-socket "$DCS_CONTAINERD_SOCKET" --namespace "$NS" \
         --container "$1" --target "$2" --insecure-registry "$REG" --compression "$3" \
         --state-dir "$STATE" >"$WORK/out.json" || die "dcs-agent commit $1 -> $2 failed"
     t1=$EPOCHREALTIME
     printf '%s %s %s %s\n' "$(elapsed "$t0" "$t1")" \
         "$(jq -r '"\(.durationMs) \(.diffMs) \(.pushMs) \(.pausedMs) \(.push.bytesUploaded) \(.layer.size) \(.prepareMs // 0)"' "$WORK/out.json")" \
         "$(tail -n 1 "$WORK/rss.txt")" "$(jq -r '.deltaLayer.uncompressedSize // 0' "$WORK/out.json")"
+}
+
+# agent_preview CONTAINER: one `dcs-agent preview` (the whole process, as a caller
+# sees it); prints "wall files totalBytes findings"
+agent_preview() {
+    local t0 t1
+    t0=$EPOCHREALTIME
+    "$AGENT" preview --containerd-socket "$DCS_CONTAINERD_SOCKET" --namespace "$NS" \
+        --container "$1" >"$WORK/preview.json" || die "dcs-agent preview $1 failed"
+    t1=$EPOCHREALTIME
+    printf '%s %s\n' "$(elapsed "$t0" "$t1")" \
+        "$(jq -r '"\(.files) \(.totalBytes) \(.findings.findings | length)"' "$WORK/preview.json")"
 }
 
 # upper_dir CONTAINER: the host path of the container's overlay upper directory
@@ -217,9 +242,10 @@ diff_service() {
     printf '%s %s\n' "$(elapsed "$t0" "$t1")" "$size"
 }
 
-# A measurement spec is "SERIES|diff|CONTAINER", "SERIES|floor|CONTAINER|COMPRESSOR" or
-# "SERIES|agent|CONTAINER|TARGET|COMPRESSION[|forget]" (forget: unlink the new layer from
-# the target repository first, so that the push uploads it).
+# A measurement spec is "SERIES|diff|CONTAINER", "SERIES|floor|CONTAINER|COMPRESSOR",
+# "SERIES|preview|CONTAINER" or "SERIES|agent|CONTAINER|TARGET|COMPRESSION[|forget]"
+# (forget: unlink the new layer from the target repository first, so that the push
+# uploads it); "baseline" instead of "agent" runs BENCH_BASELINE_BIN.
 # interleave N WARMUP SPEC...: (one warm-up round if WARMUP is 1, then) N rounds, each
 # running every spec once in turn, so that background load hits all of them alike.
 # Timed lines are appended to SERIES; the warm-up's JSON goes to SERIES.json.
@@ -238,13 +264,21 @@ interleave() {
                 # shellcheck disable=SC2086 # the compressor's words
                 line=$(floor "$container" $target)
                 label="floor ($target), $container"
+            elif [[ $kind == preview ]]; then
+                line=$(agent_preview "$container")
+                label="preview, $container"
             else
                 if [[ -n $forget ]]; then
                     repo=${target#*/}
                     forget_top_layer "${repo%:*}" "${target##*:}"
                 fi
-                line=$(agent "$container" "$target" "$compression")
-                label="ours $compression, $container"
+                if [[ $kind == baseline ]]; then
+                    line=$(agent_with "$BASELINE" "$container" "$target" "$compression")
+                    label="baseline $compression, $container"
+                else
+                    line=$(agent "$container" "$target" "$compression")
+                    label="ours $compression, $container"
+                fi
                 [[ $i -eq 0 ]] && cp "$WORK/out.json" "$series.json"
             fi
             if [[ $i -eq 0 ]]; then
@@ -357,6 +391,11 @@ else
 fi
 [[ -x $AGENT ]] || die "no agent binary at $AGENT"
 log "agent: $AGENT ($(stat -c %y "$AGENT" | cut -d. -f1)); $(nproc) CPUs"
+BASELINE=${BENCH_BASELINE_BIN:-}
+if [[ -n $BASELINE ]]; then
+    [[ -x $BASELINE ]] || die "no baseline agent binary at $BASELINE"
+    log "baseline agent: $BASELINE ($(stat -c %y "$BASELINE" | cut -d. -f1))"
+fi
 
 for c in "${CONTAINERS[@]}"; do remove_container "$c"; done
 
@@ -381,9 +420,16 @@ case1() {
     : >"$WORK/c1-diff"
     : >"$WORK/c1-zstd"
     : >"$WORK/c1-gzip"
-    interleave "$RUNS" 1 "$WORK/c1-diff|diff|bench-c1" \
-        "$WORK/c1-zstd|agent|bench-c1|$REG/bench/c1:zstd|zstd|forget" \
-        "$WORK/c1-gzip|agent|bench-c1|$REG/bench/c1:gzip|gzip|forget"
+    local specs=("$WORK/c1-diff|diff|bench-c1"
+        "$WORK/c1-zstd|agent|bench-c1|$REG/bench/c1:zstd|zstd|forget"
+        "$WORK/c1-gzip|agent|bench-c1|$REG/bench/c1:gzip|gzip|forget")
+    if [[ -n $BASELINE ]]; then
+        : >"$WORK/c1-zstd-base"
+        : >"$WORK/c1-gzip-base"
+        specs+=("$WORK/c1-zstd-base|baseline|bench-c1|$REG/bench/c1:zstd|zstd|forget"
+            "$WORK/c1-gzip-base|baseline|bench-c1|$REG/bench/c1:gzip|gzip|forget")
+    fi
+    interleave "$RUNS" 1 "${specs[@]}"
     TEMP_IMAGES+=("$REG/bench/c1:zstd" "$REG/bench/c1:gzip")
 
     local d z g
@@ -408,6 +454,18 @@ case1() {
         "$(jq -r .layer.digest "$WORK/c1-gzip.json" | cut -c1-19)"
     row "1. 200 MB change, zstd" "${z} s" "${d} s" "${rz}x" ">= 5x" "$(ge "$rz" 5 && echo 1)"
     row "1. 200 MB change, gzip" "${g} s" "${d} s" "${rg}x" ">= 2.5x" "$(ge "$rg" 2.5 && echo 1)"
+    if [[ -n $BASELINE ]]; then
+        local c ours base r
+        echo "  with and without the secret scan (BENCH_BASELINE_BIN), the same rounds:"
+        for c in zstd gzip; do
+            ours=$(col_median "$WORK/c1-$c" 1)
+            base=$(col_median "$WORK/c1-$c-base" 1)
+            r=$(ratio2 "$ours" "$base")
+            detail "baseline $c (incl. push)" "$WORK/c1-$c-base"
+            printf '  %s: ours %s s, baseline %s s, ratio %s (target <= 1.15)\n' "$c" "$ours" "$base" "$r"
+            row "1. scan overhead, $c" "${ours} s" "base ${base} s" "${r}x" "<= 1.15x" "$(le "$r" 1.15 && echo 1)"
+        done
+    fi
     remove_container bench-c1
 }
 
@@ -444,11 +502,12 @@ case2() {
 
     local big="$WORK/c2-big|agent|bench-big|$REG/bench/big-child:1|gzip"
     local tiny="$WORK/c2-tiny|agent|bench-tiny|$REG/bench/tiny-child:1|gzip"
+    local look="$WORK/c2-preview|preview|bench-big"
     local f
-    for f in c2-big c2-tiny c2-diff-big c2-diff-tiny; do : >"$WORK/$f"; done
-    interleave "$RUNS" 1 "$big" "$tiny" "$WORK/c2-diff-big|diff|bench-big" "$WORK/c2-diff-tiny|diff|bench-tiny"
+    for f in c2-big c2-tiny c2-diff-big c2-diff-tiny c2-preview; do : >"$WORK/$f"; done
+    interleave "$RUNS" 1 "$big" "$tiny" "$look" "$WORK/c2-diff-big|diff|bench-big" "$WORK/c2-diff-tiny|diff|bench-tiny"
     # more runs of ours (sub-second, so noisier)
-    if ((FAST_RUNS > RUNS)); then interleave $((FAST_RUNS - RUNS)) 0 "$big" "$tiny"; fi
+    if ((FAST_RUNS > RUNS)); then interleave $((FAST_RUNS - RUNS)) 0 "$big" "$tiny" "$look"; fi
 
     local ob ot db dt r flat
     ob=$(col_median "$WORK/c2-big" 1)
@@ -468,6 +527,11 @@ case2() {
     row "2. 1-line change, ${BIG_MB} MB base" "${ob} s" "${db} s" "${r}x" "<= 0.3 s" "$(le "$ob" 0.3 && echo 1)"
     row "2. 1-line change vs Diff service" "${ob} s" "${db} s" "${r}x" ">= 20x" "$(ge "$r" 20 && echo 1)"
     row "2. 1-line change, big/tiny base" "${ob} s" "tiny ${ot} s" "$flat" "<= 1.25" "$(le "$flat" 1.25 && echo 1)"
+    local pv
+    pv=$(col_median "$WORK/c2-preview" 1)
+    printf '  preview of the one-line change on the %s MB base: %s s (files, bytes, findings: %s)\n' \
+        "$BIG_MB" "$pv" "$(tail -n 1 "$WORK/c2-preview" | cut -d" " -f2-)"
+    row "2. preview, 1-line change, big base" "${pv} s" "-" "-" "<= 0.1 s" "$(le "$pv" 0.1 && echo 1)"
     remove_container bench-big
     remove_container bench-tiny
 }
@@ -599,17 +663,25 @@ files_report() {
         row "${label:0:7} $c end to end" "${wall} s" "floor ${f} s" "${r}x" "<= 1.5x" "$(le "$r" 1.5 && echo 1)"
         row "${label:0:7} $c peak RSS" "$(printf '%.1f' "$rss") MB" "-" "-" "<= 64 MB" "$(le "$rss" 64 && echo 1)"
     done
+    local pv cz rp
+    pv=$(col_median "$p-preview" 1)
+    cz=$(col_median "$p-zstd" 1)
+    rp=$(ratio "$cz" "$pv")
+    printf '  preview %6.3f s (files, bytes, findings: %s): %sx faster than the zstd commit\n' \
+        "$pv" "$(tail -n 1 "$p-preview" | cut -d" " -f2-)" "$rp"
+    row "${label:0:7} preview vs zstd commit" "${pv} s" "commit ${cz} s" "${rp}x" ">= 2x" "$(ge "$rp" 2 && echo 1)"
 }
 
 # files_case PREFIX CONTAINER: floors and ours, round-robin
 files_case() {
     local p=$1 id=$2 f
-    for f in floor-zstd floor-pigz zstd gzip; do : >"$p-$f"; done
+    for f in floor-zstd floor-pigz zstd gzip preview; do : >"$p-$f"; done
     TEMP_IMAGES+=("$REG/bench/c4:zstd" "$REG/bench/c4:gzip")
     interleave "$RUNS" 1 "$p-floor-zstd|floor|$id|zstd -T0 -1" \
         "$p-floor-pigz|floor|$id|pigz -1" \
         "$p-zstd|agent|$id|$REG/bench/c4:zstd|zstd|forget" \
-        "$p-gzip|agent|$id|$REG/bench/c4:gzip|gzip|forget"
+        "$p-gzip|agent|$id|$REG/bench/c4:gzip|gzip|forget" \
+        "$p-preview|preview|$id"
 }
 
 case4() {

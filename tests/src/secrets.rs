@@ -530,7 +530,7 @@ pub fn plant_everything(rootfs: &Path, scratch: &Path) -> Planted {
     std::fs::create_dir_all(&fifo_dir).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &fifo_dir.join("credentials"),
+        fifo_dir.join("credentials"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o600),
         0,

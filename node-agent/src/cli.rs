@@ -517,3 +517,63 @@ fn to_json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledgements_are_rule_and_absolute_path() {
+        let ack = parse_acknowledgement("netrc-file:/root/.netrc").unwrap();
+        assert_eq!(
+            (ack.rule.as_str(), ack.path.as_str()),
+            ("netrc-file", "/root/.netrc")
+        );
+        // Only the first colon splits: paths may hold more.
+        let ack = parse_acknowledgement("jwt:/srv/a:b").unwrap();
+        assert_eq!(ack.path, "/srv/a:b");
+        for bad in [
+            "",
+            "netrc-file",
+            ":/root/.netrc",
+            "netrc-file:root/.netrc",
+            "netrc-file:",
+        ] {
+            assert!(parse_acknowledgement(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn commit_takes_repeated_acknowledgements() {
+        let cli = Cli::try_parse_from([
+            "dcs-agent",
+            "commit",
+            "--container",
+            "c",
+            "--target",
+            "r.example/a:b",
+            "--acknowledge",
+            "netrc-file:/root/.netrc",
+            "--acknowledge",
+            "jwt:/srv/x",
+        ])
+        .unwrap();
+        let Command::Commit(args) = cli.command else {
+            panic!("not a commit");
+        };
+        assert_eq!(args.acknowledged.len(), 2);
+        assert!(
+            Cli::try_parse_from([
+                "dcs-agent",
+                "commit",
+                "--container",
+                "c",
+                "--target",
+                "r.example/a:b",
+                "--acknowledge",
+                "no-path",
+            ])
+            .is_err()
+        );
+    }
+}

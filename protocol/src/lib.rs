@@ -45,7 +45,11 @@ pub mod api_paths {
 /// HTTP paths of an agent that the API calls.
 pub mod agent_paths {
     pub const JOBS: &str = "/v1/jobs";
-    /// `POST` a `PreviewRequest`, answered with a `Preview`.
+    /// `POST` a `PreviewRequest`, answered with a `Preview`; refusals are
+    /// JSON `{code, message}`: 400 `BAD_USER_INPUT`, 404 `NOT_FOUND`, 413
+    /// `PAYLOAD_TOO_LARGE`, 422 `UNSUPPORTED_SNAPSHOTTER` (not on the
+    /// overlay snapshotter), 429 `RATE_LIMITED` (two already run), 503
+    /// `UNAVAILABLE` (shutting down).
     pub const PREVIEW: &str = "/v1/preview";
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";

@@ -277,11 +277,11 @@ pub fn main() -> ExitCode {
 fn start(cli: Cli) -> anyhow::Result<()> {
     // Before any TLS client is built, the trace exporter's included.
     install_crypto_provider();
-    // Traces of the service and of a commit; the listing and the probe
-    // have nothing worth a trace.
+    // Traces of the service and of a commit; the listing, the probe and
+    // the one-shot preview have nothing worth a trace.
     let traces_url = match cli.command {
         Command::Serve(_) | Command::Commit(_) => cli.traces.traces_url()?,
-        Command::Containers { .. } | Command::Probe(_) => None,
+        Command::Containers { .. } | Command::Probe(_) | Command::Preview(_) => None,
     };
     telemetry::init(cli.log_format, "warn", traces_url.as_deref(), SERVICE)?;
     // One-shot commands run on one thread: the layer pipeline has its own

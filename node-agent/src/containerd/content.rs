@@ -32,6 +32,7 @@ pub struct BlobWriter {
 }
 
 /// How a write stream ended well.
+#[derive(Debug)]
 enum Written {
     New,
     /// containerd had the blob already (same digest, same bytes).

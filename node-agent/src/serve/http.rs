@@ -47,7 +47,7 @@ pub(super) struct AppState {
 /// changes with reads of up to 1 MiB per text file, on the node's disks
 /// and cores that the commits and the desktops need too. More are refused
 /// (429) rather than queued: a speaker asking again sees fresh results.
-pub const PREVIEWS_AT_ONCE: usize = 2;
+pub(super) const PREVIEWS_AT_ONCE: usize = 2;
 
 /// A preview names at most this many excludes of at most this many bytes
 /// each (the API's own limits on a snapshot's excludes).

@@ -5,6 +5,7 @@
 
 pub mod changes;
 pub mod compression;
+pub mod excludes;
 pub mod findings;
 pub mod messages;
 pub mod reference;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
@@ -95,12 +95,17 @@ fn same_node(agent: &AgentNode, node: &str) -> ApiResult<()> {
 
 /// The agents' endpoints. Unknown service-account tokens are limited by
 /// the `ReviewLimiter` in the requests' extensions (see `http::router`).
-pub fn router() -> Router<AppState> {
+/// Job events may be up to `max_event_body_bytes` (a final event carries
+/// the scan report); the other bodies keep the router's limit.
+pub fn router(max_event_body_bytes: usize) -> Router<AppState> {
     Router::new()
         .route(api_paths::REGISTER, post(register))
         .route(api_paths::HEARTBEAT, post(heartbeat))
         .route(api_paths::INVENTORY, post(inventory))
-        .route(api_paths::EVENTS, post(event))
+        .route(
+            api_paths::EVENTS,
+            post(event).layer(DefaultBodyLimit::max(max_event_body_bytes)),
+        )
 }
 
 async fn register(

@@ -205,6 +205,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })
         .agent_timeout(Duration::from_secs(args.agent_timeout_seconds))
         .agent_call_token_file(args.agent_call_token_file.clone())
+        .preview_limits(crate::agents::PreviewLimits {
+            timeout: Duration::from_secs(args.preview_timeout_seconds.max(1)),
+            max_answer_bytes: args.max_preview_answer_bytes,
+            max_waiting: args.max_previews,
+        })
         .webhooks(webhooks)
         .kubernetes(kubernetes)
         .persisted_queries(persisted_queries)
@@ -242,6 +247,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let limits = crate::http::HttpLimits {
         max_body_bytes: args.max_body_bytes,
+        max_event_body_bytes: args.max_event_body_bytes,
         request_timeout,
         max_concurrent_requests: args.max_concurrent_requests,
         ws: crate::http::WsLimits {

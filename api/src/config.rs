@@ -135,6 +135,36 @@ pub struct ServeArgs {
         global = true
     )]
     pub max_body_bytes: usize,
+    /// Largest body of an agent's job event (bytes): a final event carries
+    /// the scan report, up to a thousand findings with their paths.
+    #[arg(
+        long,
+        env = "DCS_API_MAX_EVENT_BODY_BYTES",
+        default_value_t = 32 * 1024 * 1024,
+        global = true
+    )]
+    pub max_event_body_bytes: usize,
+    /// How long `previewSnapshot` waits for the agent, which walks the
+    /// desktop's whole change (the request's deadline grows to this).
+    #[arg(
+        long,
+        env = "DCS_API_PREVIEW_TIMEOUT_SECONDS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub preview_timeout_seconds: u64,
+    /// Largest preview answer read from an agent (bytes).
+    #[arg(
+        long,
+        env = "DCS_API_MAX_PREVIEW_ANSWER_BYTES",
+        default_value_t = 32 * 1024 * 1024,
+        global = true
+    )]
+    pub max_preview_answer_bytes: usize,
+    /// Previews this process waits for at once; more are refused with
+    /// `RATE_LIMITED`.
+    #[arg(long, env = "DCS_API_MAX_PREVIEWS", default_value_t = 8, global = true)]
+    pub max_previews: usize,
     /// A request's work stops after this many seconds (GraphQL queries and
     /// mutations, and the database statements they started).
     #[arg(

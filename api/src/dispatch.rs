@@ -24,6 +24,7 @@ use tracing::Instrument as _;
 
 use crate::service::agent_calls::cancel_on_agent;
 use crate::service::agent_events::fail_snapshots;
+use crate::service::findings;
 use crate::service::nodes;
 use crate::service::snapshots::JobOptions;
 use crate::service::transitions::{self, Expected};
@@ -140,6 +141,14 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
             return false;
         }
     };
+    // Stored apart from the row (see `snapshot_findings`).
+    let acknowledged_findings = match findings::acknowledgements(&state.db, job.id).await {
+        Ok(acks) => acks,
+        Err(e) => {
+            tracing::warn!(error = ?e, "reading the acknowledgements failed");
+            return false;
+        }
+    };
     let request = JobRequest {
         snapshot_id: job.id,
         container_id: job.container_id.clone(),
@@ -150,7 +159,7 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
         changes: options.changes,
         message: job.message.clone(),
         last_event_seq: job.last_event_seq.max(0) as u64,
-        acknowledged_findings: Vec::new(),
+        acknowledged_findings,
         traceparent: trace_context::current_traceparent(),
     };
     let response = state.agents.send_job(&node.name, &node.url, &request).await;

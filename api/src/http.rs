@@ -38,15 +38,18 @@ pub use self::ws::WsLimits;
 use crate::auth::review_limit::ReviewLimiter;
 use crate::errors::Code;
 use crate::graphql::ApiSchema;
-use crate::graphql::context::Caller;
+use crate::graphql::context::{Caller, RequestDeadline};
 use crate::persisted::{Admitted, Refusal};
 use crate::state::AppState;
 
 /// What one request may cost.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
-    /// Largest request body on any endpoint.
+    /// Largest request body on any endpoint but the agents' events.
     pub max_body_bytes: usize,
+    /// Largest body of an agent's job event: a final event carries the
+    /// scan report, up to a thousand findings with their paths.
+    pub max_event_body_bytes: usize,
     /// A GraphQL request's work is dropped after this long.
     pub request_timeout: Duration,
     /// GraphQL queries and mutations executed at once; more wait for a
@@ -61,6 +64,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            max_event_body_bytes: 32 * 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             max_concurrent_requests: 32,
             ws: WsLimits::default(),
@@ -121,7 +125,7 @@ pub fn router_with(
         router = router.route("/metrics", get(metrics));
     }
     router
-        .merge(crate::agent_api::router().with_state(state.app.clone()))
+        .merge(crate::agent_api::router(limits.max_event_body_bytes).with_state(state.app.clone()))
         .merge(crate::console::router())
         .fallback(limits::not_found)
         .method_not_allowed_fallback(limits::method_not_allowed)
@@ -130,7 +134,10 @@ pub fn router_with(
         // For the `Json` extractors (agent endpoints) of chunked bodies.
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
-            limits.max_body_bytes,
+            limits::BodyLimits {
+                default: limits.max_body_bytes,
+                agent_events: limits.max_event_body_bytes,
+            },
             limits::refuse_large_bodies,
         ))
         .layer(TraceLayer::new_for_http())
@@ -144,7 +151,7 @@ pub fn metrics_router(app: AppState, max_body_bytes: usize) -> Router {
         .route("/metrics", get(metrics_only))
         .fallback(limits::not_found)
         .layer(axum::middleware::from_fn_with_state(
-            max_body_bytes,
+            limits::BodyLimits::uniform(max_body_bytes),
             limits::refuse_large_bodies,
         ))
         .with_state(app)
@@ -244,7 +251,8 @@ async fn run(
     // Dropped when this handler ends, however it ends: at the deadline,
     // or when hyper drops it because the client went away.
     let _guard = scope.guard();
-    let deadline = state.limits.request_timeout;
+    let started = tokio::time::Instant::now();
+    let deadline = RequestDeadline::after(state.limits.request_timeout);
     let span = request_span::start();
     let execute = async {
         // Only requests that use the protocol pay for the conversion.
@@ -269,6 +277,7 @@ async fn run(
             ));
         }
         request.data = data::request_data(&state.app, caller, &scope);
+        request.data.insert(deadline.clone());
         // Never closed, so the permit is always granted in the end.
         let _turn = state.turns.acquire().await;
         request_span::name_after_operation(&mut request);
@@ -279,16 +288,24 @@ async fn run(
         Ok::<_, Response>(response)
     }
     .instrument(span.clone());
-    let mut response = match tokio::time::timeout(deadline, execute).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(refused)) => {
+    let outcome = tokio::select! {
+        response = execute => Some(response),
+        () = deadline.passed() => None,
+    };
+    let mut response = match outcome {
+        Some(Ok(response)) => response,
+        Some(Err(refused)) => {
             span.in_scope(request_span::failed);
             return refused;
         }
-        Err(_) => {
+        None => {
             span.in_scope(request_span::failed);
+            // Whole milliseconds: the deadline was set a moment after `started`.
+            let allowed = Duration::from_millis(
+                deadline.at().saturating_duration_since(started).as_millis() as u64,
+            );
             tracing::warn!(
-                deadline_ms = deadline.as_millis() as u64,
+                deadline_ms = allowed.as_millis() as u64,
                 "GraphQL request stopped at its deadline"
             );
             return refuse(
@@ -296,7 +313,7 @@ async fn run(
                 Code::Timeout,
                 &format!(
                     "the request took longer than its deadline ({} s) and was stopped",
-                    deadline.as_secs_f64()
+                    allowed.as_secs_f64()
                 ),
             );
         }

@@ -10,7 +10,7 @@ use dcs_protocol::token::SharedSecret;
 use sea_orm::DatabaseConnection;
 use tokio::sync::Notify;
 
-use crate::agents::AgentClient;
+use crate::agents::{AgentClient, PreviewLimits};
 use crate::auth::JwtVerifier;
 use crate::auth::policy::Policy;
 use crate::bus::Bus;
@@ -31,6 +31,7 @@ pub struct StateBuilder {
     policy: Policy,
     agent_timeout: Duration,
     agent_call_token_file: Option<PathBuf>,
+    preview_limits: PreviewLimits,
     webhooks: Option<WebhookSettings>,
     kubernetes: Option<Kubernetes>,
     persisted_queries: persisted::Settings,
@@ -46,6 +47,7 @@ impl StateBuilder {
             // The defaults of `ServeArgs`.
             agent_timeout: Duration::from_secs(20),
             agent_call_token_file: None,
+            preview_limits: PreviewLimits::default(),
             webhooks: None,
             kubernetes: None,
             persisted_queries: persisted::Settings::default(),
@@ -64,6 +66,11 @@ impl StateBuilder {
 
     pub fn agent_call_token_file(mut self, file: Option<PathBuf>) -> Self {
         self.agent_call_token_file = file;
+        self
+    }
+
+    pub fn preview_limits(mut self, limits: PreviewLimits) -> Self {
+        self.preview_limits = limits;
         self
     }
 
@@ -95,8 +102,12 @@ impl StateBuilder {
             )
             .context("building the webhook client")?,
         };
-        let agents = AgentClient::new(self.agent_secret.clone(), self.agent_call_token_file)
-            .context("building the agent client")?;
+        let agents = AgentClient::new(
+            self.agent_secret.clone(),
+            self.agent_call_token_file,
+            self.preview_limits,
+        )
+        .context("building the agent client")?;
         let metrics = Metrics::new();
         let persisted = PersistedQueries::new(
             self.db.clone(),

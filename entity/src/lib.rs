@@ -10,6 +10,8 @@
 //! | `Json` | `json` | TEXT |
 //! | `i64` / `i32` | `bigint` / `integer` | INTEGER |
 //! | [`SnapshotStatus`], [`NodeState`], [`PersistedQueryKind`] | `text` | TEXT |
+//!
+//! `snapshot_findings` maps the scan columns of `snapshots` (see there).
 
 pub mod audit_log;
 pub mod container;
@@ -19,6 +21,7 @@ pub mod persisted_query;
 pub mod prelude;
 pub mod snapshot;
 pub mod snapshot_event;
+pub mod snapshot_findings;
 pub mod webhook_attempt;
 pub mod webhook_delivery;
 pub mod webhook_endpoint;

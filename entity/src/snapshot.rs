@@ -90,6 +90,12 @@ pub struct Model {
     /// trace.
     #[sea_orm(column_type = "Text", nullable)]
     pub trace_parent: Option<String>,
+    /// How many findings the agent's scan report lists (null: no report
+    /// reached the API). The report itself is read through
+    /// `snapshot_findings`, never with the row.
+    pub finding_count: Option<i32>,
+    /// How many of them are `SECRET`s.
+    pub secret_finding_count: Option<i32>,
 }
 
 /// Where a snapshot is in its life. Stored as the upper-case text of each

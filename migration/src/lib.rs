@@ -26,6 +26,7 @@ mod m20261202_000004_add_prepare_ms;
 mod m20261203_000001_add_trace_parents;
 mod m20261203_000001_create_persisted_queries;
 mod m20261204_000001_webhook_outbox_notify;
+mod m20261204_000002_add_snapshot_findings;
 
 /// The name of the partial unique index on `snapshots (node, container_id)`
 /// over the in-flight statuses.
@@ -61,6 +62,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_create_persisted_queries::Migration),
             Box::new(m20261203_000001_add_trace_parents::Migration),
             Box::new(m20261204_000001_webhook_outbox_notify::Migration),
+            Box::new(m20261204_000002_add_snapshot_findings::Migration),
         ]
     }
 }

@@ -15,6 +15,14 @@ pub fn list_complexity(first: i32, child_complexity: usize) -> usize {
         .min(MAX_FIELD_COMPLEXITY)
 }
 
+/// A list read whole with its parent (a report's findings): its elements
+/// cost no query of their own, only their bytes, so ten count as one. A
+/// whole report (1,000 findings of four fields) counts 400; a page of
+/// snapshots each asking for one is still refused.
+pub fn held_list_complexity(first: i32, child_complexity: usize) -> usize {
+    list_complexity(first, child_complexity).div_ceil(10)
+}
+
 /// A list without `first` (webhook endpoints) counts as this many
 /// elements: a guess at a big workshop, so that aliasing it adds up too.
 const UNPAGED_LIST_LENGTH: i32 = 50;
@@ -42,5 +50,8 @@ mod tests {
         // `first` beyond the maximum counts as the maximum.
         assert_eq!(list_complexity(i32::MAX, 1), 1_000);
         assert_eq!(list_complexity(1_000, usize::MAX), MAX_FIELD_COMPLEXITY);
+        assert_eq!(held_list_complexity(1_000, 4), 400);
+        assert_eq!(held_list_complexity(1, 1), 1);
+        assert_eq!(held_list_complexity(-5, 10), 0);
     }
 }

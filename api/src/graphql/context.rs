@@ -1,6 +1,10 @@
 //! What resolvers read from the request context.
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use async_graphql::Context;
+use tokio::time::Instant;
 
 use crate::auth::Principal;
 use crate::errors::ApiError;
@@ -15,6 +19,48 @@ pub enum Caller {
     /// A token was presented and refused: why.
     Refused(String),
     Anonymous,
+}
+
+/// When a GraphQL request over HTTP is stopped, put into its context by
+/// the HTTP layer. The same for almost every field; a resolver that waits
+/// on an agent (`previewSnapshot`, whose agent walks a whole desktop) may
+/// move it later, by a bound of its own.
+#[derive(Debug, Clone)]
+pub struct RequestDeadline(Arc<Mutex<Instant>>);
+
+impl RequestDeadline {
+    pub fn after(budget: Duration) -> Self {
+        Self(Arc::new(Mutex::new(Instant::now() + budget)))
+    }
+
+    pub fn at(&self) -> Instant {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives the request at least `budget` from now; never earlier.
+    pub fn extend(&self, budget: Duration) {
+        let mut at = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *at = (*at).max(Instant::now() + budget);
+    }
+
+    /// Resolves once the deadline has passed, following any extension.
+    pub async fn passed(&self) {
+        loop {
+            let at = self.at();
+            tokio::time::sleep_until(at).await;
+            if self.at() <= Instant::now() {
+                return;
+            }
+        }
+    }
+}
+
+/// Gives the request at least `budget` from now, when it has a deadline
+/// (GraphQL over WebSocket has none: its operations end with the socket).
+pub fn extend_deadline(ctx: &Context<'_>, budget: Duration) {
+    if let Some(deadline) = ctx.data_opt::<RequestDeadline>() {
+        deadline.extend(budget);
+    }
 }
 
 /// The authenticated caller, or `UNAUTHENTICATED`.
@@ -99,5 +145,26 @@ mod tests {
 
         let found = schema.execute(async_graphql::Request::new("{ needsLoader }").data(7u32));
         assert_eq!(found.await.data.to_string(), "{needsLoader: 7}");
+    }
+
+    #[tokio::test]
+    async fn a_deadline_moves_only_later_and_passes_at_its_last_value() {
+        let ms = Duration::from_millis;
+        let started = Instant::now();
+        let deadline = RequestDeadline::after(ms(200));
+        let first = deadline.at();
+        deadline.extend(ms(10));
+        assert_eq!(deadline.at(), first, "never earlier");
+        let waiter = tokio::spawn({
+            let deadline = deadline.clone();
+            async move { deadline.passed().await }
+        });
+        tokio::time::sleep(ms(100)).await;
+        // Moved while someone waits for the old value.
+        deadline.extend(ms(400));
+        waiter.await.unwrap();
+        let waited = started.elapsed();
+        assert!(waited >= ms(500), "passed after {waited:?}");
+        assert!(waited < ms(3000), "passed after {waited:?}");
     }
 }

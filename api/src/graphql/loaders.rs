@@ -2,14 +2,16 @@
 //! parents or children costs one query per level, not one per row.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
+use dcs_protocol::ScanReport;
 use entity::{snapshot, webhook_attempt};
 use uuid::Uuid;
 
 use crate::errors::ApiError;
 use crate::service::containers::{self, ContainerKey};
-use crate::service::snapshots;
+use crate::service::{findings, snapshots};
 use crate::state::AppState;
 
 /// The loaders as requests hold them (cached per request).
@@ -17,6 +19,7 @@ pub type SnapshotsById = DataLoader<SnapshotLoader, HashMapCache>;
 pub type ChildrenById = DataLoader<ChildrenLoader, HashMapCache>;
 pub type LastSnapshotByContainer = DataLoader<LastSnapshotLoader, HashMapCache>;
 pub type AttemptsByDelivery = DataLoader<AttemptsLoader, HashMapCache>;
+pub type ReportsById = DataLoader<ReportLoader, HashMapCache>;
 
 #[derive(Debug)]
 pub struct SnapshotLoader(pub AppState);
@@ -69,6 +72,24 @@ impl Loader<Uuid> for AttemptsLoader {
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
         crate::webhooks::endpoints::attempts_of(&self.0, keys).await
+    }
+}
+
+/// Scan reports by snapshot id (only snapshots that have one): a page's
+/// reports in one query, and only when a report's list is asked for.
+#[derive(Debug)]
+pub struct ReportLoader(pub AppState);
+
+impl Loader<Uuid> for ReportLoader {
+    type Value = Arc<ScanReport>;
+    type Error = ApiError;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        Ok(findings::reports(&self.0, keys)
+            .await?
+            .into_iter()
+            .map(|(id, report)| (id, Arc::new(report)))
+            .collect())
     }
 }
 

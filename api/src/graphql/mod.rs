@@ -4,11 +4,13 @@
 pub mod complexity;
 pub mod connections;
 pub mod context;
+pub mod findings;
 pub mod ids;
 pub mod int64;
 pub mod loaders;
 pub mod mutation;
 pub mod persisted_queries;
+pub mod previews;
 pub mod query;
 pub mod schema;
 pub mod subscription;

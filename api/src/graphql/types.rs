@@ -5,12 +5,14 @@ use chrono::{DateTime, Utc};
 use entity::{container, node, snapshot};
 
 use super::context::{loader, principal, state};
+use super::findings::FindingReport;
 use super::int64::Int64;
 use super::loaders::{
     AncestorsOf, ChildrenById, DescendantsOf, LastSnapshotByContainer, LineageKey, SnapshotsById,
 };
 use crate::auth::Role;
 use crate::auth::policy::Quotas;
+use crate::service::findings::Counts;
 use crate::service::quotas;
 use crate::service::snapshots::{self, JobOptions};
 
@@ -348,7 +350,21 @@ impl Snapshot {
     async fn duration_ms(&self) -> Option<Int64> {
         self.0.duration_ms.map(Int64)
     }
-    /// A stable code when the snapshot failed (`DISK_FULL`, `REGISTRY_AUTH`, ...).
+    /// What the secret scan found in the snapshot's change (null until an
+    /// agent reports a scan: a pushed snapshot keeps its findings, one
+    /// refused with `SECRETS_FOUND` lists what blocked it).
+    #[graphql(complexity = "10 + child_complexity")]
+    async fn findings(&self) -> Option<FindingReport> {
+        let findings = self.0.finding_count?;
+        let counts = Counts {
+            findings,
+            secrets: self.0.secret_finding_count.unwrap_or(0),
+        };
+        Some(FindingReport::stored(self.0.id, counts))
+    }
+    /// A stable code when the snapshot failed (`DISK_FULL`, `REGISTRY_AUTH`,
+    /// `SECRETS_FOUND`: the scan found secrets that were neither
+    /// acknowledged nor excluded, and nothing was pushed; ...).
     async fn failure_code(&self) -> Option<&str> {
         self.0.failure_code.as_deref()
     }

@@ -11,7 +11,7 @@ use super::scope::TaskScope;
 use crate::graphql::context::Caller;
 use crate::graphql::loaders::{
     AncestorLoader, AttemptsLoader, ChildrenLoader, DescendantLoader, LastSnapshotLoader,
-    SnapshotLoader,
+    ReportLoader, SnapshotLoader,
 };
 use crate::persisted::Requester;
 use crate::state::AppState;
@@ -37,6 +37,7 @@ pub(super) fn request_data(
     insert_loader(&mut data, DescendantLoader(app.clone()), scope);
     insert_loader(&mut data, LastSnapshotLoader(app.clone()), scope);
     insert_loader(&mut data, AttemptsLoader(app.clone()), scope);
+    insert_loader(&mut data, ReportLoader(app.clone()), scope);
     data
 }
 

@@ -38,12 +38,38 @@ fn too_large(path: &str, limit: usize) -> Response {
     )
 }
 
-/// Refuses a declared body above the limit before reading it.
+/// The largest body of each endpoint.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BodyLimits {
+    pub default: usize,
+    /// `POST /agent/v1/events`: a final event carries a scan report.
+    pub agent_events: usize,
+}
+
+impl BodyLimits {
+    pub fn uniform(limit: usize) -> Self {
+        Self {
+            default: limit,
+            agent_events: limit,
+        }
+    }
+
+    pub fn of(&self, path: &str) -> usize {
+        if path == dcs_protocol::api_paths::EVENTS {
+            self.agent_events
+        } else {
+            self.default
+        }
+    }
+}
+
+/// Refuses a declared body above the path's limit before reading it.
 pub(super) async fn refuse_large_bodies(
-    State(limit): State<usize>,
+    State(limits): State<BodyLimits>,
     request: Request,
     next: Next,
 ) -> Response {
+    let limit = limits.of(request.uri().path());
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)

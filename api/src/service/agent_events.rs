@@ -1,12 +1,13 @@
 //! Job events from agents: each applied once, in order, in one transaction
 //! with the snapshot's new status, then published to subscribers.
 
-use dcs_protocol::{FailureCode, JobEvent, JobEventKind};
+use dcs_protocol::{FailureCode, JobEvent, JobEventKind, ScanReport};
 use entity::prelude::*;
 use entity::{SnapshotStatus, snapshot};
 use sea_orm::{DatabaseTransaction, EntityTrait, QuerySelect, Set, TransactionTrait};
 
 use super::event_log::record_event;
+use super::findings::{self, Counts};
 use super::transitions::{self, Expected};
 use crate::bus::SnapshotChange;
 use crate::errors::{ApiError, ApiResult};
@@ -79,6 +80,20 @@ pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<(
         row.dispatched_at = Set(Some(now));
         row.agent_instance_id = Set(Some(event.instance_id));
     }
+    // The scan report a final event carries (a pushed snapshot keeps its
+    // findings too), bounded before anything stores it.
+    let report: Option<ScanReport> = match &event.kind {
+        JobEventKind::Pushed(result) => Some(findings::bounded(result.findings.clone())),
+        JobEventKind::Failed {
+            findings: found, ..
+        } => found.clone().map(findings::bounded),
+        _ => None,
+    };
+    if let Some(report) = &report {
+        let counts = Counts::of(report);
+        row.finding_count = Set(Some(counts.findings));
+        row.secret_finding_count = Set(Some(counts.secrets));
+    }
     let kind_name = match &event.kind {
         JobEventKind::Diffing => {
             row.status = Set(SnapshotStatus::Diffing);
@@ -145,7 +160,17 @@ pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<(
             "the snapshot changed meanwhile; send the event again",
         ));
     };
-    record_event(&txn, &updated, Some(seq), kind_name, &event.kind).await?;
+    if let Some(report) = &report {
+        findings::store_report(&txn, updated.id, report).await?;
+    }
+    record_event(
+        &txn,
+        &updated,
+        Some(seq),
+        kind_name,
+        &logged(&event.kind, report.as_ref()),
+    )
+    .await?;
     // In the same transaction: the webhook exists iff the status does, and
     // every replica hears of the change in commit order.
     crate::webhooks::outbox::enqueue_for_snapshot(&txn, &updated).await?;
@@ -163,6 +188,23 @@ pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<(
         state.dispatch_wakeup.notify_one();
     }
     Ok(())
+}
+
+/// The event as the log keeps it: a scan report is replaced by its counts,
+/// since the report itself is on the snapshot row (once, not twice).
+fn logged(kind: &JobEventKind, report: Option<&ScanReport>) -> serde_json::Value {
+    let mut value = serde_json::to_value(kind).unwrap_or_default();
+    if let Some(fields) = value.as_object_mut() {
+        match report {
+            Some(report) => {
+                fields.insert("findings".into(), findings::summary(report));
+            }
+            None => {
+                fields.remove("findings");
+            }
+        }
+    }
+    value
 }
 
 /// Fails in-flight snapshots for a reason of the API's own (agent lost,

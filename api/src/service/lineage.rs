@@ -10,9 +10,10 @@
 //! rule of the service.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use entity::snapshot;
-use sea_orm::{DbBackend, FromQueryResult};
+use sea_orm::{DbBackend, FromQueryResult, IdenStatic, Iterable};
 use uuid::Uuid;
 
 use crate::errors::{ApiError, ApiResult};
@@ -33,6 +34,16 @@ fn placeholders(backend: DbBackend, from: usize, count: usize) -> Vec<String> {
         })
         .collect()
 }
+
+/// `s."id", s."requested_by", ...`: the columns of `snapshot::Model` by
+/// name. Never `s.*`, which would read the scan columns too (a report of a
+/// thousand paths per row; see `entity::snapshot_findings`).
+static SNAPSHOT_COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    snapshot::Column::iter()
+        .map(|c| format!("s.\"{}\"", c.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+});
 
 /// Ancestors of each root: parent, grandparent, ... nearest first, at most
 /// `first` generations.
@@ -59,9 +70,10 @@ pub async fn ancestors(
            SELECT l.root, s.parent_id, l.depth + 1 FROM lineage l \
            JOIN snapshots s ON s.id = l.id \
            WHERE l.depth < {limit} AND s.parent_id IS NOT NULL) \
-         SELECT l.root AS lineage_root, l.depth AS lineage_depth, s.* \
+         SELECT l.root AS lineage_root, l.depth AS lineage_depth, {columns} \
          FROM lineage l JOIN snapshots s ON s.id = l.id \
-         ORDER BY l.root, l.depth"
+         ORDER BY l.root, l.depth",
+        columns = *SNAPSHOT_COLUMNS
     );
     let mut values: Vec<sea_orm::Value> = roots.iter().map(|id| (*id).into()).collect();
     values.push((first as i64).into());
@@ -96,10 +108,11 @@ pub async fn descendants(
          SELECT * FROM (\
            SELECT l.root AS lineage_root, l.depth AS lineage_depth, \
              ROW_NUMBER() OVER (PARTITION BY l.root \
-               ORDER BY l.depth, s.created_at, s.id) AS lineage_rank, s.* \
+               ORDER BY l.depth, s.created_at, s.id) AS lineage_rank, {columns} \
            FROM lineage l JOIN snapshots s ON s.id = l.id) ranked \
          WHERE lineage_rank <= {count} \
-         ORDER BY lineage_root, lineage_rank"
+         ORDER BY lineage_root, lineage_rank",
+        columns = *SNAPSHOT_COLUMNS
     );
     let mut values: Vec<sea_orm::Value> = roots.iter().map(|id| (*id).into()).collect();
     values.push((first as i64).into());

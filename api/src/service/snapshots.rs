@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use dcs_protocol::Compression;
 use dcs_protocol::changes::ConfigChange;
 use dcs_protocol::reference::{self, Target};
+use dcs_protocol::{Acknowledgement, Compression};
 use dcs_support::trace_context;
 use entity::prelude::*;
 use entity::{NodeState, SnapshotStatus, container, snapshot};
@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::audit;
 use super::event_log::record_event;
+use super::findings;
 use super::page::{self, Page};
 use crate::auth::Principal;
 use crate::bus::SnapshotChange;
@@ -44,6 +45,8 @@ pub struct NewSnapshot {
     pub excludes: Vec<String>,
     pub compression: Option<Compression>,
     pub pause: Option<bool>,
+    /// Secret findings to push anyway (`{rule, path}`), sent with the job.
+    pub acknowledged_findings: Vec<Acknowledgement>,
 }
 
 /// Stored in `snapshots.options` and sent to the agent.
@@ -65,6 +68,10 @@ const MAX_TARGET: usize = 512;
 const MAX_ITEMS: usize = 64;
 const MAX_ITEM_LENGTH: usize = 4_096;
 const MAX_LIST: usize = 100;
+/// Longest container id, pod namespace, pod name, container name or node
+/// name a request may give: containerd ids are at most 76 bytes, and
+/// Kubernetes names at most 253.
+const MAX_SELECTOR_FIELD: usize = 256;
 
 /// Validates, authorises, records the snapshot as `QUEUED` and wakes the
 /// dispatcher. The row is written before anything is sent to an agent.
@@ -102,6 +109,8 @@ async fn create_inner(
 ) -> ApiResult<snapshot::Model> {
     let target = parse_target(&request.target)?;
     let options = validate_options(request)?;
+    let acknowledgements =
+        findings::validate_acknowledgements(request.acknowledged_findings.clone())?;
     let container = find_container(state, who, &request.container).await?;
     state.policy.check_push(who, &target.repository_path())?;
 
@@ -170,6 +179,7 @@ async fn create_inner(
         }
         Err(e) => return Err(e.into()),
     };
+    findings::store_acknowledgements(&txn, inserted.id, &acknowledgements).await?;
     record_event(&txn, &inserted, None, "QUEUED", &serde_json::json!({})).await?;
     state
         .bus
@@ -194,34 +204,13 @@ pub fn parse_target(target: &str) -> ApiResult<Target> {
 }
 
 fn validate_options(request: &NewSnapshot) -> ApiResult<JobOptions> {
-    for (name, list) in [
-        ("changes", &request.changes),
-        ("excludes", &request.excludes),
-    ] {
-        if list.len() > MAX_ITEMS {
-            return Err(ApiError::bad_input(format!(
-                "at most {MAX_ITEMS} {name} per snapshot"
-            )));
-        }
-        if list.iter().any(|item| item.len() > MAX_ITEM_LENGTH) {
-            return Err(ApiError::bad_input(format!(
-                "each of the {name} may be at most {MAX_ITEM_LENGTH} bytes long"
-            )));
-        }
-    }
+    check_list("changes", &request.changes)?;
     for change in &request.changes {
         change
             .parse::<ConfigChange>()
             .map_err(|e| ApiError::bad_input(e.to_string()))?;
     }
-    for exclude in &request.excludes {
-        let trimmed = exclude.trim();
-        if trimmed.is_empty() || trimmed == "/" || trimmed.contains('\0') {
-            return Err(ApiError::bad_input(format!(
-                "invalid exclude pattern \"{exclude}\""
-            )));
-        }
-    }
+    validate_excludes(&request.excludes)?;
     if request
         .message
         .as_ref()
@@ -239,12 +228,61 @@ fn validate_options(request: &NewSnapshot) -> ApiResult<JobOptions> {
     })
 }
 
-/// Finds the container the request names and checks the caller may see it.
-async fn find_container(
+/// At most [`MAX_ITEMS`] items, each at most [`MAX_ITEM_LENGTH`] bytes.
+fn check_list(name: &str, list: &[String]) -> ApiResult<()> {
+    if list.len() > MAX_ITEMS {
+        return Err(ApiError::bad_input(format!(
+            "at most {MAX_ITEMS} {name} per snapshot"
+        )));
+    }
+    if list.iter().any(|item| item.len() > MAX_ITEM_LENGTH) {
+        return Err(ApiError::bad_input(format!(
+            "each of the {name} may be at most {MAX_ITEM_LENGTH} bytes long"
+        )));
+    }
+    Ok(())
+}
+
+/// Exclude patterns, as `createSnapshot` and `previewSnapshot` take them:
+/// capped in number and length, and each a glob the agent's parser (the
+/// one in the protocol) accepts.
+pub(super) fn validate_excludes(excludes: &[String]) -> ApiResult<()> {
+    check_list("excludes", excludes)?;
+    for exclude in excludes {
+        dcs_protocol::excludes::exclude_glob(exclude)
+            .map_err(|e| ApiError::bad_input(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Each name of the selector within [`MAX_SELECTOR_FIELD`] bytes: longer
+/// ones name nothing, and are refused before any lookup.
+fn check_selector(selector: &ContainerSelector) -> ApiResult<()> {
+    let fields = [
+        ("node", &selector.node),
+        ("containerId", &selector.container_id),
+        ("podNamespace", &selector.pod_namespace),
+        ("podName", &selector.pod_name),
+        ("containerName", &selector.container_name),
+    ];
+    for (name, value) in fields {
+        if value.as_ref().is_some_and(|v| v.len() > MAX_SELECTOR_FIELD) {
+            return Err(ApiError::bad_input(format!(
+                "{name} may be at most {MAX_SELECTOR_FIELD} bytes long"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Finds the container the request names and checks the caller may see
+/// it: the one rule for `createSnapshot` and `previewSnapshot`.
+pub(super) async fn find_container(
     state: &AppState,
     who: &Principal,
     selector: &ContainerSelector,
 ) -> ApiResult<container::Model> {
+    check_selector(selector)?;
     if let (Some(kubernetes), None, Some(namespace), Some(pod)) = (
         &state.kubernetes,
         &selector.container_id,
@@ -606,5 +644,42 @@ mod tests {
         assert!(refused(validate_options(&r)));
         r.changes[0] = "LABEL dcs.io/owner=mallory".into();
         assert!(refused(validate_options(&r)));
+    }
+
+    #[test]
+    fn excludes_must_be_globs_the_agent_accepts() {
+        for good in ["/home/*/.cache", "*.pyc", "/var/log/**", "/a/[bc]"] {
+            assert!(validate_excludes(&[good.into()]).is_ok(), "{good}");
+        }
+        for bad in ["", "/", "/a/[", "/a/{b", "/a\0b"] {
+            assert!(refused(validate_excludes(&[bad.into()])), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn selector_names_are_capped() {
+        let ok = ContainerSelector {
+            container_id: Some("c".repeat(MAX_SELECTOR_FIELD)),
+            ..ContainerSelector::default()
+        };
+        assert!(check_selector(&ok).is_ok());
+        let long = || Some("x".repeat(MAX_SELECTOR_FIELD + 1));
+        for selector in [
+            ContainerSelector {
+                container_id: long(),
+                ..ContainerSelector::default()
+            },
+            ContainerSelector {
+                pod_namespace: long(),
+                pod_name: Some("p".into()),
+                ..ContainerSelector::default()
+            },
+            ContainerSelector {
+                node: long(),
+                ..ContainerSelector::default()
+            },
+        ] {
+            assert!(refused(check_selector(&selector)), "{selector:?}");
+        }
     }
 }

@@ -69,6 +69,10 @@ pub fn snapshot_event(
         "baseImage": snapshot.base_image,
         "baseDigest": snapshot.base_digest,
         "message": text(&snapshot.message),
+        // Counts only: a finding's path can say more than a webhook
+        // receiver should learn (null: no scan report reached the API).
+        "findingCount": snapshot.finding_count,
+        "secretFindingCount": snapshot.secret_finding_count,
         "timings": {
             "requestedAt": time(Some(snapshot.created_at)),
             "startedAt": time(snapshot.started_at),
@@ -148,6 +152,8 @@ mod tests {
             finished_at: Some(now),
             owner: Some("alice".into()),
             trace_parent: None,
+            finding_count: Some(3),
+            secret_finding_count: Some(2),
         };
         let (kind, body) = snapshot_event(&model, None).unwrap();
         assert_eq!(kind, EventType::SnapshotFailed);
@@ -155,5 +161,7 @@ mod tests {
         let value: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(value["version"], 1);
         assert_eq!(value["data"]["failure"]["code"], "REGISTRY");
+        assert_eq!(value["data"]["findingCount"], 3);
+        assert_eq!(value["data"]["secretFindingCount"], 2);
     }
 }

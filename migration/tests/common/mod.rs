@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail, ensure};
 use chrono::{DateTime, Duration, Utc};
 use entity::{
     NodeState, PersistedQueryKind, SnapshotStatus, audit_log, container, is_foreign_key_violation,
-    is_unique_violation, node, persisted_query, snapshot, snapshot_event,
+    is_unique_violation, node, persisted_query, snapshot, snapshot_event, snapshot_findings,
 };
 use migration::{Migrator, MigratorTrait, SchemaManager, run_migrations};
 use sea_orm_migration::sea_orm::{
@@ -262,6 +262,8 @@ async fn rows_round_trip(db: &DatabaseConnection) -> Result<()> {
     full.updated_at = Set(t0() + Duration::seconds(9));
     full.started_at = Set(Some(t0() + Duration::seconds(1)));
     full.finished_at = Set(Some(t0() + Duration::seconds(9)));
+    full.finding_count = Set(Some(3));
+    full.secret_finding_count = Set(Some(2));
     let updated = full.update(db).await.context("update snapshot")?;
     let found = snapshot::Entity::find_by_id(queued.id)
         .one(db)
@@ -276,6 +278,7 @@ async fn rows_round_trip(db: &DatabaseConnection) -> Result<()> {
         "options changed: {}",
         found.options
     );
+    scan_columns_round_trip(db, &found).await?;
     let by_filters = snapshot::Entity::find()
         .filter(snapshot::Column::Status.eq(SnapshotStatus::Pushed))
         .filter(snapshot::Column::RequestedBy.eq("speaker-1"))
@@ -545,6 +548,48 @@ pub(crate) async fn insert_sample_snapshot(db: &DatabaseConnection) -> Result<sn
     let mut row = snapshot_row("node-s", "c-1", SnapshotStatus::Pushed, t0());
     row.layer_size = Set(Some(1 << 40));
     Ok(row.insert(db).await?)
+}
+
+/// The scan columns, written and read through `snapshot_findings` (the
+/// same table): the rest of the row is left as it was.
+async fn scan_columns_round_trip(db: &DatabaseConnection, row: &snapshot::Model) -> Result<()> {
+    let empty = snapshot_findings::Entity::find_by_id(row.id)
+        .one(db)
+        .await?
+        .context("scan columns by id")?;
+    ensure!(
+        empty.findings.is_none() && empty.acknowledged_findings.is_none(),
+        "scan columns of a new row: {empty:?}"
+    );
+    let report = json!({"findings": [{"path": "/root/.netrc", "rule": "netrc-file",
+        "severity": "SECRET", "line": null, "size": null, "suggestedExclude": null}],
+        "truncated": false});
+    let acks = json!([{"rule": "netrc-file", "path": "/root/.netrc"}]);
+    snapshot_findings::ActiveModel {
+        id: Set(row.id),
+        findings: Set(Some(report.clone())),
+        acknowledged_findings: Set(Some(acks.clone())),
+    }
+    .update(db)
+    .await
+    .context("update scan columns")?;
+    let found = snapshot_findings::Entity::find_by_id(row.id)
+        .one(db)
+        .await?
+        .context("scan columns by id")?;
+    ensure!(
+        found.findings == Some(report) && found.acknowledged_findings == Some(acks),
+        "scan columns read back differ: {found:?}"
+    );
+    let rest = snapshot::Entity::find_by_id(row.id)
+        .one(db)
+        .await?
+        .context("snapshot by id")?;
+    ensure!(
+        &rest == row,
+        "writing the scan columns changed the row:\n{rest:?}\n{row:?}"
+    );
+    Ok(())
 }
 
 /// `ORDER BY created_at, id` is chronological, then by id bytes, on both

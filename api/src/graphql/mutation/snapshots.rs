@@ -1,6 +1,7 @@
 use async_graphql::{Context, ID, InputObject, Object, Result};
 
 use crate::graphql::context::{audited_principal, state};
+use crate::graphql::findings::FindingAcknowledgementInput;
 use crate::graphql::ids::parse_id;
 use crate::graphql::types::Snapshot;
 use crate::service::snapshots::{self, ContainerSelector, NewSnapshot};
@@ -46,6 +47,12 @@ pub(super) struct CreateSnapshotInput {
     pub compression: Option<Compression>,
     /// Pause the container while its changes are read (default true).
     pub pause: Option<bool>,
+    /// Secret findings to push anyway, each by its rule and path exactly as
+    /// `previewSnapshot` (or a snapshot refused with `SECRETS_FOUND`) named
+    /// it; any other secret the scan finds fails the snapshot before
+    /// anything is pushed. At most 1,000.
+    #[graphql(default)]
+    pub acknowledge_findings: Vec<FindingAcknowledgementInput>,
 }
 
 #[Object]
@@ -75,6 +82,11 @@ impl SnapshotMutation {
                 Compression::Zstd => dcs_protocol::Compression::Zstd,
             }),
             pause: input.pause,
+            acknowledged_findings: input
+                .acknowledge_findings
+                .into_iter()
+                .map(Into::into)
+                .collect(),
         };
         Ok(Snapshot(
             snapshots::create(state(ctx)?, who, request).await?,

@@ -3,6 +3,7 @@
 mod containers;
 mod me;
 mod nodes;
+mod previews;
 mod snapshots;
 mod webhooks;
 
@@ -15,5 +16,6 @@ pub struct Query(
     nodes::NodesQuery,
     containers::ContainersQuery,
     snapshots::SnapshotsQuery,
+    previews::PreviewsQuery,
     webhooks::WebhooksQuery,
 );

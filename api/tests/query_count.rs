@@ -624,3 +624,61 @@ async fn every_console_query_costs_the_same_for_a_few_rows_and_for_many() {
     );
     assert!(before.len() >= 15, "{before:?}");
 }
+
+/// Scan reports on a list: the counts come with the rows (no statement),
+/// and the findings of a whole page are one statement, whatever its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_findings_of_a_list_cost_one_query() {
+    use entity::snapshot_findings;
+    let app = app().await;
+    let ids = lineages(&app).await;
+    let report = json!({"findings": [{"path": "/root/.netrc", "rule": "netrc-file",
+        "severity": "SECRET", "line": null, "size": null, "suggestedExclude": null}],
+        "truncated": false});
+    for id in ids.iter().flatten() {
+        snapshot_findings::ActiveModel {
+            id: Set(*id),
+            findings: Set(Some(report.clone())),
+            acknowledged_findings: Set(None),
+        }
+        .update(&app.state.db)
+        .await
+        .expect("store a report");
+        snapshot::ActiveModel {
+            id: Set(*id),
+            finding_count: Set(Some(1)),
+            secret_finding_count: Set(Some(1)),
+            ..Default::default()
+        }
+        .update(&app.state.db)
+        .await
+        .expect("store the counts");
+    }
+    let plain = "query($first: Int!) { snapshots(first: $first) { edges { node { id } } } }";
+    let counts = "query($first: Int!) { snapshots(first: $first) {
+        edges { node { id findings { count secretCount warningCount } } } } }";
+    let lists = "query($first: Int!) { snapshots(first: $first) {
+        edges { node { id findings { truncated findings(first: 5) { path rule } } } } } }";
+    let mut sizes = Vec::new();
+    for first in [10, 50] {
+        let (_, plain_sql) = execute(&app, &ADMIN, plain, json!({"first": first})).await;
+        let (with_counts, counts_sql) =
+            execute(&app, &ADMIN, counts, json!({"first": first})).await;
+        let (with_lists, lists_sql) = execute(&app, &ADMIN, lists, json!({"first": first})).await;
+        for edge in with_counts["snapshots"]["edges"].as_array().unwrap() {
+            assert_eq!(edge["node"]["findings"]["secretCount"], 1);
+        }
+        let edges = with_lists["snapshots"]["edges"].as_array().unwrap();
+        assert_eq!(edges.len(), first);
+        for edge in edges {
+            assert_eq!(
+                edge["node"]["findings"]["findings"][0]["path"],
+                "/root/.netrc"
+            );
+        }
+        assert_eq!(counts_sql.len(), plain_sql.len(), "{counts_sql:#?}");
+        assert_eq!(lists_sql.len(), plain_sql.len() + 1, "{lists_sql:#?}");
+        sizes.push((first, plain_sql.len(), lists_sql.len()));
+    }
+    println!("rows, statements without and with findings: {sizes:?}");
+}

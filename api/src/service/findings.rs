@@ -14,7 +14,7 @@ use dcs_protocol::{Acknowledgement, ScanReport, Severity};
 use entity::prelude::*;
 use entity::snapshot_findings;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use uuid::Uuid;
 
 use crate::errors::{ApiError, ApiResult};
@@ -198,9 +198,13 @@ pub async fn acknowledgements<C: ConnectionTrait>(
     db: &C,
     snapshot: Uuid,
 ) -> ApiResult<Vec<Acknowledgement>> {
-    // The report is still null while a job waits to be sent.
-    let row = SnapshotFindings::find_by_id(snapshot).one(db).await?;
-    match row.and_then(|r| r.acknowledged_findings) {
+    let stored: Option<Option<serde_json::Value>> = SnapshotFindings::find_by_id(snapshot)
+        .select_only()
+        .column(snapshot_findings::Column::AcknowledgedFindings)
+        .into_tuple()
+        .one(db)
+        .await?;
+    match stored.flatten() {
         None => Ok(Vec::new()),
         Some(json) => serde_json::from_value(json)
             .map_err(|e| ApiError::internal("reading stored acknowledgements", &e)),
@@ -213,17 +217,21 @@ pub async fn reports(state: &AppState, ids: &[Uuid]) -> ApiResult<HashMap<Uuid, 
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows = SnapshotFindings::find()
+    let rows: Vec<(Uuid, Option<serde_json::Value>)> = SnapshotFindings::find()
+        .select_only()
+        .column(snapshot_findings::Column::Id)
+        .column(snapshot_findings::Column::Findings)
         .filter(snapshot_findings::Column::Id.is_in(ids.to_vec()))
         .filter(snapshot_findings::Column::Findings.is_not_null())
+        .into_tuple()
         .all(&state.db)
         .await?;
     let mut reports = HashMap::new();
-    for row in rows {
-        let Some(json) = row.findings else { continue };
+    for (id, json) in rows {
+        let Some(json) = json else { continue };
         let report = serde_json::from_value(json)
             .map_err(|e| ApiError::internal("reading a stored scan report", &e))?;
-        reports.insert(row.id, report);
+        reports.insert(id, report);
     }
     Ok(reports)
 }

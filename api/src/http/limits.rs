@@ -41,20 +41,20 @@ fn too_large(path: &str, limit: usize) -> Response {
 /// The largest body of each endpoint.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct BodyLimits {
-    pub default: usize,
+    pub(super) default: usize,
     /// `POST /agent/v1/events`: a final event carries a scan report.
-    pub agent_events: usize,
+    pub(super) agent_events: usize,
 }
 
 impl BodyLimits {
-    pub fn uniform(limit: usize) -> Self {
+    pub(super) fn uniform(limit: usize) -> Self {
         Self {
             default: limit,
             agent_events: limit,
         }
     }
 
-    pub fn of(&self, path: &str) -> usize {
+    pub(super) fn of(&self, path: &str) -> usize {
         if path == dcs_protocol::api_paths::EVENTS {
             self.agent_events
         } else {

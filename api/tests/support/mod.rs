@@ -28,19 +28,19 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub const NODE: &str = "node-1";
-pub const NAMESPACE: &str = "workshop";
-pub const REGISTRY: &str = "registry.test";
+pub(crate) const NODE: &str = "node-1";
+pub(crate) const NAMESPACE: &str = "workshop";
+pub(crate) const REGISTRY: &str = "registry.test";
 
 /// A fresh PostgreSQL database, dropped when the test ends.
-pub struct TestDb {
-    pub url: String,
+pub(crate) struct TestDb {
+    pub(crate) url: String,
     name: String,
     server_url: String,
 }
 
 impl TestDb {
-    pub fn fresh() -> Self {
+    pub(crate) fn fresh() -> Self {
         let server_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
             panic!(
                 "DATABASE_URL is not set: these tests need PostgreSQL; run \
@@ -60,7 +60,7 @@ impl TestDb {
     }
 
     /// Runs SQL in this database; returns the rows (unaligned, `|`-separated).
-    pub fn query(&self, sql: &str) -> String {
+    pub(crate) fn query(&self, sql: &str) -> String {
         psql(&self.url, sql)
     }
 }
@@ -93,43 +93,43 @@ fn psql(url: &str, sql: &str) -> String {
 
 /// Who calls the API.
 #[derive(Debug, Clone, Copy)]
-pub struct Who {
-    pub sub: &'static str,
-    pub role: Role,
+pub(crate) struct Who {
+    pub(crate) sub: &'static str,
+    pub(crate) role: Role,
 }
 
-pub const ALICE: Who = Who {
+pub(crate) const ALICE: Who = Who {
     sub: "alice",
     role: Role::Speaker,
 };
-pub const BOB: Who = Who {
+pub(crate) const BOB: Who = Who {
     sub: "bob",
     role: Role::Speaker,
 };
-pub const ADMIN: Who = Who {
+pub(crate) const ADMIN: Who = Who {
     sub: "root",
     role: Role::Admin,
 };
 
 /// An API to start: the server's defaults unless a test says otherwise.
 #[derive(Default)]
-pub struct AppBuilder {
+pub(crate) struct AppBuilder {
     preview_limits: PreviewLimits,
     http: HttpLimits,
 }
 
 impl AppBuilder {
-    pub fn preview_limits(mut self, limits: PreviewLimits) -> Self {
+    pub(crate) fn preview_limits(mut self, limits: PreviewLimits) -> Self {
         self.preview_limits = limits;
         self
     }
 
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+    pub(crate) fn request_timeout(mut self, timeout: Duration) -> Self {
         self.http.request_timeout = timeout;
         self
     }
 
-    pub async fn start(self) -> App {
+    pub(crate) async fn start(self) -> App {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let db = TestDb::fresh();
         let dir = tempfile::tempdir().expect("temp dir");
@@ -192,15 +192,15 @@ impl AppBuilder {
 }
 
 /// The API of one test.
-pub struct App {
-    pub state: AppState,
+pub(crate) struct App {
+    pub(crate) state: AppState,
     /// `http://127.0.0.1:PORT`
-    pub url: String,
+    pub(crate) url: String,
     signer: JwtSigner,
     agent_secret: SharedSecret,
-    pub http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     stop: CancellationToken,
-    pub db: TestDb,
+    pub(crate) db: TestDb,
     _dir: tempfile::TempDir,
 }
 
@@ -211,15 +211,15 @@ impl Drop for App {
 }
 
 impl App {
-    pub fn builder() -> AppBuilder {
+    pub(crate) fn builder() -> AppBuilder {
         AppBuilder::default()
     }
 
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::builder().start().await
     }
 
-    pub fn token(&self, who: Who) -> String {
+    pub(crate) fn token(&self, who: Who) -> String {
         self.signer.mint(
             who.sub,
             who.role,
@@ -229,7 +229,7 @@ impl App {
     }
 
     /// POSTs a GraphQL request as `who`; the whole JSON answer.
-    pub async fn graphql(&self, who: Who, query: &str, variables: Value) -> Value {
+    pub(crate) async fn graphql(&self, who: Who, query: &str, variables: Value) -> Value {
         let response = self
             .http
             .post(format!("{}/graphql", self.url))
@@ -242,19 +242,23 @@ impl App {
     }
 
     /// Like `graphql`, and fails the test on any error.
-    pub async fn data(&self, who: Who, query: &str, variables: Value) -> Value {
+    pub(crate) async fn data(&self, who: Who, query: &str, variables: Value) -> Value {
         let body = self.graphql(who, query, variables).await;
         assert!(body["errors"].is_null(), "GraphQL errors: {body}");
         body["data"].clone()
     }
 
     /// A token such as the agent of `node` sends.
-    pub fn agent_token(&self, node: &str) -> String {
+    pub(crate) fn agent_token(&self, node: &str) -> String {
         self.agent_secret.sign(AGENT_ISSUER, API_AUDIENCE, node)
     }
 
     /// POSTs `body` to an agent endpoint of the API as the agent of NODE.
-    pub async fn agent_post(&self, path: &str, body: &impl serde::Serialize) -> (u16, Value) {
+    pub(crate) async fn agent_post(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> (u16, Value) {
         let response = self
             .http
             .post(format!("{}{path}", self.url))
@@ -268,7 +272,7 @@ impl App {
     }
 
     /// Registers NODE, reachable at `agent_url`, with these containers.
-    pub async fn register(&self, agent_url: &str, instance: Uuid, containers: Vec<Value>) {
+    pub(crate) async fn register(&self, agent_url: &str, instance: Uuid, containers: Vec<Value>) {
         let registration = json!({"node": NODE, "instanceId": instance, "url": agent_url,
             "version": "0", "containerdVersion": "1.6.20", "maxConcurrentJobs": 2});
         let (status, answer) = self.agent_post(api_paths::REGISTER, &registration).await;
@@ -277,14 +281,14 @@ impl App {
     }
 
     /// Reports NODE's containers (all of them) again.
-    pub async fn inventory(&self, instance: Uuid, containers: Vec<Value>) {
+    pub(crate) async fn inventory(&self, instance: Uuid, containers: Vec<Value>) {
         let inventory = json!({"node": NODE, "instanceId": instance, "containers": containers});
         let (status, answer) = self.agent_post(api_paths::INVENTORY, &inventory).await;
         assert_eq!(status, 200, "inventory: {answer}");
     }
 
     /// Posts one job event as the agent instance `instance`.
-    pub async fn event(
+    pub(crate) async fn event(
         &self,
         snapshot: Uuid,
         instance: Uuid,
@@ -298,20 +302,20 @@ impl App {
 }
 
 /// The desktop of `owner`, as an agent reports it (pod `desktop-<owner>`).
-pub fn desktop(id: &str, owner: &str, snapshotter: &str) -> Value {
+pub(crate) fn desktop(id: &str, owner: &str, snapshotter: &str) -> Value {
     json!({"id": id, "image": "registry.test/base:1", "imageDigest": null,
         "state": "running", "snapshotter": snapshotter, "podName": format!("desktop-{owner}"),
         "podNamespace": NAMESPACE, "containerName": "desktop", "owner": owner})
 }
 
 /// The GraphQL error code of an answer (`None`: no error).
-pub fn error_code(body: &Value) -> Option<String> {
+pub(crate) fn error_code(body: &Value) -> Option<String> {
     body["errors"][0]["extensions"]["code"]
         .as_str()
         .map(String::from)
 }
 
-pub fn error_message(body: &Value) -> String {
+pub(crate) fn error_message(body: &Value) -> String {
     body["errors"][0]["message"]
         .as_str()
         .unwrap_or_default()
@@ -320,22 +324,22 @@ pub fn error_message(body: &Value) -> String {
 
 /// What a fake agent answers to `POST /v1/preview`.
 #[derive(Clone)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub body: Vec<u8>,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) body: Vec<u8>,
     /// Sent without a Content-Length (chunked), as a stream of 64 KiB.
-    pub chunked: bool,
-    pub delay: Duration,
+    pub(crate) chunked: bool,
+    pub(crate) delay: Duration,
     /// Waits for `FakeAgent::release` before answering.
-    pub held: bool,
+    pub(crate) held: bool,
 }
 
 impl Answer {
-    pub fn json(status: u16, body: Value) -> Self {
+    pub(crate) fn json(status: u16, body: Value) -> Self {
         Self::raw(status, body.to_string().into_bytes())
     }
 
-    pub fn raw(status: u16, body: Vec<u8>) -> Self {
+    pub(crate) fn raw(status: u16, body: Vec<u8>) -> Self {
         Self {
             status: StatusCode::from_u16(status).expect("HTTP status"),
             body,
@@ -346,7 +350,7 @@ impl Answer {
     }
 
     /// An agent's error, in its `{"code", "message"}` shape.
-    pub fn error(status: u16, code: &str, message: &str) -> Self {
+    pub(crate) fn error(status: u16, code: &str, message: &str) -> Self {
         Self::json(status, json!({"code": code, "message": message}))
     }
 }
@@ -371,15 +375,15 @@ struct FakeState {
 
 /// A node agent played by the test, on a loopback port.
 #[derive(Clone)]
-pub struct FakeAgent {
-    pub url: String,
-    pub instance: Uuid,
+pub(crate) struct FakeAgent {
+    pub(crate) url: String,
+    pub(crate) instance: Uuid,
     state: Arc<FakeState>,
 }
 
 impl FakeAgent {
     /// Serves NODE's agent endpoints, answering previews with `answer`.
-    pub async fn start(app: &App, answer: Answer) -> Self {
+    pub(crate) async fn start(app: &App, answer: Answer) -> Self {
         let instance = Uuid::new_v4();
         let state = Arc::new(FakeState {
             node: NODE.into(),
@@ -407,38 +411,38 @@ impl FakeAgent {
         }
     }
 
-    pub fn answer(&self, answer: Answer) {
+    pub(crate) fn answer(&self, answer: Answer) {
         *self.state.answer.lock().unwrap() = answer;
     }
 
     /// Lets `n` held previews answer.
-    pub fn release(&self, n: usize) {
+    pub(crate) fn release(&self, n: usize) {
         self.state.gate.add_permits(n);
     }
 
-    pub fn previews(&self) -> Vec<PreviewRequest> {
+    pub(crate) fn previews(&self) -> Vec<PreviewRequest> {
         self.state.seen.lock().unwrap().previews.clone()
     }
 
-    pub fn jobs(&self) -> Vec<JobRequest> {
+    pub(crate) fn jobs(&self) -> Vec<JobRequest> {
         self.state.seen.lock().unwrap().jobs.clone()
     }
 
     /// Calls that came without a valid API token for this node.
-    pub fn refused_tokens(&self) -> usize {
+    pub(crate) fn refused_tokens(&self) -> usize {
         self.state.seen.lock().unwrap().refused_tokens
     }
 
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.state.in_flight.load(Ordering::SeqCst)
     }
 
-    pub fn most_in_flight(&self) -> usize {
+    pub(crate) fn most_in_flight(&self) -> usize {
         self.state.most_in_flight.load(Ordering::SeqCst)
     }
 
     /// Waits until the agent has this many jobs (at most 10 s).
-    pub async fn wait_for_jobs(&self, count: usize) -> Vec<JobRequest> {
+    pub(crate) async fn wait_for_jobs(&self, count: usize) -> Vec<JobRequest> {
         for _ in 0..200 {
             let jobs = self.jobs();
             if jobs.len() >= count {

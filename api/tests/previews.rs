@@ -72,7 +72,9 @@ async fn a_preview_is_asked_of_the_desktops_agent_and_shown_whole() {
     let data = app.data(ALICE, PREVIEW, by_pod).await;
     let preview = &data["previewSnapshot"];
     assert_eq!(preview["files"], 12);
-    assert_eq!(preview["totalBytes"], 11_534_400u64);
+    // Byte counts are Int64: strings of digits.
+    assert_eq!(preview["totalBytes"], "11534400");
+    assert_eq!(preview["biggestDirectories"][0]["bytes"], "11534336");
     assert_eq!(preview["biggestFiles"][0]["path"], "/var/log/big.log");
     assert_eq!(preview["excluded"][1]["pattern"], "/home/*/.cache");
     let findings = &preview["findings"];
@@ -93,7 +95,7 @@ async fn a_preview_is_asked_of_the_desktops_agent_and_shown_whole() {
             {"path": "/root/.env", "rule": "github-token", "severity": "SECRET",
              "line": 3, "size": null, "suggestedExclude": null},
             {"path": "/var/log/big.log", "rule": "huge-log", "severity": "WARNING",
-             "line": null, "size": 11_534_336u64, "suggestedExclude": "/var/log/*"}
+             "line": null, "size": "11534336", "suggestedExclude": "/var/log/*"}
         ])
     );
     // The agent was asked for the container the pod names, with the

@@ -8,6 +8,7 @@ use dcs_protocol::ScanReport;
 use uuid::Uuid;
 
 use super::context::loader;
+use super::int64::Int64;
 use super::loaders::ReportsById;
 use crate::service::findings::Counts;
 
@@ -42,7 +43,7 @@ pub struct Finding {
     /// For rules on a file's content: the line of the match (from 1).
     pub line: Option<i32>,
     /// For size warnings: the bytes at or below the path.
-    pub size: Option<i64>,
+    pub size: Option<Int64>,
     /// For warnings: a glob that, given in `excludes`, leaves the path out.
     pub suggested_exclude: Option<String>,
 }
@@ -54,7 +55,7 @@ impl From<&dcs_protocol::Finding> for Finding {
             rule: f.rule.clone(),
             severity: f.severity.into(),
             line: f.line.map(|l| i32::try_from(l).unwrap_or(i32::MAX)),
-            size: f.size.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+            size: f.size.map(|s| Int64(i64::try_from(s).unwrap_or(i64::MAX))),
             suggested_exclude: f.suggested_exclude.clone(),
         }
     }

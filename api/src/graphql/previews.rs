@@ -5,10 +5,17 @@ use async_graphql::{Object, SimpleObject};
 use dcs_protocol::Preview;
 
 use super::findings::FindingReport;
+use super::int64::Int64;
 
-/// Counts travel as u64; GraphQL's are signed.
-fn signed(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+/// Byte counts travel as u64; `Int64` is signed.
+fn bytes(n: u64) -> Int64 {
+    Int64(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// Counts of entries travel as u64; a desktop holds far fewer than `Int`'s
+/// 2^31 (a count beyond it reads as 2147483647).
+fn count(n: u64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 /// A path and the bytes of the regular files at or below it.
@@ -17,14 +24,14 @@ pub struct PathSize {
     /// Absolute path in the container.
     pub path: String,
     /// Bytes of the regular files' contents.
-    pub bytes: i64,
+    pub bytes: Int64,
 }
 
 impl From<&dcs_protocol::PathSize> for PathSize {
     fn from(p: &dcs_protocol::PathSize) -> Self {
         Self {
             path: p.path.clone(),
-            bytes: signed(p.bytes),
+            bytes: bytes(p.bytes),
         }
     }
 }
@@ -35,20 +42,20 @@ pub struct ExcludedBy {
     /// The pattern, as given or as a default of the agent (`/tmp/*`, ...).
     pub pattern: String,
     /// Entries it matched (a matched directory counts once).
-    pub entries: i64,
+    pub entries: i32,
     /// Regular files left out, those below matched directories included.
-    pub files: i64,
+    pub files: i32,
     /// Bytes of those files.
-    pub bytes: i64,
+    pub bytes: Int64,
 }
 
 impl From<&dcs_protocol::ExcludedBy> for ExcludedBy {
     fn from(e: &dcs_protocol::ExcludedBy) -> Self {
         Self {
             pattern: e.pattern.clone(),
-            entries: signed(e.entries),
-            files: signed(e.files),
-            bytes: signed(e.bytes),
+            entries: count(e.entries),
+            files: count(e.files),
+            bytes: bytes(e.bytes),
         }
     }
 }
@@ -64,28 +71,28 @@ pub struct SnapshotPreview(pub Preview);
 #[Object]
 impl SnapshotPreview {
     /// Regular files (each once; its further hard-linked names are `links`).
-    async fn files(&self) -> i64 {
-        signed(self.0.files)
+    async fn files(&self) -> i32 {
+        count(self.0.files)
     }
     /// Directories, new or changed.
-    async fn directories(&self) -> i64 {
-        signed(self.0.directories)
+    async fn directories(&self) -> i32 {
+        count(self.0.directories)
     }
     /// Files and directories of the image that the change deletes.
-    async fn whiteouts(&self) -> i64 {
-        signed(self.0.whiteouts)
+    async fn whiteouts(&self) -> i32 {
+        count(self.0.whiteouts)
     }
     /// Symbolic links and further names of hard-linked files.
-    async fn links(&self) -> i64 {
-        signed(self.0.links)
+    async fn links(&self) -> i32 {
+        count(self.0.links)
     }
     /// Devices and FIFOs.
-    async fn other(&self) -> i64 {
-        signed(self.0.other)
+    async fn other(&self) -> i32 {
+        count(self.0.other)
     }
     /// Bytes of the regular files' contents, before compression.
-    async fn total_bytes(&self) -> i64 {
-        signed(self.0.total_bytes)
+    async fn total_bytes(&self) -> Int64 {
+        bytes(self.0.total_bytes)
     }
     /// The 20 biggest files, biggest first.
     async fn biggest_files(&self) -> Vec<PathSize> {

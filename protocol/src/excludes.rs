@@ -30,7 +30,14 @@ pub fn exclude_glob(pattern: &str) -> Result<Glob, ExcludePatternError> {
     if trimmed.contains('\0') {
         return Err(error("it contains a NUL byte".into()));
     }
-    let trimmed = trimmed.trim_end_matches('/');
+    container_glob(trimmed).map_err(|e| error(e.kind().to_string()))
+}
+
+/// The glob of a pattern over absolute container paths, without the checks
+/// of [`exclude_glob`]: for patterns written by us (the agent's default
+/// excludes and its scan rules), in the same syntax as a request's.
+pub fn container_glob(pattern: &str) -> Result<Glob, globset::Error> {
+    let trimmed = pattern.trim_end_matches('/');
     let anchored = if trimmed.starts_with('/') {
         trimmed.to_string()
     } else {
@@ -40,7 +47,6 @@ pub fn exclude_glob(pattern: &str) -> Result<Glob, ExcludePatternError> {
         .literal_separator(true)
         .backslash_escape(true)
         .build()
-        .map_err(|e| error(e.kind().to_string()))
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use dcs_protocol::excludes::exclude_glob;
+use globset::{GlobSet, GlobSetBuilder};
 
 /// Excluded unless the request turns the defaults off. Contents only: the
 /// directories themselves stay, so the image keeps `/tmp` with its mode.
@@ -29,12 +30,8 @@ pub const DEFAULT_EXCLUDES: &[&str] = &[
     "**/.vnc/*.log",
 ];
 
-#[derive(Debug, thiserror::Error)]
-#[error("invalid exclude pattern \"{pattern}\": {reason}")]
-pub struct ExcludeError {
-    pub pattern: String,
-    pub reason: String,
-}
+/// A pattern this agent (and so the API) refuses, and why.
+pub use dcs_protocol::excludes::ExcludePatternError as ExcludeError;
 
 #[derive(Debug, Clone)]
 pub struct Excludes {
@@ -51,15 +48,9 @@ impl Excludes {
         patterns.extend(extra.iter().cloned());
         let mut builder = GlobSetBuilder::new();
         for pattern in &patterns {
-            let error = |reason: String| ExcludeError {
-                pattern: pattern.clone(),
-                reason,
-            };
-            let trimmed = pattern.trim();
-            if trimmed.is_empty() || trimmed == "/" {
-                return Err(error("it would exclude everything or nothing".into()));
-            }
-            builder.add(container_glob(trimmed).map_err(|e| error(e.kind().to_string()))?);
+            // The parser the API checks requests with: a pattern it takes
+            // is one this agent takes.
+            builder.add(exclude_glob(pattern)?);
         }
         let set = builder.build().map_err(|e| ExcludeError {
             pattern: patterns.join(", "),
@@ -120,22 +111,6 @@ impl Excludes {
     }
 }
 
-/// A glob over absolute container paths, as excludes and the scan's rules
-/// write them: anchored with a leading `/`, at any depth without one; `*`
-/// stays within a directory, `**` crosses them; a trailing `/` is ignored.
-pub fn container_glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
-    let trimmed = pattern.trim_end_matches('/');
-    let anchored = if trimmed.starts_with('/') {
-        trimmed.to_string()
-    } else {
-        format!("**/{trimmed}")
-    };
-    GlobBuilder::new(&anchored)
-        .literal_separator(true)
-        .backslash_escape(true)
-        .build()
-}
-
 fn absolute(relative: &[u8]) -> Vec<u8> {
     let mut absolute = Vec::with_capacity(relative.len() + 1);
     absolute.push(b'/');
@@ -186,5 +161,6 @@ mod tests {
     fn bad_patterns_are_refused() {
         assert!(Excludes::new(&["/a/[".into()], false).is_err());
         assert!(Excludes::new(&["/".into()], false).is_err());
+        assert!(Excludes::new(&["//".into()], false).is_err());
     }
 }

@@ -17,7 +17,7 @@ use globset::{GlobSet, GlobSetBuilder};
 use regex::bytes::Regex;
 use serde::Deserialize;
 
-use crate::layer::exclude::container_glob;
+use dcs_protocol::excludes::container_glob;
 
 /// The rules built into the agent.
 pub fn built_in() -> &'static RuleSet {

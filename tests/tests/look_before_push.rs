@@ -6,15 +6,12 @@
 //! /usr/share) gives no secret, and the agent's preview endpoint holds its
 //! limits. No planted value appears in any output.
 
-use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use e2e_tests::secrets::{plant_everything, plant_few};
-use e2e_tests::stack::{Agent, Api, ApiOptions, http_client};
-use e2e_tests::{
-    Ctr, TestEnv, commit_output, container_rootfs, preview, preview_output, required, unique,
-};
+use e2e_tests::stack::{Agent, Api, ApiOptions, assert_nothing_pushed, http_client};
+use e2e_tests::{Ctr, TestEnv, commit_output, container_rootfs, preview, preview_output, unique};
 use serde_json::{Value, json};
 
 fn text(output: &Output) -> String {
@@ -32,56 +29,6 @@ fn stderr(output: &Output) -> String {
 fn json_of(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(output)))
-}
-
-/// A repository's directory in the test registry's storage.
-fn repository_dir(repository: &str) -> PathBuf {
-    PathBuf::from(required("DCS_REGISTRY_ROOT"))
-        .join("docker/registry/v2/repositories")
-        .join(repository)
-}
-
-fn files_below(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let Ok(items) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for item in items.flatten() {
-        let path = item.path();
-        if path.is_dir() {
-            found.extend(files_below(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
-}
-
-/// Nothing of a refused commit is in the registry: no manifest (no tag),
-/// no layer linked into the repository, no upload data. (Docker's registry
-/// leaves one file of a deleted upload behind: the SHA-256 state of zero
-/// bytes, `hashstates/sha256/0`, which holds nothing of the layer.)
-fn assert_nothing_pushed(repository: &str) {
-    let dir = repository_dir(repository);
-    assert!(
-        files_below(&dir.join("_manifests")).is_empty(),
-        "a manifest of {repository} reached the registry"
-    );
-    assert!(
-        files_below(&dir.join("_layers")).is_empty(),
-        "a layer was linked into {repository}"
-    );
-    for file in files_below(&dir.join("_uploads")) {
-        let name = file.file_name().unwrap().to_string_lossy().to_string();
-        assert!(
-            name == "0"
-                && file
-                    .parent()
-                    .is_some_and(|p| p.ends_with("hashstates/sha256")),
-            "upload data of a refused commit is left in the registry: {}",
-            file.display()
-        );
-    }
 }
 
 #[test]

@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use super::EventType;
 
 pub const VERSION: u32 = 1;
+/// The failure code of a snapshot refused by the secret scan.
+const SECRETS_FOUND: &str = "SECRETS_FOUND";
 /// Longest free text (messages, failure reasons) in a body.
 const MAX_TEXT: usize = 2_000;
 
@@ -89,9 +91,26 @@ pub fn snapshot_event(
         data["size"] = json!(snapshot.layer_size);
         data["uncompressedSize"] = json!(snapshot.uncompressed_size);
     } else {
+        // A refusal's sentence names the files that hold secrets: the
+        // webhook says how many instead (the snapshot lists them).
+        let reason = match (
+            snapshot.failure_code.as_deref(),
+            snapshot.secret_finding_count,
+        ) {
+            (Some(SECRETS_FOUND), Some(count)) => Some(format!(
+                "{count} secret finding(s) neither acknowledged nor excluded; the snapshot's \
+                 findings name them"
+            )),
+            (Some(SECRETS_FOUND), None) => Some(
+                "secrets found and neither acknowledged nor excluded; the snapshot's findings \
+                 name them"
+                    .to_string(),
+            ),
+            _ => snapshot.failure_reason.clone(),
+        };
         data["failure"] = json!({
             "code": snapshot.failure_code,
-            "reason": text(&snapshot.failure_reason),
+            "reason": text(&reason),
         });
     }
     Some((event_type, envelope(event_type, crate::clock::now(), data)))
@@ -163,5 +182,28 @@ mod tests {
         assert_eq!(value["data"]["failure"]["code"], "REGISTRY");
         assert_eq!(value["data"]["findingCount"], 3);
         assert_eq!(value["data"]["secretFindingCount"], 2);
+
+        // A refusal's reason names files; the webhook gives the count.
+        let refused = snapshot::Model {
+            failure_code: Some(SECRETS_FOUND.into()),
+            failure_reason: Some(
+                "2 secrets found and neither acknowledged nor excluded: \
+                 /root/.aws/credentials: aws-credentials-file, /srv/.env:3: env-file-secret"
+                    .into(),
+            ),
+            message: None,
+            ..model
+        };
+        let (_, body) = snapshot_event(&refused, None).unwrap();
+        assert!(!body.contains("/root") && !body.contains("/srv"), "{body}");
+        let value: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(value["data"]["failure"]["code"], SECRETS_FOUND);
+        assert!(
+            value["data"]["failure"]["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("2 secret finding(s)"),
+            "{body}"
+        );
     }
 }

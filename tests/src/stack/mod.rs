@@ -23,7 +23,10 @@ pub use agent::{Agent, AgentBuilder};
 pub use answers::{error_code, int64, page_list, page_nodes, sorted_ids};
 pub use api::{Api, ApiBuilder, ApiOptions};
 pub use database::Database;
-pub use observe::{metric_value, registry_digest, skopeo_inspect, task_status};
+pub use observe::{
+    assert_nothing_pushed, metric_value, registry_digest, repository_dir, skopeo_inspect,
+    task_status,
+};
 pub use websocket::{Subscription, WsOutcome};
 pub use workshop::{Workshop, WorkshopBuilder};
 

@@ -247,7 +247,13 @@ async fn a_speaker_snapshots_from_the_console_and_finds_it_in_the_lineage() {
     browser.screenshot("refused").await;
 
     // A snapshot that fails on the node: its code and sentence, and a
-    // retry that brings the form back as it was.
+    // retry that brings the form back as it was. (The agent refuses a
+    // desktop holding a credentials file; a bad exclude glob no longer
+    // gets that far: the API refuses it at once.)
+    ctr.exec(
+        "desk-alice-2",
+        "mkdir -p /root/.aws && echo '[default]' > /root/.aws/credentials",
+    );
     browser
         .goto(&format!("{}/console/#/desktops", api.url))
         .await;
@@ -260,34 +266,48 @@ async fn a_speaker_snapshots_from_the_console_and_finds_it_in_the_lineage() {
             &format!("{}/workshops/alice/broken:v1", env.registry),
         )
         .await;
-    browser.fill("textarea[name=excludes]", "/opt/[").await;
+    browser.fill("textarea[name=excludes]", "/opt/cache").await;
     browser.click("#snapshot-form button[type=submit]").await;
     let failure = browser
         .wait_text("#progress", "FAILED", SNAPSHOT_WAIT)
         .await;
     let code = browser.text("#progress .error strong").await;
-    assert!(!code.is_empty() && failure.contains("/opt/["), "{failure}");
+    assert!(
+        code.contains("SECRETS_FOUND") && failure.contains("/root/.aws/credentials"),
+        "{code}: {failure}"
+    );
     browser.screenshot("failed").await;
     browser.click("#retry").await;
     browser
         .wait_text("h1", "Snapshot of desktop-alice", Duration::from_secs(10))
         .await;
-    assert_eq!(browser.value("textarea[name=excludes]").await, "/opt/[");
+    assert_eq!(browser.value("textarea[name=excludes]").await, "/opt/cache");
     assert!(
         browser
             .value("input[name=target]")
             .await
             .ends_with("/broken:v1")
     );
+    // The preview names the file, never a value; acknowledging it pushes.
+    browser
+        .click("#snapshot-form .actions button[type=button]")
+        .await;
+    let preview = browser
+        .wait_text("#preview", "/root/.aws/credentials", SNAPSHOT_WAIT)
+        .await;
+    assert!(preview.contains("found 1 secret"), "{preview}");
+    browser.screenshot("preview").await;
+    browser.click("#preview input[type=checkbox]").await;
+    submit_and_watch(&browser, &api, &alice).await;
 
-    // History lists both, newest first.
+    // History lists them all, newest first.
     browser
         .goto(&format!("{}/console/#/history", api.url))
         .await;
     browser
         .wait_text("#history", ":v2", Duration::from_secs(10))
         .await;
-    assert_eq!(browser.count("#history tbody tr").await, 3);
+    assert_eq!(browser.count("#history tbody tr").await, 4);
     browser.screenshot("history").await;
     // A narrow screen: the page reflows; only wide tables scroll, inside
     // their own box.

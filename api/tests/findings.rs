@@ -95,7 +95,7 @@ async fn webhook_endpoint(app: &App) {
         description: Set(None),
         event_types: Set(json!(["snapshot.pushed", "snapshot.failed"])),
         enabled: Set(true),
-        secret: Set(format!("whsec_{}", "A".repeat(44))),
+        secret: Set(format!("whsec_{}", "A".repeat(44)).into()),
         created_by: Set("root".into()),
         created_at: Set(now),
         updated_at: Set(now),

@@ -42,6 +42,20 @@ async fn hash(browser: &Browser) -> String {
         .to_string()
 }
 
+/// The snapshot form of `container`, opened from the desktops page; with
+/// `target` typed over the suggested one when given.
+async fn open_form(browser: &Browser, api: &Api, container: &str, target: Option<&str>) {
+    browser
+        .goto(&format!("{}/console/#/desktops", api.url))
+        .await;
+    browser
+        .click(&format!("tr[data-container={container}] a.button"))
+        .await;
+    if let Some(target) = target {
+        browser.fill("input[name=target]", target).await;
+    }
+}
+
 /// Takes a snapshot from the open form; returns its id once PUSHED.
 async fn submit_and_watch(browser: &Browser, api: &Api, token: &str) -> String {
     browser.click("#snapshot-form button[type=submit]").await;
@@ -224,18 +238,8 @@ async fn a_speaker_snapshots_from_the_console_and_finds_it_in_the_lineage() {
     browser.screenshot("lineage").await;
 
     // A refused action: pushing under bob's prefix.
-    browser
-        .goto(&format!("{}/console/#/desktops", api.url))
-        .await;
-    browser
-        .click("tr[data-container=desk-alice-2] a.button")
-        .await;
-    browser
-        .fill(
-            "input[name=target]",
-            &format!("{}/workshops/bob/stolen:v1", env.registry),
-        )
-        .await;
+    let target = format!("{}/workshops/bob/stolen:v1", env.registry);
+    open_form(&browser, &api, "desk-alice-2", Some(&target)).await;
     browser.click("#snapshot-form button[type=submit]").await;
     let refusal = browser
         .wait_text(".error", "FORBIDDEN", Duration::from_secs(10))
@@ -254,18 +258,8 @@ async fn a_speaker_snapshots_from_the_console_and_finds_it_in_the_lineage() {
         "desk-alice-2",
         "mkdir -p /root/.aws && echo '[default]' > /root/.aws/credentials",
     );
-    browser
-        .goto(&format!("{}/console/#/desktops", api.url))
-        .await;
-    browser
-        .click("tr[data-container=desk-alice-2] a.button")
-        .await;
-    browser
-        .fill(
-            "input[name=target]",
-            &format!("{}/workshops/alice/broken:v1", env.registry),
-        )
-        .await;
+    let target = format!("{}/workshops/alice/broken:v1", env.registry);
+    open_form(&browser, &api, "desk-alice-2", Some(&target)).await;
     browser.fill("textarea[name=excludes]", "/opt/cache").await;
     browser.click("#snapshot-form button[type=submit]").await;
     let failure = browser

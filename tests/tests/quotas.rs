@@ -55,6 +55,24 @@ async fn race(apis: &[&Api], token: &str, owner: &str, count: usize) -> Vec<Stri
     futures::future::join_all(requests).await
 }
 
+/// Asks for a snapshot of `container` that a quota refuses; checks the
+/// code and that the sentence says each of `words`.
+async fn assert_refused(api: &Api, token: &str, container: &str, words: &[&str]) {
+    let refused = api
+        .graphql(Some(token), documents::CREATE, input(container, "refused"))
+        .await;
+    assert_eq!(error_code(&refused), "QUOTA_EXCEEDED", "{refused}");
+    let message = refused["errors"][0]["message"].as_str().unwrap();
+    for word in words {
+        assert!(message.contains(word), "{word:?} in {message}");
+    }
+}
+
+/// One quota (`inFlight`, `perDay`, `bytes`) as `me` shows it.
+async fn quota(api: &Api, token: &str, which: &str) -> Value {
+    api.data(token, ME, json!({})).await["me"]["quota"][which].clone()
+}
+
 fn count(codes: &[String], code: &str) -> usize {
     codes.iter().filter(|c| *c == code).count()
 }
@@ -67,25 +85,14 @@ async fn in_flight_limit_holds_under_a_race(apis: &[&Api]) {
     let codes = race(apis, &alice, "alice", 12).await;
     assert_eq!(count(&codes, "ok"), 3, "{codes:?}");
     assert_eq!(count(&codes, "QUOTA_EXCEEDED"), 9, "{codes:?}");
-    let refused = api
-        .graphql(Some(&alice), documents::CREATE, input("alice-11", "again"))
-        .await;
-    assert_eq!(error_code(&refused), "QUOTA_EXCEEDED", "{refused}");
-    let message = refused["errors"][0]["message"].as_str().unwrap();
-    assert!(
-        message.contains("in progress") && message.contains("at most 3"),
-        "{message}"
-    );
-    let me = api.data(&alice, ME, json!({})).await;
+    assert_refused(api, &alice, "alice-11", &["in progress", "at most 3"]).await;
     assert_eq!(
-        me["me"]["quota"]["inFlight"],
-        json!({"used": "3", "limit": "3"}),
-        "{me}"
+        quota(api, &alice, "inFlight").await,
+        json!({"used": "3", "limit": "3"})
     );
     assert_eq!(
-        me["me"]["quota"]["perDay"],
-        json!({"used": "3", "limit": "5"}),
-        "{me}"
+        quota(api, &alice, "perDay").await,
+        json!({"used": "3", "limit": "5"})
     );
 
     // An admin is not limited, and shows no limits.
@@ -147,17 +154,7 @@ async fn quotas_hold_on_postgres_across_two_replicas() {
         .await;
     }
     db.query("UPDATE snapshots SET status = 'FAILED' WHERE requested_by = 'bob'");
-    let refused = a
-        .graphql(Some(&bob), documents::CREATE, input("bob-5", "d5"))
-        .await;
-    assert_eq!(error_code(&refused), "QUOTA_EXCEEDED", "{refused}");
-    assert!(
-        refused["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("last 24 hours"),
-        "{refused}"
-    );
+    assert_refused(&a, &bob, "bob-5", &["last 24 hours", "at most 5"]).await;
     // A day later the window has moved on.
     db.query("UPDATE snapshots SET created_at = created_at - interval '25 hours' WHERE requested_by = 'bob'");
     let answer = a
@@ -181,20 +178,10 @@ async fn quotas_hold_on_postgres_across_two_replicas() {
     db.query(
         "UPDATE snapshots SET status = 'PUSHED', layer_size = 600 WHERE requested_by = 'carol'",
     );
-    let refused = a
-        .graphql(Some(&carol), documents::CREATE, input("carol-2", "v2"))
-        .await;
-    assert_eq!(error_code(&refused), "QUOTA_EXCEEDED", "{refused}");
-    let message = refused["errors"][0]["message"].as_str().unwrap();
-    assert!(
-        message.contains("1200 bytes") && message.contains("at most 1000"),
-        "{message}"
-    );
-    let me = a.data(&carol, ME, json!({})).await;
+    assert_refused(&a, &carol, "carol-2", &["1200 bytes", "at most 1000"]).await;
     assert_eq!(
-        me["me"]["quota"]["bytes"],
-        json!({"used": "1200", "limit": "1000"}),
-        "{me}"
+        quota(&a, &carol, "bytes").await,
+        json!({"used": "1200", "limit": "1000"})
     );
 }
 
@@ -215,10 +202,8 @@ async fn without_quotas_nothing_is_limited() {
     let alice = api.token("alice", "speaker", &["workshop"]);
     let codes = race(&[&api], &alice, "alice", 8).await;
     assert_eq!(count(&codes, "ok"), 8, "{codes:?}");
-    let me = api.data(&alice, ME, json!({})).await;
     assert_eq!(
-        me["me"]["quota"]["inFlight"],
-        json!({"used": "8", "limit": null}),
-        "{me}"
+        quota(&api, &alice, "inFlight").await,
+        json!({"used": "8", "limit": null})
     );
 }

@@ -5,14 +5,11 @@
 //! checked by the same rules; nothing is written.
 
 use dcs_protocol::{PathSize, Preview, PreviewRequest};
-use entity::NodeState;
 use entity::container;
-use entity::prelude::*;
 use reqwest::StatusCode;
-use sea_orm::EntityTrait;
 
 use super::findings;
-use super::snapshots::{ContainerSelector, find_container, validate_excludes};
+use super::snapshots::{ContainerSelector, find_container, ready_node, validate_excludes};
 use crate::agents::PreviewFailure;
 use crate::auth::Principal;
 use crate::errors::{ApiError, ApiResult, Code};
@@ -36,16 +33,7 @@ const MAX_EXCLUDED: usize = 128;
 pub async fn preview(state: &AppState, who: &Principal, input: PreviewInput) -> ApiResult<Preview> {
     validate_excludes(&input.excludes)?;
     let container = find_container(state, who, &input.container).await?;
-    let node = Node::find_by_id(container.node.clone())
-        .one(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::unavailable("the container's node has no agent"))?;
-    if node.state != NodeState::Ready {
-        return Err(ApiError::unavailable(format!(
-            "the agent of node {} is not connected",
-            node.name
-        )));
-    }
+    let node = ready_node(state, &container).await?;
     let request = PreviewRequest {
         container_id: container.id.clone(),
         excludes: input.excludes,

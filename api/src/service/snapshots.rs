@@ -114,16 +114,7 @@ async fn create_inner(
     let container = find_container(state, who, &request.container).await?;
     state.policy.check_push(who, &target.repository_path())?;
 
-    let node = Node::find_by_id(container.node.clone())
-        .one(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::unavailable("the container's node has no agent"))?;
-    if node.state != NodeState::Ready {
-        return Err(ApiError::unavailable(format!(
-            "the agent of node {} is not connected",
-            node.name
-        )));
-    }
+    ready_node(state, &container).await?;
 
     let parent = match &container.image_digest {
         Some(digest) => Snapshot::find()
@@ -189,6 +180,25 @@ async fn create_inner(
     state.announce(SnapshotChange::of(&inserted), true);
     state.dispatch_wakeup.notify_one();
     Ok(inserted)
+}
+
+/// The node of `container`, if its agent is connected: snapshots and
+/// previews are refused with UNAVAILABLE otherwise.
+pub async fn ready_node(
+    state: &AppState,
+    container: &container::Model,
+) -> ApiResult<entity::node::Model> {
+    let node = Node::find_by_id(container.node.clone())
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::unavailable("the container's node has no agent"))?;
+    if node.state != NodeState::Ready {
+        return Err(ApiError::unavailable(format!(
+            "the agent of node {} is not connected",
+            node.name
+        )));
+    }
+    Ok(node)
 }
 
 /// The target, parsed by the parser the agent uses too: what is

@@ -222,17 +222,8 @@ const MISSED_MARGIN: chrono::Duration = chrono::Duration::seconds(30);
 const MAX_REPUBLISHED: u64 = 10_000;
 
 fn parse_status(text: &str) -> Option<SnapshotStatus> {
-    use SnapshotStatus as S;
-    [
-        S::Queued,
-        S::Diffing,
-        S::Pushing,
-        S::Pushed,
-        S::Failed,
-        S::Cancelled,
-    ]
-    .into_iter()
-    .find(|s| s.as_str() == text)
+    use sea_orm::Iterable as _;
+    SnapshotStatus::iter().find(|s| s.as_str() == text)
 }
 
 impl Default for Bus {

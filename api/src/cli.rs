@@ -213,6 +213,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .webhooks(webhooks)
         .kubernetes(kubernetes)
         .persisted_queries(persisted_queries)
+        .registries(crate::registry::RegistrySettings {
+            credentials_file: args.registry_config.clone(),
+            insecure: args.insecure_registries.clone(),
+        })
         .build()?;
     if let Some(registrations) = manifest {
         state
@@ -263,6 +267,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let webhook_worker = tokio::spawn(crate::webhooks::worker::run(state.clone(), stop.clone()));
     let webhook_wakeup = tokio::spawn(crate::webhooks::wakeup::listen(state.clone(), stop.clone()));
     let bus_listener = tokio::spawn(state.bus.clone().listen(stop.clone()));
+    let retention = args.retention_keep.map(|keep| {
+        let settings = crate::retention::Settings {
+            keep,
+            interval: Duration::from_secs(args.retention_interval_seconds.max(1)),
+        };
+        tokio::spawn(crate::retention::run(state.clone(), settings, stop.clone()))
+    });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -304,6 +315,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = webhook_worker.await;
         let _ = webhook_wakeup.await;
         let _ = bus_listener.await;
+        if let Some(retention) = retention {
+            let _ = retention.await;
+        }
         if let Some(metrics) = metrics_server {
             let _ = metrics.await;
         }

@@ -111,6 +111,33 @@ pub struct ServeArgs {
     /// (default: no limit).
     #[arg(long, env = "DCS_QUOTA_BYTES", global = true)]
     pub quota_bytes: Option<u64>,
+    /// A `dockerconfigjson` file with registry credentials that may delete
+    /// manifests (`deleteSnapshot`, retention); without it deletes are
+    /// sent without credentials.
+    #[arg(long, env = "DCS_REGISTRY_CONFIG", global = true)]
+    pub registry_config: Option<PathBuf>,
+    /// A registry (`host:port`) reached over plain HTTP. Repeatable.
+    #[arg(
+        long = "insecure-registry",
+        env = "DCS_INSECURE_REGISTRIES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub insecure_registries: Vec<String>,
+    /// Retention: per repository, keep the newest N pushed snapshots and
+    /// delete older ones (default: keep all). Never deletes a snapshot
+    /// whose image a desktop runs.
+    #[arg(long, env = "DCS_RETENTION_KEEP", global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_keep: Option<u64>,
+    /// Seconds between retention passes.
+    #[arg(
+        long,
+        env = "DCS_RETENTION_INTERVAL_SECONDS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub retention_interval_seconds: u64,
     /// An agent silent this long is lost, and its running snapshots fail.
     #[arg(
         long,

@@ -25,6 +25,10 @@ pub enum Code {
     /// A speaker's quota (snapshots in flight, per day, bytes kept) is
     /// used up; the message names the limit.
     QuotaExceeded,
+    /// A registry refused what the API server asked of it (a manifest
+    /// delete): its credentials, or an answer it gave; the message says
+    /// which. An unreachable registry is `UNAVAILABLE`.
+    RegistryRefused,
     Internal,
 }
 
@@ -43,6 +47,7 @@ impl Code {
             Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
             Self::PersistedQueryNotAllowed => "PERSISTED_QUERY_NOT_ALLOWED",
             Self::QuotaExceeded => "QUOTA_EXCEEDED",
+            Self::RegistryRefused => "REGISTRY_REFUSED",
             Self::Internal => "INTERNAL",
         }
     }
@@ -129,6 +134,7 @@ impl Code {
             Self::PersistedQueryNotFound => StatusCode::OK,
             Self::PersistedQueryNotAllowed => StatusCode::FORBIDDEN,
             Self::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
+            Self::RegistryRefused => StatusCode::BAD_GATEWAY,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

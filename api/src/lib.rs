@@ -23,6 +23,8 @@ pub mod kubernetes;
 pub mod metrics;
 pub mod persisted;
 pub mod random;
+pub mod registry;
+pub mod retention;
 pub mod service;
 pub mod startup;
 pub mod state;

@@ -17,6 +17,7 @@ use crate::bus::Bus;
 use crate::kubernetes::Kubernetes;
 use crate::metrics::Metrics;
 use crate::persisted::{self, PersistedQueries};
+use crate::registry::{Registries, RegistrySettings};
 use crate::state::{AppState, Shared};
 use crate::webhooks::settings::WebhookSettings;
 use crate::webhooks::ssrf::EgressPolicy;
@@ -35,6 +36,7 @@ pub struct StateBuilder {
     webhooks: Option<WebhookSettings>,
     kubernetes: Option<Kubernetes>,
     persisted_queries: persisted::Settings,
+    registries: RegistrySettings,
 }
 
 impl StateBuilder {
@@ -51,6 +53,7 @@ impl StateBuilder {
             webhooks: None,
             kubernetes: None,
             persisted_queries: persisted::Settings::default(),
+            registries: RegistrySettings::default(),
         }
     }
 
@@ -86,6 +89,11 @@ impl StateBuilder {
 
     pub fn persisted_queries(mut self, settings: persisted::Settings) -> Self {
         self.persisted_queries = settings;
+        self
+    }
+
+    pub fn registries(mut self, settings: RegistrySettings) -> Self {
+        self.registries = settings;
         self
     }
 
@@ -128,6 +136,7 @@ impl StateBuilder {
             kubernetes: self.kubernetes,
             webhook_wakeup: Notify::new(),
             persisted,
+            registries: Registries::new(self.registries).context("building the registry client")?,
         }))
     }
 }

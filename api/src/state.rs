@@ -16,6 +16,7 @@ use crate::bus::{Bus, SnapshotChange};
 use crate::kubernetes::Kubernetes;
 use crate::metrics::Metrics;
 use crate::persisted::PersistedQueries;
+use crate::registry::Registries;
 use crate::webhooks::settings::WebhookSettings;
 
 #[derive(Clone, Debug)]
@@ -44,6 +45,8 @@ pub struct Shared {
     pub webhook_wakeup: Notify,
     /// Queries known by their hash, and which ones may run.
     pub persisted: PersistedQueries,
+    /// Manifest deletes (`deleteSnapshot`, retention).
+    pub registries: Registries,
 }
 
 impl AppState {

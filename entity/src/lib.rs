@@ -9,7 +9,7 @@
 //! | `DateTimeUtc` | `timestamptz` (microseconds) | RFC 3339 TEXT |
 //! | `Json` | `json` | TEXT |
 //! | `i64` / `i32` | `bigint` / `integer` | INTEGER |
-//! | [`SnapshotStatus`], [`NodeState`], [`PersistedQueryKind`] | `text` | TEXT |
+//! | [`SnapshotStatus`], [`ManifestDeletion`], [`NodeState`], [`PersistedQueryKind`] | `text` | TEXT |
 //!
 //! `snapshot_findings` maps the scan columns of `snapshots` (see there).
 
@@ -29,5 +29,5 @@ pub mod webhook_endpoint;
 pub use db_error::{is_foreign_key_violation, is_unique_violation};
 pub use node::NodeState;
 pub use persisted_query::PersistedQueryKind;
-pub use snapshot::SnapshotStatus;
+pub use snapshot::{ManifestDeletion, SnapshotStatus};
 pub use webhook_delivery::DeliveryStatus;

@@ -31,8 +31,8 @@ pub struct Model {
     pub base_image: Option<String>,
     #[sea_orm(column_type = "Text", nullable)]
     pub base_digest: Option<String>,
-    /// The snapshot whose image the container ran; set to `NULL` when that
-    /// snapshot is deleted.
+    /// The snapshot whose image the container ran. A deleted snapshot's
+    /// row stays (`DELETED`), so the link does too.
     pub parent_id: Option<Uuid>,
     /// The image reference pushed to, with its tag.
     #[sea_orm(column_type = "Text")]
@@ -96,6 +96,33 @@ pub struct Model {
     pub finding_count: Option<i32>,
     /// How many of them are `SECRET`s.
     pub secret_finding_count: Option<i32>,
+    /// When the snapshot was deleted (`DELETED`).
+    pub deleted_at: Option<DateTimeUtc>,
+    /// Who deleted it: a JWT `sub`, or `retention`.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub deleted_by: Option<String>,
+    /// What became of its manifest in the registry.
+    pub manifest_deletion: Option<ManifestDeletion>,
+}
+
+/// What deleting a snapshot did to its manifest in the registry. Stored as
+/// the upper-case text of each variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "Text")]
+pub enum ManifestDeletion {
+    /// The registry deleted it (and with it every tag on that digest).
+    #[sea_orm(string_value = "DELETED")]
+    Deleted,
+    /// The registry did not have it any more.
+    #[sea_orm(string_value = "ABSENT")]
+    Absent,
+    /// Kept: another live snapshot of the repository has the same digest,
+    /// and a registry deletes by digest.
+    #[sea_orm(string_value = "KEPT_SHARED")]
+    KeptShared,
+    /// Kept: the registry does not allow deletes.
+    #[sea_orm(string_value = "KEPT_UNSUPPORTED")]
+    KeptUnsupported,
 }
 
 /// Where a snapshot is in its life. Stored as the upper-case text of each
@@ -115,15 +142,22 @@ pub enum SnapshotStatus {
     Failed,
     #[sea_orm(string_value = "CANCELLED")]
     Cancelled,
+    /// Deleted after it was pushed: the one change of a terminal status.
+    #[sea_orm(string_value = "DELETED")]
+    Deleted,
 }
 
 impl SnapshotStatus {
     /// The statuses covered by the one-in-flight-per-container index.
     pub const IN_FLIGHT: [Self; 3] = [Self::Queued, Self::Diffing, Self::Pushing];
 
-    /// `PUSHED`, `FAILED` and `CANCELLED`: nothing changes any more.
+    /// `PUSHED`, `FAILED`, `CANCELLED` and `DELETED`: the job has ended.
+    /// Only `PUSHED -> DELETED` follows.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Pushed | Self::Failed | Self::Cancelled)
+        matches!(
+            self,
+            Self::Pushed | Self::Failed | Self::Cancelled | Self::Deleted
+        )
     }
 
     /// The text stored in the `status` column.
@@ -135,6 +169,7 @@ impl SnapshotStatus {
             Self::Pushed => "PUSHED",
             Self::Failed => "FAILED",
             Self::Cancelled => "CANCELLED",
+            Self::Deleted => "DELETED",
         }
     }
 }
@@ -196,7 +231,8 @@ mod tests {
             [
                 SnapshotStatus::Pushed,
                 SnapshotStatus::Failed,
-                SnapshotStatus::Cancelled
+                SnapshotStatus::Cancelled,
+                SnapshotStatus::Deleted
             ]
         );
         assert!(SnapshotStatus::IN_FLIGHT.iter().all(|s| !s.is_terminal()));

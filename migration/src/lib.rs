@@ -27,6 +27,7 @@ mod m20261203_000001_add_trace_parents;
 mod m20261203_000001_create_persisted_queries;
 mod m20261204_000001_webhook_outbox_notify;
 mod m20261204_000002_add_snapshot_findings;
+mod m20261205_000001_snapshot_deletion;
 
 /// The name of the partial unique index on `snapshots (node, container_id)`
 /// over the in-flight statuses.
@@ -63,6 +64,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_add_trace_parents::Migration),
             Box::new(m20261204_000001_webhook_outbox_notify::Migration),
             Box::new(m20261204_000002_add_snapshot_findings::Migration),
+            Box::new(m20261205_000001_snapshot_deletion::Migration),
         ]
     }
 }

@@ -138,6 +138,13 @@ impl Policy {
             || snapshot.owner == Some(who.sub.as_str())
     }
 
+    /// May `who` delete a snapshot they can see? Its requester (the image
+    /// is theirs) and admins; not the desktop's owner when someone else
+    /// took the snapshot.
+    pub fn may_delete_snapshot(&self, who: &Principal, snapshot: SnapshotParties<'_>) -> bool {
+        who.is_admin() || snapshot.requested_by == who.sub
+    }
+
     /// The repositories a speaker may push under (`check_push`'s
     /// prefixes, `{sub}` filled in); none for admins, who are not limited,
     /// nor for a subject that cannot be a path component.
@@ -354,6 +361,12 @@ mod visibility {
             );
             assert!(policy.may_see_snapshot(&admin(), parties));
             assert!(policy.may_cancel_snapshot(&admin(), parties));
+            assert_eq!(
+                policy.may_delete_snapshot(&alice, parties),
+                requested_by == "alice",
+                "{case}"
+            );
+            assert!(policy.may_delete_snapshot(&admin(), parties));
         }
     }
 

@@ -10,8 +10,12 @@ use crate::errors::ApiError;
 /// `what` names the kind of id in the message ("snapshot", "webhook
 /// endpoint").
 pub fn parse_id(id: &ID, what: &str) -> Result<Uuid, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::bad_input(format!("\"{}\" is not a {what} id", id.as_str())))
+    id.parse().map_err(|_| {
+        // An id is 36 characters: a longer one is not repeated whole.
+        let shown: String = id.as_str().chars().take(40).collect();
+        let cut = if shown.len() < id.len() { "…" } else { "" };
+        ApiError::bad_input(format!("\"{shown}{cut}\" is not a {what} id"))
+    })
 }
 
 #[cfg(test)]
@@ -24,5 +28,7 @@ mod tests {
         assert_eq!(parse_id(&ID(id.to_string()), "snapshot").unwrap(), id);
         let error = parse_id(&ID("nope".into()), "webhook endpoint").unwrap_err();
         assert_eq!(error.message, "\"nope\" is not a webhook endpoint id");
+        let error = parse_id(&ID("x".repeat(100_000)), "snapshot").unwrap_err();
+        assert!(error.message.len() < 100, "{}", error.message);
     }
 }

@@ -31,6 +31,46 @@ pub enum SnapshotStatus {
     Failed,
     /// Cancelled before it finished (final).
     Cancelled,
+    /// Deleted after it was pushed (final): `deletion` says by whom and
+    /// what became of the image in the registry.
+    Deleted,
+}
+
+/// What deleting a snapshot did to its image in the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum ManifestDeletion {
+    /// The registry deleted the manifest (and every tag on it).
+    Deleted,
+    /// The registry no longer had it.
+    Absent,
+    /// Kept: another live snapshot of the repository has the same manifest
+    /// digest, and registries delete by digest.
+    KeptShared,
+    /// Kept: the registry does not allow deletes.
+    KeptUnsupported,
+}
+
+impl From<entity::ManifestDeletion> for ManifestDeletion {
+    fn from(m: entity::ManifestDeletion) -> Self {
+        use entity::ManifestDeletion as M;
+        match m {
+            M::Deleted => Self::Deleted,
+            M::Absent => Self::Absent,
+            M::KeptShared => Self::KeptShared,
+            M::KeptUnsupported => Self::KeptUnsupported,
+        }
+    }
+}
+
+/// How a snapshot was deleted.
+#[derive(SimpleObject, Debug)]
+pub struct Deletion {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who: a token's subject, or `retention`.
+    pub by: String,
+    /// What became of the image in the registry.
+    pub manifest: ManifestDeletion,
 }
 
 impl From<entity::SnapshotStatus> for SnapshotStatus {
@@ -43,6 +83,7 @@ impl From<entity::SnapshotStatus> for SnapshotStatus {
             S::Pushed => Self::Pushed,
             S::Failed => Self::Failed,
             S::Cancelled => Self::Cancelled,
+            S::Deleted => Self::Deleted,
         }
     }
 }
@@ -57,6 +98,7 @@ impl From<SnapshotStatus> for entity::SnapshotStatus {
             SnapshotStatus::Pushed => S::Pushed,
             SnapshotStatus::Failed => S::Failed,
             SnapshotStatus::Cancelled => S::Cancelled,
+            SnapshotStatus::Deleted => S::Deleted,
         }
     }
 }
@@ -387,6 +429,15 @@ impl Snapshot {
     /// When it ended (pushed, failed or cancelled).
     async fn finished_at(&self) -> Option<DateTime<Utc>> {
         self.0.finished_at
+    }
+    /// How it was deleted; null unless `DELETED`.
+    async fn deletion(&self) -> Option<Deletion> {
+        let s = &self.0;
+        Some(Deletion {
+            at: s.deleted_at?,
+            by: s.deleted_by.clone()?,
+            manifest: s.manifest_deletion?.into(),
+        })
     }
 
     /// The snapshot whose image this one was built on; null when the caller

@@ -16,6 +16,9 @@ pub enum WebhookEventType {
     SnapshotPushed,
     /// `snapshot.failed`: a snapshot failed, with the reason.
     SnapshotFailed,
+    /// `snapshot.deleted`: a pushed snapshot was deleted, by a person or by
+    /// retention, and what became of its manifest.
+    SnapshotDeleted,
 }
 
 impl From<WebhookEventType> for EventType {
@@ -23,6 +26,7 @@ impl From<WebhookEventType> for EventType {
         match t {
             WebhookEventType::SnapshotPushed => Self::SnapshotPushed,
             WebhookEventType::SnapshotFailed => Self::SnapshotFailed,
+            WebhookEventType::SnapshotDeleted => Self::SnapshotDeleted,
         }
     }
 }

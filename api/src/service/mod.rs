@@ -5,6 +5,7 @@ pub mod agent_calls;
 pub mod agent_events;
 pub mod audit;
 pub mod containers;
+pub mod deletion;
 pub mod event_log;
 pub mod findings;
 pub mod lineage;

@@ -119,7 +119,10 @@ async fn create_inner(
     let parent = match &container.image_digest {
         Some(digest) => Snapshot::find()
             .filter(snapshot::Column::ManifestDigest.eq(digest.clone()))
-            .filter(snapshot::Column::Status.eq(SnapshotStatus::Pushed))
+            // A deleted snapshot's image may still run: it stays the parent.
+            .filter(
+                snapshot::Column::Status.is_in([SnapshotStatus::Pushed, SnapshotStatus::Deleted]),
+            )
             .order_by_desc(snapshot::Column::CreatedAt)
             .one(&state.db)
             .await?

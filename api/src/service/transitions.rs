@@ -6,8 +6,8 @@
 //! never changes and each snapshot ends exactly once, with one terminal
 //! event and one terminal webhook.
 //!
-//! The one exception to "terminal never changes" will be `PUSHED ->
-//! DELETED` (snapshot lifecycle); it will be written here too.
+//! The one exception to "terminal never changes" is `PUSHED -> DELETED`
+//! ([`mark_deleted`]), which nothing else can write.
 
 use std::sync::LazyLock;
 
@@ -95,7 +95,25 @@ pub async fn compare_and_set<C: ConnectionTrait>(
                 SnapshotStatus::Pushed,
                 SnapshotStatus::Failed,
                 SnapshotStatus::Cancelled,
+                SnapshotStatus::Deleted,
             ]));
     }
     Ok(update.exec_with_returning(db).await?.into_iter().next())
+}
+
+/// `PUSHED -> DELETED`, the one change of a terminal status: writes
+/// `change` (which sets `DELETED`) only if the row is still `PUSHED`, so of
+/// two deletes (a speaker's and retention's, on two replicas) one wins.
+pub async fn mark_deleted<C: ConnectionTrait>(
+    db: &C,
+    id: Uuid,
+    change: snapshot::ActiveModel,
+) -> Result<Option<snapshot::Model>, DbErr> {
+    let updated = Snapshot::update_many()
+        .set(change)
+        .filter(snapshot::Column::Id.eq(id))
+        .filter(snapshot::Column::Status.eq(SnapshotStatus::Pushed))
+        .exec_with_returning(db)
+        .await?;
+    Ok(updated.into_iter().next())
 }

@@ -40,9 +40,10 @@ fn check_event_types(types: &[EventType]) -> ApiResult<()> {
     for t in types {
         if !t.is_subscribable() {
             return Err(ApiError::bad_input(format!(
-                "unknown event type \"{t}\" (use {} or {})",
+                "unknown event type \"{t}\" (use {}, {} or {})",
                 EventType::SnapshotPushed,
-                EventType::SnapshotFailed
+                EventType::SnapshotFailed,
+                EventType::SnapshotDeleted
             )));
         }
     }

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use entity::snapshot;
+use sea_orm::ActiveEnum as _;
 use serde_json::{Value, json};
 
 use super::EventType;
@@ -43,8 +44,9 @@ fn envelope(event_type: EventType, at: DateTime<Utc>, data: Value) -> String {
     .to_string()
 }
 
-/// `snapshot.pushed` or `snapshot.failed` for a finished snapshot; `None`
-/// for other statuses. `parent_image` is the parent snapshot's target.
+/// `snapshot.pushed`, `snapshot.failed` or `snapshot.deleted` for a
+/// snapshot that reached one of those statuses; `None` for other statuses.
+/// `parent_image` is the parent snapshot's target.
 pub fn snapshot_event(
     snapshot: &snapshot::Model,
     parent_image: Option<&str>,
@@ -52,6 +54,7 @@ pub fn snapshot_event(
     let event_type = match snapshot.status {
         entity::SnapshotStatus::Pushed => EventType::SnapshotPushed,
         entity::SnapshotStatus::Failed => EventType::SnapshotFailed,
+        entity::SnapshotStatus::Deleted => EventType::SnapshotDeleted,
         _ => return None,
     };
     let mut data = json!({
@@ -84,13 +87,20 @@ pub fn snapshot_event(
             "durationMs": snapshot.duration_ms,
         },
     });
-    if event_type == EventType::SnapshotPushed {
+    if event_type != EventType::SnapshotFailed {
         data["manifestDigest"] = json!(snapshot.manifest_digest);
         data["configDigest"] = json!(snapshot.config_digest);
         data["layerDigest"] = json!(snapshot.layer_digest);
         data["size"] = json!(snapshot.layer_size);
         data["uncompressedSize"] = json!(snapshot.uncompressed_size);
-    } else {
+    }
+    if event_type == EventType::SnapshotDeleted {
+        data["deleted"] = json!({
+            "at": time(snapshot.deleted_at),
+            "by": snapshot.deleted_by,
+            "manifest": snapshot.manifest_deletion.map(|m| m.to_value()),
+        });
+    } else if event_type == EventType::SnapshotFailed {
         // A refusal's sentence names the files that hold secrets: the
         // webhook says how many instead (the snapshot lists them).
         let reason = match (
@@ -173,6 +183,9 @@ mod tests {
             trace_parent: None,
             finding_count: Some(3),
             secret_finding_count: Some(2),
+            deleted_at: None,
+            deleted_by: None,
+            manifest_deletion: None,
         };
         let (kind, body) = snapshot_event(&model, None).unwrap();
         assert_eq!(kind, EventType::SnapshotFailed);
@@ -205,5 +218,24 @@ mod tests {
                 .starts_with("2 secret finding(s)"),
             "{body}"
         );
+
+        // A deletion says who, when and what became of the manifest, with
+        // the digests of what was deleted.
+        let deleted = snapshot::Model {
+            status: entity::SnapshotStatus::Deleted,
+            manifest_digest: Some("sha256:m".into()),
+            deleted_at: Some(now),
+            deleted_by: Some("retention".into()),
+            manifest_deletion: Some(entity::ManifestDeletion::KeptShared),
+            ..refused
+        };
+        let (kind, body) = snapshot_event(&deleted, None).unwrap();
+        assert_eq!(kind, EventType::SnapshotDeleted);
+        let value: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(value["type"], "snapshot.deleted");
+        assert_eq!(value["data"]["manifestDigest"], "sha256:m");
+        assert_eq!(value["data"]["deleted"]["by"], "retention");
+        assert_eq!(value["data"]["deleted"]["manifest"], "KEPT_SHARED");
+        assert!(value["data"]["failure"].is_null(), "{body}");
     }
 }

@@ -25,6 +25,8 @@ pub enum EventType {
     SnapshotPushed,
     /// An endpoint can subscribe to this one.
     SnapshotFailed,
+    /// An endpoint can subscribe to this one.
+    SnapshotDeleted,
     /// Sent by `sendTestWebhook`, whatever the endpoint subscribes to.
     Ping,
 }
@@ -34,6 +36,7 @@ impl EventType {
         match self {
             Self::SnapshotPushed => "snapshot.pushed",
             Self::SnapshotFailed => "snapshot.failed",
+            Self::SnapshotDeleted => "snapshot.deleted",
             Self::Ping => "ping",
         }
     }

@@ -15,6 +15,7 @@ pub mod jwt;
 mod observe;
 pub mod persisted;
 mod process;
+mod registry;
 pub mod rows;
 mod websocket;
 mod workshop;
@@ -27,6 +28,7 @@ pub use observe::{
     assert_nothing_pushed, metric_value, registry_digest, repository_dir, skopeo_inspect,
     task_status,
 };
+pub use registry::{Registry, manifest_status};
 pub use websocket::{Subscription, WsOutcome};
 pub use workshop::{Workshop, WorkshopBuilder};
 

@@ -4,6 +4,7 @@ use crate::graphql::context::{audited_principal, state};
 use crate::graphql::findings::FindingAcknowledgementInput;
 use crate::graphql::ids::parse_id;
 use crate::graphql::types::Snapshot;
+use crate::service::deletion;
 use crate::service::snapshots::{self, ContainerSelector, NewSnapshot};
 
 #[derive(Default, Debug)]
@@ -99,5 +100,16 @@ impl SnapshotMutation {
         let who = audited_principal(ctx, "cancelSnapshot", "snapshot", detail).await?;
         let id = parse_id(&id, "snapshot")?;
         Ok(Snapshot(snapshots::cancel(state(ctx)?, who, id).await?))
+    }
+
+    /// Deletes a PUSHED snapshot: its image leaves the registry (unless
+    /// another live snapshot shares its manifest, or the registry does not
+    /// delete), the snapshot becomes DELETED and stays in the lineage, and
+    /// `snapshot.deleted` is sent. Its requester or an admin may.
+    async fn delete_snapshot(&self, ctx: &Context<'_>, id: ID) -> Result<Snapshot> {
+        let detail = serde_json::json!({"id": id.as_str()});
+        let who = audited_principal(ctx, "deleteSnapshot", "snapshot", detail).await?;
+        let id = parse_id(&id, "snapshot")?;
+        Ok(Snapshot(deletion::delete(state(ctx)?, who, id).await?))
     }
 }

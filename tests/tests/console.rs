@@ -86,7 +86,7 @@ async fn a_speaker_snapshots_from_the_console_and_finds_it_in_the_lineage() {
     let env = TestEnv::get();
     let db = Database::fresh();
     let api = Api::builder(ApiOptions::postgres(&db, &env.registry, 30))
-        .args(["--quota-per-day", "20"])
+        .args(["--quota-per-day", "20", "--insecure-registry", &env.registry])
         .start()
         .await;
     let namespace = unique("console");
@@ -292,7 +292,20 @@ async fn a_speaker_snapshots_from_the_console_and_finds_it_in_the_lineage() {
     assert!(preview.contains("found 1 secret"), "{preview}");
     browser.screenshot("preview").await;
     browser.click("#preview input[type=checkbox]").await;
-    submit_and_watch(&browser, &api, &alice).await;
+    let acknowledged = submit_and_watch(&browser, &api, &alice).await;
+
+    // Deleting it takes two clicks; the page then says what became of it.
+    browser.click("#delete").await;
+    browser.screenshot("delete-confirm").await;
+    browser.click("#delete-confirm").await;
+    let deletion = browser
+        .wait_text("#deletion", "deleted from the registry", Duration::from_secs(30))
+        .await;
+    assert!(deletion.contains("Deleted by alice"), "{deletion}");
+    assert_eq!(browser.text("#status").await.split(' ').next(), Some("DELETED"));
+    assert_eq!(browser.count("#delete").await, 0);
+    assert_eq!(api.snapshot(&alice, &acknowledged).await["status"], "DELETED");
+    browser.screenshot("deleted").await;
 
     // History lists them all, newest first.
     browser

@@ -36,7 +36,7 @@ export function ago(iso) {
   return `${Math.round(seconds / 86400)} d ago`;
 }
 
-export const FINAL = ['PUSHED', 'FAILED', 'CANCELLED'];
+export const FINAL = ['PUSHED', 'FAILED', 'CANCELLED', 'DELETED'];
 
 // The tag of a target, or its digest reference.
 export function tagOf(target) {

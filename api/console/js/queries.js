@@ -62,6 +62,7 @@ export const SNAPSHOT = `query Snapshot($id: ID!) {
     pausedMs prepareMs durationMs failureCode failureReason
     createdAt startedAt finishedAt
     progress { bytesDone bytesTotal }
+    deletion { at by manifest }
     parent { id target }
   }
 }`;
@@ -71,6 +72,8 @@ export const SNAPSHOT_EVENTS = `subscription Progress($id: ID) {
 }`;
 
 export const CANCEL_SNAPSHOT = `mutation Cancel($id: ID!) { cancelSnapshot(id: $id) { id status } }`;
+
+export const DELETE_SNAPSHOT = `mutation Delete($id: ID!) { deleteSnapshot(id: $id) { id status } }`;
 
 const TREE_NODE = `id status target createdAt layerSize failureCode parent { id }`;
 

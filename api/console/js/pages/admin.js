@@ -10,7 +10,7 @@ import {
   CREATE_ENDPOINT, DELIVERIES, NODES, REDELIVER, ROTATE_SECRET, SEND_TEST, UPDATE_ENDPOINT, WEBHOOK_ENDPOINTS,
 } from '../queries.js';
 
-const EVENT_TYPES = [['SNAPSHOT_PUSHED', 'snapshot.pushed'], ['SNAPSHOT_FAILED', 'snapshot.failed']];
+const EVENT_TYPES = [['SNAPSHOT_PUSHED', 'snapshot.pushed'], ['SNAPSHOT_FAILED', 'snapshot.failed'], ['SNAPSHOT_DELETED', 'snapshot.deleted']];
 
 export async function renderNodes(main) {
   const nodes = [];

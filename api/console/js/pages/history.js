@@ -7,7 +7,7 @@ import { gql } from '../graphql.js';
 import { HISTORY } from '../queries.js';
 
 const PAGE = 20;
-const STATUSES = ['', 'QUEUED', 'DIFFING', 'PUSHING', 'PUSHED', 'FAILED', 'CANCELLED'];
+const STATUSES = ['', 'QUEUED', 'DIFFING', 'PUSHING', 'PUSHED', 'FAILED', 'CANCELLED', 'DELETED'];
 
 export async function render(main, _params, session) {
   const admin = session.role === 'ADMIN';

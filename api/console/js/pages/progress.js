@@ -1,11 +1,13 @@
 // One snapshot, live: the phase with bytes and a bar while it runs (from
 // the `snapshotEvents` subscription), then the digest, the pull command
-// and the timings; a failure with its code and sentence, and a retry.
+// and the timings; a failure with its code and sentence, and a retry. A
+// pushed snapshot can be deleted (two clicks: the image leaves the
+// registry, the snapshot stays in the lineage).
 
 import { errorBox, h, show } from '../dom.js';
 import { bytes, FINAL, millis, time } from '../format.js';
 import { gql, subscribe } from '../graphql.js';
-import { CANCEL_SNAPSHOT, SNAPSHOT, SNAPSHOT_EVENTS } from '../queries.js';
+import { CANCEL_SNAPSHOT, DELETE_SNAPSHOT, SNAPSHOT, SNAPSHOT_EVENTS } from '../queries.js';
 
 const PHASES = ['QUEUED', 'DIFFING', 'PUSHING', 'PUSHED'];
 const PHASE_TEXT = {
@@ -15,6 +17,15 @@ const PHASE_TEXT = {
   PUSHED: 'In the registry',
   FAILED: 'It did not reach the registry',
   CANCELLED: 'Cancelled',
+  DELETED: 'Deleted after it was pushed',
+};
+
+// What deleting did to the image, as `Snapshot.deletion.manifest` says.
+const MANIFEST_TEXT = {
+  DELETED: 'The image was deleted from the registry.',
+  ABSENT: 'The registry no longer had the image.',
+  KEPT_SHARED: 'The image stays in the registry: another snapshot is the same image.',
+  KEPT_UNSUPPORTED: 'The image stays in the registry: it does not allow deletes.',
 };
 
 function steps(status) {
@@ -62,13 +73,17 @@ export async function render(main, [id]) {
   let snapshot = null;
   const draw = (status, done, total) => {
     const parts = [h('p', { class: `phase status-${status.toLowerCase()}`, id: 'status' }, h('strong', {}, status), ` · ${PHASE_TEXT[status]}`)];
-    if (status !== 'FAILED' && status !== 'CANCELLED') parts.push(steps(status));
+    if (PHASES.includes(status)) parts.push(steps(status));
     if (!FINAL.includes(status)) parts.push(bar(done, total));
     if (status === 'PUSHED') {
       parts.push(h('p', {}, 'Pull it with:'), h('pre', { class: 'mono', id: 'pull' }, `docker pull ${snapshot.target.replace(/:[^:/]+$/, '')}@${snapshot.manifestDigest}`));
     }
     if (status === 'FAILED') {
       parts.push(errorBox({ code: snapshot.failureCode || 'FAILED', message: snapshot.failureReason || 'The snapshot failed.' }));
+    }
+    if (status === 'DELETED' && snapshot.deletion) {
+      const d = snapshot.deletion;
+      parts.push(h('p', { id: 'deletion' }, `Deleted by ${d.by}, ${time(d.at)}. ${MANIFEST_TEXT[d.manifest] || ''}`));
     }
     show(live, parts);
     show(actions,
@@ -98,8 +113,32 @@ export async function render(main, [id]) {
           location.hash = `#/snapshot/${encodeURIComponent(snapshot.node)}/${encodeURIComponent(snapshot.containerId)}`;
         },
       }, 'Retry') : null,
+      status === 'PUSHED' ? deleteButton() : null,
       h('a', { class: 'button', href: `#/lineage/${id}` }, 'Lineage'));
   };
+
+  // "Delete…" asks once more, naming what goes; the answer redraws the page.
+  const deleteButton = () => h('button', {
+    type: 'button',
+    class: 'danger',
+    id: 'delete',
+    onClick: () => show(actions,
+      h('span', {}, `Delete ${snapshot.target} from the registry? It stays in the lineage. `),
+      h('button', {
+        type: 'button',
+        class: 'danger',
+        id: 'delete-confirm',
+        onClick: async () => {
+          try {
+            await gql(DELETE_SNAPSHOT, { id });
+            await refresh();
+          } catch (error) {
+            show(actions, errorBox(error));
+          }
+        },
+      }, 'Delete'),
+      h('button', { type: 'button', onClick: () => draw(snapshot.status, 0, 0) }, 'Keep it')),
+  }, 'Delete…');
 
   const refresh = async () => {
     snapshot = (await gql(SNAPSHOT, { id })).snapshot;

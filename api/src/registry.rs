@@ -18,8 +18,9 @@ use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 
 /// The largest token answer read from a realm.
 const MAX_TOKEN_ANSWER: usize = 64 * 1024;
-/// The largest error answer read from a registry (for its message).
-const MAX_ERROR_ANSWER: usize = 4 * 1024;
+/// The largest error answer read from a registry (for its message); a
+/// larger one is refused without its message.
+const MAX_ERROR_ANSWER: usize = 64 * 1024;
 /// The longest registry message repeated to a client.
 const MAX_REASON: usize = 200;
 

@@ -86,7 +86,12 @@ async fn a_speaker_snapshots_from_the_console_and_finds_it_in_the_lineage() {
     let env = TestEnv::get();
     let db = Database::fresh();
     let api = Api::builder(ApiOptions::postgres(&db, &env.registry, 30))
-        .args(["--quota-per-day", "20", "--insecure-registry", &env.registry])
+        .args([
+            "--quota-per-day",
+            "20",
+            "--insecure-registry",
+            &env.registry,
+        ])
         .start()
         .await;
     let namespace = unique("console");
@@ -299,12 +304,22 @@ async fn a_speaker_snapshots_from_the_console_and_finds_it_in_the_lineage() {
     browser.screenshot("delete-confirm").await;
     browser.click("#delete-confirm").await;
     let deletion = browser
-        .wait_text("#deletion", "deleted from the registry", Duration::from_secs(30))
+        .wait_text(
+            "#deletion",
+            "deleted from the registry",
+            Duration::from_secs(30),
+        )
         .await;
     assert!(deletion.contains("Deleted by alice"), "{deletion}");
-    assert_eq!(browser.text("#status").await.split(' ').next(), Some("DELETED"));
+    assert_eq!(
+        browser.text("#status").await.split(' ').next(),
+        Some("DELETED")
+    );
     assert_eq!(browser.count("#delete").await, 0);
-    assert_eq!(api.snapshot(&alice, &acknowledged).await["status"], "DELETED");
+    assert_eq!(
+        api.snapshot(&alice, &acknowledged).await["status"],
+        "DELETED"
+    );
     browser.screenshot("deleted").await;
 
     // History lists them all, newest first.

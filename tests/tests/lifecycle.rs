@@ -44,8 +44,6 @@ impl Stack {
             "127.0.0.0/8",
             "--webhook-allow-http",
             "--insecure-registry",
-            &env.registry,
-            "--insecure-registry",
             &env.auth_registry,
         ];
         if let Some(registry) = extra_registry {
@@ -448,7 +446,6 @@ async fn retention_keeps_the_newest_and_what_desktops_run_on_two_replicas() {
     let env = &stack.env;
     let _replica = Api::builder(ApiOptions::postgres(&stack.db, &env.registry, 30))
         .replica_of(&stack.api)
-        .args(["--insecure-registry", &env.registry])
         .args(["--webhook-allow", "127.0.0.0/8", "--webhook-allow-http"])
         .args(retention)
         .start()

@@ -240,7 +240,8 @@ async fn a_cancel_that_beats_the_dispatch_reaches_the_agent() {
 
 /// The agent stops answering mid-commit (SIGSTOP) and is declared lost; when
 /// it wakes up, its PUSHED arrives for a snapshot that already FAILED. The
-/// snapshot stays FAILED, with one terminal event.
+/// snapshot stays FAILED, with one terminal event, and the image the agent
+/// pushed for it is removed from the registry (no tag without a snapshot).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_result_after_the_lost_agent_verdict_changes_nothing() {
     let s = reliable(3).await;
@@ -256,13 +257,23 @@ async fn a_result_after_the_lost_agent_verdict_changes_nothing() {
     assert_eq!(failed["failureCode"], "AGENT_LOST", "{failed}");
     agent.signal("CONT");
 
-    // The agent finishes and reports; the verdict stands.
+    // The agent finishes and reports; the verdict stands, and the API
+    // deletes what the agent pushed ("DELETED": it was there).
+    let orphan = format!(
+        "SELECT outcome || ' ' || (detail->>'manifest') FROM audit_log \
+         WHERE action = 'removeOrphanImage' AND target_id = '{id}'"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
-    while skopeo_inspect(&target).is_err() {
-        assert!(Instant::now() < deadline, "the woken agent never pushed");
+    while s.db.query(&orphan).trim().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the woken agent's image was never removed\napi:\n{}",
+            s.api.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(s.db.query(&orphan).trim(), "removed DELETED");
+    assert!(skopeo_inspect(&target).is_err(), "{target} is still served");
     assert_eq!(s.snapshot(&id).await["status"], "FAILED");
     s.assert_one_end(&id, "FAILED");
     s.assert_desktop_runs(&desk, DESKTOP_RESUMED).await;

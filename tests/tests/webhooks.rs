@@ -60,6 +60,7 @@ fn options(db: &Database, speaker_prefixes: Vec<String>) -> ApiOptions {
     ApiOptions {
         database_url: Some(db.url.clone()),
         speaker_prefixes,
+        insecure_registries: Vec::new(),
         agent_timeout_seconds: 20,
     }
 }
@@ -1828,6 +1829,7 @@ async fn the_api_outlives_a_postgres_crash_and_listens_again() {
     let api = Api::builder(ApiOptions {
         database_url: Some(pg.url.clone()),
         speaker_prefixes: Vec::new(),
+        insecure_registries: Vec::new(),
         agent_timeout_seconds: 20,
     })
     .args(webhook_args(&["--webhook-poll-ms", LONG_POLL_MS]))
@@ -1932,6 +1934,7 @@ async fn on_sqlite_deliveries_go_out_by_in_process_wakeups_and_the_poll() {
     let api = Api::builder(ApiOptions {
         database_url: None,
         speaker_prefixes: Vec::new(),
+        insecure_registries: Vec::new(),
         agent_timeout_seconds: 20,
     })
     .args(webhook_args(&["--webhook-poll-ms", "200"]))

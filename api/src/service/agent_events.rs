@@ -61,6 +61,21 @@ pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<(
             drop(txn);
             super::agent_calls::cancel_on_agent(state, &current).await;
         }
+        // The agent pushed an image for a snapshot that ended here without
+        // one (cancelled in time here, or failed as lost): the registry
+        // would hold a tag no snapshot stands for. It is removed, off the
+        // agent's request.
+        if let JobEventKind::Pushed(result) = &event.kind
+            && matches!(
+                current.status,
+                SnapshotStatus::Cancelled | SnapshotStatus::Failed
+            )
+        {
+            let (state, digest) = (state.clone(), result.manifest_digest.clone());
+            tokio::spawn(async move {
+                super::deletion::remove_orphan(&state, &current, &digest).await;
+            });
+        }
         return Ok(());
     }
     // A job handed back and sent to a new instance: the old one's late

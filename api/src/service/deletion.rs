@@ -132,6 +132,55 @@ pub async fn delete_pushed(
     Ok(deleted)
 }
 
+/// Who removes orphan images, in the audit log.
+const ORPHAN_ACTOR: &str = "dcs-api";
+
+/// Removes the image an agent pushed for `snapshot` although it ended
+/// without one (`CANCELLED` or `FAILED`), so the registry holds no tag the
+/// service does not stand for. Best effort: a failure is logged and
+/// audited; the snapshot's row does not change either way.
+pub async fn remove_orphan(state: &AppState, snapshot: &snapshot::Model, digest: &str) {
+    let outcome = match orphan_outcome(state, snapshot, digest).await {
+        Ok(manifest) => serde_json::json!({"manifest": manifest, "digest": digest}),
+        Err(e) => {
+            serde_json::json!({"code": e.code.as_str(), "reason": e.message, "digest": digest})
+        }
+    };
+    tracing::info!(snapshot_id = %snapshot.id, status = snapshot.status.as_str(), %outcome, "image pushed for a snapshot that ended without one");
+    super::audit::record_system(
+        &state.db,
+        ORPHAN_ACTOR,
+        "removeOrphanImage",
+        "snapshot",
+        Some(snapshot.id.to_string()),
+        if outcome.get("code").is_some() {
+            "failed"
+        } else {
+            "removed"
+        },
+        outcome,
+    )
+    .await;
+}
+
+async fn orphan_outcome(
+    state: &AppState,
+    snapshot: &snapshot::Model,
+    digest: &str,
+) -> ApiResult<&'static str> {
+    if shares_manifest(state, snapshot, digest).await? {
+        return Ok("KEPT_SHARED");
+    }
+    let target = reference::parse_target(&snapshot.target)
+        .map_err(|e| ApiError::internal("removing an orphan image", &e))?;
+    match state.registries.delete_manifest(&target, digest).await {
+        Ok(DeleteOutcome::Deleted) => Ok("DELETED"),
+        Ok(DeleteOutcome::Absent) => Ok("ABSENT"),
+        Ok(DeleteOutcome::Unsupported) => Ok("KEPT_UNSUPPORTED"),
+        Err(e) => Err(registry_error(e)),
+    }
+}
+
 /// Does another live snapshot of the same repository have this manifest?
 /// A registry deletes by digest, which would take that one's tag too.
 async fn shares_manifest(

@@ -457,6 +457,9 @@ pub async fn run(options: Options) -> Result<Report, String> {
         "5".into(),
         "--speaker-repository-prefix".into(),
         format!("{}/workshops/{{sub}}", env.registry),
+        // Images pushed for snapshots that ended without one are removed.
+        "--insecure-registry".into(),
+        env.registry.clone(),
         "--webhook-allow".into(),
         "127.0.0.0/8".into(),
         "--webhook-allow-http".into(),

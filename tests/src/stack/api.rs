@@ -17,6 +17,9 @@ pub struct ApiOptions {
     /// `None`: the SQLite default.
     pub database_url: Option<String>,
     pub speaker_prefixes: Vec<String>,
+    /// Registries the API speaks plain HTTP to (its manifest deletes):
+    /// the test registry.
+    pub insecure_registries: Vec<String>,
     pub agent_timeout_seconds: u64,
 }
 
@@ -30,6 +33,7 @@ impl fmt::Debug for ApiOptions {
         f.debug_struct("ApiOptions")
             .field("database", &database)
             .field("speaker_prefixes", &self.speaker_prefixes)
+            .field("insecure_registries", &self.insecure_registries)
             .field("agent_timeout_seconds", &self.agent_timeout_seconds)
             .finish()
     }
@@ -51,6 +55,7 @@ impl ApiOptions {
         Self {
             database_url: None,
             speaker_prefixes: vec![format!("{registry}/workshops/{{sub}}")],
+            insecure_registries: vec![registry.to_string()],
             agent_timeout_seconds,
         }
     }
@@ -173,6 +178,10 @@ impl Api {
         for prefix in &self.options.speaker_prefixes {
             args.push("--speaker-repository-prefix".into());
             args.push(prefix.clone());
+        }
+        for registry in &self.options.insecure_registries {
+            args.push("--insecure-registry".into());
+            args.push(registry.clone());
         }
         args.extend(extra_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

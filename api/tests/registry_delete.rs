@@ -79,6 +79,20 @@ async fn serve(router: Router) -> String {
     address
 }
 
+/// A registry answering every delete with `status` and an error whose
+/// message starts with an escape sequence and runs to 10,000 characters.
+async fn noisy_registry(status: StatusCode, code: &'static str) -> String {
+    serve(Router::new().route(
+        "/v2/ws/alice/d/manifests/{digest}",
+        delete(move || async move {
+            let message = format!("\u{1b}[31mboom\r\n{}", "y".repeat(10_000));
+            let body = serde_json::json!({"errors": [{"code": code, "message": message}]});
+            (status, axum::Json(body))
+        }),
+    ))
+    .await
+}
+
 async fn token_registry(token: Token, realm: Option<&str>) -> (String, Arc<Mutex<Vec<String>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -186,15 +200,7 @@ async fn odd_answers_are_refusals_with_clean_short_reasons() {
     );
 
     // An error body full of control characters and far too long.
-    let noisy = serve(Router::new().route(
-        "/v2/ws/alice/d/manifests/{digest}",
-        delete(|| async {
-            let message = format!("\u{1b}[31mboom\r\n{}", "y".repeat(10_000));
-            let body = serde_json::json!({"errors": [{"code": "DENIED", "message": message}]});
-            (StatusCode::FORBIDDEN, axum::Json(body))
-        }),
-    ))
-    .await;
+    let noisy = noisy_registry(StatusCode::FORBIDDEN, "DENIED").await;
     let error = delete_at(&registries(&noisy, None), &noisy)
         .await
         .unwrap_err();
@@ -202,16 +208,7 @@ async fn odd_answers_are_refusals_with_clean_short_reasons() {
         matches!(error, RegistryError::Unauthorized { status: 403, .. }),
         "{error}"
     );
-
-    let broken = serve(Router::new().route(
-        "/v2/ws/alice/d/manifests/{digest}",
-        delete(|| async {
-            let message = format!("\u{1b}[31mboom\r\n{}", "y".repeat(10_000));
-            let body = serde_json::json!({"errors": [{"code": "UNKNOWN", "message": message}]});
-            (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body))
-        }),
-    ))
-    .await;
+    let broken = noisy_registry(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN").await;
     let error = delete_at(&registries(&broken, None), &broken)
         .await
         .unwrap_err();

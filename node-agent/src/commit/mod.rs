@@ -474,7 +474,8 @@ async fn read_while_running(
 ) -> Result<ReadLayers, CommitError> {
     let prepare_started = Instant::now();
     let upload = pusher.start_streaming_upload().await;
-    let mut tee = upload.as_ref().and_then(|u| u.tee());
+    // Nothing is paused during the bulk read: it may wait for the registry.
+    let mut tee = upload.as_ref().and_then(|u| u.tee(true));
     let bulk_source =
         LayerSource::OverlayPass(upper.clone(), Pass::Bulk, Box::new(Record::starting_now()));
     let mut bulk = match build_layer(
@@ -643,7 +644,8 @@ async fn read_in_one_pass(
     } else {
         None
     };
-    let mut tee = upload.as_ref().and_then(|u| u.tee());
+    // Unpaused, the read may wait for the registry; paused, it never does.
+    let mut tee = upload.as_ref().and_then(|u| u.tee(!pause));
     let layer = read_changes(
         client,
         container,
@@ -747,6 +749,9 @@ async fn read_changes(
     if paused.is_none() && client.task_state(&container.id).await? == TaskState::Running {
         tracing::info!("pausing the desktop: the Diff service reads only paused containers");
         *paused = Some(PausedTask::pause(client, &container.id).await?);
+        if let Some(tee) = tee {
+            tee.never_wait();
+        }
     }
     let summary =
         diff_service_layer(client, container, mounts, excludes, compression, lease, tee).await?;

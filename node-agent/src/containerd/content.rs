@@ -16,8 +16,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{Containerd, Error, Lease};
 
 /// How many write messages may wait in the channel: bounds memory while the
-/// producer (the layer pipeline) runs ahead of containerd.
-const WRITE_QUEUE: usize = 4;
+/// producer (the layer pipeline) runs ahead of containerd. The pipeline
+/// sends 32 KiB messages (see `commit::sink`): 1 MiB may wait.
+const WRITE_QUEUE: usize = 32;
 
 /// A blob being streamed into the content store. Data goes in order; the
 /// digest is given at the end, when the producer knows it.

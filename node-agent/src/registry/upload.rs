@@ -3,9 +3,15 @@
 //! The registry's streamed upload (`POST` a session, `PATCH` the bytes as
 //! they come, `PUT ?digest=` once the digest is known) lets the push of the
 //! layer run alongside reading and compressing it (when that does not
-//! lengthen a pause; see `commit`). It never makes the reading wait: chunks are offered without
-//! waiting, and if the registry falls behind the upload is abandoned and
-//! the layer is pushed the ordinary way afterwards.
+//! lengthen a pause; see `commit`).
+//!
+//! While the desktop is paused the reading never waits for the registry:
+//! chunks are offered without waiting, and if the registry falls behind the
+//! upload is abandoned and the layer is pushed the ordinary way afterwards.
+//! While nothing is paused the reading waits for the registry instead (up to
+//! `STALL` per chunk): giving up there meant pushing the whole layer again
+//! after the build, serially, and on two cores shared by the compressor,
+//! containerd and the registry, the registry does lag behind now and then.
 
 use std::time::Duration;
 
@@ -17,9 +23,18 @@ use tokio::task::JoinHandle;
 
 use super::RegistryError;
 
-/// Chunks (of about 1 MiB) waiting for the registry before the upload is
-/// given up: bounds memory when the registry is slower than compression.
+/// Chunks waiting for the registry before the upload is given up (or, for
+/// a tee that waits, before it waits): bounds memory when the registry is
+/// slower than compression.
 const QUEUE: usize = 16;
+/// The tee gathers what it is offered (32 KiB pieces, the content store's
+/// write size) into chunks of this size for the registry.
+const CHUNK: usize = 1024 * 1024;
+
+/// How long a waiting tee waits for the registry to take one chunk before
+/// it gives the streamed upload up (a registry that stopped reading must not
+/// hang the commit; the layer is then pushed afterwards).
+const STALL: Duration = Duration::from_secs(30);
 
 /// How long a cancel waits for the registry to take the end of the body
 /// (it then names where the session is) and to answer the DELETE.
@@ -138,10 +153,15 @@ impl StreamingUpload {
         })
     }
 
-    /// A handle for the blocking pipeline to offer chunks through.
-    pub fn tee(&self) -> Option<UploadTee> {
+    /// A handle for the blocking pipeline to offer chunks through. With
+    /// `wait`, a chunk the registry cannot take yet waits for it (up to
+    /// `STALL`); without, it ends the streamed upload (while paused: the
+    /// pause must not wait for the network). Called on the runtime.
+    pub fn tee(&self, wait: bool) -> Option<UploadTee> {
         self.sender.clone().map(|sender| UploadTee {
             sender: Some(sender),
+            runtime: wait.then(tokio::runtime::Handle::current),
+            pending: Vec::with_capacity(CHUNK),
         })
     }
 
@@ -152,7 +172,10 @@ impl StreamingUpload {
         digest: &str,
         tee: Option<UploadTee>,
     ) -> Result<bool, RegistryError> {
-        let abandoned = tee.as_ref().is_none_or(|t| t.sender.is_none());
+        // Bytes the tee still holds were never flushed: the body is short.
+        let abandoned = tee
+            .as_ref()
+            .is_none_or(|t| t.sender.is_none() || !t.pending.is_empty());
         drop(tee);
         drop(self.sender.take());
         let patched = (&mut self.patch).await;
@@ -233,22 +256,66 @@ impl StreamingUpload {
 #[derive(Debug)]
 pub struct UploadTee {
     sender: Option<mpsc::Sender<Bytes>>,
+    /// Set when the tee waits for a registry that is behind: the runtime
+    /// that drives the upload (and the `STALL` timer).
+    runtime: Option<tokio::runtime::Handle>,
+    /// Offered bytes not sent yet (less than `CHUNK`); `flush` sends them.
+    pending: Vec<u8>,
 }
 
 impl UploadTee {
-    /// Offers a chunk; never waits. A full queue (the registry is behind)
-    /// or a closed one (the upload failed) ends the streaming upload.
-    pub fn offer(&mut self, chunk: &[u8]) {
+    /// Offers bytes, from the pipeline's blocking thread; they go to the
+    /// registry in chunks of `CHUNK`.
+    pub fn offer(&mut self, data: &[u8]) {
+        if self.sender.is_none() {
+            return;
+        }
+        self.pending.extend_from_slice(data);
+        if self.pending.len() >= CHUNK {
+            self.send_pending();
+        }
+    }
+
+    /// Sends what was offered and not sent yet: the end of the layer.
+    pub fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            self.send_pending();
+        }
+    }
+
+    /// A closed queue (the upload failed) ends the streaming upload, and so
+    /// does a full one (the registry is behind) unless this tee waits, for
+    /// `STALL` at most.
+    fn send_pending(&mut self) {
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.pending,
+            Vec::with_capacity(CHUNK),
+        ));
         let Some(sender) = &self.sender else {
             return;
         };
-        match sender.try_send(Bytes::copy_from_slice(chunk)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => {
-                tracing::debug!("the registry fell behind; the layer will be pushed afterwards");
-                self.sender = None;
-            }
+        let taken = match sender.try_send(chunk) {
+            Ok(()) => true,
+            Err(TrySendError::Full(chunk)) => match &self.runtime {
+                Some(runtime) => {
+                    let send = tokio::time::timeout(STALL, sender.send(chunk));
+                    matches!(runtime.block_on(send), Ok(Ok(())))
+                }
+                None => false,
+            },
+            Err(TrySendError::Closed(_)) => false,
+        };
+        if !taken {
+            tracing::debug!("the registry fell behind; the layer will be pushed afterwards");
+            self.sender = None;
+            self.pending = Vec::new();
         }
+    }
+
+    /// From now on a full queue ends the upload instead of waiting: the
+    /// desktop was paused (the pause must not wait for the network).
+    pub fn never_wait(&mut self) {
+        self.runtime = None;
     }
 
     pub fn is_alive(&self) -> bool {
@@ -260,4 +327,77 @@ fn location(base: &str, response: &reqwest::Response) -> Option<String> {
     let value = response.headers().get(LOCATION)?.to_str().ok()?;
     let base = reqwest::Url::parse(base).ok()?;
     base.join(value).ok().map(|u| u.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tee(
+        queue: usize,
+        runtime: Option<tokio::runtime::Handle>,
+    ) -> (UploadTee, mpsc::Receiver<Bytes>) {
+        let (sender, receiver) = mpsc::channel(queue);
+        let tee = UploadTee {
+            sender: Some(sender),
+            runtime,
+            pending: Vec::new(),
+        };
+        (tee, receiver)
+    }
+
+    #[test]
+    fn pieces_go_out_whole_in_chunks_and_the_rest_on_flush() {
+        let data: Vec<u8> = (0..(CHUNK * 2 + 12_345) as u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let (mut tee, mut receiver) = tee(QUEUE, None);
+        for piece in data.chunks(32 * 1024) {
+            tee.offer(piece);
+        }
+        tee.flush();
+        assert!(tee.is_alive());
+        drop(tee);
+        let mut chunks = Vec::new();
+        while let Some(chunk) = receiver.blocking_recv() {
+            chunks.push(chunk);
+        }
+        assert_eq!(chunks.len(), 3);
+        assert!(chunks[..2].iter().all(|c| c.len() == CHUNK));
+        assert_eq!(chunks.concat(), data);
+    }
+
+    #[test]
+    fn a_tee_that_does_not_wait_gives_up_when_the_registry_is_behind() {
+        let (mut tee, _receiver) = tee(1, None);
+        tee.offer(&vec![1; CHUNK]);
+        assert!(tee.is_alive());
+        tee.offer(&vec![2; CHUNK]);
+        assert!(!tee.is_alive());
+    }
+
+    #[test]
+    fn a_tee_that_waits_keeps_up_with_a_slow_registry() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (mut tee, mut receiver) = tee(1, Some(runtime.handle().clone()));
+        let registry = runtime.spawn(async move {
+            let mut total = 0;
+            while let Some(chunk) = receiver.recv().await {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                total += chunk.len();
+            }
+            total
+        });
+        for _ in 0..5 {
+            tee.offer(&vec![7; CHUNK]);
+        }
+        tee.flush();
+        assert!(tee.is_alive());
+        drop(tee);
+        assert_eq!(runtime.block_on(registry).unwrap(), 5 * CHUNK);
+    }
 }

@@ -15,10 +15,11 @@ use crate::registry::upload::UploadTee;
 /// the buddy allocator's large free blocks, which on a VM with free page
 /// reporting are memory the host took back and must fault in again: perf
 /// of a 1 GB commit showed containerd's copy into the page cache as 1.8 s
-/// of CPU with 1 MiB messages (`dd` of 650 MB here: 1.0-1.7 s of system time
-/// with 64 KiB or larger writes, 0.2 s with 32 KiB). 32 KiB folios come
-/// from the per-CPU free lists. The registry upload takes bigger chunks
-/// (the tee gathers them).
+/// of CPU with 1 MiB messages, 0.4 s with 32 KiB ones (`dd` of 650 MB to a
+/// new file, 4 s after freeing as much: 0.9-1.8 s of system time with
+/// writes of 64 KiB or more, 0.2 s with 32 KiB). Folios of 32 KiB and less
+/// come from the per-CPU free lists. The registry upload takes bigger
+/// chunks (the tee gathers them).
 const CHUNK: usize = 32 * 1024;
 
 /// A `Write` that streams into a containerd blob, for a blocking thread.

@@ -298,7 +298,9 @@ impl UploadTee {
             Ok(()) => true,
             Err(TrySendError::Full(chunk)) => match &self.runtime {
                 Some(runtime) => {
-                    let send = tokio::time::timeout(STALL, sender.send(chunk));
+                    // The timer is made inside `block_on`, in the runtime's
+                    // context (this thread need not be one of its own).
+                    let send = async { tokio::time::timeout(STALL, sender.send(chunk)).await };
                     matches!(runtime.block_on(send), Ok(Ok(())))
                 }
                 None => false,

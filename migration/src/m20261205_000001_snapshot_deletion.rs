@@ -3,8 +3,9 @@
 //! answers; these columns say when, by whom, and what became of the
 //! manifest in the registry (`snapshot::ManifestDeletion`'s text).
 //!
-//! No new index: retention selects a repository's `PUSHED` rows, newest
-//! first, which `idx_snapshots_repository` already serves.
+//! No new index and no statistics: retention selects a repository's
+//! `PUSHED` rows, newest first, which `idx_snapshots_repository` already
+//! serves, and no query selects by these columns.
 
 use sea_orm_migration::{prelude::*, schema::*};
 
@@ -29,7 +30,13 @@ impl MigrationTrait for Migration {
                 )
                 .await?;
         }
-        Ok(())
+        // No query selects by them (see the statistics migrations).
+        crate::set_snapshot_statistics(
+            manager,
+            &["deleted_at", "deleted_by", "manifest_deletion"],
+            0,
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

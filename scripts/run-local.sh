@@ -41,7 +41,7 @@ stop_stack
 echo "== API on $api_url (SQLite in $data_dir)"
 # The embedded SQLite default: no DATABASE_URL (dev-env exports one for the tests).
 setsid -f env -u DATABASE_URL "$bin/dcs-api" --data-dir "$data_dir" --listen "127.0.0.1:$api_port" \
-  --speaker-repository-prefix "$prefix" >"$local_dir/api.log" 2>&1
+  --speaker-repository-prefix "$prefix" --insecure-registry "$DCS_REGISTRY" >"$local_dir/api.log" 2>&1
 sleep 0.2
 pgrep -n -f "dcs-api --data-dir $data_dir" >"$local_dir/api.pid"
 for _ in $(seq 1 100); do

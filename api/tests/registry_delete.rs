@@ -126,6 +126,14 @@ async fn delete_at(registries: &Registries, address: &str) -> Result<DeleteOutco
     registries.delete_manifest(&target, DIGEST).await
 }
 
+/// The error of a delete at `address` without credentials; fails the test
+/// if the registry deleted.
+async fn refusal(address: &str) -> RegistryError {
+    delete_at(&registries(address, None), address)
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test]
 async fn a_bearer_challenge_gets_a_token_for_its_scope_with_the_credentials() {
     let (address, seen) = token_registry(Token::Good, None).await;
@@ -168,9 +176,7 @@ async fn hostile_token_services_end_in_a_short_refusal() {
         ),
     ] {
         let (address, _) = token_registry(token, realm).await;
-        let error = delete_at(&registries(&address, None), &address)
-            .await
-            .unwrap_err();
+        let error = refusal(&address).await;
         let message = error.to_string();
         assert!(matches!(error, RegistryError::Refused { .. }), "{message}");
         assert!(message.contains(expected), "{expected}: {message}");
@@ -191,9 +197,7 @@ async fn odd_answers_are_refusals_with_clean_short_reasons() {
         }),
     ))
     .await;
-    let error = delete_at(&registries(&redirect, None), &redirect)
-        .await
-        .unwrap_err();
+    let error = refusal(&redirect).await;
     assert!(
         matches!(error, RegistryError::Refused { status: 307, .. }),
         "{error}"
@@ -201,17 +205,13 @@ async fn odd_answers_are_refusals_with_clean_short_reasons() {
 
     // An error body full of control characters and far too long.
     let noisy = noisy_registry(StatusCode::FORBIDDEN, "DENIED").await;
-    let error = delete_at(&registries(&noisy, None), &noisy)
-        .await
-        .unwrap_err();
+    let error = refusal(&noisy).await;
     assert!(
         matches!(error, RegistryError::Unauthorized { status: 403, .. }),
         "{error}"
     );
     let broken = noisy_registry(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN").await;
-    let error = delete_at(&registries(&broken, None), &broken)
-        .await
-        .unwrap_err();
+    let error = refusal(&broken).await;
     let message = error.to_string();
     assert!(
         matches!(error, RegistryError::Refused { status: 500, .. }),
@@ -226,9 +226,7 @@ async fn odd_answers_are_refusals_with_clean_short_reasons() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().to_string()
     };
-    let error = delete_at(&registries(&closed, None), &closed)
-        .await
-        .unwrap_err();
+    let error = refusal(&closed).await;
     assert!(
         matches!(error, RegistryError::Unreachable { .. }),
         "{error}"

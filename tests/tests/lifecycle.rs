@@ -13,8 +13,6 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-const CREATE_ENDPOINT: &str = "mutation($input: CreateWebhookEndpointInput!) {
-    createWebhookEndpoint(input: $input) { endpoint { id } } }";
 const DELETE: &str = "mutation($id: ID!) { deleteSnapshot(id: $id) {
     id status manifestDigest deletion { at by manifest } } }";
 const SNAPSHOT: &str = "query($id: ID!) { snapshot(id: $id) {
@@ -64,11 +62,10 @@ impl Stack {
             .start();
         let receiver = Receiver::start(ok()).await;
         let admin = api.token("root", "admin", &[]);
-        api.data(
+        api.create_webhook_endpoint(
             &admin,
-            CREATE_ENDPOINT,
-            json!({"input": {"url": receiver.url("/hooks"),
-                             "eventTypes": ["SNAPSHOT_PUSHED", "SNAPSHOT_DELETED"]}}),
+            &receiver.url("/hooks"),
+            &["SNAPSHOT_PUSHED", "SNAPSHOT_DELETED"],
         )
         .await;
         let alice = api.token("alice", "speaker", &["workshop"]);

@@ -38,9 +38,6 @@ const SNAPSHOT: &str = "query($id: ID!) { snapshot(id: $id) {
     findings { count secretCount warningCount truncated
                findings { path rule severity line size suggestedExclude } } } }";
 
-const CREATE_ENDPOINT: &str = "mutation($input: CreateWebhookEndpointInput!) {
-    createWebhookEndpoint(input: $input) { secret endpoint { id } } }";
-
 /// The API, its database, an agent, a desktop of alice's and a webhook
 /// receiver; every GraphQL answer the test got is kept in `transcript`.
 struct Stack {
@@ -66,11 +63,10 @@ impl Stack {
         let agent = Agent::start(&env, &api, "node-1", &ctr.namespace);
         let receiver = Receiver::start(ok()).await;
         let admin = api.token("root", "admin", &[]);
-        api.data(
+        api.create_webhook_endpoint(
             &admin,
-            CREATE_ENDPOINT,
-            json!({"input": {"url": receiver.url("/hooks"),
-                             "eventTypes": ["SNAPSHOT_PUSHED", "SNAPSHOT_FAILED"]}}),
+            &receiver.url("/hooks"),
+            &["SNAPSHOT_PUSHED", "SNAPSHOT_FAILED"],
         )
         .await;
         let alice = api.token("alice", "speaker", &["workshop"]);

@@ -9,3 +9,6 @@ pub const CREATE: &str =
 pub const SNAPSHOT: &str = "query($id: ID!) { snapshot(id: $id) { id status manifestDigest layerDigest failureCode failureReason pausedMs target parent { id } progress { bytesDone bytesTotal } } }";
 pub const EVENTS: &str =
     "subscription { snapshotEvents { snapshotId status bytesDone bytesTotal } }";
+
+pub const CREATE_WEBHOOK_ENDPOINT: &str = "mutation($input: CreateWebhookEndpointInput!) { \
+    createWebhookEndpoint(input: $input) { secret endpoint { id enabled } } }";

@@ -60,6 +60,21 @@ impl Api {
         body["data"].clone()
     }
 
+    /// Registers a webhook endpoint for `event_types` (`SNAPSHOT_PUSHED`,
+    /// ...) as `admin`; returns `createWebhookEndpoint` (`secret`,
+    /// `endpoint { id enabled }`).
+    pub async fn create_webhook_endpoint(
+        &self,
+        admin: &str,
+        url: &str,
+        event_types: &[&str],
+    ) -> Value {
+        let input = json!({"input": {"url": url, "eventTypes": event_types}});
+        self.data(admin, documents::CREATE_WEBHOOK_ENDPOINT, input)
+            .await["createWebhookEndpoint"]
+            .clone()
+    }
+
     /// `createSnapshot` of `container` to `target` (gzip); the new id. The
     /// snapshot must be accepted (`QUEUED`).
     pub async fn create_snapshot(&self, token: &str, container: &str, target: &str) -> String {

@@ -161,6 +161,8 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
         last_event_seq: job.last_event_seq.max(0) as u64,
         acknowledged_findings,
         traceparent: trace_context::current_traceparent(),
+        flatten: None,
+        single_layer: false,
     };
     let response = state.agents.send_job(&node.name, &node.url, &request).await;
     let attempts = job.dispatch_attempts + 1;

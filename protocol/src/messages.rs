@@ -105,6 +105,27 @@ pub struct JobRequest {
         deserialize_with = "text_or_absent"
     )]
     pub traceparent: Option<String>,
+    /// Flatten onto this base: the new image is the base's layers plus one
+    /// layer holding everything above them. Absent from older APIs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flatten: Option<FlattenBase>,
+    /// Make exactly one new layer (no second layer for what changed while
+    /// the bulk was read): the layer budget has room for one only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub single_layer: bool,
+}
+
+/// The image a flatten keeps the layers of: the first image of the
+/// lineage that no snapshot made. The agent checks it against the image
+/// the container runs (its layers must be that image's leading layers)
+/// and never trusts it alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlattenBase {
+    /// The image reference, e.g. `registry.example/desktops/base:1`.
+    pub image: String,
+    /// Its manifest (or index) digest.
+    pub digest: String,
 }
 
 /// A string, or `None` for any other JSON value.
@@ -236,6 +257,16 @@ pub struct JobResult {
     /// warnings). Empty from older agents.
     #[serde(default)]
     pub findings: crate::findings::ScanReport,
+    /// Layers in the pushed image. Absent from older agents.
+    #[serde(default)]
+    pub layer_count: Option<u32>,
+    /// Layers in the image the container ran (the leading layers of the
+    /// pushed image, unless it was flattened). Absent from older agents.
+    #[serde(default)]
+    pub base_layer_count: Option<u32>,
+    /// The image is its flatten base's layers plus one.
+    #[serde(default)]
+    pub flattened: bool,
 }
 
 /// How the agent read the container's changes. Lowercase with a dash on

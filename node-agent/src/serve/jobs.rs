@@ -351,6 +351,9 @@ fn job_result(r: CommitResult) -> JobResult {
         duration_ms: r.duration_ms,
         method: r.method,
         findings: r.findings,
+        layer_count: None,
+        base_layer_count: None,
+        flattened: false,
     }
 }
 

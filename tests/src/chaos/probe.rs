@@ -420,6 +420,9 @@ fn pushed(target: &str) -> JobResult {
         duration_ms: 10,
         method: dcs_protocol::CommitMethod::Overlay,
         findings: Default::default(),
+        layer_count: Some(2),
+        base_layer_count: Some(1),
+        flattened: false,
     }
 }
 

@@ -14,6 +14,7 @@ use tracing::Instrument as _;
 use crate::commit::{CommitError, CommitRequest, commit};
 use crate::containerd::{ContainerInfo, Containerd};
 use crate::image::changes::ConfigChange;
+use crate::image::flatten::WantedBase;
 use crate::layer::Compression;
 use crate::registry::RegistryOptions;
 use dcs_protocol::Acknowledgement;
@@ -218,6 +219,16 @@ struct CommitArgs {
     /// Repeatable.
     #[arg(long = "acknowledge", value_name = "RULE:PATH", value_parser = parse_acknowledgement)]
     acknowledged: Vec<Acknowledgement>,
+    /// Flatten onto this image: the new image is its layers plus one
+    /// layer with everything above them. `NAME@DIGEST`, or the name of an
+    /// image in containerd. It must be what the container's image is
+    /// built on.
+    #[arg(long, value_name = "IMAGE")]
+    flatten_base: Option<String>,
+    /// Make exactly one new layer, never a second one for what changed
+    /// while the bulk was read.
+    #[arg(long)]
+    single_layer: bool,
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +244,26 @@ struct PreviewArgs {
     /// Do not exclude the default runtime paths (/tmp/*, /run/*, X11 and VNC files).
     #[arg(long)]
     no_default_excludes: bool,
+}
+
+/// `NAME@DIGEST` as given, or a containerd image's name with its digest.
+async fn flatten_base(client: &Containerd, image: &str) -> anyhow::Result<WantedBase> {
+    if let Some((name, digest)) = image.rsplit_once('@') {
+        return Ok(WantedBase {
+            image: name.to_string(),
+            digest: digest.to_string(),
+        });
+    }
+    let digest = client
+        .image(image)
+        .await?
+        .and_then(|record| record.target)
+        .map(|target| target.digest)
+        .with_context(|| format!("the flatten base {image} is not an image in containerd"))?;
+    Ok(WantedBase {
+        image: image.to_string(),
+        digest,
+    })
 }
 
 /// `RULE:PATH` (rule ids have no `:`; paths may).
@@ -332,6 +363,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 },
                 state_dir: args.state_dir,
                 acknowledged: args.acknowledged,
+                flatten: match &args.flatten_base {
+                    Some(image) => Some(flatten_base(&client, image).await?),
+                    None => None,
+                },
+                single_layer: args.single_layer,
             };
             // The same span the service's jobs have (`serve::jobs`), so a
             // commit's logs read alike from the CLI and from the service.

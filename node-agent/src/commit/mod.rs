@@ -32,8 +32,10 @@ use crate::containerd::{self, Containerd, Lease, TaskState};
 use crate::image::base::{BaseImage, BaseImageError};
 use crate::image::build::{BuiltImage, CommitOptions, NewLayer, build_image};
 use crate::image::changes::ConfigChange;
+use crate::image::flatten::{FlattenBase, FlattenError, WantedBase};
 use crate::image::{Descriptor, media_type};
 use crate::layer::exclude::ExcludeError;
+use crate::layer::layer_dirs::LayerDirs;
 use crate::layer::{
     Compression, Excludes, LayerError, LayerSource, LayerSummary, OverlayUpper, Pass, Record,
     WalkStats, write_layer,
@@ -72,6 +74,12 @@ pub struct CommitRequest {
     /// Secret findings (rule and path) the speaker accepts; any other
     /// secret the scan finds refuses the commit before anything is pushed.
     pub acknowledged: Vec<Acknowledgement>,
+    /// Flatten onto this base: its layers plus one layer with everything
+    /// above them (see `image::flatten`).
+    pub flatten: Option<WantedBase>,
+    /// Make exactly one new layer: no second layer for what changed while
+    /// the bulk was read (the layer budget has room for one).
+    pub single_layer: bool,
 }
 
 /// What a commit produced; printed as JSON by the CLI.
@@ -104,6 +112,15 @@ pub struct CommitResult {
     /// What the secret scan found in the pushed layers: acknowledged
     /// secrets and warnings.
     pub findings: ScanReport,
+    /// Layers in the pushed image.
+    pub layer_count: usize,
+    /// Layers in the image the container ran.
+    pub base_layer_count: usize,
+    /// The image is the flatten base's layers plus one.
+    pub flattened: bool,
+    /// How many layers of the running image the one new layer replaced
+    /// (0 when the container ran the flatten base itself).
+    pub layers_merged: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -173,6 +190,8 @@ pub enum CommitError {
     Exclude(#[from] ExcludeError),
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error(transparent)]
+    Flatten(#[from] FlattenError),
     #[error("container \"{id}\" uses snapshotter \"{snapshotter}\" and has no snapshot to read")]
     NoSnapshot { id: String, snapshotter: String },
     #[error("the commit was interrupted: {0}")]
@@ -247,6 +266,10 @@ pub async fn commit(
 
     let container = client.container(&request.container_id).await?;
     let base = BaseImage::resolve(client, &container.id, &container.image).await?;
+    let flatten = match &request.flatten {
+        Some(wanted) => Some(FlattenBase::resolve(client, &base, wanted, &request.registry).await?),
+        None => None,
+    };
     // Credentials and reachability first: a refusal must not cost a pause
     // and a layer build.
     pusher.check_access(&base.manifest.config.digest).await?;
@@ -267,6 +290,7 @@ pub async fn commit(
         request,
         &container,
         &base,
+        flatten.as_ref(),
         &excludes,
         lease.lease(),
         &pusher,
@@ -291,6 +315,7 @@ async fn commit_under_lease(
     request: &CommitRequest,
     container: &containerd::ContainerInfo,
     base: &BaseImage,
+    flatten: Option<&FlattenBase>,
     excludes: &Excludes,
     lease: &Lease,
     pusher: &Pusher,
@@ -302,17 +327,45 @@ async fn commit_under_lease(
     let diff_started = Instant::now();
     let pause = request.pause && client.task_state(&container.id).await? == TaskState::Running;
     tracing::debug!(pause, "task state read");
+    // A flatten whose base is below the running image merges layers: one
+    // diff from the base's snapshot. On the base itself, it is a commit
+    // of one layer.
+    let merged = flatten.filter(|f| f.layers < base.manifest.layers.len());
+    let one_layer = request.single_layer || flatten.is_some();
     let upper = overlay_upper(client, container).await?;
-    let read = match upper {
+    let read = match (merged, upper) {
+        (Some(flatten), _) => {
+            let lower = Lower::Snapshot(flatten.chain_id.clone());
+            read_in_one_pass(
+                client, container, excludes, request, lease, pusher, lower, pause,
+            )
+            .await?
+        }
         // The desktop keeps running while the bulk is read.
-        Some(upper) if pause => {
-            let layering = Layering::from_env();
+        (None, Some(upper)) if pause => {
+            let layering = if one_layer {
+                Layering::OneLayer
+            } else {
+                Layering::from_env()
+            };
             read_while_running(
                 client, container, upper, excludes, request, lease, pusher, layering,
             )
             .await?
         }
-        _ => read_in_one_pass(client, container, excludes, request, lease, pusher, pause).await?,
+        _ => {
+            read_in_one_pass(
+                client,
+                container,
+                excludes,
+                request,
+                lease,
+                pusher,
+                Lower::Image,
+                pause,
+            )
+            .await?
+        }
     };
     let diff_ms = diff_started.elapsed().as_millis() as u64;
     // Look before you push: the scan ran as the layers were built. A bulk
@@ -341,12 +394,22 @@ async fn commit_under_lease(
     tracing::debug!(streamed, "streaming layer upload");
 
     let new_layers: Vec<NewLayer> = read.layers.iter().map(LayerReport::new_layer).collect();
+    let layers_merged = merged.map_or(0, |f| base.manifest.layers.len() - f.layers);
     let options = CommitOptions {
         changes: request.changes.clone(),
         message: request.message.clone(),
         snapshot_id: request.snapshot_id.clone(),
+        layers_merged,
     };
-    let built = build_image(base, &new_layers, &options, chrono::Utc::now());
+    let built = match merged {
+        Some(flatten) => build_image(
+            &flatten.cut(base),
+            &new_layers,
+            &options,
+            chrono::Utc::now(),
+        ),
+        None => build_image(base, &new_layers, &options, chrono::Utc::now()),
+    };
     write_documents(client, lease, &built).await?;
 
     let push_progress = progress.clone().map(|p| {
@@ -397,6 +460,10 @@ async fn commit_under_lease(
         delta_stats: read.delta_stats,
         push,
         findings: read.findings.into_report(),
+        layer_count: built.layers.len(),
+        base_layer_count: base.manifest.layers.len(),
+        flattened: flatten.is_some(),
+        layers_merged,
     })
 }
 
@@ -495,8 +562,17 @@ async fn read_while_running(
             if let Some(upload) = upload {
                 upload.cancel(tee).await;
             }
-            return read_in_one_pass(client, container, excludes, request, lease, pusher, true)
-                .await;
+            return read_in_one_pass(
+                client,
+                container,
+                excludes,
+                request,
+                lease,
+                pusher,
+                Lower::Image,
+                true,
+            )
+            .await;
         }
         Err(e) => return Err(e),
     };
@@ -616,6 +692,7 @@ async fn read_in_one_pass(
     request: &CommitRequest,
     lease: &Lease,
     pusher: &Pusher,
+    lower: Lower,
     pause: bool,
 ) -> Result<ReadLayers, CommitError> {
     // A paused read has the pause as its span, from freeze to thaw.
@@ -652,6 +729,7 @@ async fn read_in_one_pass(
         excludes,
         request.compression,
         lease,
+        lower,
         &mut tee,
         &mut paused,
     )
@@ -705,6 +783,16 @@ fn content_root(upper: &OverlayUpper) -> Option<PathBuf> {
     content.is_dir().then_some(content)
 }
 
+/// What the new layer is the difference from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Lower {
+    /// The image the container runs (its snapshot's parent): a commit.
+    Image,
+    /// A committed snapshot below it, by name (a flatten base's chain ID):
+    /// only the Diff service can compare against that.
+    Snapshot(String),
+}
+
 /// Builds the layer into the content store: from the overlay upper
 /// directory when there is one, else through containerd's Diff service.
 /// `paused` is the task paused for the read, if the request asked for it.
@@ -715,6 +803,7 @@ async fn read_changes(
     excludes: &Excludes,
     compression: Compression,
     lease: &Lease,
+    lower: Lower,
     tee: &mut Option<UploadTee>,
     paused: &mut Option<PausedTask>,
 ) -> Result<(LayerSummary, CommitMethod), CommitError> {
@@ -722,7 +811,7 @@ async fn read_changes(
         .snapshot_mounts(&container.snapshotter, &container.snapshot_key)
         .await?;
     let upper = match mounts.as_slice() {
-        [mount] => OverlayUpper::from_mount(&mount.r#type, &mount.options),
+        [mount] if lower == Lower::Image => OverlayUpper::from_mount(&mount.r#type, &mount.options),
         _ => None,
     };
     if let Some(upper) = upper {
@@ -753,25 +842,47 @@ async fn read_changes(
             tee.never_wait();
         }
     }
-    let summary =
-        diff_service_layer(client, container, mounts, excludes, compression, lease, tee).await?;
+    let summary = diff_service_layer(
+        client,
+        container,
+        mounts,
+        lower,
+        excludes,
+        compression,
+        lease,
+        tee,
+    )
+    .await?;
     Ok((summary, CommitMethod::DiffService))
 }
 
-/// The fallback: containerd computes an uncompressed diff between the
-/// image's top layer and the container; we filter and compress it.
+/// containerd computes an uncompressed diff between `lower` and the
+/// container; we filter and compress it. The fallback of a commit, and
+/// the whole of a flatten.
+#[allow(clippy::too_many_arguments)]
 async fn diff_service_layer(
     client: &Containerd,
     container: &containerd::ContainerInfo,
     upper: Vec<containerd_client::types::Mount>,
+    lower: Lower,
     excludes: &Excludes,
     compression: Compression,
     lease: &Lease,
     tee: &mut Option<UploadTee>,
 ) -> Result<LayerSummary, CommitError> {
-    let parent = client
-        .snapshot_parent(&container.snapshotter, &container.snapshot_key)
-        .await?;
+    let parent = match lower {
+        Lower::Image => {
+            client
+                .snapshot_parent(&container.snapshotter, &container.snapshot_key)
+                .await?
+        }
+        Lower::Snapshot(name) => name,
+    };
+    // Opened before containerd gets the mounts: the xattrs its tar lacks.
+    let dirs = match upper.as_slice() {
+        [mount] => LayerDirs::from_mount(&mount.r#type, &mount.source, &mount.options),
+        _ => None,
+    };
     let view_key = format!("dcs-view-{}", uuid::Uuid::new_v4());
     let lower = client
         .view_snapshot(&container.snapshotter, &view_key, &parent, lease)
@@ -799,7 +910,7 @@ async fn diff_service_layer(
     let reader = stream_reader(client, &diff.digest).await?;
     build_layer(
         client,
-        LayerSource::Tar(Box::new(reader), promotions),
+        LayerSource::Tar(Box::new(reader), promotions, dirs),
         excludes,
         compression,
         lease,

@@ -97,7 +97,7 @@ impl BaseImage {
 
 /// The manifest for this host's platform. An entry without a platform is
 /// taken only when it is the only one (single-platform indexes often omit it).
-fn pick_platform(index: &Index) -> Option<Descriptor> {
+pub(crate) fn pick_platform(index: &Index) -> Option<Descriptor> {
     let host = host_platform();
     let is_manifest = |d: &&Descriptor| {
         matches!(

@@ -23,6 +23,9 @@ pub struct CommitOptions {
     pub changes: Vec<ConfigChange>,
     pub message: Option<String>,
     pub snapshot_id: Option<String>,
+    /// A flatten: how many layers above the base the new layer replaces
+    /// (0 for a commit).
+    pub layers_merged: usize,
 }
 
 /// The documents of the new image, serialised once so the digests that
@@ -133,7 +136,12 @@ fn derive_config(
         }
     }
 
-    let mut created_by = "dcs-agent commit".to_string();
+    let mut created_by = match options.layers_merged {
+        0 => "dcs-agent commit".to_string(),
+        n => {
+            format!("dcs-agent commit, flattened ({n} layers above the base merged into this one)")
+        }
+    };
     if !options.changes.is_empty() {
         created_by.push_str(&format!(
             " (changes: {})",
@@ -224,6 +232,7 @@ mod tests {
             ],
             message: Some("tools for the workshop".into()),
             snapshot_id: Some("snap-1".into()),
+            layers_merged: 0,
         };
         let built = build_image(&base(), &[new_layer()], &options, Utc::now());
         let config: Value = serde_json::from_slice(&built.config).unwrap();

@@ -3,6 +3,7 @@
 
 pub mod base;
 pub mod build;
+pub mod flatten;
 /// Config changes (`CMD [...]`), parsed the same way by the API and the agent.
 pub use dcs_protocol::changes;
 

@@ -13,6 +13,7 @@ use std::io::{self, Read, Write};
 use super::LayerError;
 use super::archive::{AppendError, Entry, EntryKind, TarWriter};
 use super::exclude::Excludes;
+use super::layer_dirs::LayerDirs;
 use super::overlay::WalkStats;
 use crate::scan::Scanner;
 
@@ -54,6 +55,7 @@ pub fn copy_filtered<W: Write>(
     reader: Box<dyn Read + Send>,
     excludes: &Excludes,
     promotions: &Promotions,
+    dirs: Option<&LayerDirs>,
     scanner: &mut Scanner,
     tar: &mut TarWriter<W>,
 ) -> Result<WalkStats, LayerError> {
@@ -66,6 +68,14 @@ pub fn copy_filtered<W: Write>(
         let Some(mut entry) = entry else {
             continue;
         };
+        // The attributes the Diff service left out, from the file itself.
+        if let Some(dirs) = dirs
+            && entry.kind != EntryKind::HardLink
+            && !is_whiteout(&entry.path)
+            && let Some(xattrs) = dirs.xattrs(&entry.path).map_err(LayerError::DiffStream)?
+        {
+            entry.xattrs = xattrs;
+        }
         if entry.kind == EntryKind::HardLink
             && let Some(promoted) = promotions.get(&entry.link)
         {
@@ -132,6 +142,11 @@ pub fn copy_filtered<W: Write>(
         stats.entries += 1;
     }
     Ok(stats)
+}
+
+fn is_whiteout(path: &[u8]) -> bool {
+    let name = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
+    name.starts_with(b".wh.")
 }
 
 /// A regular file: its head goes to the scan as the data goes by.

@@ -7,6 +7,7 @@ pub mod compress;
 pub mod digest;
 pub mod exclude;
 pub mod filter;
+pub mod layer_dirs;
 pub mod overlay;
 pub mod pgzip;
 pub mod pinned;
@@ -77,8 +78,13 @@ pub enum LayerSource {
     /// reads while the desktop runs (see `record`).
     OverlayPass(OverlayUpper, Pass, Box<Record>),
     /// An uncompressed layer tar (from containerd's Diff service), to be
-    /// filtered and recompressed, with the hardlink plan of a first pass.
-    Tar(Box<dyn Read + Send>, filter::Promotions),
+    /// filtered and recompressed, with the hardlink plan of a first pass
+    /// and, when known, the directories to read extended attributes from.
+    Tar(
+        Box<dyn Read + Send>,
+        filter::Promotions,
+        Option<layer_dirs::LayerDirs>,
+    ),
 }
 
 impl fmt::Debug for LayerSource {
@@ -90,7 +96,7 @@ impl fmt::Debug for LayerSource {
                 .field(upper)
                 .field(pass)
                 .finish_non_exhaustive(),
-            Self::Tar(_, _) => f.debug_tuple("Tar").finish_non_exhaustive(),
+            Self::Tar(..) => f.debug_tuple("Tar").finish_non_exhaustive(),
         }
     }
 }
@@ -154,9 +160,14 @@ pub fn write_layer<W: Write>(
             record = Some(recorded);
             stats
         }
-        LayerSource::Tar(reader, promotions) => {
-            filter::copy_filtered(reader, excludes, &promotions, &mut scanner, &mut tar)?
-        }
+        LayerSource::Tar(reader, promotions, dirs) => filter::copy_filtered(
+            reader,
+            excludes,
+            &promotions,
+            dirs.as_ref(),
+            &mut scanner,
+            &mut tar,
+        )?,
     };
     tracing::debug!(
         files = scanner.volume.files,

@@ -100,6 +100,11 @@ impl Pinned {
         Ok(rustix::fs::readlinkat(&self.fd, c"", Vec::new())?.into_bytes())
     }
 
+    /// The `O_PATH` descriptor itself, to open entries below a directory.
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
     /// `/proc/self/fd/N`: the pinned inode, for the calls that take a path.
     pub fn proc_path(&self) -> String {
         format!("/proc/self/fd/{}", self.fd.as_raw_fd())

@@ -354,6 +354,44 @@ impl Pusher {
         Ok(())
     }
 
+    /// The manifest or index `digest` of this client's repository, as the
+    /// registry stores it, checked against the digest and refused past
+    /// `max` bytes.
+    pub async fn fetch_manifest(&self, digest: &str, max: usize) -> Result<Vec<u8>, RegistryError> {
+        let reference = Reference::with_digest(
+            self.target.registry().to_string(),
+            self.target.repository().to_string(),
+            digest.to_string(),
+        );
+        let accepted = [
+            crate::image::media_type::OCI_MANIFEST,
+            crate::image::media_type::DOCKER_MANIFEST,
+            crate::image::media_type::OCI_INDEX,
+            crate::image::media_type::DOCKER_LIST,
+        ];
+        let (bytes, _) = self
+            .client
+            .pull_manifest_raw(&reference, &self.auth, &accepted)
+            .await
+            .map_err(|e| self.classify(e))?;
+        let rejected = |reason: String| RegistryError::Rejected {
+            registry: self.registry.clone(),
+            reason,
+        };
+        if bytes.len() > max {
+            return Err(rejected(format!(
+                "manifest {digest} is {} bytes, more than the {max} a manifest may have",
+                bytes.len()
+            )));
+        }
+        if crate::image::sha256_digest(&bytes) != digest {
+            return Err(rejected(format!(
+                "the manifest it sent for {digest} has another digest"
+            )));
+        }
+        Ok(bytes.to_vec())
+    }
+
     async fn exists(&self, digest: &str) -> Result<bool, RegistryError> {
         self.client
             .blob_exists(&self.target, digest)

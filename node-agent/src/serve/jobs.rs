@@ -22,6 +22,7 @@ use super::reporter::Reporter;
 use crate::commit::{CommitError, CommitProgress, CommitRequest, CommitResult, commit};
 use crate::containerd::{self, Containerd};
 use crate::image::changes::ConfigChange;
+use crate::image::flatten::FlattenError;
 use crate::layer::LayerError;
 use crate::lock::LockError;
 use crate::registry::{RegistryError, RegistryOptions};
@@ -215,6 +216,8 @@ impl Jobs {
             registry: self.inner.registry.clone(),
             state_dir: self.inner.state_dir.clone(),
             acknowledged: request.acknowledged_findings.clone(),
+            flatten: request.flatten.clone(),
+            single_layer: request.single_layer,
         })
     }
 
@@ -351,9 +354,9 @@ fn job_result(r: CommitResult) -> JobResult {
         duration_ms: r.duration_ms,
         method: r.method,
         findings: r.findings,
-        layer_count: None,
-        base_layer_count: None,
-        flattened: false,
+        layer_count: Some(r.layer_count as u32),
+        base_layer_count: Some(r.base_layer_count as u32),
+        flattened: r.flattened,
     }
 }
 
@@ -366,6 +369,9 @@ fn failure_code(error: &CommitError) -> FailureCode {
         CommitError::Containerd(containerd::Error::DiskFull { .. }) => FailureCode::DiskFull,
         CommitError::Containerd(_) | CommitError::NoSnapshot { .. } => FailureCode::Containerd,
         CommitError::BaseImage(_) => FailureCode::BadRequest,
+        // Read from containerd or the base's registry: may pass next time.
+        CommitError::Flatten(FlattenError::Unreadable { .. }) => FailureCode::Registry,
+        CommitError::Flatten(_) => FailureCode::BadRequest,
         CommitError::Layer(LayerError::Write(e)) if is_disk_full(e) => FailureCode::DiskFull,
         CommitError::Layer(_) | CommitError::Interrupted(_) => FailureCode::Internal,
         CommitError::Registry(

@@ -26,6 +26,12 @@
 #   5. Case 4 with a process in the container appending a line to 20 of the files
 #      every 10 ms during the commit: the pause may add the time to read those again.
 #   6. Peak RSS of a commit of a 5 GB change (5 x case 4's files), zstd: <= 64 MB.
+#   7. Flatten (issue 10): a 5-generation chain on the tiny base, 200 MB of case 1's data
+#      added in each generation (gen k runs gen k-1's image). The fifth container is
+#      committed appended (one more layer, today's commit) and flattened onto the tiny
+#      base (its layer plus one 1 GB layer), round-robin: wall, paused ms, layer size,
+#      peak RSS (<= 64 MB for both). Flatten reads through containerd's Diff service and
+#      pauses the desktop for the whole read.
 #
 # Look before you push (issue 11), timed in the same rounds as the commits:
 #   - case 1 with BENCH_BASELINE_BIN: the agent built without the secret scan, beside
@@ -40,7 +46,7 @@
 #                       of its own with its own target directory) timed beside ours in case 1
 #   BENCH_RUNS          timed runs of multi-second measurements (default 3)
 #   BENCH_FAST_RUNS     timed runs of sub-second measurements (default 5)
-#   BENCH_CASES         cases to run (default "1 2 3 4 5 6"); a quiet window is at most
+#   BENCH_CASES         cases to run (default "1 2 3 4 5 6 7"); a quiet window is at most
 #                       ~10 minutes, so run them a few at a time
 #   BENCH_NAMESPACE     containerd namespace (default bench)
 #   BENCH_KEEP_CACHE    1 (default): keep the base images (busybox, big-base) in the
@@ -65,7 +71,7 @@ fi
 NS=${BENCH_NAMESPACE:-bench}
 RUNS=${BENCH_RUNS:-3}
 FAST_RUNS=${BENCH_FAST_RUNS:-5}
-CASES=${BENCH_CASES:-1 2 3 4 5 6}
+CASES=${BENCH_CASES:-1 2 3 4 5 6 7}
 KEEP_CACHE=${BENCH_KEEP_CACHE:-1}
 REG=$DCS_REGISTRY
 CTR=(ctr -a "$DCS_CONTAINERD_SOCKET" -n "$NS")
@@ -94,7 +100,8 @@ fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dcs-bench.XXXXXX")
 STATE=$WORK/agent-state
 mkdir -p "$STATE"
-CONTAINERS=(bench-c1 bench-c3 bench-big bench-tiny bench-gen bench-c4 bench-c6)
+CONTAINERS=(bench-c1 bench-c3 bench-big bench-tiny bench-gen bench-c4 bench-c6
+    bench-g1 bench-g2 bench-g3 bench-g4 bench-g5)
 TEMP_IMAGES=()
 
 remove_container() {
@@ -185,6 +192,8 @@ forget_top_layer() { # REPO TAG
 # prints "wall durationMs diffMs pushMs pausedMs bytesUploaded layerSize prepareMs
 # maxRssKB deltaUncompressed" (prepareMs and deltaUncompressed 0 from agents without them)
 agent() { agent_with "$AGENT" "$@"; }
+# Extra options of the next commits (case 7's --flatten-base).
+AGENT_EXTRA=()
 
 # agent_with BINARY CONTAINER TARGET COMPRESSION: the same with another agent binary
 agent_with() {
@@ -194,7 +203,7 @@ agent_with() {
     /usr/bin/time -f '%M' -o "$WORK/rss.txt" \
         "$bin" commit --containerd-socket "$DCS_CONTAINERD_SOCKET" --namespace "$NS" \
         --container "$1" --target "$2" --insecure-registry "$REG" --compression "$3" \
-        --state-dir "$STATE" >"$WORK/out.json" || die "dcs-agent commit $1 -> $2 failed"
+        --state-dir "$STATE" "${AGENT_EXTRA[@]}" >"$WORK/out.json" || die "dcs-agent commit $1 -> $2 failed"
     t1=$EPOCHREALTIME
     printf '%s %s %s %s\n' "$(elapsed "$t0" "$t1")" \
         "$(jq -r '"\(.durationMs) \(.diffMs) \(.pushMs) \(.pausedMs) \(.push.bytesUploaded) \(.layer.size) \(.prepareMs // 0)"' "$WORK/out.json")" \
@@ -245,7 +254,8 @@ diff_service() {
 # A measurement spec is "SERIES|diff|CONTAINER", "SERIES|floor|CONTAINER|COMPRESSOR",
 # "SERIES|preview|CONTAINER" or "SERIES|agent|CONTAINER|TARGET|COMPRESSION[|forget]"
 # (forget: unlink the new layer from the target repository first, so that the push
-# uploads it); "baseline" instead of "agent" runs BENCH_BASELINE_BIN.
+# uploads it); "baseline" instead of "agent" runs BENCH_BASELINE_BIN, "flatten"
+# commits with --flatten-base "$FLATTEN_BASE".
 # interleave N WARMUP SPEC...: (one warm-up round if WARMUP is 1, then) N rounds, each
 # running every spec once in turn, so that background load hits all of them alike.
 # Timed lines are appended to SERIES; the warm-up's JSON goes to SERIES.json.
@@ -275,6 +285,11 @@ interleave() {
                 if [[ $kind == baseline ]]; then
                     line=$(agent_with "$BASELINE" "$container" "$target" "$compression")
                     label="baseline $compression, $container"
+                elif [[ $kind == flatten ]]; then
+                    AGENT_EXTRA=(--flatten-base "$FLATTEN_BASE")
+                    line=$(agent "$container" "$target" "$compression")
+                    AGENT_EXTRA=()
+                    label="ours flattened $compression, $container"
                 else
                     line=$(agent "$container" "$target" "$compression")
                     label="ours $compression, $container"
@@ -720,6 +735,49 @@ case6() {
     remove_container bench-c6
 }
 
+# ------------------------------------------------------------------ case 7
+
+case7() {
+    log "case 7: flatten a 5-generation chain, 200 MB in each generation"
+    gen_change "$WORK/c7" 200
+    local image=$TINY_IMAGE k
+    for k in 1 2 3 4 5; do
+        run_container "bench-g$k" "$image" --mount "type=bind,src=$WORK/c7,dst=/var/tmp,options=rbind:ro"
+        cexec "bench-g$k" /bin/busybox sh -c "busybox cp -a /var/tmp/data /gen$k && busybox touch -r /bin/busybox /"
+        [[ $k == 5 ]] && break
+        image=$REG/bench/c7:g$k
+        TEMP_IMAGES+=("$image")
+        agent "bench-g$k" "$image" zstd >/dev/null
+        remove_container "bench-g$k"
+    done
+    rm -rf "$WORK/c7"
+    FLATTEN_BASE=$TINY_IMAGE
+    : >"$WORK/c7-append"
+    : >"$WORK/c7-flatten"
+    TEMP_IMAGES+=("$REG/bench/c7:append" "$REG/bench/c7:flat")
+    interleave "$RUNS" 1 "$WORK/c7-append|agent|bench-g5|$REG/bench/c7:append|zstd|forget" \
+        "$WORK/c7-flatten|flatten|bench-g5|$REG/bench/c7:flat|zstd|forget"
+    local layers_append layers_flat a f r rss_a rss_f
+    layers_append=$(jq -r .layerCount "$WORK/c7-append.json")
+    layers_flat=$(jq -r .layerCount "$WORK/c7-flatten.json")
+    a=$(col_median "$WORK/c7-append" 1)
+    f=$(col_median "$WORK/c7-flatten" 1)
+    r=$(ratio2 "$f" "$a")
+    rss_a=$(awk '{ print $9 / 1024 }' "$WORK/c7-append" | median)
+    rss_f=$(awk '{ print $9 / 1024 }' "$WORK/c7-flatten" | median)
+    echo
+    echo "Case 7: 5 generations x 200 MB on the tiny base, zstd (median of $RUNS runs after a warm-up)"
+    printf '  append:  %s layers, wall %6.3f s, pausedMs %s, new layer %s MB, max RSS %.1f MB\n' \
+        "$layers_append" "$a" "$(col_median "$WORK/c7-append" 5)" "$(mb "$(col_median "$WORK/c7-append" 7)")" "$rss_a"
+    printf '  flatten: %s layers, wall %6.3f s, pausedMs %s, new layer %s MB, max RSS %.1f MB (%sx the append)\n' \
+        "$layers_flat" "$f" "$(col_median "$WORK/c7-flatten" 5)" "$(mb "$(col_median "$WORK/c7-flatten" 7)")" "$rss_f" "$r"
+    detail "append (incl. push)" "$WORK/c7-append"
+    detail "flatten (incl. push)" "$WORK/c7-flatten"
+    row "7. flatten 5 x 200 MB, zstd" "${f} s" "append ${a} s" "${r}x" "(reported)" 1
+    row "7. flatten peak RSS" "$(printf '%.1f' "$rss_f") MB" "-" "-" "<= 64 MB" "$(le "$rss_f" 64 && echo 1)"
+    remove_container bench-g5
+}
+
 for c in $CASES; do
     case $c in
         1) case1 ;;
@@ -728,6 +786,7 @@ for c in $CASES; do
         4) case4 ;;
         5) case5 ;;
         6) case6 ;;
+        7) case7 ;;
         *) die "unknown case $c" ;;
     esac
 done

@@ -142,28 +142,37 @@ impl Stack {
 
     /// The `snapshot.deleted` bodies about `id`, once at least `count` came.
     async fn deleted_webhooks(&self, id: &str, count: usize) -> Vec<Value> {
+        self.webhooks("snapshot.deleted", id, count).await
+    }
+
+    /// The bodies of type `kind` about `id`, once at least `count` came.
+    async fn webhooks(&self, kind: &str, id: &str, count: usize) -> Vec<Value> {
         e2e_tests::poll(
             WAIT,
             Duration::from_millis(50),
             async || {
-                let bodies = self.deleted_webhooks_now(id);
+                let bodies = self.webhooks_now(kind, id);
                 if bodies.len() >= count {
                     Ok(bodies)
                 } else {
                     Err(self.receiver.requests().len())
                 }
             },
-            |all| format!("{count} snapshot.deleted of {id}; the receiver got {all} in all"),
+            |all| format!("{count} {kind} of {id}; the receiver got {all} in all"),
         )
         .await
     }
 
     fn deleted_webhooks_now(&self, id: &str) -> Vec<Value> {
+        self.webhooks_now("snapshot.deleted", id)
+    }
+
+    fn webhooks_now(&self, kind: &str, id: &str) -> Vec<Value> {
         self.receiver
             .requests()
             .iter()
             .map(|r| r.json())
-            .filter(|b| b["type"] == "snapshot.deleted" && b["data"]["snapshotId"] == id)
+            .filter(|b| b["type"] == kind && b["data"]["snapshotId"] == id)
             .collect()
     }
 
@@ -551,4 +560,115 @@ async fn retention_keeps_the_newest_and_what_desktops_run_on_two_replicas() {
         404
     );
     assert_eq!(stack.snapshot(&v3).await["status"], "PUSHED");
+}
+
+const LAYERS: &str = "query($id: ID!) { snapshot(id: $id) {
+    id status flattened layerCount layersAboveBase layerSize uncompressedSize
+    parent { id } } }";
+
+/// A chain on the real stack with `--layer-budget 2`: v1 adds a 50 MB
+/// file, v2 deletes it, v3 passes the budget and is flattened on its own
+/// (the busybox layer plus one, without the deleted file), says so in the
+/// API and in its `snapshot.pushed` webhook, and keeps its parent. A
+/// snapshot that asks for `flatten: true` is flattened under the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_past_the_layer_budget_is_flattened_and_says_so() {
+    let stack = Stack::start("flatten", &["--layer-budget", "2"], None).await;
+    let registry = stack.env.registry.clone();
+    let image = |tag: &str| format!("{registry}/{}:{tag}", stack.repository("desk"));
+
+    stack.desktop("g1", None).await;
+    stack.ctr.exec(
+        "g1",
+        "mkdir -p /data && dd if=/dev/urandom of=/data/big.bin bs=1M count=50 2>/dev/null",
+    );
+    let (v1, _) = stack
+        .pushed(&stack.alice, "g1", &registry, "desk", "v1")
+        .await;
+    stack.desktop("g2", Some(&image("v1"))).await;
+    stack
+        .ctr
+        .exec("g2", "rm /data/big.bin && echo two > /data/two");
+    let (v2, _) = stack
+        .pushed(&stack.alice, "g2", &registry, "desk", "v2")
+        .await;
+    stack.desktop("g3", Some(&image("v2"))).await;
+    stack.ctr.exec("g3", "echo three > /data/three");
+    let (v3, _) = stack
+        .pushed(&stack.alice, "g3", &registry, "desk", "v3")
+        .await;
+
+    let layers = async |id: &str| {
+        stack
+            .api
+            .data(&stack.admin, LAYERS, json!({ "id": id }))
+            .await["snapshot"]
+            .clone()
+    };
+    let (first, second, third) = (layers(&v1).await, layers(&v2).await, layers(&v3).await);
+    assert_eq!(first["flattened"], false, "{first}");
+    assert_eq!(second["flattened"], false, "{second}");
+    assert_eq!(
+        second["layersAboveBase"], 2,
+        "v2 made one layer, the budget's last: {second}"
+    );
+    assert_eq!(third["flattened"], true, "{third}");
+    assert_eq!(third["layersAboveBase"], 1, "{third}");
+    assert_eq!(
+        third["layerCount"].as_i64(),
+        Some(
+            first["layerCount"].as_i64().unwrap() - first["layersAboveBase"].as_i64().unwrap() + 1
+        ),
+        "the base's layers plus one: {first} {third}"
+    );
+    assert_eq!(
+        third["parent"]["id"],
+        v2.as_str(),
+        "the lineage still records the parent"
+    );
+    let uncompressed = bytes(&third["uncompressedSize"]);
+    assert!(
+        uncompressed < 5 << 20,
+        "the file v1 added and v2 deleted is not in the flattened layer: {third}"
+    );
+    let pushed = stack.webhooks("snapshot.pushed", &v3, 1).await;
+    assert_eq!(pushed[0]["data"]["flattened"], true, "{}", pushed[0]);
+    let pushed = stack.webhooks("snapshot.pushed", &v2, 1).await;
+    assert_eq!(pushed[0]["data"]["flattened"], false, "{}", pushed[0]);
+
+    // The flattened image runs with every generation's files.
+    let report = stack.ctr.run_once(
+        &image("v3"),
+        "cat /data/two /data/three; [ -e /data/big.bin ] && echo big || echo no-big",
+    );
+    assert_eq!(
+        report.split_whitespace().collect::<Vec<_>>(),
+        ["two", "three", "no-big"]
+    );
+
+    // Asked for, under the budget: a desktop of v1 (one layer above the base).
+    stack.desktop("g4", Some(&image("v1"))).await;
+    stack.ctr.exec("g4", "rm /data/big.bin");
+    let target = image("v4");
+    let id = stack
+        .api
+        .create_snapshot_with(
+            &stack.alice,
+            json!({"containerId": "g4", "target": target, "compression": "GZIP", "flatten": true}),
+        )
+        .await;
+    let done = stack.api.wait_for_end(&stack.alice, &id, WAIT).await;
+    assert_eq!(done["status"], "PUSHED", "{done}\n{}", stack.api.log_tail());
+    let fourth = layers(&id).await;
+    assert_eq!(fourth["flattened"], true, "{fourth}");
+    assert_eq!(fourth["layersAboveBase"], 1, "{fourth}");
+    assert!(bytes(&fourth["uncompressedSize"]) < 5 << 20, "{fourth}");
+}
+
+/// An `Int64` (a string of digits).
+fn bytes(value: &Value) -> u64 {
+    value
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an Int64: {value}"))
 }

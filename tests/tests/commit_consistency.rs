@@ -148,13 +148,24 @@ fn build_writer(dir: &Path) -> PathBuf {
     compile_static_c(dir, "writer", WRITER)
 }
 
-/// A paused commit (the default); `one_layer` sets `DCS_ONE_LAYER=1`.
+/// How a commit is asked for one layer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OneLayer {
+    No,
+    /// The operator's knob, for every commit of the agent.
+    Environment,
+    /// The request's (the API sends it when the layer budget has room
+    /// for one layer only).
+    Flag,
+}
+
+/// A paused commit (the default), asked for one layer or not.
 fn commit(
     env: &TestEnv,
     namespace: &str,
     id: &str,
     target: &str,
-    one_layer: bool,
+    one_layer: OneLayer,
 ) -> serde_json::Value {
     let mut command = Command::new(agent_binary());
     command
@@ -172,10 +183,13 @@ fn commit(
         .arg(&env.state_dir)
         .args(["--compression", "zstd"])
         .env_remove("DCS_CONTAINERD_SOCKET");
-    if one_layer {
+    if one_layer == OneLayer::Environment {
         command.env("DCS_ONE_LAYER", "1");
     } else {
         command.env_remove("DCS_ONE_LAYER");
+    }
+    if one_layer == OneLayer::Flag {
+        command.arg("--single-layer");
     }
     let output = command.output().expect("run dcs-agent");
     assert!(
@@ -305,8 +319,12 @@ fn every_paused_commit_is_one_instant_of_a_busy_desktop() {
     let mut deltas = 0;
     let mut last_version = 0;
     for i in 0..=commits {
-        // The last commit asks for one layer always.
-        let one_layer = i == commits;
+        // The last two commits ask for one layer always.
+        let one_layer = match commits - i {
+            0 => OneLayer::Flag,
+            1 => OneLayer::Environment,
+            _ => OneLayer::No,
+        };
         let image = format!("{}/{namespace}/busy:{i}", env.registry);
         let result = commit(&env, &namespace, "busy", &image, one_layer);
         let has_delta = !result["deltaLayer"].is_null();
@@ -316,7 +334,7 @@ fn every_paused_commit_is_one_instant_of_a_busy_desktop() {
             result["pausedMs"], result["prepareMs"], has_delta, result["deltaStats"]
         );
         assert!(result["prepareMs"].as_u64().is_some_and(|ms| ms > 0));
-        if one_layer {
+        if one_layer != OneLayer::No {
             assert!(!has_delta, "one layer was asked for: {result}");
         }
         match check_image(&ctr, &image) {
@@ -350,7 +368,7 @@ fn an_idle_desktop_gets_one_layer() {
     // Older than the commit's "changed just now" margin.
     std::thread::sleep(Duration::from_millis(300));
     let image = format!("{}/{namespace}/idle:1", env.registry);
-    let result = commit(&env, &namespace, "idle", &image, false);
+    let result = commit(&env, &namespace, "idle", &image, OneLayer::No);
     assert!(
         result["deltaLayer"].is_null(),
         "an idle desktop got a second layer: {result}"

@@ -204,6 +204,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             },
         })
         .agent_timeout(Duration::from_secs(args.agent_timeout_seconds))
+        .layer_budget(args.layer_budget)
         .agent_call_token_file(args.agent_call_token_file.clone())
         .preview_limits(crate::agents::PreviewLimits {
             timeout: Duration::from_secs(args.preview_timeout_seconds.max(1)),

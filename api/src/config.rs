@@ -138,6 +138,17 @@ pub struct ServeArgs {
         global = true
     )]
     pub retention_interval_seconds: u64,
+    /// Layers a snapshot's image may have above its lineage base (the
+    /// first image no snapshot made): a snapshot that would go past it is
+    /// flattened onto the base, and one with room for a single layer is
+    /// made with exactly one. 0 turns automatic flattening off.
+    #[arg(
+        long,
+        env = "DCS_LAYER_BUDGET",
+        default_value_t = crate::service::layers::DEFAULT_LAYER_BUDGET,
+        global = true
+    )]
+    pub layer_budget: u32,
     /// An agent silent this long is lost, and its running snapshots fail.
     #[arg(
         long,

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use dcs_protocol::{FailureCode, JobAccepted, JobRequest};
+use dcs_protocol::{FailureCode, FlattenBase, JobAccepted, JobRequest};
 use dcs_support::trace_context;
 use entity::prelude::*;
 use entity::{NodeState, SnapshotStatus, snapshot};
@@ -141,6 +141,22 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
             return false;
         }
     };
+    // A flatten keeps the lineage base's layers: without it (a row older
+    // than flattening whose parent is unknown too) there is nothing to
+    // flatten onto, and sending it again would not change that.
+    let flatten = if options.flatten {
+        match flatten_base(&job) {
+            Some(base) => Some(base),
+            None => {
+                let reason = "the snapshot is to be flattened, but its lineage base (the first \
+                              image of its lineage that no snapshot made) is not known";
+                fail_with(state, job, FailureCode::BadRequest, reason).await;
+                return false;
+            }
+        }
+    } else {
+        None
+    };
     // Stored apart from the row (see `snapshot_findings`).
     let acknowledged_findings = match findings::acknowledgements(&state.db, job.id).await {
         Ok(acks) => acks,
@@ -161,8 +177,8 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
         last_event_seq: job.last_event_seq.max(0) as u64,
         acknowledged_findings,
         traceparent: trace_context::current_traceparent(),
-        flatten: None,
-        single_layer: false,
+        flatten,
+        single_layer: options.single_layer,
     };
     let response = state.agents.send_job(&node.name, &node.url, &request).await;
     let attempts = job.dispatch_attempts + 1;
@@ -226,6 +242,15 @@ async fn send(state: &AppState, job: snapshot::Model) -> bool {
             false
         }
     }
+}
+
+/// The image a flattened snapshot keeps the layers of: the row's lineage
+/// base, when both its reference and its digest are known.
+fn flatten_base(job: &snapshot::Model) -> Option<FlattenBase> {
+    Some(FlattenBase {
+        image: job.lineage_base_image.clone()?,
+        digest: job.lineage_base_digest.clone()?,
+    })
 }
 
 /// The job reached the agent after it ended here (a cancel that beat the

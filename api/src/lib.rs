@@ -17,6 +17,8 @@ pub mod console;
 pub mod db;
 pub mod dispatch;
 pub mod errors;
+#[cfg(test)]
+mod fixtures;
 pub mod graphql;
 pub mod http;
 pub mod kubernetes;

@@ -37,6 +37,7 @@ pub struct StateBuilder {
     kubernetes: Option<Kubernetes>,
     persisted_queries: persisted::Settings,
     registries: RegistrySettings,
+    layer_budget: u32,
 }
 
 impl StateBuilder {
@@ -54,6 +55,7 @@ impl StateBuilder {
             kubernetes: None,
             persisted_queries: persisted::Settings::default(),
             registries: RegistrySettings::default(),
+            layer_budget: crate::service::layers::DEFAULT_LAYER_BUDGET,
         }
     }
 
@@ -97,6 +99,11 @@ impl StateBuilder {
         self
     }
 
+    pub fn layer_budget(mut self, budget: u32) -> Self {
+        self.layer_budget = budget;
+        self
+    }
+
     pub fn build(self) -> anyhow::Result<AppState> {
         let webhooks = match self.webhooks {
             Some(settings) => settings,
@@ -137,6 +144,7 @@ impl StateBuilder {
             webhook_wakeup: Notify::new(),
             persisted,
             registries: Registries::new(self.registries).context("building the registry client")?,
+            layer_budget: self.layer_budget,
         }))
     }
 }

@@ -47,6 +47,9 @@ pub struct Shared {
     pub persisted: PersistedQueries,
     /// Manifest deletes (`deleteSnapshot`, retention).
     pub registries: Registries,
+    /// Layers allowed above a lineage's base before a snapshot is
+    /// flattened (`service::layers`); 0: never automatically.
+    pub layer_budget: u32,
 }
 
 impl AppState {

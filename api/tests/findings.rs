@@ -9,14 +9,12 @@
 
 mod support;
 
-use entity::webhook_endpoint;
-use sea_orm::{ActiveModelTrait, Set};
 use serde_json::{Value, json};
-use support::{ALICE, Answer, App, BOB, FakeAgent, desktop, error_code, error_message};
+use support::{
+    ALICE, Answer, App, BOB, CREATE, FakeAgent, desktop, error_code, error_message, pushed_event,
+    webhook_endpoint,
+};
 use uuid::Uuid;
-
-const CREATE: &str = "mutation($input: CreateSnapshotInput!) {
-    createSnapshot(input: $input) { id status } }";
 
 const SNAPSHOT: &str = "query($id: ID!) { snapshot(id: $id) {
     status failureCode failureReason
@@ -53,11 +51,9 @@ fn failed(report: Value) -> Value {
 }
 
 fn pushed(manifest: &str, report: Value) -> Value {
-    json!({"type": "PUSHED", "image": "registry.test/workshops/alice/desk:v1",
-        "manifestDigest": manifest, "configDigest": "sha256:c", "layerDigest": "sha256:l",
-        "layerDiffId": "sha256:d", "layerSize": 10, "layerMediaType": "application/vnd.oci.image.layer.v1.tar+zstd",
-        "uncompressedSize": 20, "baseImage": "registry.test/base:1", "baseDigest": "sha256:b",
-        "pausedMs": 1, "prepareMs": 1, "durationMs": 2, "method": "overlay", "findings": report})
+    let mut event = pushed_event(manifest);
+    event["findings"] = report;
+    event
 }
 
 fn create_input(target: &str, acks: Value) -> Value {
@@ -77,33 +73,9 @@ async fn workshop(app: &App) -> FakeAgent {
 
 /// Creates a snapshot of alice's desktop; waits until the agent has it.
 async fn create(app: &App, agent: &FakeAgent, target: &str, acks: Value) -> Uuid {
-    let jobs = agent.jobs().len();
-    let data = app.data(ALICE, CREATE, create_input(target, acks)).await;
-    agent.wait_for_jobs(jobs + 1).await;
-    data["createSnapshot"]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-async fn webhook_endpoint(app: &App) {
-    let now = chrono::Utc::now();
-    webhook_endpoint::ActiveModel {
-        id: Set(Uuid::new_v4()),
-        url: Set("https://hooks.example/dcs".into()),
-        description: Set(None),
-        event_types: Set(json!(["snapshot.pushed", "snapshot.failed"])),
-        enabled: Set(true),
-        secret: Set(format!("whsec_{}", "A".repeat(44)).into()),
-        created_by: Set("root".into()),
-        created_at: Set(now),
-        updated_at: Set(now),
-        ..Default::default()
-    }
-    .insert(&app.state.db)
-    .await
-    .expect("webhook endpoint");
+    app.create_snapshot(agent, create_input(target, acks)["input"].clone())
+        .await
+        .0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

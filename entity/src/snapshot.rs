@@ -42,7 +42,8 @@ pub struct Model {
     pub repository: String,
     #[sea_orm(column_type = "Text", nullable)]
     pub message: Option<String>,
-    /// The request's options: changes, excludes, compression, pause.
+    /// The request's options: changes, excludes, compression, pause,
+    /// flatten and single layer.
     pub options: Json,
     pub status: SnapshotStatus,
     /// Progress of the current phase (`PUSHING`); default 0.
@@ -103,6 +104,25 @@ pub struct Model {
     pub deleted_by: Option<String>,
     /// What became of its manifest in the registry.
     pub manifest_deletion: Option<ManifestDeletion>,
+    /// The image is its lineage base's layers plus one layer holding
+    /// everything above them (as the agent reported); default false.
+    pub flattened: bool,
+    /// Layers in the pushed image (null: not pushed, or an agent that does
+    /// not say).
+    pub layer_count: Option<i32>,
+    /// The first image of the lineage that no snapshot made: the image the
+    /// container ran for a snapshot without a parent, else the parent's
+    /// lineage base. What a flatten keeps the layers of. Null on rows
+    /// older than flattening.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub lineage_base_image: Option<String>,
+    /// Its manifest (or index) digest.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub lineage_base_digest: Option<String>,
+    /// How many leading layers of this snapshot's image are the lineage
+    /// base's (null: unknown); `layer_count` minus this is what the layer
+    /// budget counts.
+    pub lineage_base_layers: Option<i32>,
 }
 
 /// What deleting a snapshot did to its manifest in the registry. Stored as

@@ -28,6 +28,7 @@ mod m20261203_000001_create_persisted_queries;
 mod m20261204_000001_webhook_outbox_notify;
 mod m20261204_000002_add_snapshot_findings;
 mod m20261205_000001_snapshot_deletion;
+mod m20261206_000001_snapshot_layers;
 
 /// The name of the partial unique index on `snapshots (node, container_id)`
 /// over the in-flight statuses.
@@ -65,6 +66,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000001_webhook_outbox_notify::Migration),
             Box::new(m20261204_000002_add_snapshot_findings::Migration),
             Box::new(m20261205_000001_snapshot_deletion::Migration),
+            Box::new(m20261206_000001_snapshot_layers::Migration),
         ]
     }
 }

@@ -62,6 +62,7 @@ fn options(db: &Database, speaker_prefixes: Vec<String>) -> ApiOptions {
         speaker_prefixes,
         insecure_registries: Vec::new(),
         agent_timeout_seconds: 20,
+        layer_budget: None,
     }
 }
 
@@ -1831,6 +1832,7 @@ async fn the_api_outlives_a_postgres_crash_and_listens_again() {
         speaker_prefixes: Vec::new(),
         insecure_registries: Vec::new(),
         agent_timeout_seconds: 20,
+        layer_budget: None,
     })
     .args(webhook_args(&["--webhook-poll-ms", LONG_POLL_MS]))
     .start()
@@ -1936,6 +1938,7 @@ async fn on_sqlite_deliveries_go_out_by_in_process_wakeups_and_the_poll() {
         speaker_prefixes: Vec::new(),
         insecure_registries: Vec::new(),
         agent_timeout_seconds: 20,
+        layer_budget: None,
     })
     .args(webhook_args(&["--webhook-poll-ms", "200"]))
     .start()

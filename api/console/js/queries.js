@@ -60,6 +60,7 @@ export const SNAPSHOT = `query Snapshot($id: ID!) {
     node containerId podNamespace podName containerName requestedBy owner
     baseImage baseDigest manifestDigest layerDigest layerSize uncompressedSize
     pausedMs prepareMs durationMs failureCode failureReason
+    flattened layerCount layersAboveBase
     createdAt startedAt finishedAt
     progress { bytesDone bytesTotal }
     deletion { at by manifest }

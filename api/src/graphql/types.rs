@@ -13,6 +13,7 @@ use super::loaders::{
 use crate::auth::Role;
 use crate::auth::policy::Quotas;
 use crate::service::findings::Counts;
+use crate::service::layers;
 use crate::service::quotas;
 use crate::service::snapshots::{self, JobOptions};
 
@@ -392,6 +393,23 @@ impl Snapshot {
     async fn duration_ms(&self) -> Option<Int64> {
         self.0.duration_ms.map(Int64)
     }
+    /// Whether the pushed image is flattened: its lineage's base image
+    /// (the first one no snapshot made) plus one layer holding everything
+    /// above it. False until it is pushed.
+    async fn flattened(&self) -> bool {
+        self.0.flattened
+    }
+    /// How many layers the pushed image has in all, base image included;
+    /// null until it is pushed, or when its agent did not say.
+    async fn layer_count(&self) -> Option<i32> {
+        self.0.layer_count
+    }
+    /// How many of the pushed image's layers are above its lineage's base
+    /// image: what the layer budget counts (1 after a flatten); null when
+    /// unknown.
+    async fn layers_above_base(&self) -> Option<i32> {
+        layers::layers_above_base(self.0.layer_count, self.0.lineage_base_layers)
+    }
     /// What the secret scan found in the snapshot's change (null until an
     /// agent reports a scan: a pushed snapshot keeps its findings, one
     /// refused with `SECRETS_FOUND` lists what blocked it).
@@ -526,12 +544,7 @@ fn visible(
 }
 
 fn options(model: &snapshot::Model) -> JobOptions {
-    serde_json::from_value(model.options.clone()).unwrap_or(JobOptions {
-        changes: Vec::new(),
-        excludes: Vec::new(),
-        compression: dcs_protocol::Compression::Gzip,
-        pause: true,
-    })
+    serde_json::from_value(model.options.clone()).unwrap_or_default()
 }
 
 /// A change of a snapshot, as subscriptions deliver it.

@@ -1,13 +1,14 @@
 //! Job events from agents: each applied once, in order, in one transaction
 //! with the snapshot's new status, then published to subscribers.
 
-use dcs_protocol::{FailureCode, JobEvent, JobEventKind, ScanReport};
+use dcs_protocol::{FailureCode, JobEvent, JobEventKind, JobResult, ScanReport};
 use entity::prelude::*;
 use entity::{SnapshotStatus, snapshot};
 use sea_orm::{DatabaseTransaction, EntityTrait, QuerySelect, Set, TransactionTrait};
 
 use super::event_log::record_event;
 use super::findings::{self, Counts};
+use super::layers;
 use super::transitions::{self, Expected};
 use crate::bus::SnapshotChange;
 use crate::errors::{ApiError, ApiResult};
@@ -17,12 +18,50 @@ use crate::state::AppState;
 /// real size or duration comes near 2^63; a value beyond is a broken or
 /// hostile agent, refused with its name rather than stored wrapped.
 fn stored_number(value: u64, field: &str) -> ApiResult<i64> {
-    i64::try_from(value).map_err(|_| {
-        ApiError::bad_input(format!(
-            "{field} {value} is out of range (at most {})",
-            i64::MAX
-        ))
+    in_range(value, i64::MAX, field)
+}
+
+/// A small count from an agent (u32 on the wire, layers) as the database's
+/// INTEGER: past 2^31 - 1 it is refused the same way.
+fn stored_count(value: u32, field: &str) -> ApiResult<i32> {
+    in_range(value.into(), i32::MAX, field)
+}
+
+fn in_range<T: TryFrom<u64> + std::fmt::Display>(value: u64, max: T, field: &str) -> ApiResult<T> {
+    T::try_from(value).map_err(|_| {
+        ApiError::bad_input(format!("{field} {value} is out of range (at most {max})"))
     })
+}
+
+/// The pushed image's layers as stored: the count, and how many of them
+/// are the lineage base's (see [`layers::lineage_base_layers`]; a parent's
+/// count is read from its row). Counts past INTEGER are refused.
+async fn layer_columns(
+    txn: &DatabaseTransaction,
+    current: &snapshot::Model,
+    result: &JobResult,
+) -> ApiResult<(Option<i32>, Option<i32>)> {
+    let layer_count = result
+        .layer_count
+        .map(|n| stored_count(n, "layerCount"))
+        .transpose()?;
+    let base_layer_count = result
+        .base_layer_count
+        .map(|n| stored_count(n, "baseLayerCount"))
+        .transpose()?;
+    let parent = match current.parent_id {
+        // A parent row that is gone (it never is: deleted snapshots keep
+        // theirs) counts as unknown.
+        Some(id) => Some(
+            Snapshot::find_by_id(id)
+                .one(txn)
+                .await?
+                .and_then(|p| p.lineage_base_layers),
+        ),
+        None => None,
+    };
+    let base = layers::lineage_base_layers(result.flattened, layer_count, parent, base_layer_count);
+    Ok((layer_count, base))
 }
 
 /// Applies one event from the agent of `node`. Duplicates, events for
@@ -139,6 +178,10 @@ pub async fn apply(state: &AppState, node: &str, event: JobEvent) -> ApiResult<(
             row.duration_ms = Set(Some(stored_number(result.duration_ms, "durationMs")?));
             row.base_image = Set(Some(result.base_image.clone()));
             row.base_digest = Set(Some(result.base_digest.clone()));
+            let (layer_count, lineage_base_layers) = layer_columns(&txn, &current, result).await?;
+            row.flattened = Set(result.flattened);
+            row.layer_count = Set(layer_count);
+            row.lineage_base_layers = Set(lineage_base_layers);
             row.phase_bytes_done = Set(current.phase_bytes_total);
             row.finished_at = Set(Some(now));
             "PUSHED"

@@ -8,6 +8,7 @@ pub mod containers;
 pub mod deletion;
 pub mod event_log;
 pub mod findings;
+pub mod layers;
 pub mod lineage;
 pub mod nodes;
 pub mod page;

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::audit;
 use super::event_log::record_event;
 use super::findings;
+use super::layers::{self, LayerPlan};
 use super::page::{self, Page};
 use crate::auth::Principal;
 use crate::bus::SnapshotChange;
@@ -45,6 +46,9 @@ pub struct NewSnapshot {
     pub excludes: Vec<String>,
     pub compression: Option<Compression>,
     pub pause: Option<bool>,
+    /// Flatten onto the lineage base whatever the layer budget says
+    /// (default false).
+    pub flatten: Option<bool>,
     /// Secret findings to push anyway (`{rule, path}`), sent with the job.
     pub acknowledged_findings: Vec<Acknowledgement>,
 }
@@ -57,6 +61,40 @@ pub struct JobOptions {
     pub excludes: Vec<String>,
     pub compression: Compression,
     pub pause: bool,
+    /// Flatten onto the lineage base: asked for, or the layer budget's
+    /// decision. Absent from rows older than flattening.
+    #[serde(default)]
+    pub flatten: bool,
+    /// Exactly one new layer: the layer budget has room for one only.
+    /// Absent from older rows.
+    #[serde(default)]
+    pub single_layer: bool,
+}
+
+/// What a row whose options cannot be read is shown with: the request's
+/// defaults.
+impl Default for JobOptions {
+    fn default() -> Self {
+        Self {
+            changes: Vec::new(),
+            excludes: Vec::new(),
+            compression: Compression::default(),
+            pause: true,
+            flatten: false,
+            single_layer: false,
+        }
+    }
+}
+
+impl JobOptions {
+    /// The layer budget's plan for this snapshot, as the agent is told it.
+    fn with_plan(self, plan: LayerPlan) -> Self {
+        Self {
+            flatten: plan == LayerPlan::Flatten,
+            single_layer: plan == LayerPlan::SingleLayer,
+            ..self
+        }
+    }
 }
 
 const MAX_MESSAGE: usize = 2_000;
@@ -117,18 +155,32 @@ async fn create_inner(
     ready_node(state, &container).await?;
 
     let parent = match &container.image_digest {
-        Some(digest) => Snapshot::find()
-            .filter(snapshot::Column::ManifestDigest.eq(digest.clone()))
-            // A deleted snapshot's image may still run: it stays the parent.
-            .filter(
-                snapshot::Column::Status.is_in([SnapshotStatus::Pushed, SnapshotStatus::Deleted]),
-            )
-            .order_by_desc(snapshot::Column::CreatedAt)
-            .one(&state.db)
-            .await?
-            .map(|p| p.id),
+        Some(digest) => {
+            Snapshot::find()
+                .filter(snapshot::Column::ManifestDigest.eq(digest.clone()))
+                // A deleted snapshot's image may still run: it stays the parent.
+                .filter(
+                    snapshot::Column::Status
+                        .is_in([SnapshotStatus::Pushed, SnapshotStatus::Deleted]),
+                )
+                .order_by_desc(snapshot::Column::CreatedAt)
+                .one(&state.db)
+                .await?
+        }
         None => None,
     };
+    let above = parent
+        .as_ref()
+        .and_then(|p| layers::layers_above_base(p.layer_count, p.lineage_base_layers))
+        .and_then(|above| u32::try_from(above).ok())
+        .unwrap_or(0);
+    let plan = layers::plan(options.flatten, above, state.layer_budget);
+    let options = options.with_plan(plan);
+    let (lineage_base_image, lineage_base_digest) = layers::lineage_base(
+        parent.as_ref(),
+        &container.image,
+        container.image_digest.as_deref(),
+    );
 
     let now = crate::clock::now();
     let row = snapshot::ActiveModel {
@@ -141,7 +193,9 @@ async fn create_inner(
         container_name: Set(container.container_name.clone()),
         base_image: Set(Some(container.image.clone())),
         base_digest: Set(container.image_digest.clone()),
-        parent_id: Set(parent),
+        parent_id: Set(parent.map(|p| p.id)),
+        lineage_base_image: Set(lineage_base_image),
+        lineage_base_digest: Set(lineage_base_digest),
         // The canonical text: the dispatcher reads it back to this target.
         target: Set(target.to_string()),
         repository: Set(target.repository_path()),
@@ -238,6 +292,8 @@ fn validate_options(request: &NewSnapshot) -> ApiResult<JobOptions> {
         excludes: request.excludes.clone(),
         compression: request.compression.unwrap_or_default(),
         pause: request.pause.unwrap_or(true),
+        flatten: request.flatten.unwrap_or(false),
+        single_layer: false,
     })
 }
 
@@ -603,6 +659,7 @@ pub async fn children_of(
 mod tests {
     use super::*;
     use crate::errors::Code;
+    use serde_json::json;
 
     fn request(target: &str) -> NewSnapshot {
         NewSnapshot {
@@ -657,6 +714,46 @@ mod tests {
         assert!(refused(validate_options(&r)));
         r.changes[0] = "LABEL dcs.io/owner=mallory".into();
         assert!(refused(validate_options(&r)));
+    }
+
+    #[test]
+    fn flatten_is_stored_in_the_options_with_the_budget_plan() {
+        let mut r = request("x");
+        let options = validate_options(&r).unwrap();
+        assert!(!options.flatten && !options.single_layer);
+        r.flatten = Some(true);
+        let options = validate_options(&r).unwrap();
+        assert!(options.flatten && !options.single_layer);
+
+        // The plan decides both; stored in camelCase.
+        let stored = |o: JobOptions| serde_json::to_value(o).unwrap();
+        let single = stored(
+            validate_options(&request("x"))
+                .unwrap()
+                .with_plan(LayerPlan::SingleLayer),
+        );
+        assert_eq!(
+            (&single["flatten"], &single["singleLayer"]),
+            (&json!(false), &json!(true))
+        );
+        let flat = stored(options.clone().with_plan(LayerPlan::Flatten));
+        assert_eq!(
+            (&flat["flatten"], &flat["singleLayer"]),
+            (&json!(true), &json!(false))
+        );
+        let back: JobOptions = serde_json::from_value(flat).unwrap();
+        assert_eq!(back, options);
+
+        // Rows older than flattening read as neither.
+        let old = json!({"changes": [], "excludes": [], "compression": "zstd", "pause": false});
+        let old: JobOptions = serde_json::from_value(old).unwrap();
+        assert!(!old.flatten && !old.single_layer, "{old:?}");
+        // A stored value that is not a boolean is unreadable, not true.
+        for bad in [json!("yes"), json!(1), json!(null), json!({})] {
+            let row = json!({"changes": [], "excludes": [], "compression": "gzip",
+                             "pause": true, "flatten": bad});
+            assert!(serde_json::from_value::<JobOptions>(row).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -93,6 +93,8 @@ pub fn snapshot_event(
         data["layerDigest"] = json!(snapshot.layer_digest);
         data["size"] = json!(snapshot.layer_size);
         data["uncompressedSize"] = json!(snapshot.uncompressed_size);
+        // The image is its lineage base's layers plus one.
+        data["flattened"] = json!(snapshot.flattened);
     }
     if event_type == EventType::SnapshotDeleted {
         data["deleted"] = json!({
@@ -143,49 +145,19 @@ mod tests {
     fn bodies_stay_small_even_with_long_reasons() {
         let now = crate::clock::now();
         let model = snapshot::Model {
-            id: uuid::Uuid::new_v4(),
-            requested_by: "alice".into(),
-            node: "n".into(),
-            container_id: "c".into(),
             pod_namespace: Some("ws".into()),
             pod_name: Some("p".into()),
             container_name: Some("d".into()),
             base_image: Some("b".into()),
-            base_digest: None,
-            parent_id: None,
-            target: "r/x:1".into(),
-            repository: "r/x".into(),
             message: Some("m".repeat(50_000)),
-            options: json!({}),
             status: entity::SnapshotStatus::Failed,
-            phase_bytes_done: 0,
-            phase_bytes_total: 0,
-            manifest_digest: None,
-            config_digest: None,
-            layer_digest: None,
-            layer_size: None,
-            uncompressed_size: None,
-            paused_ms: None,
-            prepare_ms: None,
-            duration_ms: None,
             failure_code: Some("REGISTRY".into()),
             failure_reason: Some("x".repeat(100_000)),
-            last_event_seq: 0,
-            dispatch_attempts: 0,
-            next_dispatch_at: None,
-            dispatched_at: None,
-            agent_instance_id: None,
-            created_at: now,
-            updated_at: now,
-            started_at: None,
             finished_at: Some(now),
             owner: Some("alice".into()),
-            trace_parent: None,
             finding_count: Some(3),
             secret_finding_count: Some(2),
-            deleted_at: None,
-            deleted_by: None,
-            manifest_deletion: None,
+            ..crate::fixtures::snapshot()
         };
         let (kind, body) = snapshot_event(&model, None).unwrap();
         assert_eq!(kind, EventType::SnapshotFailed);
@@ -195,6 +167,7 @@ mod tests {
         assert_eq!(value["data"]["failure"]["code"], "REGISTRY");
         assert_eq!(value["data"]["findingCount"], 3);
         assert_eq!(value["data"]["secretFindingCount"], 2);
+        assert!(value["data"]["flattened"].is_null(), "{body}");
 
         // A refusal's reason names files; the webhook gives the count.
         let refused = snapshot::Model {
@@ -237,5 +210,17 @@ mod tests {
         assert_eq!(value["data"]["deleted"]["by"], "retention");
         assert_eq!(value["data"]["deleted"]["manifest"], "KEPT_SHARED");
         assert!(value["data"]["failure"].is_null(), "{body}");
+        assert_eq!(value["data"]["flattened"], false);
+
+        // A pushed snapshot says whether its image was flattened.
+        let pushed = snapshot::Model {
+            status: entity::SnapshotStatus::Pushed,
+            flattened: true,
+            ..deleted
+        };
+        let (kind, body) = snapshot_event(&pushed, None).unwrap();
+        assert_eq!(kind, EventType::SnapshotPushed);
+        let value: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(value["data"]["flattened"], true, "{body}");
     }
 }

@@ -32,6 +32,9 @@ pub(crate) const NODE: &str = "node-1";
 pub(crate) const NAMESPACE: &str = "workshop";
 pub(crate) const REGISTRY: &str = "registry.test";
 
+pub(crate) const CREATE: &str = "mutation($input: CreateSnapshotInput!) {
+    createSnapshot(input: $input) { id status } }";
+
 /// A fresh PostgreSQL database, dropped when the test ends.
 pub(crate) struct TestDb {
     pub(crate) url: String,
@@ -116,9 +119,17 @@ pub(crate) const ADMIN: Who = Who {
 pub(crate) struct AppBuilder {
     preview_limits: PreviewLimits,
     http: HttpLimits,
+    /// `None`: the server's default.
+    layer_budget: Option<u32>,
 }
 
 impl AppBuilder {
+    /// `--layer-budget`.
+    pub(crate) fn layer_budget(mut self, budget: u32) -> Self {
+        self.layer_budget = Some(budget);
+        self
+    }
+
     pub(crate) fn preview_limits(mut self, limits: PreviewLimits) -> Self {
         self.preview_limits = limits;
         self
@@ -159,7 +170,11 @@ impl AppBuilder {
         )
         .expect("signer");
         let agent_secret = SharedSecret::new(vec![b'a'; 40]).unwrap();
-        let state = api::startup::StateBuilder::new(connection, verifier, agent_secret.clone())
+        let mut state = api::startup::StateBuilder::new(connection, verifier, agent_secret.clone());
+        if let Some(budget) = self.layer_budget {
+            state = state.layer_budget(budget);
+        }
+        let state = state
             .policy(Policy {
                 speaker_prefixes: vec![format!("{REGISTRY}/workshops/{{sub}}")],
                 ..Policy::default()
@@ -287,6 +302,24 @@ impl App {
         assert_eq!(status, 200, "inventory: {answer}");
     }
 
+    /// Creates a snapshot as alice with `input` (a `CreateSnapshotInput`);
+    /// waits until `agent` has its job. Its id, and the job.
+    pub(crate) async fn create_snapshot(
+        &self,
+        agent: &FakeAgent,
+        input: Value,
+    ) -> (Uuid, JobRequest) {
+        let jobs = agent.jobs().len();
+        let data = self.data(ALICE, CREATE, json!({ "input": input })).await;
+        let id: Uuid = data["createSnapshot"]["id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("a snapshot id in {data}"));
+        let job = agent.wait_for_jobs(jobs + 1).await.pop().expect("a job");
+        assert_eq!(job.snapshot_id, id, "the agent's newest job");
+        (id, job)
+    }
+
     /// Posts one job event as the agent instance `instance`.
     pub(crate) async fn event(
         &self,
@@ -306,6 +339,40 @@ pub(crate) fn desktop(id: &str, owner: &str, snapshotter: &str) -> Value {
     json!({"id": id, "image": "registry.test/base:1", "imageDigest": null,
         "state": "running", "snapshotter": snapshotter, "podName": format!("desktop-{owner}"),
         "podNamespace": NAMESPACE, "containerName": "desktop", "owner": owner})
+}
+
+/// A `PUSHED` event as an agent sends it, without layer counts or a scan
+/// report (an older agent's); a test adds what it is about.
+pub(crate) fn pushed_event(manifest: &str) -> Value {
+    json!({"type": "PUSHED", "image": "registry.test/workshops/alice/desk:v1",
+        "manifestDigest": manifest, "configDigest": "sha256:c", "layerDigest": "sha256:l",
+        "layerDiffId": "sha256:d", "layerSize": 10, "layerMediaType": "application/vnd.oci.image.layer.v1.tar+zstd",
+        "uncompressedSize": 20, "baseImage": "registry.test/base:1", "baseDigest": "sha256:b",
+        "pausedMs": 1, "prepareMs": 1, "durationMs": 2, "method": "overlay"})
+}
+
+/// A webhook endpoint for `snapshot.pushed` and `snapshot.failed`, written
+/// to the database directly (its URL would not pass the egress policy):
+/// deliveries are queued for it, and a test reads their payloads.
+pub(crate) async fn webhook_endpoint(app: &App) {
+    use entity::webhook_endpoint;
+    use sea_orm::{ActiveModelTrait, Set};
+    let now = chrono::Utc::now();
+    webhook_endpoint::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        url: Set("https://hooks.example/dcs".into()),
+        description: Set(None),
+        event_types: Set(json!(["snapshot.pushed", "snapshot.failed"])),
+        enabled: Set(true),
+        secret: Set(format!("whsec_{}", "A".repeat(44)).into()),
+        created_by: Set("root".into()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+    .insert(&app.state.db)
+    .await
+    .expect("webhook endpoint");
 }
 
 /// The GraphQL error code of an answer (`None`: no error).

@@ -226,7 +226,8 @@ async fn rows_round_trip(db: &DatabaseConnection) -> Result<()> {
         queued.phase_bytes_done == 0
             && queued.phase_bytes_total == 0
             && queued.last_event_seq == 0
-            && queued.dispatch_attempts == 0,
+            && queued.dispatch_attempts == 0
+            && !queued.flattened,
         "defaults not applied: {queued:?}"
     );
     let options = json!({
@@ -264,6 +265,11 @@ async fn rows_round_trip(db: &DatabaseConnection) -> Result<()> {
     full.finished_at = Set(Some(t0() + Duration::seconds(9)));
     full.finding_count = Set(Some(3));
     full.secret_finding_count = Set(Some(2));
+    full.flattened = Set(true);
+    full.layer_count = Set(Some(i32::MAX));
+    full.lineage_base_image = Set(Some("registry.test/desktop:1".to_owned()));
+    full.lineage_base_digest = Set(Some("sha256:aaaa".to_owned()));
+    full.lineage_base_layers = Set(Some(i32::MAX - 1));
     let updated = full.update(db).await.context("update snapshot")?;
     let found = snapshot::Entity::find_by_id(queued.id)
         .one(db)

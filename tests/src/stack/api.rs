@@ -21,6 +21,8 @@ pub struct ApiOptions {
     /// the test registry.
     pub insecure_registries: Vec<String>,
     pub agent_timeout_seconds: u64,
+    /// `--layer-budget`; `None`: the API's default.
+    pub layer_budget: Option<u32>,
 }
 
 /// Without the database URL, which may carry a password.
@@ -35,6 +37,7 @@ impl fmt::Debug for ApiOptions {
             .field("speaker_prefixes", &self.speaker_prefixes)
             .field("insecure_registries", &self.insecure_registries)
             .field("agent_timeout_seconds", &self.agent_timeout_seconds)
+            .field("layer_budget", &self.layer_budget)
             .finish()
     }
 }
@@ -57,6 +60,7 @@ impl ApiOptions {
             speaker_prefixes: vec![format!("{registry}/workshops/{{sub}}")],
             insecure_registries: vec![registry.to_string()],
             agent_timeout_seconds,
+            layer_budget: None,
         }
     }
 }
@@ -182,6 +186,10 @@ impl Api {
         for registry in &self.options.insecure_registries {
             args.push("--insecure-registry".into());
             args.push(registry.clone());
+        }
+        if let Some(budget) = self.options.layer_budget {
+            args.push("--layer-budget".into());
+            args.push(budget.to_string());
         }
         args.extend(extra_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

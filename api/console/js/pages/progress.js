@@ -46,6 +46,13 @@ function bar(done, total) {
     h('span', { class: 'muted' }, ` ${bytes(d)} of ${bytes(t)} (${percent}%)`));
 }
 
+/** The pushed image's layers, as the agent reported them (null: unknown). */
+function layers(s) {
+  if (s.layerCount == null) return s.flattened ? 'flattened' : null;
+  const above = s.layersAboveBase == null ? '' : `, ${s.layersAboveBase} above the lineage base`;
+  return `${s.layerCount} in all${above}${s.flattened ? ' (flattened)' : ''}`;
+}
+
 function details(s) {
   const rows = [
     ['Image', s.target],
@@ -56,6 +63,7 @@ function details(s) {
     ['Message', s.message],
     ['Compression', s.compression],
     ['Layer', s.layerSize ? `${bytes(s.layerSize)} compressed, ${bytes(s.uncompressedSize)} in files` : null],
+    ['Layers', layers(s)],
     ['Took', s.durationMs ? `${millis(s.durationMs)}, of which the desktop was paused ${millis(s.pausedMs)} (read while running: ${millis(s.prepareMs)})` : null],
     ['Created', time(s.createdAt)],
     ['Finished', s.finishedAt ? time(s.finishedAt) : null],

@@ -48,6 +48,11 @@ pub(super) struct CreateSnapshotInput {
     pub compression: Option<Compression>,
     /// Pause the container while its changes are read (default true).
     pub pause: Option<bool>,
+    /// Flatten: the image is the lineage's base image (the first one no
+    /// snapshot made) plus one layer holding everything above it, however
+    /// many snapshots piled up layers in between (default false). The
+    /// server also flattens on its own when the layer budget is reached.
+    pub flatten: Option<bool>,
     /// Secret findings to push anyway, each by its rule and path exactly as
     /// `previewSnapshot` (or a snapshot refused with `SECRETS_FOUND`) named
     /// it; any other secret the scan finds fails the snapshot before
@@ -83,6 +88,7 @@ impl SnapshotMutation {
                 Compression::Zstd => dcs_protocol::Compression::Zstd,
             }),
             pause: input.pause,
+            flatten: input.flatten,
             acknowledged_findings: input
                 .acknowledge_findings
                 .into_iter()

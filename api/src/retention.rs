@@ -8,6 +8,12 @@
 //! image's manifest lists every layer it needs, so the registry keeps
 //! those blobs whatever happens to the manifests below it.
 //!
+//! Nor is a snapshot whose image is the lineage base of a pushed one (a
+//! desktop started from a snapshot image outside the service's lineage,
+//! or rows from before lineage bases were recorded, whose base is their
+//! parent's image): flattening that lineage later reads the base's
+//! manifest from the registry.
+//!
 //! One replica at a time runs a pass (an advisory lock on Postgres; SQLite
 //! has one process). Every deletion goes through the same path as
 //! `deleteSnapshot` (registry, `DELETED` row, event, webhook) and is
@@ -50,7 +56,8 @@ pub struct PassReport {
     /// Another replica held the lock: nothing was looked at.
     pub skipped: bool,
     pub deleted: Vec<uuid::Uuid>,
-    /// Older than the newest N, but a desktop runs their image.
+    /// Older than the newest N, but a desktop runs their image, or it is
+    /// the lineage base a pushed snapshot would flatten onto.
     pub kept_in_use: usize,
     pub failed: usize,
 }
@@ -93,7 +100,8 @@ pub async fn pass(state: &AppState, keep: u64) -> ApiResult<PassReport> {
     }
     let mut report = PassReport::default();
     let candidates = candidates(state, keep).await?;
-    let in_use = images_in_use(state, &candidates).await?;
+    let mut in_use = images_in_use(state, &candidates).await?;
+    in_use.extend(lineage_bases(state, &candidates).await?);
     for old in candidates {
         if report.deleted.len() + report.failed >= MAX_PER_PASS {
             break;
@@ -185,6 +193,30 @@ async fn candidates(state: &AppState, keep: u64) -> ApiResult<Vec<snapshot::Mode
         }
     }
     Ok(old)
+}
+
+/// The candidates' digests that a pushed snapshot has as its lineage base.
+async fn lineage_bases(
+    state: &AppState,
+    candidates: &[snapshot::Model],
+) -> ApiResult<HashSet<String>> {
+    let digests: Vec<String> = candidates
+        .iter()
+        .filter_map(|s| s.manifest_digest.clone())
+        .collect();
+    if digests.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let bases: Vec<Option<String>> = Snapshot::find()
+        .select_only()
+        .column(snapshot::Column::LineageBaseDigest)
+        .filter(snapshot::Column::LineageBaseDigest.is_in(digests))
+        .filter(snapshot::Column::Status.eq(SnapshotStatus::Pushed))
+        .distinct()
+        .into_tuple()
+        .all(&state.db)
+        .await?;
+    Ok(bases.into_iter().flatten().collect())
 }
 
 /// The candidates' digests and references that some container runs.

@@ -560,6 +560,44 @@ async fn retention_keeps_the_newest_and_what_desktops_run_on_two_replicas() {
         404
     );
     assert_eq!(stack.snapshot(&v3).await["status"], "PUSHED");
+
+    // The lineage base of a pushed snapshot stays (a later flatten reads
+    // its manifest): f1 is made the base of `other`, then f2 pushes it
+    // out of the newest one.
+    let (f1, f1_digest) = stack
+        .pushed(&stack.alice, "desk-1", &registry, "f", "f1")
+        .await;
+    let link =
+        format!("UPDATE snapshots SET lineage_base_digest = '{f1_digest}' WHERE id = '{other}'");
+    stack.db.query(&link);
+    stack
+        .pushed(&stack.alice, "desk-1", &registry, "f", "f2")
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        stack.snapshot(&f1).await["status"],
+        "PUSHED",
+        "a lineage base stays"
+    );
+    let f_repository = stack.repository("f");
+    assert_eq!(
+        manifest_status(&registry, &f_repository, &f1_digest, None).await,
+        200
+    );
+    // Without the link, it goes.
+    stack.db.query(&format!(
+        "UPDATE snapshots SET lineage_base_digest = NULL WHERE id = '{other}'"
+    ));
+    e2e_tests::poll(
+        WAIT,
+        Duration::from_millis(200),
+        async || match stack.snapshot(&f1).await["status"].clone() {
+            status if status == "DELETED" => Ok(()),
+            status => Err(status),
+        },
+        |status| format!("retention did not delete f1 once no base (still {status})"),
+    )
+    .await;
 }
 
 const LAYERS: &str = "query($id: ID!) { snapshot(id: $id) {

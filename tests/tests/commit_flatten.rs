@@ -196,9 +196,12 @@ fn flatten_onto_the_base(env: &TestEnv, snapshotter: &'static str) -> Chain {
         appended_layers.len() >= base_layers + 3,
         "v1, v2 and v3 each added a layer: {appended_manifest}"
     );
+    // The appended commit added one layer, or two (files changed within
+    // seconds of it are read again while paused, as a delta layer).
+    let appended_new = 1 + usize::from(!appended["deltaLayer"].is_null());
     assert_eq!(
         flat["layersMerged"].as_u64().unwrap() as usize,
-        appended_layers.len() - 1 - base_layers,
+        appended_layers.len() - appended_new - base_layers,
         "every layer above the base that v3 ran on was merged"
     );
     assert_eq!(

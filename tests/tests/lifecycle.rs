@@ -620,13 +620,17 @@ async fn a_chain_past_the_layer_budget_is_flattened_and_says_so() {
         "g1",
         "mkdir -p /data && dd if=/dev/urandom of=/data/big.bin bs=1M count=50 2>/dev/null",
     );
-    let (v1, _) = stack
-        .pushed(&stack.alice, "g1", &registry, "desk", "v1")
-        .await;
+    // v1 without a pause, so with exactly one layer whatever changed
+    // just before (a paused commit may add a delta layer).
+    let body = json!({"containerId": "g1", "target": image("v1"), "pause": false});
+    let v1 = stack.api.create_snapshot_with(&stack.alice, body).await;
+    let done = stack.api.wait_for_end(&stack.alice, &v1, WAIT).await;
+    assert_eq!(done["status"], "PUSHED", "{done}\n{}", stack.api.log_tail());
     stack.desktop("g2", Some(&image("v1"))).await;
     stack
         .ctr
         .exec("g2", "rm /data/big.bin && echo two > /data/two");
+    // Paused, but the budget (room for one layer) makes it one layer.
     let (v2, _) = stack
         .pushed(&stack.alice, "g2", &registry, "desk", "v2")
         .await;

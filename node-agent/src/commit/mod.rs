@@ -35,6 +35,7 @@ use crate::image::changes::ConfigChange;
 use crate::image::flatten::{FlattenBase, FlattenError, WantedBase};
 use crate::image::{Descriptor, media_type};
 use crate::layer::exclude::ExcludeError;
+use crate::layer::filter::{self, TarXattrs};
 use crate::layer::layer_dirs::LayerDirs;
 use crate::layer::{
     Compression, Excludes, LayerError, LayerSource, LayerSummary, OverlayUpper, Pass, Record,
@@ -47,7 +48,7 @@ use crate::scan::{Blocking, Findings};
 use flush::IngestFlusher;
 use lease::LeaseGuard;
 pub use lease::recover_interrupted_commits;
-use paused::PausedTask;
+use paused::{PausedTask, ReadPause};
 use sink::{ChannelReader, ContentSink};
 
 #[derive(Debug, Clone)]
@@ -701,15 +702,14 @@ async fn read_in_one_pass(
     } else {
         tracing::debug_span!("commit.read", one_pass = true)
     };
-    let mut paused = if pause {
-        Some(
+    let mut paused = ReadPause::default();
+    if pause {
+        paused.hold(
             PausedTask::pause(client, &container.id)
                 .instrument(read_span.clone())
                 .await?,
-        )
-    } else {
-        None
-    };
+        );
+    }
     // The layer's upload starts with its first compressed bytes, unless
     // that would lengthen the pause, which must cover the reading only: on
     // two cores gzip leaves no CPU for the upload (measured: pause 1.24 s
@@ -735,15 +735,12 @@ async fn read_in_one_pass(
     )
     .instrument(read_span.clone())
     .await;
-    let mut paused_ms = 0;
-    if let Some(task) = paused.take() {
-        // Resume even when reading failed: a speaker's desktop must never
-        // stay frozen because of a failed snapshot.
-        let (resumed, held) = task.resume().instrument(read_span.clone()).await;
-        paused_ms = held.as_millis() as u64;
-        resumed?;
-    }
+    // Resume even when reading failed: a speaker's desktop must never stay
+    // frozen because of a failed snapshot.
+    let resumed = paused.resume().instrument(read_span.clone()).await;
+    let paused_ms = paused.held().as_millis() as u64;
     drop(read_span);
+    resumed?;
     let (summary, method) = layer?;
     Ok(ReadLayers {
         layers: vec![LayerReport::of(&summary)],
@@ -805,7 +802,7 @@ async fn read_changes(
     lease: &Lease,
     lower: Lower,
     tee: &mut Option<UploadTee>,
-    paused: &mut Option<PausedTask>,
+    paused: &mut ReadPause,
 ) -> Result<(LayerSummary, CommitMethod), CommitError> {
     let mounts = client
         .snapshot_mounts(&container.snapshotter, &container.snapshot_key)
@@ -835,9 +832,9 @@ async fn read_changes(
     // containerd's Diff service reads the container's files by path and
     // follows whatever a name has become by then: it may only read a frozen
     // desktop, whatever the request said about pausing.
-    if paused.is_none() && client.task_state(&container.id).await? == TaskState::Running {
+    if !paused.is_paused() && client.task_state(&container.id).await? == TaskState::Running {
         tracing::info!("pausing the desktop: the Diff service reads only paused containers");
-        *paused = Some(PausedTask::pause(client, &container.id).await?);
+        paused.hold(PausedTask::pause(client, &container.id).await?);
         if let Some(tee) = tee {
             tee.never_wait();
         }
@@ -851,6 +848,7 @@ async fn read_changes(
         compression,
         lease,
         tee,
+        paused,
     )
     .await?;
     Ok((summary, CommitMethod::DiffService))
@@ -869,6 +867,7 @@ async fn diff_service_layer(
     compression: Compression,
     lease: &Lease,
     tee: &mut Option<UploadTee>,
+    paused: &mut ReadPause,
 ) -> Result<LayerSummary, CommitError> {
     let parent = match lower {
         Lower::Image => {
@@ -898,19 +897,36 @@ async fn diff_service_layer(
     }
     let diff = diff?;
 
-    // Pass one: which hardlinks need an excluded file's data.
+    // Pass one: which hardlinks need an excluded file's data, and the
+    // extended attributes containerd left out.
     let excludes_for_plan = excludes.clone();
     let reader = stream_reader(client, &diff.digest).await?;
-    let promotions = tokio::task::spawn_blocking(move || {
-        crate::layer::filter::plan_hardlinks(Box::new(reader), &excludes_for_plan)
+    let (plan, dirs) = tokio::task::spawn_blocking(move || {
+        let plan = filter::plan(
+            Box::new(reader),
+            &excludes_for_plan,
+            dirs.as_ref(),
+            filter::XATTR_CAPTURE_BYTES,
+        );
+        (plan, dirs)
     })
     .await
-    .map_err(|e| CommitError::Interrupted(e.to_string()))??;
-    // Pass two: filter and compress into the new blob.
+    .map_err(|e| CommitError::Interrupted(e.to_string()))?;
+    let plan = plan?;
+    // Pass two reads the diff (in the content store, under the lease) and
+    // nothing of the container, unless the attributes were too many to
+    // keep: the desktop goes on while the layer is compressed and pushed.
+    let xattrs = match (plan.xattrs, dirs) {
+        (None, Some(dirs)) => TarXattrs::Live(dirs),
+        (captured, _) => {
+            paused.resume().await?;
+            captured.map_or(TarXattrs::AsWritten, TarXattrs::Captured)
+        }
+    };
     let reader = stream_reader(client, &diff.digest).await?;
     build_layer(
         client,
-        LayerSource::Tar(Box::new(reader), promotions, dirs),
+        LayerSource::Tar(Box::new(reader), plan.promotions, xattrs),
         excludes,
         compression,
         lease,

@@ -70,3 +70,39 @@ async fn resume_task(client: Containerd, container_id: String) {
         tracing::error!(container = %container_id, error = %e, "could not resume a paused task");
     }
 }
+
+/// The pause of a one-pass read: the task while it is paused, and how long
+/// it was paused in all once resumed. A read may resume it before it ends
+/// (the Diff service's layer, once nothing more is read from the live file
+/// system).
+#[derive(Default)]
+pub(super) struct ReadPause {
+    task: Option<PausedTask>,
+    held: Duration,
+}
+
+impl ReadPause {
+    pub(super) fn is_paused(&self) -> bool {
+        self.task.is_some()
+    }
+
+    pub(super) fn hold(&mut self, task: PausedTask) {
+        self.task = Some(task);
+    }
+
+    /// Resumes the task if it is paused. A failed resume is an error (and
+    /// is tried once more when the guard drops).
+    pub(super) async fn resume(&mut self) -> Result<(), containerd::Error> {
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
+        let (resumed, held) = task.resume().await;
+        self.held += held;
+        resumed
+    }
+
+    /// How long the task was paused, up to its resume.
+    pub(super) fn held(&self) -> Duration {
+        self.held
+    }
+}

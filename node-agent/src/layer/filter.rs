@@ -3,15 +3,24 @@
 //!
 //! One subtlety: a kept hardlink may point at an excluded file. The layer
 //! would then hold a link to nothing and fail to unpack. A first pass
-//! (`plan_hardlinks`) finds such links; the second writes the excluded
-//! file's data under the first kept name instead, and points the other
-//! kept links at that name.
+//! (`plan`) finds such links; the second writes the excluded file's data
+//! under the first kept name instead, and points the other kept links at
+//! that name.
+//!
+//! containerd 1.6 writes only `security.capability` into its tar; the other
+//! extended attributes come from the snapshot's directories (`layer_dirs`).
+//! The first pass reads them while the desktop is still paused and keeps
+//! the ones the tar lacks, so that the second pass (compression, the long
+//! part) can run after the desktop resumes. Past `XATTR_CAPTURE_BYTES` of
+//! them (a speaker can set attributes on a million files) the first pass
+//! gives up keeping them, and the second reads them from the directories,
+//! with the desktop still paused.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 
 use super::LayerError;
-use super::archive::{AppendError, Entry, EntryKind, TarWriter};
+use super::archive::{AppendError, Entry, EntryKind, TarWriter, Xattrs};
 use super::exclude::Excludes;
 use super::layer_dirs::LayerDirs;
 use super::overlay::WalkStats;
@@ -21,19 +30,66 @@ use crate::scan::Scanner;
 /// name that takes its place.
 pub type Promotions = HashMap<Vec<u8>, Vec<u8>>;
 
-/// First pass: which excluded files must be kept under another name.
-pub fn plan_hardlinks(
+/// The most extended-attribute bytes (names, values and paths) the first
+/// pass keeps for the second.
+pub const XATTR_CAPTURE_BYTES: usize = 32 << 20;
+
+/// Where the second pass takes each entry's extended attributes from.
+#[derive(Debug)]
+pub enum TarXattrs {
+    /// As the tar has them.
+    AsWritten,
+    /// Kept by the first pass: the entries whose attributes differ from
+    /// the tar's.
+    Captured(HashMap<Vec<u8>, Xattrs>),
+    /// Read from the snapshot's directories as the entries go by (the
+    /// desktop must still be paused).
+    Live(LayerDirs),
+}
+
+/// What the first pass found.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub promotions: Promotions,
+    /// The attributes the tar lacks; `None` without directories to read
+    /// them from, or when they were too many to keep.
+    pub xattrs: Option<HashMap<Vec<u8>, Xattrs>>,
+}
+
+/// First pass: which excluded files must be kept under another name, and
+/// (given the snapshot's directories) the attributes the tar lacks, up to
+/// `capture_bytes` of them.
+pub fn plan(
     reader: Box<dyn Read + Send>,
     excludes: &Excludes,
-) -> Result<Promotions, LayerError> {
+    dirs: Option<&LayerDirs>,
+    capture_bytes: usize,
+) -> Result<Plan, LayerError> {
     let mut archive = tar::Archive::new(reader);
     let mut excluded_files: HashSet<Vec<u8>> = HashSet::new();
     let mut promotions = Promotions::new();
+    let mut captured = dirs.map(|_| HashMap::new());
+    let mut captured_bytes = 0;
     for item in archive.entries().map_err(LayerError::DiffStream)? {
         let mut item = item.map_err(LayerError::DiffStream)?;
         let Some(entry) = convert(&mut item).map_err(LayerError::DiffStream)? else {
             continue;
         };
+        if let (Some(dirs), Some(map)) = (dirs, captured.as_mut())
+            && let Some(xattrs) = own_xattrs(dirs, &entry)?
+            && xattrs != entry.xattrs
+        {
+            captured_bytes +=
+                entry.path.len() + xattrs.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
+            if captured_bytes > capture_bytes {
+                tracing::info!(
+                    "too many extended attributes to keep; reading them again while paused"
+                );
+                captured = None;
+            } else {
+                map.insert(entry.path.clone(), xattrs);
+            }
+        }
         let excluded = excludes.is_excluded_or_below(&entry.path);
         match entry.kind {
             EntryKind::File if excluded => {
@@ -45,7 +101,20 @@ pub fn plan_hardlinks(
             _ => {}
         }
     }
-    Ok(promotions)
+    Ok(Plan {
+        promotions,
+        xattrs: captured,
+    })
+}
+
+/// The entry's attributes as its snapshot directory has them; `None` for
+/// links and whiteouts (which carry none of their own) and entries no
+/// directory has.
+fn own_xattrs(dirs: &LayerDirs, entry: &Entry) -> Result<Option<Xattrs>, LayerError> {
+    if entry.kind == EntryKind::HardLink || is_whiteout(&entry.path) {
+        return Ok(None);
+    }
+    dirs.xattrs(&entry.path).map_err(LayerError::DiffStream)
 }
 
 /// Second pass: writes the kept entries. Each regular file's data goes
@@ -55,7 +124,7 @@ pub fn copy_filtered<W: Write>(
     reader: Box<dyn Read + Send>,
     excludes: &Excludes,
     promotions: &Promotions,
-    dirs: Option<&LayerDirs>,
+    xattrs: &TarXattrs,
     scanner: &mut Scanner,
     tar: &mut TarWriter<W>,
 ) -> Result<WalkStats, LayerError> {
@@ -69,12 +138,18 @@ pub fn copy_filtered<W: Write>(
             continue;
         };
         // The attributes the Diff service left out, from the file itself.
-        if let Some(dirs) = dirs
-            && entry.kind != EntryKind::HardLink
-            && !is_whiteout(&entry.path)
-            && let Some(xattrs) = dirs.xattrs(&entry.path).map_err(LayerError::DiffStream)?
-        {
-            entry.xattrs = xattrs;
+        match xattrs {
+            TarXattrs::AsWritten => {}
+            TarXattrs::Captured(map) => {
+                if let Some(own) = map.get(&entry.path) {
+                    entry.xattrs = own.clone();
+                }
+            }
+            TarXattrs::Live(dirs) => {
+                if let Some(own) = own_xattrs(dirs, &entry)? {
+                    entry.xattrs = own;
+                }
+            }
         }
         if entry.kind == EntryKind::HardLink
             && let Some(promoted) = promotions.get(&entry.link)
@@ -230,4 +305,83 @@ fn convert<R: Read>(item: &mut tar::Entry<'_, R>) -> io::Result<Option<Entry>> {
         device_minor: header.device_minor()?.unwrap_or(0),
         xattrs,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tar with a directory, a file and a whiteout, as containerd writes
+    /// them (no `user.*` attributes).
+    fn diff_tar() -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, kind) in [
+            ("data", tar::EntryType::Directory),
+            ("data/tagged", tar::EntryType::Regular),
+            ("data/.wh.gone", tar::EntryType::Regular),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(kind);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_device_major(0).unwrap();
+            header.set_device_minor(0).unwrap();
+            header.set_size(0);
+            builder.append_data(&mut header, path, &[][..]).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn the_first_pass_keeps_the_attributes_the_tar_lacks_within_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join("data/tagged"), "").unwrap();
+        rustix::fs::lsetxattr(
+            dir.path().join("data/tagged"),
+            "user.origin",
+            b"speaker",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .expect("the test directory keeps user xattrs");
+        let options = vec!["rbind".to_string()];
+        let dirs = LayerDirs::from_mount("bind", &dir.path().to_string_lossy(), &options).unwrap();
+        let excludes = Excludes::new(&[], false).unwrap();
+
+        let plan = plan(
+            Box::new(std::io::Cursor::new(diff_tar())),
+            &excludes,
+            Some(&dirs),
+            1024,
+        )
+        .unwrap();
+        let captured = plan.xattrs.expect("kept");
+        assert_eq!(
+            captured.get(&b"data/tagged"[..]),
+            Some(&vec![("user.origin".to_string(), b"speaker".to_vec())])
+        );
+        // Entries whose attributes the tar already has are not kept.
+        assert_eq!(captured.len(), 1, "{captured:?}");
+
+        // Over the budget: nothing kept, the second pass reads them live.
+        let over = super::plan(
+            Box::new(std::io::Cursor::new(diff_tar())),
+            &excludes,
+            Some(&dirs),
+            8,
+        )
+        .unwrap();
+        assert!(over.xattrs.is_none());
+        // Without directories there is nothing to keep.
+        let none = super::plan(
+            Box::new(std::io::Cursor::new(diff_tar())),
+            &excludes,
+            None,
+            1024,
+        )
+        .unwrap();
+        assert!(none.xattrs.is_none());
+    }
 }

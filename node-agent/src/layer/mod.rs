@@ -79,12 +79,8 @@ pub enum LayerSource {
     OverlayPass(OverlayUpper, Pass, Box<Record>),
     /// An uncompressed layer tar (from containerd's Diff service), to be
     /// filtered and recompressed, with the hardlink plan of a first pass
-    /// and, when known, the directories to read extended attributes from.
-    Tar(
-        Box<dyn Read + Send>,
-        filter::Promotions,
-        Option<layer_dirs::LayerDirs>,
-    ),
+    /// and where the extended attributes the tar lacks come from.
+    Tar(Box<dyn Read + Send>, filter::Promotions, filter::TarXattrs),
 }
 
 impl fmt::Debug for LayerSource {
@@ -160,11 +156,11 @@ pub fn write_layer<W: Write>(
             record = Some(recorded);
             stats
         }
-        LayerSource::Tar(reader, promotions, dirs) => filter::copy_filtered(
+        LayerSource::Tar(reader, promotions, xattrs) => filter::copy_filtered(
             reader,
             excludes,
             &promotions,
-            dirs.as_ref(),
+            &xattrs,
             &mut scanner,
             &mut tar,
         )?,

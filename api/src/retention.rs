@@ -195,7 +195,8 @@ async fn candidates(state: &AppState, keep: u64) -> ApiResult<Vec<snapshot::Mode
     Ok(old)
 }
 
-/// The candidates' digests that a pushed snapshot has as its lineage base.
+/// The candidates' digests that a pushed or unfinished snapshot has as
+/// its lineage base.
 async fn lineage_bases(
     state: &AppState,
     candidates: &[snapshot::Model],
@@ -211,7 +212,13 @@ async fn lineage_bases(
         .select_only()
         .column(snapshot::Column::LineageBaseDigest)
         .filter(snapshot::Column::LineageBaseDigest.is_in(digests))
-        .filter(snapshot::Column::Status.eq(SnapshotStatus::Pushed))
+        // A flatten in flight reads its base too.
+        .filter(snapshot::Column::Status.is_in([
+            SnapshotStatus::Pushed,
+            SnapshotStatus::Queued,
+            SnapshotStatus::Diffing,
+            SnapshotStatus::Pushing,
+        ]))
         .distinct()
         .into_tuple()
         .all(&state.db)

@@ -406,6 +406,24 @@ fn hostile_flatten_bases_are_refused_and_nothing_is_pushed() {
         let (pulled, _, _) = ctr.try_run(&["images", "pull", "--plain-http", &target]);
         assert!(!pulled, "nothing was pushed for {base}");
     }
+    // The tag desk2's image was looked up by now names another image
+    // (same base): its layers are not what desk2's file system was made of.
+    ctr.run(&["images", "tag", "--force", &other_ref, &v1_ref]);
+    let target = format!("{}/{namespace}/desk:moved-tag", env.registry);
+    let output = commit_output(
+        &env,
+        &env.containerd_socket,
+        &namespace,
+        "desk2",
+        &target,
+        &["--flatten-base", busybox],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("was not made from this image's layers"),
+        "{stderr}"
+    );
     // The desktop was never left paused.
     let state = ctr.run(&["tasks", "ls"]);
     assert!(

@@ -268,8 +268,13 @@ pub async fn commit(
     let container = client.container(&request.container_id).await?;
     let base = BaseImage::resolve(client, &container.id, &container.image).await?;
     let flatten = match &request.flatten {
-        Some(wanted) => Some(FlattenBase::resolve(client, &base, wanted, &request.registry).await?),
-        None => None,
+        Some(wanted) if !container.snapshot_key.is_empty() => {
+            let parent = client
+                .snapshot_parent(&container.snapshotter, &container.snapshot_key)
+                .await?;
+            Some(FlattenBase::resolve(client, &base, &parent, wanted, &request.registry).await?)
+        }
+        _ => None,
     };
     // Credentials and reachability first: a refusal must not cost a pause
     // and a layer build.
@@ -402,7 +407,9 @@ async fn commit_under_lease(
         snapshot_id: request.snapshot_id.clone(),
         layers_merged,
     };
-    let built = match merged {
+    // Named as the flatten base even when nothing was merged (a desktop
+    // that runs the base itself, whose tag may name another config).
+    let built = match flatten {
         Some(flatten) => build_image(
             &flatten.cut(base),
             &new_layers,
@@ -683,8 +690,9 @@ async fn read_while_running(
 }
 
 /// One pass over the change: unpaused (`--no-pause`, or a task that is not
-/// running), or paused for the whole read (the Diff service, which reads
-/// by path, is always paused).
+/// running), or paused while the container is read (the Diff service,
+/// which reads by path, is always paused; its layer is then compressed
+/// after the desktop resumes, see `diff_service_layer`).
 #[allow(clippy::too_many_arguments)]
 async fn read_in_one_pass(
     client: &Containerd,
@@ -886,6 +894,7 @@ async fn diff_service_layer(
     let lower = client
         .view_snapshot(&container.snapshotter, &view_key, &parent, lease)
         .await?;
+    let upper = containerd::read_only_mounts(upper);
     let diff = client
         .diff(lower, upper, media_type::OCI_LAYER, lease)
         .await;

@@ -26,6 +26,7 @@ use containerd_client::tonic::transport::Channel;
 pub use containers::{ContainerInfo, LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE};
 pub use content::BlobWriter;
 pub use descriptor::{from_proto_descriptor, to_proto_descriptor};
+pub use diff::read_only_mounts;
 pub use error::Error;
 pub use leases::{Lease, LeaseInfo};
 pub use tasks::TaskState;

@@ -3,12 +3,14 @@
 //! container's current changes, deletions applied).
 //!
 //! The base is named by the API (the first image of the lineage that no
-//! snapshot made) but never trusted alone: a pod may run an image with
-//! forged annotations, and a row may be older than the image. The base's
-//! manifest must list exactly the leading layers of the image the container
-//! runs, digest for digest. The new layer is then the difference between
-//! containerd's committed snapshot of those layers (named by their chain
-//! ID, as containerd's unpacker names it) and the container.
+//! snapshot made; for rows older than lineage bases, the oldest image it
+//! knows) but never trusted alone: a pod may run an image with forged
+//! annotations, and a row may be older than the image. The base's manifest
+//! must list exactly the leading layers of the image the container runs,
+//! digest for digest, and the container's snapshot must be built on that
+//! image's layers. The new layer is then the difference between
+//! containerd's committed snapshot of the base's layers (named by their
+//! chain ID, as containerd's unpacker names it) and the container.
 
 use serde_json::{Value, json};
 
@@ -49,6 +51,12 @@ pub enum FlattenError {
         digest: String,
         reason: String,
     },
+    #[error("the flatten base {name}@{digest} is not a usable image: {reason}")]
+    Unusable {
+        name: String,
+        digest: String,
+        reason: String,
+    },
     #[error("the flatten base {name}@{digest} is not the base of the image {image}: {reason}")]
     NotTheBase {
         name: String,
@@ -61,9 +69,12 @@ pub enum FlattenError {
 impl FlattenBase {
     /// Reads the wanted base's manifest (containerd's content store first,
     /// then its registry) and checks it against `running`.
+    /// `snapshot_parent` is the committed snapshot the container's
+    /// snapshot was made on.
     pub async fn resolve(
         client: &Containerd,
         running: &BaseImage,
+        snapshot_parent: &str,
         wanted: &WantedBase,
         registry: &RegistryOptions,
     ) -> Result<Self, FlattenError> {
@@ -72,24 +83,29 @@ impl FlattenBase {
             digest: wanted.digest.clone(),
             reason,
         };
+        let unusable = |reason: String| FlattenError::Unusable {
+            name: wanted.image.clone(),
+            digest: wanted.digest.clone(),
+            reason,
+        };
         let source = ManifestSource::new(client, &wanted.image, registry)?;
         let bytes = source.read(&wanted.digest).await.map_err(unreadable)?;
-        let (descriptor, manifest) = match parse(&bytes).map_err(unreadable)? {
+        let (descriptor, manifest) = match parse(&bytes).map_err(unusable)? {
             Document::Manifest(manifest) => (
                 descriptor_of(&wanted.digest, &bytes, manifest.media_type.as_deref()),
                 manifest,
             ),
             Document::Index(index) => {
                 let Some(chosen) = pick_platform(&index) else {
-                    return Err(unreadable(
+                    return Err(unusable(
                         "its index has no manifest for this platform".into(),
                     ));
                 };
                 let bytes = source.read(&chosen.digest).await.map_err(unreadable)?;
-                match parse(&bytes).map_err(unreadable)? {
+                match parse(&bytes).map_err(unusable)? {
                     Document::Manifest(manifest) => (chosen, manifest),
                     Document::Index(_) => {
-                        return Err(unreadable("its index names another index".into()));
+                        return Err(unusable("its index names another index".into()));
                     }
                 }
             }
@@ -109,6 +125,20 @@ impl FlattenBase {
                 diff_ids.len(),
                 running.manifest.layers.len()
             )));
+        }
+        if let Some(odd) = diff_ids.iter().find(|d| !is_sha256_digest(d)) {
+            return Err(not_the_base(format!(
+                "the image's config has a diff_id that is not a sha256 digest: {odd:.80}"
+            )));
+        }
+        // The image record is looked up by name, and a tag may have moved
+        // since the container was made: its snapshot must be this image's.
+        if chain_id(&diff_ids) != snapshot_parent {
+            return Err(not_the_base(
+                "the container's file system was not made from this image's layers (was the \
+                 image's tag moved since the container started?)"
+                    .to_string(),
+            ));
         }
         Ok(Self {
             name: wanted.image.clone(),
@@ -265,6 +295,11 @@ fn diff_ids(config: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+fn is_sha256_digest(text: &str) -> bool {
+    text.strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// The OCI chain ID of layers with these diff_ids: the first diff_id, then
 /// `sha256(previous + " " + next)` for each next one.
 fn chain_id(diff_ids: &[String]) -> String {
@@ -319,6 +354,20 @@ mod tests {
         assert!(refused.contains("layer 2 is sha256:x"), "{refused}");
         let longer = [image.as_slice(), &[layer("sha256:d")]].concat();
         assert!(leading_layers(&longer, &image).is_err());
+    }
+
+    #[test]
+    fn only_sha256_digests_are_diff_ids() {
+        assert!(is_sha256_digest(&format!("sha256:{}", "a".repeat(64))));
+        for odd in [
+            "",
+            "sha256:",
+            "sha512:aa",
+            "sha256:../../etc",
+            &format!("sha256:{}", "g".repeat(64)),
+        ] {
+            assert!(!is_sha256_digest(odd), "{odd}");
+        }
     }
 
     #[test]

@@ -34,6 +34,11 @@ pub type Promotions = HashMap<Vec<u8>, Vec<u8>>;
 /// pass keeps for the second.
 pub const XATTR_CAPTURE_BYTES: usize = 32 << 20;
 
+/// Bytes counted for each kept entry and each kept attribute beyond
+/// their names and values: the map's slot, the vectors, the allocator.
+const CAPTURED_ENTRY_OVERHEAD: usize = 128;
+const CAPTURED_XATTR_OVERHEAD: usize = 64;
+
 /// Where the second pass takes each entry's extended attributes from.
 #[derive(Debug)]
 pub enum TarXattrs {
@@ -79,8 +84,14 @@ pub fn plan(
             && let Some(xattrs) = own_xattrs(dirs, &entry)?
             && xattrs != entry.xattrs
         {
-            captured_bytes +=
-                entry.path.len() + xattrs.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
+            // What the map really holds: the bytes and each allocation's
+            // bookkeeping (a speaker may set one byte on a million files).
+            captured_bytes += CAPTURED_ENTRY_OVERHEAD
+                + entry.path.len()
+                + xattrs
+                    .iter()
+                    .map(|(n, v)| CAPTURED_XATTR_OVERHEAD + n.len() + v.len())
+                    .sum::<usize>();
             if captured_bytes > capture_bytes {
                 tracing::info!(
                     "too many extended attributes to keep; reading them again while paused"
@@ -354,7 +365,7 @@ mod tests {
             Box::new(std::io::Cursor::new(diff_tar())),
             &excludes,
             Some(&dirs),
-            1024,
+            4096,
         )
         .unwrap();
         let captured = plan.xattrs.expect("kept");
@@ -379,7 +390,7 @@ mod tests {
             Box::new(std::io::Cursor::new(diff_tar())),
             &excludes,
             None,
-            1024,
+            4096,
         )
         .unwrap();
         assert!(none.xattrs.is_none());

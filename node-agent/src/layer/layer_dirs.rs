@@ -14,8 +14,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
-use rustix::fs::{FileType, Mode, OFlags};
-use rustix::io::Errno;
+use rustix::fs::FileType;
 
 use super::archive::Xattrs;
 use super::pinned::{Pinned, entry_proc_path};
@@ -114,21 +113,10 @@ impl LayerDirs {
                 return Ok(None);
             }
             let all = if kind == FileType::Symlink {
-                // A symlink's own attributes: by name, not followed.
-                let reopened = rustix::fs::openat(
-                    at,
-                    c".",
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                );
-                match reopened {
-                    Ok(parent) => {
-                        let path = entry_proc_path(parent.as_fd(), last);
-                        read_xattrs(XattrTarget::NoFollow(&path))?
-                    }
-                    Err(Errno::NOENT) => return Ok(None),
-                    Err(e) => return Err(e.into()),
-                }
+                // A symlink's own attributes: by name in its pinned parent,
+                // not followed.
+                let path = entry_proc_path(at, last);
+                read_xattrs(XattrTarget::NoFollow(&path))?
             } else {
                 let path = PathBuf::from(pinned.proc_path());
                 read_xattrs(XattrTarget::Follow(&path))?

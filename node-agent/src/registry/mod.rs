@@ -61,6 +61,9 @@ pub enum RegistryError {
     Containerd(#[from] containerd::Error),
 }
 
+/// How long reading one manifest may take.
+const MANIFEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Where and how to push.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
@@ -356,7 +359,9 @@ impl Pusher {
 
     /// The manifest or index `digest` of this client's repository, as the
     /// registry stores it, checked against the digest and refused past
-    /// `max` bytes.
+    /// `max` bytes. oci-client reads the whole answer before we see its
+    /// size, so the whole call has a deadline: a registry that drips bytes
+    /// does not hold a job (its memory is still the answer's size).
     pub async fn fetch_manifest(&self, digest: &str, max: usize) -> Result<Vec<u8>, RegistryError> {
         let reference = Reference::with_digest(
             self.target.registry().to_string(),
@@ -369,11 +374,17 @@ impl Pusher {
             crate::image::media_type::OCI_INDEX,
             crate::image::media_type::DOCKER_LIST,
         ];
-        let (bytes, _) = self
-            .client
-            .pull_manifest_raw(&reference, &self.auth, &accepted)
-            .await
-            .map_err(|e| self.classify(e))?;
+        let pulled = tokio::time::timeout(
+            MANIFEST_DEADLINE,
+            self.client
+                .pull_manifest_raw(&reference, &self.auth, &accepted),
+        )
+        .await
+        .map_err(|_| RegistryError::Unreachable {
+            registry: self.registry.clone(),
+            reason: format!("no manifest within {} s", MANIFEST_DEADLINE.as_secs()),
+        })?;
+        let (bytes, _) = pulled.map_err(|e| self.classify(e))?;
         let rejected = |reason: String| RegistryError::Rejected {
             registry: self.registry.clone(),
             reason,

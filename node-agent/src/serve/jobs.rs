@@ -369,7 +369,8 @@ fn failure_code(error: &CommitError) -> FailureCode {
         CommitError::Containerd(containerd::Error::DiskFull { .. }) => FailureCode::DiskFull,
         CommitError::Containerd(_) | CommitError::NoSnapshot { .. } => FailureCode::Containerd,
         CommitError::BaseImage(_) => FailureCode::BadRequest,
-        // Read from containerd or the base's registry: may pass next time.
+        // Could not be read from containerd or the base's registry: may
+        // pass next time.
         CommitError::Flatten(FlattenError::Unreadable { .. }) => FailureCode::Registry,
         CommitError::Flatten(_) => FailureCode::BadRequest,
         CommitError::Layer(LayerError::Write(e)) if is_disk_full(e) => FailureCode::DiskFull,

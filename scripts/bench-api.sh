@@ -257,7 +257,8 @@ placeholders() { # prefix count
     echo "${joined//,/, }"
 }
 pgbench_snapshots_script() { # writes $WORK/snapshots.sql and the -D arguments to $WORK/snapshots.vars
-    # The current first page and its parents, as the API reads them: each parent once,
+    # The current first page and its parents, as the API reads them: each parent once
+    # (its id and the columns of the visibility rule only: the query asks for `parent { id }`),
     # and none that is on the page itself (the API has those); no children (the query
     # does not ask for them).
     q "SELECT id, coalesce(parent_id::text, '') FROM snapshots ORDER BY created_at DESC, id DESC LIMIT 20" >"$WORK/page"
@@ -267,7 +268,7 @@ pgbench_snapshots_script() { # writes $WORK/snapshots.sql and the -D arguments t
         echo "\\set limit 21"
         echo "SELECT $COLS FROM \"snapshots\" WHERE TRUE ORDER BY \"snapshots\".\"created_at\" DESC, \"snapshots\".\"id\" DESC LIMIT :limit;"
         if ((${#parents[@]} > 0)); then
-            echo "SELECT $COLS FROM \"snapshots\" WHERE \"snapshots\".\"id\" IN ($(placeholders p "${#parents[@]}"));"
+            echo "SELECT \"snapshots\".\"id\", \"snapshots\".\"requested_by\", \"snapshots\".\"owner\", \"snapshots\".\"pod_namespace\" FROM \"snapshots\" WHERE \"snapshots\".\"id\" IN ($(placeholders p "${#parents[@]}"));"
         fi
     } >"$WORK/snapshots.sql"
     local i

@@ -78,8 +78,12 @@ async fn open(url: &str, settings: &PoolSettings) -> anyhow::Result<DatabaseConn
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(settings.acquire_timeout)
         // A connection the server dropped (restart, failover) is noticed
-        // before it is handed out, not by the request that gets it.
-        .test_before_acquire(true)
+        // before it is handed out, not by the request that gets it: one
+        // idle for a second or more is pinged first (a failed ping closes
+        // it and the pool takes another). One back in the pool for less
+        // has just passed sqlx's ping on release; pinging it again would
+        // cost every request a round trip under load.
+        .test_before_acquire_if_idle_for(Duration::from_secs(1))
         .sqlx_logging(false);
     let statement_timeout = settings
         .statement_timeout

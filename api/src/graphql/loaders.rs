@@ -33,6 +33,22 @@ impl Loader<Uuid> for SnapshotLoader {
     }
 }
 
+/// What `parent { id }` needs of a snapshot, by id (see
+/// [`snapshots::SnapshotRef`]).
+pub type SnapshotRefsById = DataLoader<SnapshotRefLoader, HashMapCache>;
+
+#[derive(Debug)]
+pub struct SnapshotRefLoader(pub AppState);
+
+impl Loader<Uuid> for SnapshotRefLoader {
+    type Value = snapshots::SnapshotRef;
+    type Error = ApiError;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
+        snapshots::refs_by_ids(&self.0, keys).await
+    }
+}
+
 /// Children by parent id.
 #[derive(Debug)]
 pub struct ChildrenLoader(pub AppState);

@@ -11,7 +11,7 @@ use super::scope::TaskScope;
 use crate::graphql::context::Caller;
 use crate::graphql::loaders::{
     AncestorLoader, AttemptsLoader, ChildrenLoader, DescendantLoader, LastSnapshotLoader,
-    ReportLoader, SnapshotLoader,
+    ReportLoader, SnapshotLoader, SnapshotRefLoader,
 };
 use crate::persisted::Requester;
 use crate::state::AppState;
@@ -32,6 +32,7 @@ pub(super) fn request_data(
     // Cached: a list query feeds them what it already read (see
     // `snapshots`), and lineage walks reuse what earlier rows loaded.
     insert_loader(&mut data, SnapshotLoader(app.clone()), scope);
+    insert_loader(&mut data, SnapshotRefLoader(app.clone()), scope);
     insert_loader(&mut data, ChildrenLoader(app.clone()), scope);
     insert_loader(&mut data, AncestorLoader(app.clone()), scope);
     insert_loader(&mut data, DescendantLoader(app.clone()), scope);

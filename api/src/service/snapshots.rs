@@ -632,6 +632,60 @@ pub async fn by_ids(state: &AppState, ids: &[Uuid]) -> ApiResult<HashMap<Uuid, s
         .collect())
 }
 
+/// A snapshot's id and what [`may_see`] reads of it: enough to answer
+/// `parent { id }` without reading and decoding the whole row.
+#[derive(Clone, Debug, PartialEq, Eq, sea_orm::FromQueryResult)]
+pub struct SnapshotRef {
+    pub id: Uuid,
+    pub requested_by: String,
+    pub owner: Option<String>,
+    pub pod_namespace: Option<String>,
+}
+
+impl From<&snapshot::Model> for SnapshotRef {
+    fn from(s: &snapshot::Model) -> Self {
+        Self {
+            id: s.id,
+            requested_by: s.requested_by.clone(),
+            owner: s.owner.clone(),
+            pod_namespace: s.pod_namespace.clone(),
+        }
+    }
+}
+
+/// [`may_see`] on what a [`SnapshotRef`] holds.
+pub fn may_see_ref(state: &AppState, who: &Principal, snapshot: &SnapshotRef) -> bool {
+    let parties = crate::auth::policy::SnapshotParties {
+        requested_by: &snapshot.requested_by,
+        owner: snapshot.owner.as_deref(),
+        pod_namespace: snapshot.pod_namespace.as_deref(),
+    };
+    state.policy.may_see_snapshot(who, parties)
+}
+
+/// [`by_ids`], reading only the columns of a [`SnapshotRef`].
+#[tracing::instrument(level = "debug", skip_all, fields(ids = ids.len()))]
+pub async fn refs_by_ids(state: &AppState, ids: &[Uuid]) -> ApiResult<HashMap<Uuid, SnapshotRef>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(Snapshot::find()
+        .select_only()
+        .columns([
+            snapshot::Column::Id,
+            snapshot::Column::RequestedBy,
+            snapshot::Column::Owner,
+            snapshot::Column::PodNamespace,
+        ])
+        .filter(snapshot::Column::Id.is_in(ids.to_vec()))
+        .into_model::<SnapshotRef>()
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|s| (s.id, s))
+        .collect())
+}
+
 /// Children of each parent id, for DataLoaders.
 #[tracing::instrument(level = "debug", skip_all, fields(parents = parents.len()))]
 pub async fn children_of(

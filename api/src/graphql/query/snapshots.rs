@@ -26,25 +26,51 @@ pub(super) struct SnapshotsFilter {
 /// Loads the page's parents and children, each in one query and only when
 /// the query asks for them, and hands them to the request's DataLoaders, so
 /// `parent` and `children` of every row cost no further query, whatever the
-/// timing.
+/// timing. A `parent` that asks for nothing but its `id` is answered from
+/// the id and the visibility columns ([`snapshots::SnapshotRef`]), not the
+/// whole row.
 async fn prefetch_lineage(ctx: &Context<'_>, rows: &[entity::snapshot::Model]) -> Result<()> {
-    use crate::graphql::loaders::{ChildrenById, SnapshotsById};
+    use crate::graphql::loaders::{ChildrenById, SnapshotRefsById, SnapshotsById};
+    use crate::graphql::types::asks_only_id;
     let state = state(ctx)?;
     let node = ctx.look_ahead().field("edges").field("node");
-    if let Some(loader) = ctx.data_opt::<SnapshotsById>() {
-        let mut parent_ids: Vec<uuid::Uuid> = Vec::new();
-        if node.field("parent").exists() {
-            parent_ids = rows.iter().filter_map(|r| r.parent_id).collect();
-            // Siblings share a parent: ask for each once.
-            parent_ids.sort_unstable();
-            parent_ids.dedup();
-            // Parents on the page itself are already here.
-            parent_ids.retain(|id| !rows.iter().any(|r| r.id == *id));
-        }
+    let direct = node.field("parent").selection_fields();
+    // A `parent` deeper down (`children { parent }`, `descendants
+    // { parent }`, ...) may be a row of the page: hand them all over.
+    let nested = node.selection_fields().iter().any(|n| {
+        n.selection_set()
+            .any(|f| f.selection_set().any(|g| has_field_below(g, "parent")))
+    });
+    let mut parent_ids: Vec<uuid::Uuid> = Vec::new();
+    if !direct.is_empty() {
+        parent_ids = rows.iter().filter_map(|r| r.parent_id).collect();
+        // Siblings share a parent: ask for each once.
+        parent_ids.sort_unstable();
+        parent_ids.dedup();
+    }
+    // The page's rows the loaders need: its rows' parents, or all of
+    // them. Parents on the page itself are already here.
+    let on_page: Vec<&entity::snapshot::Model> = rows
+        .iter()
+        .filter(|r| nested || parent_ids.binary_search(&r.id).is_ok())
+        .collect();
+    parent_ids.retain(|id| !rows.iter().any(|r| r.id == *id));
+    let full = nested || direct.iter().any(|f| !asks_only_id(*f));
+    let refs = nested || direct.iter().any(|f| asks_only_id(*f));
+    let full_loader = ctx.data_opt::<SnapshotsById>().filter(|_| full);
+    let ref_loader = ctx.data_opt::<SnapshotRefsById>().filter(|_| refs);
+    if let Some(loader) = full_loader {
         let parents = snapshots::by_ids(state, &parent_ids).await?;
-        loader
-            .feed_many(rows.iter().map(|r| (r.id, r.clone())).chain(parents))
-            .await;
+        if let Some(refs) = ref_loader {
+            let all = on_page.iter().copied().chain(parents.values());
+            refs.feed_many(all.map(|r| (r.id, r.into()))).await;
+        }
+        let page = on_page.iter().map(|r| (r.id, (*r).clone()));
+        loader.feed_many(page.chain(parents)).await;
+    } else if let Some(loader) = ref_loader {
+        let parents = snapshots::refs_by_ids(state, &parent_ids).await?;
+        let page = on_page.iter().map(|r| (r.id, (*r).into()));
+        loader.feed_many(page.chain(parents)).await;
     }
     if node.field("children").exists()
         && let Some(loader) = ctx.data_opt::<ChildrenById>()
@@ -58,6 +84,11 @@ async fn prefetch_lineage(ctx: &Context<'_>, rows: &[entity::snapshot::Model]) -
         loader.feed_many(all).await;
     }
     Ok(())
+}
+
+/// Does a field named `name` appear anywhere under `field`?
+fn has_field_below(field: async_graphql::SelectionField<'_>, name: &str) -> bool {
+    field.name() == name || field.selection_set().any(|f| has_field_below(f, name))
 }
 
 /// The `first` of each `ancestors` / `descendants` the page's nodes ask

@@ -264,6 +264,29 @@ async fn speakers_sharing_a_namespace_reach_only_their_own_desktops_and_snapshot
     both.sort();
     assert_eq!(edge_ids(&listed), both, "{listed}");
 
+    // In a list, `parent { id }` (read as its id and visibility columns
+    // only) and `parent { id status }` (whole rows) hide alike.
+    for selection in ["parent { id }", "parent { id status }"] {
+        let query =
+            format!("{{ snapshots(first: 100) {{ edges {{ node {{ id {selection} }} }} }} }}");
+        let parent_of_b = async |token: &str| {
+            let listed = api.data(token, &query, json!({})).await;
+            listed["snapshots"]["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["node"]["id"] == snap_b.as_str())
+                .map(|e| e["node"]["parent"].clone())
+                .unwrap_or_else(|| panic!("snap_b listed: {listed}"))
+        };
+        assert_eq!(
+            parent_of_b(&root).await["id"],
+            snap_a.as_str(),
+            "{selection}"
+        );
+        assert!(parent_of_b(&bob).await.is_null(), "{selection}");
+    }
+
     // Lineage: the link is there (the admin sees it) but neither speaker
     // sees the other's end of it.
     let lineage = api.data(&root, LINEAGE, json!({"id": snap_a})).await;

@@ -390,8 +390,9 @@ fn hostile_flatten_bases_are_refused_and_nothing_is_pushed() {
             "is not an image reference",
         ),
     ];
-    for (i, (base, expected)) in cases.iter().enumerate() {
-        let target = format!("{}/{namespace}/desk:refused-{i}", env.registry);
+    // A commit of desk2 flattened onto `base` fails, saying `expected`.
+    let refused = |tag: &str, base: &str, expected: &str| {
+        let target = format!("{}/{namespace}/desk:{tag}", env.registry);
         let output = commit_output(
             &env,
             &env.containerd_socket,
@@ -403,26 +404,20 @@ fn hostile_flatten_bases_are_refused_and_nothing_is_pushed() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{base}: {stderr}");
         assert!(stderr.contains(expected), "{base}: {stderr}");
+        target
+    };
+    for (i, (base, expected)) in cases.iter().enumerate() {
+        let target = refused(&format!("refused-{i}"), base, expected);
         let (pulled, _, _) = ctr.try_run(&["images", "pull", "--plain-http", &target]);
         assert!(!pulled, "nothing was pushed for {base}");
     }
     // The tag desk2's image was looked up by now names another image
     // (same base): its layers are not what desk2's file system was made of.
     ctr.run(&["images", "tag", "--force", &other_ref, &v1_ref]);
-    let target = format!("{}/{namespace}/desk:moved-tag", env.registry);
-    let output = commit_output(
-        &env,
-        &env.containerd_socket,
-        &namespace,
-        "desk2",
-        &target,
-        &["--flatten-base", busybox],
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("was not made from this image's layers"),
-        "{stderr}"
+    refused(
+        "moved-tag",
+        busybox,
+        "was not made from this image's layers",
     );
     // The desktop was never left paused.
     let state = ctr.run(&["tasks", "ls"]);

@@ -293,57 +293,7 @@ impl Snapshot {
     /// A snapshot of which only `id` may be resolved (see [`asks_only_id`]):
     /// every other column holds a placeholder.
     fn id_only(id: uuid::Uuid) -> Self {
-        let never = DateTime::<Utc>::UNIX_EPOCH;
-        Self(snapshot::Model {
-            id,
-            requested_by: String::new(),
-            node: String::new(),
-            container_id: String::new(),
-            pod_namespace: None,
-            pod_name: None,
-            container_name: None,
-            base_image: None,
-            base_digest: None,
-            parent_id: None,
-            target: String::new(),
-            repository: String::new(),
-            message: None,
-            options: serde_json::Value::Null,
-            status: entity::SnapshotStatus::Queued,
-            phase_bytes_done: 0,
-            phase_bytes_total: 0,
-            manifest_digest: None,
-            config_digest: None,
-            layer_digest: None,
-            layer_size: None,
-            uncompressed_size: None,
-            paused_ms: None,
-            prepare_ms: None,
-            duration_ms: None,
-            failure_code: None,
-            failure_reason: None,
-            last_event_seq: 0,
-            dispatch_attempts: 0,
-            next_dispatch_at: None,
-            dispatched_at: None,
-            agent_instance_id: None,
-            created_at: never,
-            updated_at: never,
-            started_at: None,
-            finished_at: None,
-            owner: None,
-            trace_parent: None,
-            finding_count: None,
-            secret_finding_count: None,
-            deleted_at: None,
-            deleted_by: None,
-            manifest_deletion: None,
-            flattened: false,
-            layer_count: None,
-            lineage_base_image: None,
-            lineage_base_digest: None,
-            lineage_base_layers: None,
-        })
+        Self(snapshots::placeholder_row(id))
     }
 }
 

@@ -686,6 +686,64 @@ pub async fn refs_by_ids(state: &AppState, ids: &[Uuid]) -> ApiResult<HashMap<Uu
         .collect())
 }
 
+/// A row holding `id` and nothing else: every other column empty, times at
+/// the epoch. What `parent { id }` answers with (only its id is ever
+/// resolved; see `graphql::types::asks_only_id`), and the start of the
+/// unit tests' rows.
+pub(crate) fn placeholder_row(id: Uuid) -> snapshot::Model {
+    let never = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    snapshot::Model {
+        id,
+        requested_by: String::new(),
+        node: String::new(),
+        container_id: String::new(),
+        pod_namespace: None,
+        pod_name: None,
+        container_name: None,
+        base_image: None,
+        base_digest: None,
+        parent_id: None,
+        target: String::new(),
+        repository: String::new(),
+        message: None,
+        options: serde_json::Value::Null,
+        status: entity::SnapshotStatus::Queued,
+        phase_bytes_done: 0,
+        phase_bytes_total: 0,
+        manifest_digest: None,
+        config_digest: None,
+        layer_digest: None,
+        layer_size: None,
+        uncompressed_size: None,
+        paused_ms: None,
+        prepare_ms: None,
+        duration_ms: None,
+        failure_code: None,
+        failure_reason: None,
+        last_event_seq: 0,
+        dispatch_attempts: 0,
+        next_dispatch_at: None,
+        dispatched_at: None,
+        agent_instance_id: None,
+        created_at: never,
+        updated_at: never,
+        started_at: None,
+        finished_at: None,
+        owner: None,
+        trace_parent: None,
+        finding_count: None,
+        secret_finding_count: None,
+        deleted_at: None,
+        deleted_by: None,
+        manifest_deletion: None,
+        flattened: false,
+        layer_count: None,
+        lineage_base_image: None,
+        lineage_base_digest: None,
+        lineage_base_layers: None,
+    }
+}
+
 /// Children of each parent id, for DataLoaders.
 #[tracing::instrument(level = "debug", skip_all, fields(parents = parents.len()))]
 pub async fn children_of(

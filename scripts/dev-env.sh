@@ -463,6 +463,7 @@ export DCS_REGISTRY_ROOT=$REG_PLAIN/storage
 export DCS_AUTH_REGISTRY=127.0.0.1:$(<"$REG_AUTH/port")
 export DCS_AUTH_REGISTRY_CONFIG=$REG_AUTH/dockerconfig.json
 export DCS_AUTH_REGISTRY_BAD_CONFIG=$REG_AUTH/dockerconfig-bad.json
+export DCS_AGENT_SPOOL_DIR=$D/agent-spool
 export DATABASE_URL=postgres://dcs:dcs@127.0.0.1:$(pg_port)/dcs_test
 EOF
     mv -f "$tmp" "$D/env.sh"

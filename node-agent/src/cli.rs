@@ -131,6 +131,21 @@ struct ServeArgs {
     /// Where per-container lock files are kept.
     #[arg(long, env = "DCS_AGENT_STATE_DIR", default_value = "/run/dcs-agent")]
     state_dir: PathBuf,
+    /// Where new layers are kept until they are pushed: files without a
+    /// name, gone when the commit ends. On disk, not in memory: a layer
+    /// may be gigabytes.
+    #[arg(
+        long,
+        env = "DCS_AGENT_SPOOL_DIR",
+        default_value = "/var/lib/dcs-agent/spool"
+    )]
+    spool_dir: PathBuf,
+    /// Also keep the new image in containerd on this node (its layers in
+    /// the content store, named by the target), so the node runs it
+    /// without a pull; containerd then hashes and stores every layer again,
+    /// which costs about as much CPU as building it.
+    #[arg(long, env = "DCS_AGENT_LOCAL_IMAGE")]
+    local_image: bool,
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 5)]
     heartbeat_seconds: u64,
@@ -214,6 +229,21 @@ struct CommitArgs {
     /// Where per-container lock files are kept.
     #[arg(long, env = "DCS_AGENT_STATE_DIR", default_value = "/run/dcs-agent")]
     state_dir: PathBuf,
+    /// Where new layers are kept until they are pushed: files without a
+    /// name, gone when the commit ends. On disk, not in memory: a layer
+    /// may be gigabytes.
+    #[arg(
+        long,
+        env = "DCS_AGENT_SPOOL_DIR",
+        default_value = "/var/lib/dcs-agent/spool"
+    )]
+    spool_dir: PathBuf,
+    /// Also keep the new image in containerd on this node (its layers in
+    /// the content store, named by the target), so the node runs it
+    /// without a pull; containerd then hashes and stores every layer again,
+    /// which costs about as much CPU as building it.
+    #[arg(long, env = "DCS_AGENT_LOCAL_IMAGE")]
+    local_image: bool,
     /// Accept one secret finding and push it anyway: `RULE:PATH`, as the
     /// refusal lists them (`aws-credentials-file:/root/.aws/credentials`).
     /// Repeatable.
@@ -362,6 +392,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     insecure: args.insecure_registries,
                 },
                 state_dir: args.state_dir,
+                spool_dir: args.spool_dir,
+                local_image: args.local_image,
                 acknowledged: args.acknowledged,
                 flatten: match &args.flatten_base {
                     Some(image) => Some(flatten_base(&client, image).await?),
@@ -470,6 +502,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         max_concurrent_jobs: args.max_concurrent_jobs,
         state_dir: args.state_dir,
+        spool_dir: args.spool_dir,
+        local_image: args.local_image,
         heartbeat_interval: std::time::Duration::from_secs(args.heartbeat_seconds.max(1)),
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
         service_account_token_file: args.service_account_token_file,

@@ -20,3 +20,4 @@ pub mod preview;
 pub mod registry;
 pub mod scan;
 pub mod serve;
+pub mod spool;

@@ -82,8 +82,27 @@ impl Ctr {
         BUSYBOX_IMAGE
     }
 
+    /// Pulls `image` unless this namespace has it, as kubelet does for a
+    /// pod whose image is "IfNotPresent": the agent keeps a committed image
+    /// only in the registry unless it runs with `--local-image`.
+    pub fn ensure_image(&self, image: &str, snapshotter: &str) {
+        let filter = format!("name=={image}");
+        if !self.run(&["images", "ls", "-q", &filter]).trim().is_empty() {
+            return;
+        }
+        self.run(&[
+            "images",
+            "pull",
+            "--plain-http",
+            "--snapshotter",
+            snapshotter,
+            image,
+        ]);
+    }
+
     /// Starts a container in the background with the CRI labels kubelet sets.
     pub fn run_detached(&self, id: &str, image: &str, snapshotter: &str, command: &[&str]) {
+        self.ensure_image(image, snapshotter);
         let mut args = vec![
             "run",
             "-d",
@@ -119,12 +138,14 @@ impl Ctr {
 
     /// Runs a new container from `image` to completion; returns stdout.
     pub fn run_once(&self, image: &str, script: &str) -> String {
+        self.ensure_image(image, "overlayfs");
         let id = crate::unique("once");
         self.run(&["run", "--rm", image, &id, "sh", "-c", script])
     }
 
     /// Runs the image's own command to completion; returns stdout.
     pub fn run_default(&self, image: &str) -> String {
+        self.ensure_image(image, "overlayfs");
         let id = crate::unique("default");
         self.run(&["run", "--rm", image, &id])
     }

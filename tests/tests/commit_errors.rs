@@ -445,8 +445,9 @@ fn disk_full_on_the_small_containerd() {
         &id,
         &format!("{}/e2e/{}:t", env.registry, ctr.namespace),
         // Paused while the layer is written: the disk fills up during the
-        // pause, and the task must be resumed all the same.
-        &[],
+        // pause, and the task must be resumed all the same. The layer goes
+        // into containerd only when the node keeps the image.
+        &["--local-image"],
     );
     let failed_leases = agent_leases(&ctr);
     assert_refused(&output, &["no space left on device"]);
@@ -477,6 +478,124 @@ fn disk_full_on_the_small_containerd() {
     );
     assert!(agent_leases(&ctr).is_empty());
     assert_eq!(ctr.run_once(image, "echo still-works"), "still-works\n");
+}
+
+/// A tmpfs of `mib` MiB mounted on a new directory; unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(mib: u64) -> Self {
+        let dir = std::env::temp_dir().join(unique("dcs-small-spool"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs (the tests run as root)"
+        );
+        Self(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn disk_full_in_the_spool() {
+    let env = TestEnv::get();
+    let spool = SmallDisk::mount(16);
+    let (ctr, id) = running_container(&env, "err-spool");
+    // 40 MB that do not compress, into a 16 MiB spool.
+    ctr.exec(
+        &id,
+        "dd if=/dev/urandom of=/root/big bs=1048576 count=40 2>/dev/null",
+    );
+    let content_before = ctr.run(&["content", "ls", "-q"]);
+    let target = format!("{}/e2e/{}:spool-full", env.registry, ctr.namespace);
+    let spool_dir = spool.0.join("spool").to_string_lossy().to_string();
+    for pause in [&[][..], &["--no-pause"][..]] {
+        let mut extra = vec!["--spool-dir", &spool_dir];
+        extra.extend_from_slice(pause);
+        let output = commit_output(
+            &env,
+            &env.containerd_socket,
+            &ctr.namespace,
+            &id,
+            &target,
+            &extra,
+        );
+        assert_refused(
+            &output,
+            &[
+                "cannot keep the layer in the spool directory",
+                "No space left on device",
+            ],
+        );
+        assert_running(&ctr, &id);
+        assert!(agent_leases(&ctr).is_empty());
+        assert_no_tag(&target, None);
+        assert_eq!(
+            std::fs::read_dir(spool.0.join("spool")).unwrap().count(),
+            0,
+            "the failed commit left a file in the spool"
+        );
+        assert_eq!(
+            ctr.run(&["content", "ls", "-q"]),
+            content_before,
+            "the failed commit left content in containerd"
+        );
+    }
+    // The same commit with room in the spool succeeds.
+    let result = commit(
+        &env,
+        &env.containerd_socket,
+        &ctr.namespace,
+        &id,
+        &target,
+        &[],
+    );
+    assert!(
+        result["layer"]["size"].as_u64().unwrap() > 40 << 20,
+        "{result}"
+    );
+}
+
+#[test]
+fn an_unusable_spool_is_refused_before_the_desktop_pauses() {
+    let env = TestEnv::get();
+    let (ctr, id) = running_container(&env, "err-spool-dir");
+    let blocker = std::env::temp_dir().join(unique("dcs-not-a-dir"));
+    std::fs::write(&blocker, b"a file where the spool should be").unwrap();
+    let spool_dir = blocker.join("spool").to_string_lossy().to_string();
+    let target = format!("{}/e2e/{}:spool-dir", env.registry, ctr.namespace);
+    let started = Instant::now();
+    let output = commit_output(
+        &env,
+        &env.containerd_socket,
+        &ctr.namespace,
+        &id,
+        &target,
+        &["--spool-dir", &spool_dir],
+    );
+    assert_refused(&output, &["cannot keep the layer in the spool directory"]);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_running(&ctr, &id);
+    assert!(agent_leases(&ctr).is_empty());
+    assert_no_tag(&target, None);
+    std::fs::remove_file(&blocker).unwrap();
 }
 
 fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {

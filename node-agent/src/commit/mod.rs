@@ -45,11 +45,12 @@ use crate::lock::{LockError, lock_container};
 use crate::registry::upload::{StreamingUpload, UploadTee};
 use crate::registry::{self, PushReport, Pusher, RegistryError, RegistryOptions};
 use crate::scan::{Blocking, Findings};
+use crate::spool::{Spool, SpoolError, SpoolWriter, SpooledBlob};
 use flush::IngestFlusher;
 use lease::LeaseGuard;
 pub use lease::recover_interrupted_commits;
 use paused::{PausedTask, ReadPause};
-use sink::{ChannelReader, ContentSink};
+use sink::{ChannelReader, ContentSink, Store};
 
 #[derive(Debug, Clone)]
 pub struct CommitRequest {
@@ -72,6 +73,11 @@ pub struct CommitRequest {
     pub registry: RegistryOptions,
     /// Where the per-container lock files live.
     pub state_dir: PathBuf,
+    /// Where new layers are kept until pushed, unless `local_image`.
+    pub spool_dir: PathBuf,
+    /// Also keep the image in containerd on this node: its new layers in
+    /// the content store, named by the target (see `crate::spool`).
+    pub local_image: bool,
     /// Secret findings (rule and path) the speaker accepts; any other
     /// secret the scan finds refuses the commit before anything is pushed.
     pub acknowledged: Vec<Acknowledgement>,
@@ -193,6 +199,8 @@ pub enum CommitError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Flatten(#[from] FlattenError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
     #[error("container \"{id}\" uses snapshotter \"{snapshotter}\" and has no snapshot to read")]
     NoSnapshot { id: String, snapshotter: String },
     #[error("the commit was interrupted: {0}")]
@@ -290,7 +298,17 @@ pub async fn commit(
         });
     }
 
+    let spool = match request.local_image {
+        true => None,
+        false => Some(Spool::open(&request.spool_dir)?),
+    };
+
     let lease = LeaseGuard::create(client, &container.id).await?;
+    let keep = Keep {
+        lease: lease.lease(),
+        spool: spool.as_ref(),
+        pusher: &pusher,
+    };
     let outcome = commit_under_lease(
         client,
         request,
@@ -298,8 +316,7 @@ pub async fn commit(
         &base,
         flatten.as_ref(),
         &excludes,
-        lease.lease(),
-        &pusher,
+        keep,
         progress,
     )
     .await;
@@ -323,8 +340,7 @@ async fn commit_under_lease(
     base: &BaseImage,
     flatten: Option<&FlattenBase>,
     excludes: &Excludes,
-    lease: &Lease,
-    pusher: &Pusher,
+    keep: Keep<'_>,
     progress: Option<ProgressSink>,
 ) -> Result<CommitResult, CommitError> {
     if let Some(progress) = &progress {
@@ -342,10 +358,7 @@ async fn commit_under_lease(
     let read = match (merged, upper) {
         (Some(flatten), _) => {
             let lower = Lower::Snapshot(flatten.chain_id.clone());
-            read_in_one_pass(
-                client, container, excludes, request, lease, pusher, lower, pause,
-            )
-            .await?
+            read_in_one_pass(client, container, excludes, request, keep, lower, pause).await?
         }
         // The desktop keeps running while the bulk is read.
         (None, Some(upper)) if pause => {
@@ -354,10 +367,7 @@ async fn commit_under_lease(
             } else {
                 Layering::from_env()
             };
-            read_while_running(
-                client, container, upper, excludes, request, lease, pusher, layering,
-            )
-            .await?
+            read_while_running(client, container, upper, excludes, request, keep, layering).await?
         }
         _ => {
             read_in_one_pass(
@@ -365,8 +375,7 @@ async fn commit_under_lease(
                 container,
                 excludes,
                 request,
-                lease,
-                pusher,
+                keep,
                 Lower::Image,
                 pause,
             )
@@ -418,14 +427,18 @@ async fn commit_under_lease(
         ),
         None => build_image(base, &new_layers, &options, chrono::Utc::now()),
     };
-    write_documents(client, lease, &built).await?;
+    if keep.spool.is_none() {
+        write_documents(client, keep.lease, &built).await?;
+    }
 
     let push_progress = progress.clone().map(|p| {
         Arc::new(move |done, total| p(CommitProgress::Pushing { done, total }))
             as registry::ProgressFn
     });
-    pusher.set_content_dir(content_dir(client, container).await);
-    let mut push = pusher
+    keep.pusher
+        .set_content_dir(content_dir(client, container).await);
+    let mut push = keep
+        .pusher
         .push_blobs(client, &built, &base.name, push_progress)
         .instrument(push_span)
         .await?;
@@ -433,18 +446,20 @@ async fn commit_under_lease(
         progress(CommitProgress::Tagging);
     }
     let manifest_span = tracing::debug_span!("commit.manifest");
-    pusher
+    keep.pusher
         .put_manifest(&built)
         .instrument(manifest_span.clone())
         .await?;
     push.layer_streamed = streamed;
     // Named only once the registry has it: a failed push leaves no local
     // tag either, and the lease lets the unreferenced content go.
-    let name = registry::image_name(&registry::target_reference(&request.target));
-    client
-        .put_image(&name, &built.manifest_descriptor, HashMap::new())
-        .instrument(manifest_span)
-        .await?;
+    if keep.spool.is_none() {
+        let name = registry::image_name(&registry::target_reference(&request.target));
+        client
+            .put_image(&name, &built.manifest_descriptor, HashMap::new())
+            .instrument(manifest_span)
+            .await?;
+    }
 
     let mut layers = read.layers.into_iter();
     let layer = layers
@@ -488,6 +503,18 @@ struct ReadLayers {
     upload: Option<(StreamingUpload, Option<UploadTee>)>,
     /// The secret scan of all `layers`.
     findings: Findings,
+}
+
+/// Where a commit's new content goes.
+#[derive(Clone, Copy)]
+struct Keep<'a> {
+    /// What the commit writes into containerd lives under it: the Diff
+    /// service's output, and with `--local-image` the new layers and image.
+    lease: &'a Lease,
+    /// The agent's spool for the new layers; `None` with `--local-image`
+    /// (containerd's content store keeps them, and the image is named there).
+    spool: Option<&'a Spool>,
+    pusher: &'a Pusher,
 }
 
 /// When something changed while the bulk was read: a small second layer
@@ -543,12 +570,11 @@ async fn read_while_running(
     upper: OverlayUpper,
     excludes: &Excludes,
     request: &CommitRequest,
-    lease: &Lease,
-    pusher: &Pusher,
+    keep: Keep<'_>,
     layering: Layering,
 ) -> Result<ReadLayers, CommitError> {
     let prepare_started = Instant::now();
-    let upload = pusher.start_streaming_upload().await;
+    let upload = keep.pusher.start_streaming_upload().await;
     // Nothing is paused during the bulk read: it may wait for the registry.
     let mut tee = upload.as_ref().and_then(|u| u.tee(true));
     let bulk_source =
@@ -558,7 +584,7 @@ async fn read_while_running(
         bulk_source,
         excludes,
         request.compression,
-        lease,
+        keep,
         &mut tee,
     )
     .instrument(tracing::debug_span!("commit.bulk_read"))
@@ -575,8 +601,7 @@ async fn read_while_running(
                 container,
                 excludes,
                 request,
-                lease,
-                pusher,
+                keep,
                 Lower::Image,
                 true,
             )
@@ -607,7 +632,7 @@ async fn read_while_running(
                     source,
                     excludes,
                     request.compression,
-                    lease,
+                    keep,
                     &mut None,
                 )
                 .instrument(tracing::debug_span!(parent: &pause_span, "commit.delta"))
@@ -630,7 +655,7 @@ async fn read_while_running(
                 source,
                 excludes,
                 request.compression,
-                lease,
+                keep,
                 &mut None,
             )
             .instrument(tracing::debug_span!(parent: &pause_span, "commit.reread"))
@@ -652,6 +677,7 @@ async fn read_while_running(
         if let Some(upload) = upload {
             upload.cancel(tee).await;
         }
+        keep.pusher.forget_spooled(&bulk.digest);
         return Ok(ReadLayers {
             layers: vec![LayerReport::of(&whole)],
             method: CommitMethod::Overlay,
@@ -699,8 +725,7 @@ async fn read_in_one_pass(
     container: &containerd::ContainerInfo,
     excludes: &Excludes,
     request: &CommitRequest,
-    lease: &Lease,
-    pusher: &Pusher,
+    keep: Keep<'_>,
     lower: Lower,
     pause: bool,
 ) -> Result<ReadLayers, CommitError> {
@@ -725,7 +750,7 @@ async fn read_in_one_pass(
     // commit pushes after the build.
     let overlap = !pause || request.compression == Compression::Zstd;
     let upload = if overlap {
-        pusher.start_streaming_upload().await
+        keep.pusher.start_streaming_upload().await
     } else {
         None
     };
@@ -736,7 +761,7 @@ async fn read_in_one_pass(
         container,
         excludes,
         request.compression,
-        lease,
+        keep,
         lower,
         &mut tee,
         &mut paused,
@@ -807,7 +832,7 @@ async fn read_changes(
     container: &containerd::ContainerInfo,
     excludes: &Excludes,
     compression: Compression,
-    lease: &Lease,
+    keep: Keep<'_>,
     lower: Lower,
     tee: &mut Option<UploadTee>,
     paused: &mut ReadPause,
@@ -825,7 +850,7 @@ async fn read_changes(
             LayerSource::Overlay(upper),
             excludes,
             compression,
-            lease,
+            keep,
             tee,
         )
         .await
@@ -854,7 +879,7 @@ async fn read_changes(
         lower,
         excludes,
         compression,
-        lease,
+        keep,
         tee,
         paused,
     )
@@ -873,7 +898,7 @@ async fn diff_service_layer(
     lower: Lower,
     excludes: &Excludes,
     compression: Compression,
-    lease: &Lease,
+    keep: Keep<'_>,
     tee: &mut Option<UploadTee>,
     paused: &mut ReadPause,
 ) -> Result<LayerSummary, CommitError> {
@@ -892,11 +917,11 @@ async fn diff_service_layer(
     };
     let view_key = format!("dcs-view-{}", uuid::Uuid::new_v4());
     let lower = client
-        .view_snapshot(&container.snapshotter, &view_key, &parent, lease)
+        .view_snapshot(&container.snapshotter, &view_key, &parent, keep.lease)
         .await?;
     let upper = containerd::read_only_mounts(upper);
     let diff = client
-        .diff(lower, upper, media_type::OCI_LAYER, lease)
+        .diff(lower, upper, media_type::OCI_LAYER, keep.lease)
         .await;
     if let Err(e) = client
         .remove_snapshot(&container.snapshotter, &view_key)
@@ -938,7 +963,7 @@ async fn diff_service_layer(
         LayerSource::Tar(Box::new(reader), plan.promotions, xattrs),
         excludes,
         compression,
-        lease,
+        keep,
         tee,
     )
     .await
@@ -960,23 +985,32 @@ async fn stream_reader(client: &Containerd, digest: &str) -> Result<ChannelReade
     Ok(ChannelReader::new(receiver))
 }
 
-/// Runs the layer pipeline on a blocking thread, streaming into a new blob.
+/// Runs the layer pipeline on a blocking thread, streaming into a new blob
+/// of the spool or of containerd's content store.
 async fn build_layer(
     client: &Containerd,
     source: LayerSource,
     excludes: &Excludes,
     compression: Compression,
-    lease: &Lease,
+    keep: Keep<'_>,
     tee: &mut Option<UploadTee>,
 ) -> Result<LayerSummary, CommitError> {
-    let store = match &source {
-        LayerSource::Overlay(upper) | LayerSource::OverlayPass(upper, ..) => content_root(upper),
-        LayerSource::Tar(..) => None,
+    let store = match keep.spool {
+        Some(spool) => Store::Spool(spool.writer()?),
+        None => {
+            let root = match &source {
+                LayerSource::Overlay(upper) | LayerSource::OverlayPass(upper, ..) => {
+                    content_root(upper)
+                }
+                LayerSource::Tar(..) => None,
+            };
+            let writer = client.blob_writer(keep.lease);
+            let flusher = IngestFlusher::start(root.as_deref(), writer.reference());
+            Store::Containerd { writer, flusher }
+        }
     };
     // The tee comes back only if the layer was written whole.
-    let writer = client.blob_writer(lease);
-    let flusher = IngestFlusher::start(store.as_deref(), writer.reference());
-    let mut sink = ContentSink::new(writer, tee.take(), flusher);
+    let mut sink = ContentSink::new(store, tee.take());
     let excludes = excludes.clone();
     let (result, sink) = tokio::task::spawn_blocking(move || {
         let result = match write_layer(source, &excludes, compression, &mut sink) {
@@ -990,20 +1024,45 @@ async fn build_layer(
     })
     .await
     .map_err(|e| CommitError::Interrupted(e.to_string()))?;
+    let failed = sink.failed();
     match result {
         Ok(summary) => {
-            let (writer, returned) = sink.into_parts();
+            let (store, returned) = sink.into_parts();
             *tee = returned;
-            writer.commit(&summary.digest, HashMap::new()).await?;
+            match store {
+                Store::Spool(writer) => {
+                    let blob = finish_spooled(writer).await?;
+                    keep.pusher.keep_spooled(&summary.digest, blob);
+                }
+                Store::Containerd { writer, .. } => {
+                    writer.commit(&summary.digest, HashMap::new()).await?;
+                }
+            }
             Ok(summary)
         }
-        // containerd failed first (disk full, say): its error is the cause.
-        Err(_) if sink.failed() => Err(sink.into_writer().into_error().await.into()),
+        // The store failed first (disk full, say): its error is the cause.
+        Err(e) if failed => Err(match sink.into_store() {
+            Store::Spool(writer) => match finish_spooled(writer).await {
+                Err(spool) => spool,
+                Ok(_) => e.into(),
+            },
+            Store::Containerd { writer, .. } => writer.into_error().await.into(),
+        }),
         Err(e) => {
-            sink.into_writer().abort().await;
+            if let Store::Containerd { writer, .. } = sink.into_store() {
+                writer.abort().await;
+            }
             Err(e.into())
         }
     }
+}
+
+/// Waits, off the async threads, for a spool file's last chunks.
+async fn finish_spooled(writer: SpoolWriter) -> Result<SpooledBlob, CommitError> {
+    tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .map_err(|e| CommitError::Interrupted(e.to_string()))?
+        .map_err(CommitError::from)
 }
 
 /// Writes config and manifest with the labels that tie the image's content

@@ -7,9 +7,11 @@ use tokio::sync::mpsc;
 use super::flush::IngestFlusher;
 use crate::containerd::{BlobWriter, Error};
 use crate::registry::upload::UploadTee;
+use crate::spool::SpoolWriter;
 
-/// Bytes per write message to containerd, which writes each message's data
-/// to its ingest file in one `write(2)`; the size of that write sets the
+/// Bytes per write to a spool file, and per write message to containerd,
+/// which writes each message's data to its ingest file in one `write(2)`
+/// (see `crate::spool`); the size of a write sets the
 /// size of the page-cache folios the kernel allocates for it (ext4 has
 /// large folios since Linux 6.16). Folios over 32 KiB (order 3) come from
 /// the buddy allocator's large free blocks, which on a VM with free page
@@ -22,36 +24,44 @@ use crate::registry::upload::UploadTee;
 /// chunks (the tee gathers them).
 const CHUNK: usize = 32 * 1024;
 
-/// A `Write` that streams into a containerd blob, for a blocking thread.
+/// Where a layer's bytes are kept while it is built (see `spool`).
+pub(super) enum Store {
+    /// A blob in containerd's content store, written back as it grows.
+    Containerd {
+        writer: BlobWriter,
+        flusher: IngestFlusher,
+    },
+    /// The agent's own file.
+    Spool(SpoolWriter),
+}
+
+/// A `Write` that streams a layer into its store, for a blocking thread.
 /// Each chunk also goes to the registry when a streaming upload is on.
 pub(super) struct ContentSink {
-    writer: BlobWriter,
+    store: Store,
     tee: Option<UploadTee>,
     buffer: Vec<u8>,
     failed: bool,
-    flusher: IngestFlusher,
     written: u64,
 }
 
 impl ContentSink {
-    /// `flusher` writes the blob back to disk as it grows (see `flush`).
-    pub(super) fn new(writer: BlobWriter, tee: Option<UploadTee>, flusher: IngestFlusher) -> Self {
+    pub(super) fn new(store: Store, tee: Option<UploadTee>) -> Self {
         Self {
-            writer,
+            store,
             tee,
             buffer: Vec::with_capacity(CHUNK),
             failed: false,
-            flusher,
             written: 0,
         }
     }
 
-    /// The writer and the tee, after a successful build.
-    pub(super) fn into_parts(self) -> (BlobWriter, Option<UploadTee>) {
-        (self.writer, self.tee)
+    /// The store and the tee, after a successful build.
+    pub(super) fn into_parts(self) -> (Store, Option<UploadTee>) {
+        (self.store, self.tee)
     }
 
-    /// Sends what is still buffered, to containerd and to the registry.
+    /// Sends what is still buffered, to the store and to the registry.
     pub(super) fn flush_buffer(&mut self) -> io::Result<()> {
         self.send()?;
         if let Some(tee) = &mut self.tee {
@@ -60,12 +70,13 @@ impl ContentSink {
         Ok(())
     }
 
-    /// The writer: to commit after `flush_buffer`, or after a failure to
+    /// The store: to finish after `flush_buffer`, or after a failure to
     /// read its real error.
-    pub(super) fn into_writer(self) -> BlobWriter {
-        self.writer
+    pub(super) fn into_store(self) -> Store {
+        self.store
     }
 
+    /// The store failed first (not the reading of the desktop).
     pub(super) fn failed(&self) -> bool {
         self.failed
     }
@@ -79,12 +90,20 @@ impl ContentSink {
             tee.offer(&chunk);
         }
         self.written += chunk.len() as u64;
-        self.writer.blocking_write(chunk).map_err(|e| {
+        let sent = match &mut self.store {
+            Store::Containerd { writer, flusher } => {
+                let sent = writer
+                    .blocking_write(chunk)
+                    .map_err(|e| io::Error::other(e.to_string()));
+                flusher.written(self.written);
+                sent
+            }
+            Store::Spool(writer) => writer.write(chunk),
+        };
+        if sent.is_err() {
             self.failed = true;
-            io::Error::other(e.to_string())
-        })?;
-        self.flusher.written(self.written);
-        Ok(())
+        }
+        sent
     }
 }
 

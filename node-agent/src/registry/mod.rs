@@ -12,6 +12,7 @@ pub mod upload;
 pub use dcs_protocol::reference;
 use dcs_protocol::reference::{Parsed, Target};
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +26,7 @@ use oci_client::{Client, Reference, RegistryOperation};
 use crate::containerd::{self, Containerd};
 use crate::image::Descriptor;
 use crate::image::build::BuiltImage;
+use crate::spool::SpooledBlob;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -154,6 +156,8 @@ pub struct Pusher {
     http: reqwest::Client,
     /// containerd's `blobs` directory, when readable from here.
     content_dir: std::sync::Mutex<Option<PathBuf>>,
+    /// New layers of this commit in the agent's spool, by digest.
+    spooled: std::sync::Mutex<HashMap<String, SpooledBlob>>,
 }
 
 impl std::fmt::Debug for Pusher {
@@ -201,6 +205,7 @@ impl Pusher {
             authorization: std::sync::Mutex::new(None),
             http,
             content_dir: std::sync::Mutex::new(None),
+            spooled: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -211,9 +216,39 @@ impl Pusher {
         }
     }
 
+    /// A new layer this commit keeps in its spool, to push from there.
+    pub fn keep_spooled(&self, digest: &str, blob: SpooledBlob) {
+        if let Ok(mut spooled) = self.spooled.lock() {
+            spooled.insert(digest.to_string(), blob);
+        }
+    }
+
+    /// Lets a spooled layer go that the image will not have.
+    pub fn forget_spooled(&self, digest: &str) {
+        if let Ok(mut spooled) = self.spooled.lock() {
+            spooled.remove(digest);
+        }
+    }
+
+    /// The blob's spool file, from its start, if this commit spooled it.
+    async fn spooled_blob(&self, layer: &Descriptor) -> Option<tokio::fs::File> {
+        let file = {
+            let spooled = self.spooled.lock().ok()?;
+            let blob = spooled.get(&layer.digest)?;
+            if blob.size() != layer.size as u64 {
+                return None;
+            }
+            blob.file_from_start().ok()?
+        };
+        Some(tokio::fs::File::from_std(file))
+    }
+
     /// The blob's file in containerd's content store, if readable and of the
     /// expected size.
     async fn local_blob(&self, layer: &Descriptor) -> Option<tokio::fs::File> {
+        if let Some(file) = self.spooled_blob(layer).await {
+            return Some(file);
+        }
         let dir = self.content_dir.lock().ok()?.clone()?;
         let (algorithm, hex) = layer.digest.split_once(':')?;
         let path = dir.join(algorithm).join(hex);
@@ -430,7 +465,8 @@ impl Pusher {
         sent: &Arc<AtomicU64>,
         progress: Option<ProgressFn>,
     ) -> Result<(), RegistryError> {
-        if containerd.content_size(&layer.digest).await?.is_none() {
+        let local = self.local_blob(layer).await;
+        if local.is_none() && containerd.content_size(&layer.digest).await?.is_none() {
             return Err(RegistryError::MissingBlob {
                 registry: self.registry.clone(),
                 digest: layer.digest.clone(),
@@ -443,10 +479,10 @@ impl Pusher {
                 progress(done, total);
             }
         };
-        // Straight from containerd's blob file when this node's content
-        // store is readable (it is, where the overlay fast path works):
-        // one copy less than through containerd's Read stream.
-        if let Some(file) = self.local_blob(layer).await {
+        // From the spool, or straight from containerd's blob file when this
+        // node's content store is readable (it is, where the overlay fast
+        // path works): one copy less than through containerd's Read stream.
+        if let Some(file) = local {
             let body =
                 tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).map(move |chunk| {
                     chunk

@@ -40,6 +40,8 @@ struct Inner {
     instance_id: Uuid,
     registry: RegistryOptions,
     state_dir: PathBuf,
+    spool_dir: PathBuf,
+    local_image: bool,
     slots: Arc<Semaphore>,
     jobs: Mutex<HashMap<Uuid, Arc<Job>>>,
     accepting: AtomicBool,
@@ -84,6 +86,8 @@ impl Jobs {
                 instance_id,
                 registry: config.registry.clone(),
                 state_dir: config.state_dir.clone(),
+                spool_dir: config.spool_dir.clone(),
+                local_image: config.local_image,
                 slots: Arc::new(Semaphore::new(config.max_concurrent_jobs.max(1))),
                 jobs: Mutex::new(HashMap::new()),
                 accepting: AtomicBool::new(true),
@@ -215,6 +219,8 @@ impl Jobs {
             snapshot_id: Some(request.snapshot_id.to_string()),
             registry: self.inner.registry.clone(),
             state_dir: self.inner.state_dir.clone(),
+            spool_dir: self.inner.spool_dir.clone(),
+            local_image: self.inner.local_image,
             acknowledged: request.acknowledged_findings.clone(),
             flatten: request.flatten.clone(),
             single_layer: request.single_layer,
@@ -375,6 +381,8 @@ fn failure_code(error: &CommitError) -> FailureCode {
         CommitError::Flatten(_) => FailureCode::BadRequest,
         CommitError::Layer(LayerError::Write(e)) if is_disk_full(e) => FailureCode::DiskFull,
         CommitError::Layer(_) | CommitError::Interrupted(_) => FailureCode::Internal,
+        CommitError::Spool(e) if is_disk_full(&e.source) => FailureCode::DiskFull,
+        CommitError::Spool(_) => FailureCode::Internal,
         CommitError::Registry(
             RegistryError::Unauthorized { .. }
             | RegistryError::Forbidden { .. }

@@ -47,6 +47,10 @@ pub struct ServeConfig {
     pub registry: RegistryOptions,
     pub max_concurrent_jobs: usize,
     pub state_dir: PathBuf,
+    /// Where new layers are kept until pushed (see `crate::spool`).
+    pub spool_dir: PathBuf,
+    /// Also keep each new image in containerd on this node.
+    pub local_image: bool,
     pub heartbeat_interval: Duration,
     pub shutdown_grace: Duration,
     /// In a cluster: present this projected service-account token to the

@@ -162,11 +162,14 @@ cexec() {
     "${CTR[@]}" tasks exec --exec-id "bench-$RANDOM$RANDOM" "$id" "$@" </dev/null
 }
 
-# run_container ID IMAGE [ctr run options...]
+# run_container ID IMAGE [ctr run options...]; pulls IMAGE first when the namespace
+# lacks it (a committed image is in the registry only, unless --local-image), as
+# kubelet would
 run_container() {
     local id=$1 image=$2
     shift 2
     remove_container "$id"
+    has_image "$image" || "${CTR[@]}" images pull --plain-http --snapshotter overlayfs "$image" >/dev/null
     "${CTR[@]}" run -d --snapshotter overlayfs "$@" "$image" "$id" sleep 100000000 >/dev/null
 }
 
@@ -255,7 +258,7 @@ diff_service() {
 # "SERIES|preview|CONTAINER" or "SERIES|agent|CONTAINER|TARGET|COMPRESSION[|forget]"
 # (forget: unlink the new layer from the target repository first, so that the push
 # uploads it); "baseline" instead of "agent" runs BENCH_BASELINE_BIN, "flatten"
-# commits with --flatten-base "$FLATTEN_BASE".
+# commits with --flatten-base "$FLATTEN_BASE", "local" with --local-image.
 # interleave N WARMUP SPEC...: (one warm-up round if WARMUP is 1, then) N rounds, each
 # running every spec once in turn, so that background load hits all of them alike.
 # Timed lines are appended to SERIES; the warm-up's JSON goes to SERIES.json.
@@ -290,6 +293,11 @@ interleave() {
                     line=$(agent "$container" "$target" "$compression")
                     AGENT_EXTRA=()
                     label="ours flattened $compression, $container"
+                elif [[ $kind == local ]]; then
+                    AGENT_EXTRA=(--local-image)
+                    line=$(agent "$container" "$target" "$compression")
+                    AGENT_EXTRA=()
+                    label="ours $compression --local-image, $container"
                 else
                     line=$(agent "$container" "$target" "$compression")
                     label="ours $compression, $container"
@@ -678,6 +686,12 @@ files_report() {
         row "${label:0:7} $c end to end" "${wall} s" "floor ${f} s" "${r}x" "<= 1.5x" "$(le "$r" 1.5 && echo 1)"
         row "${label:0:7} $c peak RSS" "$(printf '%.1f' "$rss") MB" "-" "-" "<= 64 MB" "$(le "$rss" 64 && echo 1)"
     done
+    if [[ -s $p-zstd-local ]]; then
+        wall=$(col_median "$p-zstd-local" 1)
+        printf '  ours zstd with --local-image (containerd keeps the image too): wall %6.3f s (%sx floor)  pausedMs %5s\n' \
+            "$wall" "$(ratio2 "$wall" "$fz")" "$(col_median "$p-zstd-local" 5)"
+        detail "  (zstd, --local-image)" "$p-zstd-local"
+    fi
     local pv cz rp
     pv=$(col_median "$p-preview" 1)
     cz=$(col_median "$p-zstd" 1)
@@ -690,11 +704,15 @@ files_report() {
 # files_case PREFIX CONTAINER: floors and ours, round-robin
 files_case() {
     local p=$1 id=$2 f
-    for f in floor-zstd floor-pigz zstd gzip preview; do : >"$p-$f"; done
-    TEMP_IMAGES+=("$REG/bench/c4:zstd" "$REG/bench/c4:gzip")
+    for f in floor-zstd floor-pigz zstd zstd-local gzip preview; do : >"$p-$f"; done
+    TEMP_IMAGES+=("$REG/bench/c4:zstd" "$REG/bench/c4:gzip" "$REG/bench/c4:zstd-local")
+    # Case 4 also times the node keeping its copy of the image (--local-image).
+    local local_spec=()
+    [[ $p == *c4 ]] && local_spec=("$p-zstd-local|local|$id|$REG/bench/c4:zstd-local|zstd|forget")
     interleave "$RUNS" 1 "$p-floor-zstd|floor|$id|zstd -T0 -1" \
         "$p-floor-pigz|floor|$id|pigz -1" \
         "$p-zstd|agent|$id|$REG/bench/c4:zstd|zstd|forget" \
+        "${local_spec[@]}" \
         "$p-gzip|agent|$id|$REG/bench/c4:gzip|gzip|forget" \
         "$p-preview|preview|$id"
 }

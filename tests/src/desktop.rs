@@ -69,6 +69,7 @@ impl Desktop<'_> {
     /// Creates the sandbox (a container record; its pause process is not
     /// needed here) and starts the application container.
     pub fn start(self) {
+        self.ctr.ensure_image(&self.image, "overlayfs");
         let uid = uuid::Uuid::new_v4().to_string();
         let pod_labels = [
             format!("io.kubernetes.pod.uid={uid}"),

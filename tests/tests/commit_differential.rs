@@ -512,6 +512,11 @@ fn overlay_commit_matches_containerd_diff() {
     ] {
         let target = format!("{}/{repository}:{compression}", env.registry);
         let mut extra = vec!["--no-pause", "--compression", compression];
+        // gzip: the node keeps the image too; zstd: the registry only.
+        let local_image = compression == "gzip";
+        if local_image {
+            extra.push("--local-image");
+        }
         extra.extend_from_slice(EXCLUDES);
         let result = commit(
             &env,
@@ -522,12 +527,28 @@ fn overlay_commit_matches_containerd_diff() {
             &extra,
         );
         assert_eq!(result["method"], "overlay", "{result:#}");
-        let (fresh, blob) = pull_layer(&env, &repository, &result);
-        let local = ctr.content_get(result["layer"]["digest"].as_str().expect("digest"));
-        assert!(
-            local == blob,
-            "the registry's layer blob differs from the one in the source namespace"
+        let layer_digest = result["layer"]["digest"].as_str().expect("digest");
+        let kept = ctr
+            .run(&["content", "ls", "-q"])
+            .lines()
+            .any(|line| line.trim() == layer_digest);
+        let named = !ctr
+            .run(&["images", "ls", "-q", &format!("name=={target}")])
+            .trim()
+            .is_empty();
+        assert_eq!(
+            (kept, named),
+            (local_image, local_image),
+            "containerd keeps the layer and names the image exactly with --local-image"
         );
+        let (fresh, blob) = pull_layer(&env, &repository, &result);
+        if local_image {
+            let local = ctr.content_get(layer_digest);
+            assert!(
+                local == blob,
+                "the registry's layer blob differs from the one in the source namespace"
+            );
+        }
         let tar_bytes = check_digests(&result, &blob, media_type);
         if compression == "zstd" {
             // The pulled image runs and has the change.
@@ -756,7 +777,8 @@ chmod 4755 /data/keep.txt
 
     let repository = format!("e2e/{namespace}");
     let target = format!("{}/{repository}:native", env.registry);
-    let mut extra = vec!["--no-pause"];
+    // The node keeps the image: its layer is read from this namespace below.
+    let mut extra = vec!["--no-pause", "--local-image"];
     extra.extend_from_slice(EXCLUDES);
     let result = commit(
         &env,

@@ -125,6 +125,9 @@ impl Chain {
             &target,
             extra,
         );
+        // The image is in the registry only: its documents and layers are
+        // read here, so they are fetched into the namespace.
+        self.ctr.run(&["content", "fetch", "--plain-http", &target]);
         (target, result)
     }
 }
@@ -355,7 +358,8 @@ fn hostile_flatten_bases_are_refused_and_nothing_is_pushed() {
         &namespace,
         "other",
         &other_ref,
-        &[],
+        // Kept on the node: named as a flatten base through containerd below.
+        &["--local-image"],
     );
     ctr.run_detached("desk", busybox, "overlayfs", &["sleep", "3600"]);
     ctr.exec("desk", "echo mine > /mine");

@@ -1,15 +1,19 @@
-//! The commit engine: a container's changes become a new image in
-//! containerd and in a registry.
+//! The commit engine: a container's changes become a new image in a
+//! registry (and in containerd on this node, with `--local-image`).
 //!
 //! Order matters for safety:
 //! 1. everything is checked that can be checked before touching anything
-//!    (reference, exclusions, credentials file, container, base image);
-//! 2. all new content is written under a lease, so containerd's garbage
-//!    collector cannot take it half-way and a crash leaves nothing pinned;
+//!    (reference, exclusions, credentials file, spool, container, base
+//!    image);
+//! 2. new layers wait for the push in the agent's spool (`crate::spool`),
+//!    or with `--local-image` in containerd; all content written into
+//!    containerd is written under a lease, so its garbage collector cannot
+//!    take it half-way and a crash leaves nothing pinned;
 //! 3. the task is paused (if asked) only while the change is read; always
 //!    when containerd's Diff service reads it (it follows links by path);
-//! 4. the image record is created once its content is complete;
-//! 5. the registry gets its blobs first and the manifest last.
+//! 4. the registry gets its blobs first and the manifest last;
+//! 5. with `--local-image`, the image is named in containerd once the
+//!    registry has it.
 
 mod flush;
 mod lease;
@@ -677,7 +681,11 @@ async fn read_while_running(
         if let Some(upload) = upload {
             upload.cancel(tee).await;
         }
-        keep.pusher.forget_spooled(&bulk.digest);
+        // Its spool file goes too, unless the layer read again is the same
+        // (an unchanged desktop): the spool then holds it under that digest.
+        if bulk.digest != whole.digest {
+            keep.pusher.forget_spooled(&bulk.digest);
+        }
         return Ok(ReadLayers {
             layers: vec![LayerReport::of(&whole)],
             method: CommitMethod::Overlay,

@@ -302,9 +302,10 @@ pub async fn commit(
         });
     }
 
-    let spool = match request.local_image {
-        true => None,
-        false => Some(Spool::open(&request.spool_dir)?),
+    let spool = if request.local_image {
+        None
+    } else {
+        Some(Spool::open(&request.spool_dir)?)
     };
 
     let lease = LeaseGuard::create(client, &container.id).await?;

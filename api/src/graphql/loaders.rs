@@ -62,19 +62,25 @@ impl Loader<Uuid> for ChildrenLoader {
     }
 }
 
-/// The newest snapshot of each container, by (node, container id).
+/// The newest snapshot of each container, by (node, container id). Every
+/// key gets an answer, `None` for a container without snapshots, so that
+/// "none" is cached too and a page fed by `containers` asks nothing more.
 #[derive(Debug)]
 pub struct LastSnapshotLoader(pub AppState);
 
 impl Loader<ContainerKey> for LastSnapshotLoader {
-    type Value = snapshot::Model;
+    type Value = Option<snapshot::Model>;
     type Error = ApiError;
 
     async fn load(
         &self,
         keys: &[ContainerKey],
     ) -> Result<HashMap<ContainerKey, Self::Value>, Self::Error> {
-        containers::last_snapshots(&self.0, keys).await
+        let mut found = containers::last_snapshots(&self.0, keys).await?;
+        Ok(keys
+            .iter()
+            .map(|key| (key.clone(), found.remove(key)))
+            .collect())
     }
 }
 

@@ -262,7 +262,8 @@ impl Container {
         let key = (self.0.node.clone(), self.0.id.clone());
         let last = loader::<LastSnapshotByContainer>(ctx)?
             .load_one(key)
-            .await?;
+            .await?
+            .flatten();
         Ok(last
             .filter(|s| snapshots::may_see(state, who, s))
             .map(Snapshot))
@@ -293,7 +294,7 @@ impl Snapshot {
     /// A snapshot of which only `id` may be resolved (see [`asks_only_id`]):
     /// every other column holds a placeholder.
     fn id_only(id: uuid::Uuid) -> Self {
-        Self(snapshots::placeholder_row(id))
+        Self(crate::service::snapshot_rows::placeholder_row(id))
     }
 }
 

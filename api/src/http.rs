@@ -13,6 +13,7 @@
 mod data;
 mod get;
 mod limits;
+mod parse_cache;
 mod request_span;
 mod scope;
 mod ws;
@@ -79,6 +80,8 @@ pub struct HttpState {
     pub limits: HttpLimits,
     /// Turns for GraphQL requests (`HttpLimits::max_concurrent_requests`).
     pub turns: Arc<tokio::sync::Semaphore>,
+    /// Parsed documents of recently seen short query texts.
+    parsed: Arc<parse_cache::ParseCache>,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -116,6 +119,7 @@ pub fn router_with(
         turns: Arc::new(tokio::sync::Semaphore::new(
             limits.max_concurrent_requests.max(1),
         )),
+        parsed: Arc::default(),
     };
     let mut router = Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
@@ -280,6 +284,7 @@ async fn run(
         request.data.insert(deadline.clone());
         // Never closed, so the permit is always granted in the end.
         let _turn = state.turns.acquire().await;
+        state.parsed.prepare(&mut request);
         request_span::name_after_operation(&mut request);
         let response = state.schema.execute(request).await;
         if response.is_err() {

@@ -18,6 +18,6 @@ pub(crate) fn snapshot() -> snapshot::Model {
         options: serde_json::json!({}),
         created_at: now,
         updated_at: now,
-        ..crate::service::snapshots::placeholder_row(uuid::Uuid::nil())
+        ..crate::service::snapshot_rows::placeholder_row(uuid::Uuid::nil())
     }
 }

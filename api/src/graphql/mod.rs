@@ -13,6 +13,7 @@ pub mod persisted_queries;
 pub mod previews;
 pub mod query;
 pub mod schema;
+pub(crate) mod snapshot_columns;
 pub mod subscription;
 pub mod types;
 pub mod webhooks;

@@ -15,5 +15,6 @@ pub mod page;
 pub mod persisted_queries;
 pub mod previews;
 pub mod quotas;
+pub mod snapshot_rows;
 pub mod snapshots;
 pub mod transitions;

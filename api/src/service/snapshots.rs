@@ -21,6 +21,7 @@ use super::event_log::record_event;
 use super::findings;
 use super::layers::{self, LayerPlan};
 use super::page::{self, Page};
+use super::snapshot_rows::{self, Columns};
 use crate::auth::Principal;
 use crate::bus::SnapshotChange;
 use crate::errors::{ApiError, ApiResult};
@@ -582,6 +583,7 @@ pub async fn list(
     filter: SnapshotFilter,
     first: usize,
     after: Option<Cursor>,
+    columns: &Columns,
 ) -> ApiResult<Page<snapshot::Model>> {
     let first = first.clamp(1, MAX_LIST);
     let mut query = Snapshot::find().filter(visibility(state, who));
@@ -608,12 +610,11 @@ pub async fn list(
                 ),
         );
     }
-    let rows = query
+    let query = query
         .order_by_desc(snapshot::Column::CreatedAt)
         .order_by_desc(snapshot::Column::Id)
-        .limit(page::limit_with_one_more(first))
-        .all(&state.db)
-        .await?;
+        .limit(page::limit_with_one_more(first));
+    let rows = snapshot_rows::read_all(&state.db, query, columns).await?;
     Ok(Page::from_one_more(rows, first))
 }
 
@@ -684,64 +685,6 @@ pub async fn refs_by_ids(state: &AppState, ids: &[Uuid]) -> ApiResult<HashMap<Uu
         .into_iter()
         .map(|s| (s.id, s))
         .collect())
-}
-
-/// A row holding `id` and nothing else: every other column empty, times at
-/// the epoch. What `parent { id }` answers with (only its id is ever
-/// resolved; see `graphql::types::asks_only_id`), and the start of the
-/// unit tests' rows.
-pub(crate) fn placeholder_row(id: Uuid) -> snapshot::Model {
-    let never = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
-    snapshot::Model {
-        id,
-        requested_by: String::new(),
-        node: String::new(),
-        container_id: String::new(),
-        pod_namespace: None,
-        pod_name: None,
-        container_name: None,
-        base_image: None,
-        base_digest: None,
-        parent_id: None,
-        target: String::new(),
-        repository: String::new(),
-        message: None,
-        options: serde_json::Value::Null,
-        status: entity::SnapshotStatus::Queued,
-        phase_bytes_done: 0,
-        phase_bytes_total: 0,
-        manifest_digest: None,
-        config_digest: None,
-        layer_digest: None,
-        layer_size: None,
-        uncompressed_size: None,
-        paused_ms: None,
-        prepare_ms: None,
-        duration_ms: None,
-        failure_code: None,
-        failure_reason: None,
-        last_event_seq: 0,
-        dispatch_attempts: 0,
-        next_dispatch_at: None,
-        dispatched_at: None,
-        agent_instance_id: None,
-        created_at: never,
-        updated_at: never,
-        started_at: None,
-        finished_at: None,
-        owner: None,
-        trace_parent: None,
-        finding_count: None,
-        secret_finding_count: None,
-        deleted_at: None,
-        deleted_by: None,
-        manifest_deletion: None,
-        flattened: false,
-        layer_count: None,
-        lineage_base_image: None,
-        lineage_base_digest: None,
-        lineage_base_layers: None,
-    }
 }
 
 /// Children of each parent id, for DataLoaders.

@@ -3,6 +3,7 @@ use async_graphql::{Context, ID, InputObject, Object, Result};
 use crate::graphql::connections::SnapshotConnection;
 use crate::graphql::context::{principal, state};
 use crate::graphql::ids::parse_id;
+use crate::graphql::snapshot_columns;
 use crate::graphql::types::{Snapshot, SnapshotStatus};
 use crate::service::snapshots::{self, Cursor, SnapshotFilter};
 use crate::service::{lineage, page};
@@ -182,6 +183,7 @@ impl SnapshotsQuery {
         let who = principal(ctx)?;
         let filter = filter.unwrap_or_default();
         let after = after.as_deref().map(page::decode::<Cursor>).transpose()?;
+        let columns = snapshot_columns::for_rows(ctx.look_ahead().field("edges").field("node"));
         let page = snapshots::list(
             state(ctx)?,
             who,
@@ -193,6 +195,7 @@ impl SnapshotsQuery {
             },
             usize::try_from(first)?,
             after,
+            &columns,
         )
         .await?;
         prefetch_lineage(ctx, &page.rows).await?;

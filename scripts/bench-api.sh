@@ -247,6 +247,12 @@ jq -e '.data.containers.edges | length == 10' "$WORK/containers.answer" >/dev/nu
 # Written as Postgres' statement log shows the API's statements (sqlx prepares each one).
 COLS=$(q "SELECT string_agg(format('\"snapshots\".%I', attname), ', ' ORDER BY attnum) FROM pg_attribute
           WHERE attrelid = 'snapshots'::regclass AND attnum > 0 AND NOT attisdropped")
+# The page asks for `id status target createdAt parent { id }`: the API reads those
+# columns and the visibility rule's (api/src/service/snapshot_rows.rs), in table order.
+PAGE_COLS=$(q "SELECT string_agg(format('\"snapshots\".%I', attname), ', ' ORDER BY attnum) FROM pg_attribute
+               WHERE attrelid = 'snapshots'::regclass AND attnum > 0 AND NOT attisdropped
+               AND attname IN ('id', 'requested_by', 'pod_namespace', 'parent_id', 'target', 'status',
+                               'created_at', 'owner')")
 CCOLS=$(q "SELECT string_agg(format('\"containers\".%I', attname), ', ' ORDER BY attnum) FROM pg_attribute
            WHERE attrelid = 'containers'::regclass AND attnum > 0 AND NOT attisdropped")
 placeholders() { # prefix count
@@ -266,7 +272,7 @@ pgbench_snapshots_script() { # writes $WORK/snapshots.sql and the -D arguments t
     mapfile -t parents < <(cut -d'|' -f2 "$WORK/page" | grep -v '^$' | sort -u | grep -vxFf <(cut -d'|' -f1 "$WORK/page") || true)
     {
         echo "\\set limit 21"
-        echo "SELECT $COLS FROM \"snapshots\" WHERE TRUE ORDER BY \"snapshots\".\"created_at\" DESC, \"snapshots\".\"id\" DESC LIMIT :limit;"
+        echo "SELECT $PAGE_COLS FROM \"snapshots\" WHERE TRUE ORDER BY \"snapshots\".\"created_at\" DESC, \"snapshots\".\"id\" DESC LIMIT :limit;"
         if ((${#parents[@]} > 0)); then
             echo "SELECT \"snapshots\".\"id\", \"snapshots\".\"requested_by\", \"snapshots\".\"owner\", \"snapshots\".\"pod_namespace\" FROM \"snapshots\" WHERE \"snapshots\".\"id\" IN ($(placeholders p "${#parents[@]}"));"
         fi

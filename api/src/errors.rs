@@ -103,10 +103,50 @@ impl ApiError {
 }
 
 impl From<sea_orm::DbErr> for ApiError {
+    /// A statement Postgres cancelled at the statement timeout is a
+    /// `TIMEOUT`, and a database the pool cannot reach is `UNAVAILABLE`:
+    /// both are worth a retry, unlike an `INTERNAL` error.
     fn from(error: sea_orm::DbErr) -> Self {
+        use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr};
+        let sqlx_error = match &error {
+            DbErr::Conn(RuntimeErr::SqlxError(e))
+            | DbErr::Exec(RuntimeErr::SqlxError(e))
+            | DbErr::Query(RuntimeErr::SqlxError(e)) => Some(e.as_ref()),
+            _ => None,
+        };
+        let cancelled = sqlx_error
+            .and_then(|e| e.as_database_error())
+            .and_then(|e| e.code())
+            .is_some_and(|code| code == QUERY_CANCELED);
+        if cancelled {
+            tracing::warn!(%error, "a database statement was cancelled at the statement timeout");
+            return Self::new(
+                Code::Timeout,
+                "a database statement took longer than the statement timeout and was cancelled",
+            );
+        }
+        let unreachable = matches!(
+            error,
+            DbErr::ConnectionAcquire(ConnAcquireErr::Timeout | ConnAcquireErr::ConnectionClosed)
+        ) || matches!(
+            sqlx_error,
+            Some(
+                sea_orm::sqlx::Error::Io(_)
+                    | sea_orm::sqlx::Error::PoolTimedOut
+                    | sea_orm::sqlx::Error::PoolClosed
+            )
+        );
+        if unreachable {
+            tracing::warn!(%error, "the database is out of reach");
+            return Self::unavailable("the database is out of reach; retry shortly");
+        }
         Self::internal("database error", &error)
     }
 }
+
+/// SQLSTATE `query_canceled`: what Postgres answers when a statement runs
+/// past `statement_timeout`.
+const QUERY_CANCELED: &str = "57014";
 
 impl From<ApiError> for async_graphql::Error {
     fn from(error: ApiError) -> Self {

@@ -121,6 +121,8 @@ pub(crate) struct AppBuilder {
     http: HttpLimits,
     /// `None`: the server's default.
     layer_budget: Option<u32>,
+    /// `None`: the request deadline, as the server sets it.
+    statement_timeout: Option<Duration>,
 }
 
 impl AppBuilder {
@@ -140,12 +142,18 @@ impl AppBuilder {
         self
     }
 
+    /// `--db-statement-timeout-ms`.
+    pub(crate) fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = Some(timeout);
+        self
+    }
+
     pub(crate) async fn start(self) -> App {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let db = TestDb::fresh();
         let dir = tempfile::tempdir().expect("temp dir");
         let pool = api::db::PoolSettings {
-            statement_timeout: Some(self.http.request_timeout),
+            statement_timeout: Some(self.statement_timeout.unwrap_or(self.http.request_timeout)),
             ..api::db::PoolSettings::default()
         };
         let connection = api::db::connect_with(Some(&db.url), dir.path(), &pool)

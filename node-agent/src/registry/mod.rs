@@ -218,27 +218,33 @@ impl Pusher {
 
     /// A new layer this commit keeps in its spool, to push from there.
     pub fn keep_spooled(&self, digest: &str, blob: SpooledBlob) {
-        if let Ok(mut spooled) = self.spooled.lock() {
-            spooled.insert(digest.to_string(), blob);
-        }
+        self.spooled().insert(digest.to_string(), blob);
     }
 
     /// Lets a spooled layer go that the image will not have.
     pub fn forget_spooled(&self, digest: &str) {
-        if let Ok(mut spooled) = self.spooled.lock() {
-            spooled.remove(digest);
-        }
+        self.spooled().remove(digest);
+    }
+
+    /// The spooled layers. A thread that panicked holding the lock leaves
+    /// the map as it was (each change is one insert or remove), and the
+    /// layers in it are the only copy the push has: the lock is taken all
+    /// the same.
+    fn spooled(&self) -> std::sync::MutexGuard<'_, HashMap<String, SpooledBlob>> {
+        self.spooled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The blob's spool file, from its start, if this commit spooled it.
     async fn spooled_blob(&self, layer: &Descriptor) -> Option<tokio::fs::File> {
         let file = {
-            let spooled = self.spooled.lock().ok()?;
+            let spooled = self.spooled();
             let blob = spooled.get(&layer.digest)?;
             if blob.size() != layer.size as u64 {
                 return None;
             }
-            blob.file_from_start().ok()?
+            blob.reader().ok()?
         };
         Some(tokio::fs::File::from_std(file))
     }
@@ -596,4 +602,62 @@ fn connection_reason(error: &reqwest::Error) -> String {
         source = s.source();
     }
     reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::Spool;
+    use tokio::io::AsyncReadExt;
+
+    fn pusher() -> Pusher {
+        crate::cli::install_crypto_provider();
+        let target: Reference = "registry.test/workshops/desk:v1".parse().unwrap();
+        Pusher::new(target, &RegistryOptions::default()).unwrap()
+    }
+
+    fn layer(digest: &str, size: usize) -> Descriptor {
+        Descriptor {
+            media_type: crate::image::media_type::OCI_LAYER_GZIP.to_string(),
+            digest: digest.to_string(),
+            size: size as i64,
+            annotations: Default::default(),
+            platform: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_poisoned_lock_keeps_and_serves_spooled_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let pusher = pusher();
+        // A thread that panics while holding the lock poisons it.
+        std::thread::scope(|scope| {
+            let holder = scope.spawn(|| {
+                let _held = pusher.spooled.lock().unwrap();
+                panic!("poisons the lock on purpose");
+            });
+            assert!(holder.join().is_err());
+        });
+        assert!(pusher.spooled.is_poisoned());
+
+        let mut writer = spool.writer().unwrap();
+        writer.write(b"layer bytes".to_vec()).unwrap();
+        pusher.keep_spooled("sha256:kept", writer.finish().unwrap());
+        let mut file = pusher
+            .spooled_blob(&layer("sha256:kept", 11))
+            .await
+            .expect("the spooled layer is kept and served");
+        let mut read = Vec::new();
+        file.read_to_end(&mut read).await.unwrap();
+        assert_eq!(read, b"layer bytes");
+
+        pusher.forget_spooled("sha256:kept");
+        assert!(
+            pusher
+                .spooled_blob(&layer("sha256:kept", 11))
+                .await
+                .is_none()
+        );
+    }
 }

@@ -399,6 +399,43 @@ fn failure_code(error: &CommitError) -> FailureCode {
 }
 
 fn is_disk_full(error: &std::io::Error) -> bool {
-    // `StorageFull` is how std names ENOSPC.
-    error.kind() == std::io::ErrorKind::StorageFull || error.to_string().contains("no space left")
+    // `StorageFull` is how std names ENOSPC, `QuotaExceeded` EDQUOT: the
+    // user's share of the disk is full, which is as final for the commit.
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || error.to_string().contains("no space left")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::SpoolError;
+
+    fn spool_failure(errno: i32) -> FailureCode {
+        failure_code(&CommitError::Spool(SpoolError {
+            dir: PathBuf::from("/spool"),
+            source: std::io::Error::from_raw_os_error(errno),
+        }))
+    }
+
+    #[test]
+    fn a_full_disk_or_quota_is_disk_full() {
+        assert_eq!(
+            spool_failure(rustix::io::Errno::NOSPC.raw_os_error()),
+            FailureCode::DiskFull
+        );
+        assert_eq!(
+            spool_failure(rustix::io::Errno::DQUOT.raw_os_error()),
+            FailureCode::DiskFull
+        );
+        let layer = CommitError::Layer(LayerError::Write(std::io::Error::from_raw_os_error(
+            rustix::io::Errno::DQUOT.raw_os_error(),
+        )));
+        assert_eq!(failure_code(&layer), FailureCode::DiskFull);
+        assert_eq!(
+            spool_failure(rustix::io::Errno::IO.raw_os_error()),
+            FailureCode::Internal
+        );
+    }
 }

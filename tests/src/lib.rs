@@ -16,6 +16,7 @@ pub mod matrix;
 pub mod otlp_receiver;
 pub mod secrets;
 pub mod stack;
+pub mod tmpfs;
 pub mod tree;
 pub mod webhook_receiver;
 

@@ -9,6 +9,7 @@ use e2e_tests::TestEnv;
 use e2e_tests::stack::{
     Agent, Workshop, free_port, metric_value, registry_digest, skopeo_inspect, task_status,
 };
+use e2e_tests::tmpfs::Tmpfs;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -510,6 +511,90 @@ async fn a_cancel_while_the_tag_is_written_ends_pushed() {
         Some("PUSHED"),
         "{kinds:?}"
     );
+    let task = s.wait_task_running(&desk, Duration::from_secs(5)).await;
+    assert_eq!(task.as_deref(), Some("RUNNING"));
+}
+
+/// Threads of process `pid` named `name` (a spool file's writer is one).
+fn threads_named(pid: u32, name: &str) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
+        })
+        .count()
+}
+
+/// (g) A cancel while the layer is being built stops the build: it used to
+/// go on, on its own thread, reading the whole desktop into the spool after
+/// the job had given its slot back. The spool is a tmpfs larger than the
+/// layer, so that only the stop (not a full spool) can end the build early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_mid_build_stops_the_build_and_frees_the_spool() {
+    const SPOOL_WRITER: &str = "dcs-spool";
+    const CANCEL_AT: u64 = 32 << 20;
+    let spool = Tmpfs::mount(768);
+    let spool_dir = spool.path().join("spool");
+    let (s, desk) = faults(30, None).await;
+    let agent = s
+        .agent("node-g")
+        .args(["--spool-dir", &spool_dir.to_string_lossy()])
+        .start();
+    let pid = agent.pid().expect("the agent runs");
+    s.wait_for_container(&desk).await;
+    // ~600 MB that do not compress: a layer as large, built in seconds.
+    s.write_random(&desk, 600);
+
+    let target = s.target("v1");
+    let id = s.create(&desk, &target).await;
+    e2e_tests::poll(
+        WAIT,
+        Duration::from_millis(20),
+        async || {
+            let used = spool.used_bytes();
+            if used >= CANCEL_AT { Ok(()) } else { Err(used) }
+        },
+        |used| format!("the spool never held 32 MiB (it holds {used} bytes)"),
+    )
+    .await;
+    let cancel = "mutation($id: ID!) { cancelSnapshot(id: $id) { id status } }";
+    let answer = s.api.data(&s.alice, cancel, json!({"id": id})).await;
+    let cancelled = Instant::now();
+    let at_cancel = spool.used_bytes();
+    println!("cancel answered {answer} with {at_cancel} bytes in the spool");
+
+    let mut peak = at_cancel;
+    let freed = e2e_tests::poll(
+        Duration::from_secs(3),
+        Duration::from_millis(20),
+        async || {
+            let used = spool.used_bytes();
+            peak = peak.max(used);
+            let writers = threads_named(pid, SPOOL_WRITER);
+            if used == 0 && writers == 0 {
+                Ok(cancelled.elapsed())
+            } else {
+                Err((used, writers))
+            }
+        },
+        |(used, writers)| {
+            format!(
+                "3 s after the cancel the spool still holds {used} bytes ({at_cancel} at the \
+                 cancel) and {writers} spool writer thread(s) run: the build went on"
+            )
+        },
+    )
+    .await;
+    println!("spool empty and its writer gone {freed:?} after the cancel (peak {peak} bytes)");
+
+    let done = s
+        .wait_status(&id, &["CANCELLED", "PUSHED", "FAILED"], WAIT)
+        .await;
+    assert_eq!(done["status"], "CANCELLED", "{done}\n{}", agent.log_tail());
+    assert!(skopeo_inspect(&target).is_err(), "{target} exists");
     let task = s.wait_task_running(&desk, Duration::from_secs(5)).await;
     assert_eq!(task.as_deref(), Some("RUNNING"));
 }

@@ -24,6 +24,7 @@ mod sink;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use dcs_protocol::reference::Target;
@@ -53,6 +54,7 @@ use crate::spool::{Spool, SpoolError, SpoolWriter, SpooledBlob};
 use flush::IngestFlusher;
 use lease::LeaseGuard;
 pub use lease::recover_interrupted_commits;
+use on_drop::StopOnDrop;
 use paused::{PausedTask, ReadPause};
 use sink::{ChannelReader, ContentSink, Store};
 
@@ -651,6 +653,15 @@ async fn read_while_running(
         Some(Ok(delta)) => delta.stats.entries > 0 && layering == Layering::OneLayer,
         Some(Err(_)) => false,
     };
+    // A delta the image will not have lets its spool file go now: before
+    // the whole change is read again into the spool, or once it is known
+    // to be empty.
+    if let Some(Ok(delta)) = &delta {
+        let used = !redo && delta.stats.entries > 0;
+        if let Some(unused) = unused_delta(&bulk.digest, &delta.digest, used) {
+            keep.pusher.forget_spooled(unused);
+        }
+    }
     let whole = if redo {
         tracing::info!("reading the change again while paused, for one layer");
         let source = LayerSource::Overlay(upper);
@@ -722,6 +733,13 @@ async fn read_while_running(
         upload: upload.map(|u| (u, tee)),
         findings,
     })
+}
+
+/// The spooled delta to let go, if the image will not use it. The spool
+/// keeps layers by digest: a delta that equals the bulk layer (both empty:
+/// an idle desktop) is the bulk layer's entry too, which stays.
+fn unused_delta<'a>(bulk: &str, delta: &'a str, used: bool) -> Option<&'a str> {
+    (!used && delta != bulk).then_some(delta)
 }
 
 /// One pass over the change: unpaused (`--no-pause`, or a task that is not
@@ -941,9 +959,11 @@ async fn diff_service_layer(
     let diff = diff?;
 
     // Pass one: which hardlinks need an excluded file's data, and the
-    // extended attributes containerd left out.
+    // extended attributes containerd left out. Its blocking thread stops
+    // reading when the commit is dropped (cancelled).
+    let plan_stop = StopOnDrop::new();
     let excludes_for_plan = excludes.clone();
-    let reader = stream_reader(client, &diff.digest).await?;
+    let reader = stream_reader(client, &diff.digest, plan_stop.flag()).await?;
     let (plan, dirs) = tokio::task::spawn_blocking(move || {
         let plan = filter::plan(
             Box::new(reader),
@@ -966,7 +986,7 @@ async fn diff_service_layer(
             captured.map_or(TarXattrs::AsWritten, TarXattrs::Captured)
         }
     };
-    let reader = stream_reader(client, &diff.digest).await?;
+    let reader = stream_reader(client, &diff.digest, plan_stop.flag()).await?;
     build_layer(
         client,
         LayerSource::Tar(Box::new(reader), plan.promotions, xattrs),
@@ -978,8 +998,13 @@ async fn diff_service_layer(
     .await
 }
 
-/// A blocking reader over a blob of the content store.
-async fn stream_reader(client: &Containerd, digest: &str) -> Result<ChannelReader, CommitError> {
+/// A blocking reader over a blob of the content store; it fails once
+/// `stop` is set.
+async fn stream_reader(
+    client: &Containerd,
+    digest: &str,
+    stop: Arc<AtomicBool>,
+) -> Result<ChannelReader, CommitError> {
     let mut stream = client.read_stream("diff", digest).await?;
     let (sender, receiver) = mpsc::channel(4);
     // Ends by itself when the reader is dropped (the send fails).
@@ -991,7 +1016,7 @@ async fn stream_reader(client: &Containerd, digest: &str) -> Result<ChannelReade
             }
         }
     });
-    Ok(ChannelReader::new(receiver))
+    Ok(ChannelReader::new(receiver, stop))
 }
 
 /// Runs the layer pipeline on a blocking thread, streaming into a new blob
@@ -1018,8 +1043,12 @@ async fn build_layer(
             Store::Containerd { writer, flusher }
         }
     };
+    // Dropping this future (a cancelled commit) leaves the build running on
+    // its blocking thread: the sink then refuses its next chunk, the build
+    // fails, and the store (the spool file) is dropped with the sink.
+    let stop = StopOnDrop::new();
     // The tee comes back only if the layer was written whole.
-    let mut sink = ContentSink::new(store, tee.take());
+    let mut sink = ContentSink::new(store, tee.take(), stop.flag());
     let excludes = excludes.clone();
     let (result, sink) = tokio::task::spawn_blocking(move || {
         let result = match write_layer(source, &excludes, compression, &mut sink) {
@@ -1108,4 +1137,25 @@ async fn write_documents(
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unused_delta_is_let_go_unless_it_is_the_bulk_layer_too() {
+        assert_eq!(
+            unused_delta("sha256:bulk", "sha256:delta", false),
+            Some("sha256:delta"),
+            "empty, or replaced by the layer read again"
+        );
+        assert_eq!(
+            unused_delta("sha256:bulk", "sha256:delta", true),
+            None,
+            "in the image"
+        );
+        // An idle desktop: both layers are the same empty tar, one entry.
+        assert_eq!(unused_delta("sha256:empty", "sha256:empty", false), None);
+    }
 }

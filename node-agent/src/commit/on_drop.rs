@@ -4,6 +4,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Spawns its clean-up when dropped while armed.
 pub(super) struct SpawnOnDrop {
@@ -45,12 +47,42 @@ impl Drop for SpawnOnDrop {
     }
 }
 
+/// Tells work on other threads that the future it works for is gone: a
+/// cancelled job's commit future is dropped, and the layer build on its
+/// blocking thread must not go on reading the desktop into the spool.
+pub(super) struct StopOnDrop(Arc<AtomicBool>);
+
+impl StopOnDrop {
+    pub(super) fn new() -> Self {
+        Self(Arc::new(AtomicBool::new(false)))
+    }
+
+    /// The flag, set once this is dropped.
+    pub(super) fn flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     use super::*;
+
+    #[test]
+    fn the_stop_flag_is_set_when_its_guard_goes() {
+        let guard = StopOnDrop::new();
+        let flag = guard.flag();
+        assert!(!flag.load(Ordering::Relaxed));
+        drop(guard);
+        assert!(flag.load(Ordering::Relaxed));
+    }
 
     fn counting(count: &Arc<AtomicUsize>) -> SpawnOnDrop {
         let count = count.clone();

@@ -1,6 +1,8 @@
 //! Adapters between the blocking layer pipeline and async containerd I/O.
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
 
@@ -43,16 +45,21 @@ pub(super) struct ContentSink {
     buffer: Vec<u8>,
     failed: bool,
     written: u64,
+    /// Set when the commit is gone (cancelled): every chunk is refused
+    /// from then on, which fails the build at its next output and so ends
+    /// the reading of the desktop.
+    stop: Arc<AtomicBool>,
 }
 
 impl ContentSink {
-    pub(super) fn new(store: Store, tee: Option<UploadTee>) -> Self {
+    pub(super) fn new(store: Store, tee: Option<UploadTee>, stop: Arc<AtomicBool>) -> Self {
         Self {
             store,
             tee,
             buffer: Vec::with_capacity(CHUNK),
             failed: false,
             written: 0,
+            stop,
         }
     }
 
@@ -82,6 +89,9 @@ impl ContentSink {
     }
 
     fn send(&mut self) -> io::Result<()> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(cancelled());
+        }
         if self.buffer.is_empty() {
             return Ok(());
         }
@@ -123,25 +133,40 @@ impl Write for ContentSink {
     }
 }
 
+/// Why the build's I/O fails once its commit is gone. Not `Interrupted`,
+/// which `write_all` and `read_exact` would retry.
+fn cancelled() -> io::Error {
+    io::Error::other("the commit was cancelled")
+}
+
 /// A blocking `Read` over chunks that an async task delivers.
 pub(super) struct ChannelReader {
     receiver: mpsc::Receiver<Result<Vec<u8>, Error>>,
     current: Vec<u8>,
     position: usize,
+    /// Set when the commit is gone: reading fails from then on.
+    stop: Arc<AtomicBool>,
 }
 
 impl ChannelReader {
-    pub(super) fn new(receiver: mpsc::Receiver<Result<Vec<u8>, Error>>) -> Self {
+    pub(super) fn new(
+        receiver: mpsc::Receiver<Result<Vec<u8>, Error>>,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             receiver,
             current: Vec::new(),
             position: 0,
+            stop,
         }
     }
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(cancelled());
+        }
         while self.position == self.current.len() {
             match self.receiver.blocking_recv() {
                 Some(Ok(chunk)) => {
@@ -156,5 +181,44 @@ impl Read for ChannelReader {
         buf[..n].copy_from_slice(&self.current[self.position..self.position + n]);
         self.position += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::Spool;
+
+    #[test]
+    fn a_stopped_sink_refuses_every_chunk_and_is_not_a_store_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut sink = ContentSink::new(Store::Spool(spool.writer().unwrap()), None, stop.clone());
+        sink.write_all(&[1u8; 3 * CHUNK]).unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let error = sink.write_all(&[2u8; CHUNK]).unwrap_err();
+        assert!(error.to_string().contains("cancelled"), "{error}");
+        assert!(sink.write_all(&[3u8; CHUNK]).is_err(), "refused again");
+        assert!(
+            sink.flush_buffer().is_err(),
+            "nothing more reaches the store"
+        );
+        assert!(!sink.failed(), "the store itself did not fail");
+        assert_eq!(sink.written, 3 * CHUNK as u64);
+    }
+
+    #[test]
+    fn a_stopped_channel_reader_fails_instead_of_reading_on() {
+        let (sender, receiver) = mpsc::channel(4);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut reader = ChannelReader::new(receiver, stop.clone());
+        sender.try_send(Ok(vec![5u8; 100])).unwrap();
+        sender.try_send(Ok(vec![6u8; 100])).unwrap();
+        let mut buffer = [0u8; 100];
+        reader.read_exact(&mut buffer).unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let error = reader.read(&mut buffer).unwrap_err();
+        assert!(error.to_string().contains("cancelled"), "{error}");
     }
 }

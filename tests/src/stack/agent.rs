@@ -184,6 +184,11 @@ impl Agent {
         self.launch(&api.data_dir);
     }
 
+    /// The process id of the running agent.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.process.is_running()

@@ -113,6 +113,9 @@ pub struct JwtVerifier {
     key: DecodingKey,
     issuer: String,
     audience: String,
+    /// Built once: it holds sets of the accepted issuers, audiences and
+    /// required claims, which each request would otherwise allocate.
+    validation: Validation,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -153,11 +156,19 @@ impl JwtVerifier {
                 DecodingKey::from_ec_pem(&read(path)?).map_err(|e| key_error(path, e))?
             }
         };
+        let algorithm: Algorithm = algorithm.into();
+        let mut validation = Validation::new(algorithm);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 30;
         Ok(Self {
-            algorithm: algorithm.into(),
+            algorithm,
             key,
             issuer: issuer.to_string(),
             audience: audience.to_string(),
+            validation,
         })
     }
 
@@ -170,13 +181,7 @@ impl JwtVerifier {
     /// The caller and the token's `exp` (Unix seconds): a WebSocket
     /// connection ends when its token expires.
     pub fn verify_with_expiry(&self, token: &str) -> Result<(Principal, i64), ApiError> {
-        let mut validation = Validation::new(self.algorithm);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation.leeway = 30;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &validation)
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| ApiError::unauthenticated(describe(e.kind())))?;
         let claims = data.claims;
         if claims.sub.trim().is_empty() {

@@ -1,7 +1,7 @@
 //! Faults with real processes: agents killed (SIGKILL) or stopped (SIGTERM)
-//! mid-commit, a registry that is down, the API killed mid-job, and
-//! cancellation. Real Postgres, containerd, runc, registry, `dcs-api` and
-//! `dcs-agent`.
+//! mid-commit, a registry that is down, the API killed mid-job,
+//! cancellation, and a spool with little room. Real Postgres, containerd,
+//! runc, registry, `dcs-api` and `dcs-agent`.
 
 use std::time::{Duration, Instant};
 
@@ -597,4 +597,85 @@ async fn a_cancel_mid_build_stops_the_build_and_frees_the_spool() {
     assert!(skopeo_inspect(&target).is_err(), "{target} exists");
     let task = s.wait_task_running(&desk, Duration::from_secs(5)).await;
     assert_eq!(task.as_deref(), Some("RUNNING"));
+}
+
+/// (h) A spool with room for the layers the image keeps, not for a
+/// discarded one as well: a single-layer commit of a desktop that changed
+/// during the bulk read builds a delta, then reads everything again while
+/// paused. The delta's spool file must be gone before that second read
+/// fills the spool (it used to stay until the commit ended, and the read
+/// again ran out of space).
+#[test]
+fn a_discarded_delta_leaves_the_spool_before_the_change_is_read_again() {
+    const BULK_MIB: u64 = 400;
+    const LATE_MIB: u64 = 60;
+    let env = TestEnv::get();
+    let ctr = e2e_tests::Ctr::new(&env.containerd_socket, &e2e_tests::unique("spool-delta"));
+    let image = ctr.import_busybox("overlayfs");
+    let id = e2e_tests::unique("c");
+    ctr.run_detached(&id, image, "overlayfs", &["sleep", "1000"]);
+    ctr.exec(
+        &id,
+        &format!("dd if=/dev/urandom of=/root/a bs=1M count={BULK_MIB} 2>/dev/null"),
+    );
+    // The bulk layer (a) and the layer read again (a and the late file)
+    // fit with 30 MiB to spare; the delta (the late file) on top does not.
+    let spool = Tmpfs::mount(2 * BULK_MIB + LATE_MIB + 30);
+    let spool_dir = spool.path().join("spool").to_string_lossy().to_string();
+    let target = format!("{}/e2e/{}:one-layer", env.registry, ctr.namespace);
+
+    let commit = std::thread::spawn({
+        let env = env.clone();
+        let namespace = ctr.namespace.clone();
+        let id = id.clone();
+        let target = target.clone();
+        let spool_dir = spool_dir.clone();
+        move || {
+            e2e_tests::commit_output(
+                &env,
+                &env.containerd_socket,
+                &namespace,
+                &id,
+                &target,
+                // zstd stores what does not compress as it is: layers of
+                // the files' sizes (gzip's grow by some 5%).
+                &[
+                    "--single-layer",
+                    "--compression",
+                    "zstd",
+                    "--spool-dir",
+                    &spool_dir,
+                ],
+            )
+        }
+    });
+    // Written while the bulk pass reads /root/a: /root was listed before,
+    // so only the paused passes see the late file.
+    let started = Instant::now();
+    while spool.used_bytes() < 4 << 20 {
+        assert!(
+            started.elapsed() < WAIT && !commit.is_finished(),
+            "the bulk read never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ctr.exec(
+        &id,
+        &format!("dd if=/dev/urandom of=/root/late bs=1M count={LATE_MIB} 2>/dev/null"),
+    );
+    let output = commit.join().unwrap();
+    assert!(
+        output.status.success(),
+        "the commit failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    // The late file was whole at the pause (else the test proves nothing).
+    let uncompressed = result["layer"]["uncompressedSize"].as_u64().unwrap();
+    assert!(
+        uncompressed > (BULK_MIB + LATE_MIB) << 20,
+        "the late file was not written before the pause: {result}"
+    );
+    assert!(result["deltaLayer"].is_null(), "{result}");
+    assert_eq!(spool.used_bytes(), 0, "the commit left its spool files");
 }

@@ -2,7 +2,9 @@
 //!
 //! A layer streams to the registry as it is built, but a push can still
 //! need the bytes again: a layer built while the desktop was paused (the
-//! upload may not slow the read), an upload the registry stalled, a retry.
+//! upload may not slow the read), an upload the registry stalled, a layer
+//! never streamed (a delta, a layer read again while paused). A failed push
+//! is not retried: the commit fails.
 //! Keeping them in containerd's content store costs containerd as much CPU
 //! as the agent spends building the layer (it hashes every byte again and
 //! takes each chunk over gRPC: perf showed 4.0 s of containerd against 4.4 s
@@ -12,7 +14,11 @@
 //!
 //! - an anonymous file (`O_TMPFILE`) in the spool directory: it has no
 //!   name, so nothing else on the node can open it, and it is gone when the
-//!   commit ends, however it ends (a crash included);
+//!   commit ends, however it ends: pushed, failed, cancelled (the build
+//!   stops, see `commit::sink`), or the agent dead; a layer the image will
+//!   not have goes as soon as that is known;
+//! - in a directory checked once (the agent's own, no link, owner only)
+//!   and then used through its handle, never by its name again;
 //! - written on a thread of its own, so the thread that reads the desktop
 //!   and feeds the compressor never waits for the page cache;
 //! - not synced: a layer pushed before the kernel writes it back never

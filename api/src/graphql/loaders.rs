@@ -1,18 +1,135 @@
 //! DataLoaders, created per request: a list of snapshots with their
-//! parents or children costs one query per level, not one per row.
+//! parents or children costs one query per level, not one per row. Each is
+//! made when a resolver first asks for it ([`RequestLoaders`]): most
+//! requests use one or none of them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use dcs_protocol::ScanReport;
 use entity::{snapshot, webhook_attempt};
+use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use crate::errors::ApiError;
 use crate::service::containers::{self, ContainerKey};
 use crate::service::{findings, snapshots};
 use crate::state::AppState;
+
+/// How long a DataLoader gathers keys before it queries: long enough that
+/// the rows of one list land in one batch even on a busy machine.
+const LOADER_DELAY: Duration = Duration::from_millis(5);
+
+/// Starts a loader's batch as a task of the request (see `http::TaskScope`).
+pub type Spawner = Arc<dyn Fn(BoxFuture<'static, ()>) + Send + Sync>;
+
+/// A request's DataLoaders, each made on first use, cached for the request.
+pub struct RequestLoaders {
+    app: AppState,
+    spawn: Spawner,
+    snapshots: OnceLock<SnapshotsById>,
+    snapshot_refs: OnceLock<SnapshotRefsById>,
+    children: OnceLock<ChildrenById>,
+    ancestors: OnceLock<AncestorsOf>,
+    descendants: OnceLock<DescendantsOf>,
+    last_snapshots: OnceLock<LastSnapshotByContainer>,
+    attempts: OnceLock<AttemptsByDelivery>,
+    reports: OnceLock<ReportsById>,
+}
+
+impl std::fmt::Debug for RequestLoaders {
+    // The loaders hold no Debug; which were made says enough.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestLoaders")
+            .field("snapshots", &self.snapshots.get().is_some())
+            .field("snapshot_refs", &self.snapshot_refs.get().is_some())
+            .field("children", &self.children.get().is_some())
+            .field("ancestors", &self.ancestors.get().is_some())
+            .field("descendants", &self.descendants.get().is_some())
+            .field("last_snapshots", &self.last_snapshots.get().is_some())
+            .field("attempts", &self.attempts.get().is_some())
+            .field("reports", &self.reports.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestLoaders {
+    pub fn new(app: AppState, spawn: Spawner) -> Self {
+        Self {
+            app,
+            spawn,
+            snapshots: OnceLock::new(),
+            snapshot_refs: OnceLock::new(),
+            children: OnceLock::new(),
+            ancestors: OnceLock::new(),
+            descendants: OnceLock::new(),
+            last_snapshots: OnceLock::new(),
+            attempts: OnceLock::new(),
+            reports: OnceLock::new(),
+        }
+    }
+
+    /// The request's loader of type `T`, made now if it is the first ask.
+    pub fn get<T: RequestLoader>(&self) -> &T {
+        T::slot(self).get_or_init(|| {
+            let spawn = self.spawn.clone();
+            T::from_parts(
+                DataLoader::with_cache(
+                    T::Inner::from_app(self.app.clone()),
+                    move |task| spawn(task),
+                    HashMapCache::default(),
+                )
+                .delay(LOADER_DELAY),
+            )
+        })
+    }
+}
+
+/// A loader a request may hold: where [`RequestLoaders`] keeps it.
+pub trait RequestLoader: Sized {
+    type Inner: FromApp;
+    fn slot(loaders: &RequestLoaders) -> &OnceLock<Self>;
+    /// The loader as its alias (they are one type; generic code cannot
+    /// see that).
+    fn from_parts(loader: DataLoader<Self::Inner, HashMapCache>) -> Self;
+}
+
+/// A loader made from the shared state.
+pub trait FromApp: Send + Sync + 'static {
+    fn from_app(app: AppState) -> Self;
+}
+
+macro_rules! request_loaders {
+    ($($alias:ident = $inner:ident in $field:ident;)*) => {$(
+        impl FromApp for $inner {
+            fn from_app(app: AppState) -> Self {
+                Self(app)
+            }
+        }
+        impl RequestLoader for $alias {
+            type Inner = $inner;
+            fn slot(loaders: &RequestLoaders) -> &OnceLock<Self> {
+                &loaders.$field
+            }
+            fn from_parts(loader: DataLoader<$inner, HashMapCache>) -> Self {
+                loader
+            }
+        }
+    )*};
+}
+
+request_loaders! {
+    SnapshotsById = SnapshotLoader in snapshots;
+    SnapshotRefsById = SnapshotRefLoader in snapshot_refs;
+    ChildrenById = ChildrenLoader in children;
+    AncestorsOf = AncestorLoader in ancestors;
+    DescendantsOf = DescendantLoader in descendants;
+    LastSnapshotByContainer = LastSnapshotLoader in last_snapshots;
+    AttemptsByDelivery = AttemptsLoader in attempts;
+    ReportsById = ReportLoader in reports;
+}
 
 /// The loaders as requests hold them (cached per request).
 pub type SnapshotsById = DataLoader<SnapshotLoader, HashMapCache>;

@@ -1,7 +1,7 @@
 use async_graphql::{Context, Object, Result};
 
 use crate::graphql::connections::ContainerConnection;
-use crate::graphql::context::{principal, state};
+use crate::graphql::context::{loader, principal, state};
 use crate::graphql::loaders::LastSnapshotByContainer;
 use crate::service::containers::{self, ContainerCursor, ContainerFilter, ContainerKey};
 use crate::service::page;
@@ -23,9 +23,10 @@ async fn prefetch_last_snapshots(
         .field("node")
         .field("lastSnapshot")
         .exists();
-    let Some(loader) = ctx.data_opt::<LastSnapshotByContainer>().filter(|_| asked) else {
+    if !asked {
         return Ok(());
-    };
+    }
+    let loader = loader::<LastSnapshotByContainer>(ctx)?;
     let keys: Vec<ContainerKey> = rows
         .iter()
         .map(|c| (c.node.clone(), c.id.clone()))

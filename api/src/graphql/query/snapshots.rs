@@ -1,7 +1,7 @@
 use async_graphql::{Context, ID, InputObject, Object, Result};
 
 use crate::graphql::connections::SnapshotConnection;
-use crate::graphql::context::{principal, state};
+use crate::graphql::context::{loader, principal, state};
 use crate::graphql::ids::parse_id;
 use crate::graphql::snapshot_columns;
 use crate::graphql::types::{Snapshot, SnapshotStatus};
@@ -58,8 +58,16 @@ async fn prefetch_lineage(ctx: &Context<'_>, rows: &[entity::snapshot::Model]) -
     parent_ids.retain(|id| !rows.iter().any(|r| r.id == *id));
     let full = nested || direct.iter().any(|f| !asks_only_id(*f));
     let refs = nested || direct.iter().any(|f| asks_only_id(*f));
-    let full_loader = ctx.data_opt::<SnapshotsById>().filter(|_| full);
-    let ref_loader = ctx.data_opt::<SnapshotRefsById>().filter(|_| refs);
+    let full_loader = if full {
+        Some(loader::<SnapshotsById>(ctx)?)
+    } else {
+        None
+    };
+    let ref_loader = if refs {
+        Some(loader::<SnapshotRefsById>(ctx)?)
+    } else {
+        None
+    };
     if let Some(loader) = full_loader {
         let parents = snapshots::by_ids(state, &parent_ids).await?;
         if let Some(refs) = ref_loader {
@@ -73,9 +81,8 @@ async fn prefetch_lineage(ctx: &Context<'_>, rows: &[entity::snapshot::Model]) -
         let page = on_page.iter().map(|r| (r.id, (*r).into()));
         loader.feed_many(page.chain(parents)).await;
     }
-    if node.field("children").exists()
-        && let Some(loader) = ctx.data_opt::<ChildrenById>()
-    {
+    if node.field("children").exists() {
+        let loader = loader::<ChildrenById>(ctx)?;
         let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.id).collect();
         let mut children = snapshots::children_of(state, &ids).await?;
         // Rows without children are fed too: "none" is an answer.
@@ -137,17 +144,17 @@ async fn prefetch_lineage_lists(ctx: &Context<'_>, ids: &[uuid::Uuid]) -> Result
             })
             .collect::<Vec<(LineageKey, Vec<entity::snapshot::Model>)>>()
     };
-    if let Some(loader) = ctx.data_opt::<AncestorsOf>() {
-        for first in lineage_lengths(ctx, "ancestors") {
-            let lists = lineage::ancestors(state, ids, first).await?;
-            loader.feed_many(keyed(first, lists)).await;
-        }
+    for first in lineage_lengths(ctx, "ancestors") {
+        let lists = lineage::ancestors(state, ids, first).await?;
+        loader::<AncestorsOf>(ctx)?
+            .feed_many(keyed(first, lists))
+            .await;
     }
-    if let Some(loader) = ctx.data_opt::<DescendantsOf>() {
-        for first in lineage_lengths(ctx, "descendants") {
-            let lists = lineage::descendants(state, ids, first).await?;
-            loader.feed_many(keyed(first, lists)).await;
-        }
+    for first in lineage_lengths(ctx, "descendants") {
+        let lists = lineage::descendants(state, ids, first).await?;
+        loader::<DescendantsOf>(ctx)?
+            .feed_many(keyed(first, lists))
+            .await;
     }
     Ok(())
 }

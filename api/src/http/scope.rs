@@ -1,8 +1,9 @@
 //! Tasks a request starts on the side (DataLoader batches run in spawned
 //! tasks) end with the request: when its deadline passes, its client goes
 //! away or its WebSocket closes, the guard aborts them, which drops their
-//! database statements (see `db::cancel_on_drop`). A plain `tokio::spawn`
-//! would let an abandoned request's loads run to the end.
+//! database futures (a statement already sent ends at Postgres' statement
+//! timeout, see `db::PoolSettings`). A plain `tokio::spawn` would let an
+//! abandoned request's loads run to the end.
 
 use std::sync::{Arc, Mutex};
 

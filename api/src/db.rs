@@ -2,10 +2,14 @@
 //! data directory when none is given, so the service starts with nothing
 //! set up. Migrations run at start-up.
 
+mod one_connection;
+
 use std::path::Path;
 use std::time::Duration;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+
+pub use self::one_connection::OneConnection;
 
 pub async fn connect(url: Option<&str>, data_dir: &Path) -> anyhow::Result<DatabaseConnection> {
     connect_with(url, data_dir, &PoolSettings::default()).await

@@ -268,10 +268,17 @@ async fn a_page_reads_the_columns_of_its_fields() {
     };
     let filter = api::service::snapshots::SnapshotFilter::default();
     let only = Columns::only([Column::Status]);
-    let page =
-        api::service::snapshots::list(&app.state, &principal, filter.clone(), 10, None, &only)
-            .await
-            .expect("a page");
+    let page = api::service::snapshots::list(
+        &app.state,
+        &mut api::db::OneConnection::new(&app.state.db),
+        &principal,
+        filter.clone(),
+        10,
+        None,
+        &only,
+    )
+    .await
+    .expect("a page");
     // Read: the status and the columns always read; not read: the message.
     assert!(page.rows.iter().all(|r| r.message.is_none()));
     assert!(
@@ -280,9 +287,16 @@ async fn a_page_reads_the_columns_of_its_fields() {
             .any(|r| r.status == SnapshotStatus::Deleted)
     );
     assert!(page.rows.iter().all(|r| r.requested_by == "alice"));
-    let whole =
-        api::service::snapshots::list(&app.state, &principal, filter, 10, None, &Columns::All)
-            .await
-            .expect("a page");
+    let whole = api::service::snapshots::list(
+        &app.state,
+        &mut api::db::OneConnection::new(&app.state.db),
+        &principal,
+        filter,
+        10,
+        None,
+        &Columns::All,
+    )
+    .await
+    .expect("a page");
     assert!(whole.rows.iter().any(|r| r.message.is_some()));
 }

@@ -13,6 +13,7 @@ use entity::{snapshot, webhook_attempt};
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
+use crate::db::OneConnection;
 use crate::errors::ApiError;
 use crate::service::containers::{self, ContainerKey};
 use crate::service::{findings, snapshots};
@@ -146,7 +147,7 @@ impl Loader<Uuid> for SnapshotLoader {
     type Error = ApiError;
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
-        snapshots::by_ids(&self.0, keys).await
+        snapshots::by_ids(&mut OneConnection::new(&self.0.db), keys).await
     }
 }
 
@@ -162,7 +163,7 @@ impl Loader<Uuid> for SnapshotRefLoader {
     type Error = ApiError;
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
-        snapshots::refs_by_ids(&self.0, keys).await
+        snapshots::refs_by_ids(&mut OneConnection::new(&self.0.db), keys).await
     }
 }
 
@@ -175,7 +176,7 @@ impl Loader<Uuid> for ChildrenLoader {
     type Error = ApiError;
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Self::Value>, Self::Error> {
-        snapshots::children_of(&self.0, keys).await
+        snapshots::children_of(&mut OneConnection::new(&self.0.db), keys).await
     }
 }
 

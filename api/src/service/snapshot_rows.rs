@@ -10,10 +10,11 @@
 use entity::snapshot::{self, Column, Entity as Snapshot};
 use sea_orm::sea_query::ColumnType;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, IdenStatic, ModelTrait, QueryResult,
-    QuerySelect, QueryTrait, Select, Value,
+    ColumnTrait, DbErr, IdenStatic, ModelTrait, QueryResult, QuerySelect, QueryTrait, Select, Value,
 };
 use uuid::Uuid;
+
+use crate::db::OneConnection;
 
 /// Which columns of a snapshot to read.
 #[derive(Clone, Debug)]
@@ -47,18 +48,19 @@ impl Columns {
 /// The rows `select` finds, with `columns` read and the others as in
 /// [`placeholder_row`].
 pub async fn read_all(
-    db: &DatabaseConnection,
+    reads: &mut OneConnection<'_>,
     select: Select<Snapshot>,
     columns: &Columns,
 ) -> Result<Vec<snapshot::Model>, DbErr> {
     let Columns::Only(only) = columns else {
-        return select.all(db).await;
+        return reads.all::<snapshot::Model>(&select).await;
     };
     let statement = select
         .select_only()
         .columns(only.iter().copied())
-        .build(db.get_database_backend());
-    db.query_all_raw(statement)
+        .build(reads.backend());
+    reads
+        .query_all(statement)
         .await?
         .iter()
         .map(|row| {

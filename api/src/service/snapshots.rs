@@ -24,6 +24,7 @@ use super::page::{self, Page};
 use super::snapshot_rows::{self, Columns};
 use crate::auth::Principal;
 use crate::bus::SnapshotChange;
+use crate::db::OneConnection;
 use crate::errors::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -579,6 +580,7 @@ impl Cursor {
 #[tracing::instrument(level = "debug", skip_all, fields(who = %who.sub, first = first))]
 pub async fn list(
     state: &AppState,
+    reads: &mut OneConnection<'_>,
     who: &Principal,
     filter: SnapshotFilter,
     first: usize,
@@ -614,19 +616,22 @@ pub async fn list(
         .order_by_desc(snapshot::Column::CreatedAt)
         .order_by_desc(snapshot::Column::Id)
         .limit(page::limit_with_one_more(first));
-    let rows = snapshot_rows::read_all(&state.db, query, columns).await?;
+    let rows = snapshot_rows::read_all(reads, query, columns).await?;
     Ok(Page::from_one_more(rows, first))
 }
 
 /// Snapshots by id, for DataLoaders: one query for any number of ids.
 #[tracing::instrument(level = "debug", skip_all, fields(count = ids.len()))]
-pub async fn by_ids(state: &AppState, ids: &[Uuid]) -> ApiResult<HashMap<Uuid, snapshot::Model>> {
+pub async fn by_ids(
+    reads: &mut OneConnection<'_>,
+    ids: &[Uuid],
+) -> ApiResult<HashMap<Uuid, snapshot::Model>> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    Ok(Snapshot::find()
-        .filter(snapshot::Column::Id.is_in(ids.to_vec()))
-        .all(&state.db)
+    let query = Snapshot::find().filter(snapshot::Column::Id.is_in(ids.to_vec()));
+    Ok(reads
+        .all::<snapshot::Model>(&query)
         .await?
         .into_iter()
         .map(|s| (s.id, s))
@@ -666,11 +671,14 @@ pub fn may_see_ref(state: &AppState, who: &Principal, snapshot: &SnapshotRef) ->
 
 /// [`by_ids`], reading only the columns of a [`SnapshotRef`].
 #[tracing::instrument(level = "debug", skip_all, fields(ids = ids.len()))]
-pub async fn refs_by_ids(state: &AppState, ids: &[Uuid]) -> ApiResult<HashMap<Uuid, SnapshotRef>> {
+pub async fn refs_by_ids(
+    reads: &mut OneConnection<'_>,
+    ids: &[Uuid],
+) -> ApiResult<HashMap<Uuid, SnapshotRef>> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    Ok(Snapshot::find()
+    let query = Snapshot::find()
         .select_only()
         .columns([
             snapshot::Column::Id,
@@ -678,9 +686,9 @@ pub async fn refs_by_ids(state: &AppState, ids: &[Uuid]) -> ApiResult<HashMap<Uu
             snapshot::Column::Owner,
             snapshot::Column::PodNamespace,
         ])
-        .filter(snapshot::Column::Id.is_in(ids.to_vec()))
-        .into_model::<SnapshotRef>()
-        .all(&state.db)
+        .filter(snapshot::Column::Id.is_in(ids.to_vec()));
+    Ok(reads
+        .all::<SnapshotRef>(&query)
         .await?
         .into_iter()
         .map(|s| (s.id, s))
@@ -690,18 +698,17 @@ pub async fn refs_by_ids(state: &AppState, ids: &[Uuid]) -> ApiResult<HashMap<Uu
 /// Children of each parent id, for DataLoaders.
 #[tracing::instrument(level = "debug", skip_all, fields(parents = parents.len()))]
 pub async fn children_of(
-    state: &AppState,
+    reads: &mut OneConnection<'_>,
     parents: &[Uuid],
 ) -> ApiResult<HashMap<Uuid, Vec<snapshot::Model>>> {
     let mut map: HashMap<Uuid, Vec<snapshot::Model>> = HashMap::new();
     if parents.is_empty() {
         return Ok(map);
     }
-    let rows = Snapshot::find()
+    let query = Snapshot::find()
         .filter(snapshot::Column::ParentId.is_in(parents.to_vec()))
-        .order_by_asc(snapshot::Column::CreatedAt)
-        .all(&state.db)
-        .await?;
+        .order_by_asc(snapshot::Column::CreatedAt);
+    let rows = reads.all::<snapshot::Model>(&query).await?;
     for row in rows {
         if let Some(parent) = row.parent_id {
             map.entry(parent).or_default().push(row);

@@ -1,5 +1,6 @@
 use async_graphql::{Context, ID, InputObject, Object, Result};
 
+use crate::db::OneConnection;
 use crate::graphql::connections::SnapshotConnection;
 use crate::graphql::context::{loader, principal, state};
 use crate::graphql::ids::parse_id;
@@ -30,10 +31,13 @@ pub(super) struct SnapshotsFilter {
 /// timing. A `parent` that asks for nothing but its `id` is answered from
 /// the id and the visibility columns ([`snapshots::SnapshotRef`]), not the
 /// whole row.
-async fn prefetch_lineage(ctx: &Context<'_>, rows: &[entity::snapshot::Model]) -> Result<()> {
+async fn prefetch_lineage(
+    ctx: &Context<'_>,
+    reads: &mut OneConnection<'_>,
+    rows: &[entity::snapshot::Model],
+) -> Result<()> {
     use crate::graphql::loaders::{ChildrenById, SnapshotRefsById, SnapshotsById};
     use crate::graphql::types::asks_only_id;
-    let state = state(ctx)?;
     let node = ctx.look_ahead().field("edges").field("node");
     let direct = node.field("parent").selection_fields();
     // A `parent` deeper down (`children { parent }`, `descendants
@@ -69,7 +73,7 @@ async fn prefetch_lineage(ctx: &Context<'_>, rows: &[entity::snapshot::Model]) -
         None
     };
     if let Some(loader) = full_loader {
-        let parents = snapshots::by_ids(state, &parent_ids).await?;
+        let parents = snapshots::by_ids(reads, &parent_ids).await?;
         if let Some(refs) = ref_loader {
             let all = on_page.iter().copied().chain(parents.values());
             refs.feed_many(all.map(|r| (r.id, r.into()))).await;
@@ -77,14 +81,14 @@ async fn prefetch_lineage(ctx: &Context<'_>, rows: &[entity::snapshot::Model]) -
         let page = on_page.iter().map(|r| (r.id, (*r).clone()));
         loader.feed_many(page.chain(parents)).await;
     } else if let Some(loader) = ref_loader {
-        let parents = snapshots::refs_by_ids(state, &parent_ids).await?;
+        let parents = snapshots::refs_by_ids(reads, &parent_ids).await?;
         let page = on_page.iter().map(|r| (r.id, (*r).into()));
         loader.feed_many(page.chain(parents)).await;
     }
     if node.field("children").exists() {
         let loader = loader::<ChildrenById>(ctx)?;
         let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.id).collect();
-        let mut children = snapshots::children_of(state, &ids).await?;
+        let mut children = snapshots::children_of(reads, &ids).await?;
         // Rows without children are fed too: "none" is an answer.
         let all = ids
             .iter()
@@ -191,8 +195,13 @@ impl SnapshotsQuery {
         let filter = filter.unwrap_or_default();
         let after = after.as_deref().map(page::decode::<Cursor>).transpose()?;
         let columns = snapshot_columns::for_rows(ctx.look_ahead().field("edges").field("node"));
+        let state = state(ctx)?;
+        // The page and its lineage rows on one connection, given back
+        // before the lineage lists, which read on their own.
+        let mut reads = OneConnection::new(&state.db);
         let page = snapshots::list(
-            state(ctx)?,
+            state,
+            &mut reads,
             who,
             SnapshotFilter {
                 requested_by: filter.owner,
@@ -205,7 +214,8 @@ impl SnapshotsQuery {
             &columns,
         )
         .await?;
-        prefetch_lineage(ctx, &page.rows).await?;
+        prefetch_lineage(ctx, &mut reads, &page.rows).await?;
+        drop(reads);
         let ids: Vec<uuid::Uuid> = page.rows.iter().map(|r| r.id).collect();
         prefetch_lineage_lists(ctx, &ids).await?;
         Ok(SnapshotConnection::new(page))

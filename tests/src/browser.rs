@@ -123,7 +123,7 @@ impl Browser {
     }
 
     /// The elements matching `css` now.
-    async fn all(&self, css: &str) -> Vec<String> {
+    pub async fn all(&self, css: &str) -> Vec<String> {
         let found = self
             .post("/elements", json!({"using": "css selector", "value": css}))
             .await;

@@ -98,6 +98,33 @@ async fn prefetch_lineage(
     Ok(())
 }
 
+/// Loads the scan reports of the page's rows that have one, in one query,
+/// only when the query asks for what is read from a report (`truncated`,
+/// the `findings` list), and hands them to the request's loader: left to
+/// its batching window, a page on a busy machine asks in several batches.
+async fn prefetch_reports(ctx: &Context<'_>, rows: &[entity::snapshot::Model]) -> Result<()> {
+    use crate::graphql::loaders::ReportsById;
+    let findings = ctx
+        .look_ahead()
+        .field("edges")
+        .field("node")
+        .field("findings");
+    if !(findings.field("truncated").exists() || findings.field("findings").exists()) {
+        return Ok(());
+    }
+    let ids: Vec<uuid::Uuid> = rows
+        .iter()
+        .filter(|r| r.finding_count.is_some())
+        .map(|r| r.id)
+        .collect();
+    let reports = crate::service::findings::reports(state(ctx)?, &ids).await?;
+    let all = reports
+        .into_iter()
+        .map(|(id, report)| (id, std::sync::Arc::new(report)));
+    loader::<ReportsById>(ctx)?.feed_many(all).await;
+    Ok(())
+}
+
 /// Does a field named `name` appear anywhere under `field`?
 fn has_field_below(field: async_graphql::SelectionField<'_>, name: &str) -> bool {
     field.name() == name || field.selection_set().any(|f| has_field_below(f, name))
@@ -216,6 +243,7 @@ impl SnapshotsQuery {
         .await?;
         prefetch_lineage(ctx, &mut reads, &page.rows).await?;
         drop(reads);
+        prefetch_reports(ctx, &page.rows).await?;
         let ids: Vec<uuid::Uuid> = page.rows.iter().map(|r| r.id).collect();
         prefetch_lineage_lists(ctx, &ids).await?;
         Ok(SnapshotConnection::new(page))

@@ -1,14 +1,42 @@
 use async_graphql::{Context, ID, Object, Result};
 
 use crate::graphql::connections::WebhookDeliveryConnection;
-use crate::graphql::context::{principal, state};
+use crate::graphql::context::{loader, principal, state};
 use crate::graphql::ids::parse_id;
+use crate::graphql::loaders::AttemptsByDelivery;
 use crate::graphql::webhooks::{WebhookDeliveryStatus, WebhookEndpoint};
 use crate::service::page;
 use crate::webhooks::endpoints::{self, DeliveryCursor, DeliveryFilter};
 
 #[derive(Default, Debug)]
 pub(super) struct WebhooksQuery;
+
+/// Loads the attempts of every delivery of the page in one query, only when
+/// the query asks for them, and hands them to the request's loader. Left
+/// to the loader's batching window, the rows of a page on a busy machine
+/// ask in several batches (one query each).
+async fn prefetch_attempts(
+    ctx: &Context<'_>,
+    rows: &[entity::webhook_delivery::Model],
+) -> Result<()> {
+    let asked = ctx
+        .look_ahead()
+        .field("edges")
+        .field("node")
+        .field("attempts")
+        .exists();
+    if !asked {
+        return Ok(());
+    }
+    let ids: Vec<uuid::Uuid> = rows.iter().map(|d| d.id).collect();
+    let mut attempts = endpoints::attempts_of(state(ctx)?, &ids).await?;
+    // Deliveries without attempts are fed too: "none" is an answer.
+    let all = ids
+        .iter()
+        .map(|id| (*id, attempts.remove(id).unwrap_or_default()));
+    loader::<AttemptsByDelivery>(ctx)?.feed_many(all).await;
+    Ok(())
+}
 
 #[Object]
 impl WebhooksQuery {
@@ -56,6 +84,7 @@ impl WebhooksQuery {
         };
         let page =
             endpoints::deliveries(state(ctx)?, who, filter, usize::try_from(first)?, after).await?;
+        prefetch_attempts(ctx, &page.rows).await?;
         Ok(WebhookDeliveryConnection::new(page))
     }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::{Container, CreateContainerRequest};
+use e2e_tests::tmpfs::Tmpfs;
 use e2e_tests::{Ctr, TestEnv, agent, agent_binary, commit, commit_output, unique};
 
 /// Checks the error contract and that the message says all of `expected`;
@@ -480,43 +481,10 @@ fn disk_full_on_the_small_containerd() {
     assert_eq!(ctr.run_once(image, "echo still-works"), "still-works\n");
 }
 
-/// A tmpfs of `mib` MiB mounted on a new directory; unmounted on drop.
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    fn mount(mib: u64) -> Self {
-        let dir = std::env::temp_dir().join(unique("dcs-small-spool"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let status = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={mib}m,mode=0700"),
-                "tmpfs",
-            ])
-            .arg(&dir)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "cannot mount a tmpfs (the tests run as root)"
-        );
-        Self(dir)
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 #[test]
 fn disk_full_in_the_spool() {
     let env = TestEnv::get();
-    let spool = SmallDisk::mount(16);
+    let spool = Tmpfs::mount(16);
     let (ctr, id) = running_container(&env, "err-spool");
     // 40 MB that do not compress, into a 16 MiB spool.
     ctr.exec(
@@ -525,7 +493,7 @@ fn disk_full_in_the_spool() {
     );
     let content_before = ctr.run(&["content", "ls", "-q"]);
     let target = format!("{}/e2e/{}:spool-full", env.registry, ctr.namespace);
-    let spool_dir = spool.0.join("spool").to_string_lossy().to_string();
+    let spool_dir = spool.path().join("spool").to_string_lossy().to_string();
     for pause in [&[][..], &["--no-pause"][..]] {
         let mut extra = vec!["--spool-dir", &spool_dir];
         extra.extend_from_slice(pause);
@@ -548,7 +516,9 @@ fn disk_full_in_the_spool() {
         assert!(agent_leases(&ctr).is_empty());
         assert_no_tag(&target, None);
         assert_eq!(
-            std::fs::read_dir(spool.0.join("spool")).unwrap().count(),
+            std::fs::read_dir(spool.path().join("spool"))
+                .unwrap()
+                .count(),
             0,
             "the failed commit left a file in the spool"
         );
